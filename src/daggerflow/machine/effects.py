@@ -1,0 +1,54 @@
+"""What a transition asks the runtime to do once the new state is committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..model.instance import Correlation
+
+
+class RunJob(msgspec.Struct, frozen=True):
+    """Call user code: ``job`` is execute, on_message, evaluate, interval_execute or stop."""
+
+    instance: str
+    node: str
+    job: str
+    seq: int
+    payload: Any = None
+
+
+class CancelJob(msgspec.Struct, frozen=True):
+    instance: str
+    node: str
+
+
+class SetTimer(msgspec.Struct, frozen=True):
+    instance: str
+    key: str
+    due: float
+
+
+class CancelTimer(msgspec.Struct, frozen=True):
+    instance: str
+    key: str
+
+
+class IndexPut(msgspec.Struct, frozen=True):
+    instance: str
+    node: str
+    at: Correlation
+
+
+class IndexDel(msgspec.Struct, frozen=True):
+    instance: str
+    node: str
+    at: Correlation
+
+
+class InstanceDeleted(msgspec.Struct, frozen=True):
+    instance: str
+
+
+Effect = RunJob | CancelJob | SetTimer | CancelTimer | IndexPut | IndexDel | InstanceDeleted

@@ -1,0 +1,145 @@
+"""Runtime state of one workflow instance: a tree of nodes, stored as one record.
+
+Everything here is plain data (msgspec structs) so it encodes to msgpack for the store and
+to JSON for the REST API and the update topic, without pickle and without import paths:
+a node names its task class by the name it was registered under (``type_name``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How often and how fast a failing task is retried.
+
+    ``max_attempts`` counts the first try: 1 means no retry. The delay before attempt n+1
+    is ``initial_interval * backoff_coefficient ** (n - 1)``, capped at ``maximum_interval``.
+    Exceptions whose class name (or a base class name) is in ``non_retryable`` fail at once.
+    """
+
+    max_attempts: int = 1
+    initial_interval: float = 1.0
+    backoff_coefficient: float = 2.0
+    maximum_interval: float = 60.0
+    non_retryable: tuple[str, ...] = ()
+
+    def delay(self, attempt: int) -> float:
+        return float(
+            min(self.maximum_interval, self.initial_interval * self.backoff_coefficient ** (attempt - 1))
+        )
+
+
+class Node(msgspec.Struct, omit_defaults=True):
+    """One workflow, process or task of an instance."""
+
+    id: str
+    name: str
+    kind: str
+    parent: str | None = None
+    status: str = "NOT_STARTED"
+    type_name: str | None = None
+    # ``next`` holds the successors; a decision chooses one, other nodes have at most one.
+    next: list[str] = msgspec.field(default_factory=list)
+    # Children: first process of a workflow, first task of a process, members of a parallel.
+    children: list[str] = msgspec.field(default_factory=list)
+    process_name: str | None = None
+    time_created: float = 0.0
+    time_submitted: float = 0.0
+    time_completed: float = 0.0
+    # Listener and command settings.
+    topic: str | None = None
+    correlatable_key: str | None = None
+    allow_skip_to: bool = False
+    reprocess_on_message: bool = False
+    match_only_one: bool = False
+    # Trigger, interval and monitor settings (epoch seconds; period in seconds).
+    time_to_execute: float | None = None
+    time_to_force_complete: float | None = None
+    interval_execute_period: float | None = None
+    monitored: str | None = None
+    # Composite and process settings.
+    operator: str | None = None
+    max_run_duration: float = 0.0
+    monitor: str | None = None
+    # Failure handling.
+    retry: RetryPolicy | None = None
+    continue_on_failure: bool = False
+    timeout: float | None = None
+    timeout_status: str = "FAILURE"
+    attempts: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    # Job bookkeeping: ``job`` names the kind of user call in flight, ``job_seq`` tells a
+    # stale result (of a call started before a stop or a skip) from the current one.
+    job: str | None = None
+    job_seq: int = 0
+    inbox: list[Any] = msgspec.field(default_factory=list)
+
+    def is_terminal(self) -> bool:
+        return self.status in _TERMINAL
+
+
+_TERMINAL = frozenset({"COMPLETED", "FAILURE", "SKIPPED", "STOPPED"})
+
+
+class Correlation(msgspec.Struct, frozen=True, array_like=True):
+    """Where a listener is indexed: (topic, key name, value)."""
+
+    topic: str
+    key: str
+    value: str
+
+
+class Instance(msgspec.Struct, omit_defaults=True):
+    """A workflow instance: all its nodes plus the shared runtime parameters."""
+
+    id: str
+    template_name: str
+    template_version: str
+    nodes: dict[str, Node]
+    runtime_parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    partition_key_lookup: str | None = None
+    update_count: int = 0
+    lastupdated: float = 0.0
+    # Listener node id -> where it is indexed now; the machine diffs this to move entries.
+    correlations: dict[str, Correlation] = msgspec.field(default_factory=dict)
+    # Timer key ("<node id>:<purpose>") -> due time; mirrored by the store's timer table.
+    timers: dict[str, float] = msgspec.field(default_factory=dict)
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[self.id]
+
+    @property
+    def status(self) -> str:
+        return self.nodes[self.id].status
+
+    def is_terminal(self) -> bool:
+        return self.nodes[self.id].is_terminal()
+
+    def partition_key(self) -> str:
+        """The key this instance is routed and published under."""
+        if self.partition_key_lookup:
+            value = self.runtime_parameters.get(self.partition_key_lookup)
+            if value is not None:
+                return str(value)
+        return self.id
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Instance)
+
+
+def encode_instance(instance: Instance) -> bytes:
+    return _encoder.encode(instance)
+
+
+def decode_instance(data: bytes) -> Instance:
+    return _decoder.decode(data)
+
+
+def copy_instance(instance: Instance) -> Instance:
+    return _decoder.decode(_encoder.encode(instance))

@@ -1,0 +1,1 @@
+"""The processing pipeline shared by both runtimes: processor, jobs, timers, consumers."""

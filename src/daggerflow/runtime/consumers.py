@@ -1,0 +1,229 @@
+"""Topic consumers with durable positions: one per listener topic, one per agent.
+
+A listener consumer maps each message to correlation pairs with the listener classes'
+``get_correlatable_keys_from_payload`` (user code, so it runs here and not in the
+processor) and hands the result to the processor, which looks up the waiting instances
+and commits the consumer's position in the same batch. A message that cannot be mapped
+goes to the dead-letter topic with the error; the consumer keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from ..store.base import Message, Outgoing, Store
+from . import outbox
+from .processor import AgentCommit, Incoming, Processor
+
+log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
+
+READ_BATCH = 500
+
+
+class TopicSignals:
+    """Wakes readers when a topic gets new messages."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, topic: str) -> asyncio.Event:
+        ev = self._events.get(topic)
+        if ev is None:
+            ev = self._events[topic] = asyncio.Event()
+        return ev
+
+    def notify(self, topic: str) -> None:
+        ev = self._events.get(topic)
+        if ev is not None:
+            ev.set()
+
+    async def wait(self, store: Store, topic: str, offset: int) -> None:
+        ev = self.event(topic)
+        while store.end_offset(topic) <= offset:
+            ev.clear()
+            if store.end_offset(topic) > offset:
+                return
+            await ev.wait()
+
+
+def dead_letter(topic: str, msg: Message, consumer: str, error: str, tb: str) -> Outgoing:
+    value = msg.value.decode("utf-8", "replace") if isinstance(msg.value, bytes) else msg.value
+    record = {
+        "topic": msg.topic,
+        "offset": msg.offset,
+        "key": msg.key,
+        "value": value,
+        "consumer": consumer,
+        "error": error,
+        "traceback": tb,
+    }
+    return Outgoing(topic, msg.key, _json.encode(record).decode())
+
+
+class Consumer:
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        store: Store,
+        processor: Processor,
+        signals: TopicSignals,
+        start_at_end: bool,
+        dead_letter_topic: str,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.store = store
+        self.processor = processor
+        self.signals = signals
+        self.start_at_end = start_at_end
+        self.dead_letter_topic = dead_letter_topic
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"daggerflow-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def initial_position(self) -> int:
+        pos = self.store.position(self.name)
+        if pos is not None:
+            return pos
+        return self.store.end_offset(self.topic) if self.start_at_end else 0
+
+    async def _run(self) -> None:
+        position = self.initial_position()
+        while True:
+            messages = self.store.read(self.topic, position, READ_BATCH)
+            if not messages:
+                await self.signals.wait(self.store, self.topic, position)
+                continue
+            await self.handle(messages)
+            position = messages[-1].offset + 1
+
+    async def handle(self, messages: list[Message]) -> None:
+        raise NotImplementedError
+
+
+class ListenerConsumer(Consumer):
+    def __init__(self, *args: Any, classes: list[type], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.classes = classes
+
+    async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
+        pairs: list[tuple[str, str]] = []
+        message_id: str | None = None
+        for cls in self.classes:
+            task = cls()
+            result = await task.get_correlatable_keys_from_payload(value)
+            if result is None:
+                continue
+            if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], (list, tuple)):
+                result = [result]  # one bare (key, value) pair, as Dagger's deprecated hook returns
+            if not isinstance(result, (list, tuple)):
+                raise ValueError(
+                    f"{cls.__name__}.get_correlatable_keys_from_payload must return "
+                    f"[(key_name, value), ...]; got {result!r}"
+                )
+            for pair in result:
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise ValueError(
+                        f"{cls.__name__}.get_correlatable_keys_from_payload must return "
+                        f"[(key_name, value), ...]; got element {pair!r}"
+                    )
+                key_name, key_value = pair
+                if key_value is None or key_value == "":
+                    log.warning("%s: empty correlation value for %r skipped", self.topic, key_name)
+                    continue
+                entry = (str(key_name), str(key_value))
+                if entry not in pairs:
+                    pairs.append(entry)
+            if message_id is None:
+                message_id = task.get_message_id(value)
+        return pairs, message_id
+
+    async def handle(self, messages: list[Message]) -> None:
+        match_only_one = any(getattr(c, "match_only_one", False) for c in self.classes)
+        last: asyncio.Future[Any] | None = None
+        for msg in messages:
+            last = asyncio.get_running_loop().create_future()
+            try:
+                pairs, message_id = await self.mappings(msg.value)
+            except Exception as exc:
+                log.warning("dead-lettering %s@%d: %r", msg.topic, msg.offset, exc)
+                dl = dead_letter(
+                    self.dead_letter_topic,
+                    msg,
+                    self.name,
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                )
+                self.processor.submit(Incoming(self.name, msg, [], dead_letter=dl, future=last))
+                continue
+            self.processor.submit(
+                Incoming(
+                    self.name,
+                    msg,
+                    pairs,
+                    match_only_one,
+                    None if message_id is None else str(message_id),
+                    future=last,
+                )
+            )
+        if last is not None:
+            await last  # backpressure: read on once this chunk is committed
+
+
+AgentHandler = Callable[[Any], Awaitable[Any]]
+
+
+class AgentConsumer(Consumer):
+    """Runs ``handler(value)`` for each message; what it sends commits with its position."""
+
+    def __init__(self, *args: Any, handler: AgentHandler, concurrency: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler = handler
+        self.concurrency = max(1, concurrency)
+
+    async def _one(self, msg: Message) -> list[Outgoing]:
+        with outbox.capture() as box:
+            try:
+                await self.handler(msg.value)
+            except Exception as exc:
+                log.warning("agent %s failed on %s@%d: %r", self.name, msg.topic, msg.offset, exc)
+                return [
+                    dead_letter(
+                        self.dead_letter_topic,
+                        msg,
+                        self.name,
+                        f"{type(exc).__name__}: {exc}",
+                        traceback.format_exc(),
+                    )
+                ]
+        return box
+
+    async def handle(self, messages: list[Message]) -> None:
+        for start in range(0, len(messages), self.concurrency):
+            chunk = messages[start : start + self.concurrency]
+            if len(chunk) == 1:
+                boxes = [await self._one(chunk[0])]
+            else:
+                boxes = list(await asyncio.gather(*(self._one(m) for m in chunk)))
+            sent = [o for box in boxes for o in box]
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))
+            await fut

@@ -1,0 +1,181 @@
+"""Runs user code (execute, on_message, evaluate, interval_execute, stop) beside the
+pipeline, with bounded concurrency; each outcome goes back to the processor as an event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from ..machine.events import JobDone, JobFailed
+from ..model.instance import Instance, Node, RetryPolicy
+from ..store.base import Outgoing, PendingJob
+from . import outbox
+
+if TYPE_CHECKING:
+    from ..tasks import ITask, ITemplateDAGInstance
+
+log = logging.getLogger(__name__)
+
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+_json = msgspec.json.Encoder()
+
+
+class JobContext(Protocol):
+    """What the job runner needs from the engine, kept narrow for tests."""
+
+    def committed(self, instance_id: str) -> Instance | None: ...
+
+    def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]: ...
+
+    def view(
+        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
+    ) -> ITemplateDAGInstance[Any, Any]: ...
+
+    def report(self, instance: str, event: Any, box: list[Any]) -> None: ...
+
+
+def copy_params(params: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = _unpack.decode(_pack.encode(params))
+    return result
+
+
+def params_diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    removed = [k for k in before if k not in after]
+    return changed, removed
+
+
+def check_serialisable(params: dict[str, Any], what: str) -> str | None:
+    """None if every value encodes as JSON, else a message naming the first bad key."""
+    try:
+        _json.encode(params)
+        return None
+    except (TypeError, ValueError, OverflowError):
+        pass
+    for key, value in params.items():
+        try:
+            _json.encode(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return f"{what} {key!r} is not JSON-serialisable ({type(value).__name__}): {exc}"
+    return f"{what} are not JSON-serialisable"
+
+
+def is_retryable(exc: BaseException, policy: RetryPolicy | None) -> bool:
+    if policy is None:
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__} | {
+        f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__
+    }
+    return not names & set(policy.non_retryable)
+
+
+class JobRunner:
+    def __init__(self, ctx: JobContext, max_concurrency: int) -> None:
+        self._ctx = ctx
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._all: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def submit(self, job: PendingJob) -> None:
+        task = asyncio.create_task(self._run(job))
+        self._all.add(task)
+        task.add_done_callback(self._all.discard)
+        if job.job != "stop":
+            self._running[(job.instance, job.node)] = task
+            key = (job.instance, job.node)
+            task.add_done_callback(lambda t: self._forget(key, t))
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+
+    def cancel(self, instance: str, node: str) -> None:
+        task = self._running.pop((instance, node), None)
+        if task is not None:
+            task.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for running jobs; cancel what is left after ``timeout`` (they re-run after
+        restart, since their results were never committed)."""
+        if not self._all:
+            return
+        _, pending = await asyncio.wait(set(self._all), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _run(self, job: PendingJob) -> None:
+        async with self._sem:
+            instance = self._ctx.committed(job.instance)
+            if instance is None:
+                return
+            node = instance.nodes.get(job.node)
+            if node is None:
+                return
+            event, box = await self._call(job, instance, node)
+            if event is not None:
+                self._ctx.report(job.instance, event, box)
+
+    async def _call(
+        self, job: PendingJob, instance: Instance, node: Node
+    ) -> tuple[JobDone | JobFailed | None, list[Outgoing]]:
+        try:
+            cls = self._ctx.task_class(node.type_name)
+        except KeyError as exc:
+            return self._failed(job, f"TaskTypeNotRegistered: {exc.args[0]}", "", False), []
+        task = cls(node)
+        before = instance.runtime_parameters
+        params = copy_params(before)
+        view = self._ctx.view(instance, params)
+        result: Any = None
+        with outbox.capture() as box:
+            try:
+                if job.job == "execute":
+                    await task.execute(params, view)
+                elif job.job == "on_message":
+                    result = bool(await task.on_message(params, job.payload))  # type: ignore[attr-defined]
+                elif job.job == "evaluate":
+                    chosen = await task.evaluate(**copy_params(before))  # type: ignore[attr-defined]
+                    result = None if chosen is None else str(chosen)
+                elif job.job == "interval_execute":
+                    result = bool(await task.interval_execute(params))  # type: ignore[attr-defined]
+                elif job.job == "stop":
+                    await task.stop(params, view)
+                    return None, []
+                else:
+                    return self._failed(job, f"unknown job kind {job.job!r}", "", False), []
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if job.job == "stop":
+                    log.warning("stop() of %s raised %r", node.name, exc)
+                    return None, []
+                return (
+                    self._failed(
+                        job,
+                        f"{type(exc).__name__}: {exc}",
+                        traceback.format_exc(),
+                        is_retryable(exc, node.retry),
+                    ),
+                    [],
+                )
+        changed, removed = params_diff(before, params)
+        problem = check_serialisable(changed, "runtime parameter") if changed else None
+        if problem is not None:
+            return self._failed(job, f"NotSerializable: {problem}", "", False), []
+        status = task.status_code()
+        override = status if status in ("FAILURE", "SKIPPED") and status != node.status else None
+        return JobDone(node.id, job.seq, job.job, result, changed, removed, override), box
+
+    @staticmethod
+    def _failed(job: PendingJob, error: str, tb: str, retryable: bool) -> JobFailed:
+        return JobFailed(job.node, job.seq, job.job, error, tb, retryable, job.payload)

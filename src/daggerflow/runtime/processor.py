@@ -1,0 +1,390 @@
+"""The processing loop: read a batch of inputs, apply them, commit once, then act.
+
+Inputs come from API calls (create, submit, stop), job outcomes, timers and topic
+consumers. Each batch is applied and committed synchronously, with no ``await`` in
+between, so readers on the event loop only ever see committed state. After the commit the
+processor starts jobs, arms timers, resolves the callers' futures and publishes updates:
+nothing leaves the process before the state that caused it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..errors import TaskInvalidState
+from ..machine import (
+    CancelJob,
+    CancelTimer,
+    Context,
+    Deliver,
+    IndexDel,
+    IndexPut,
+    InstanceDeleted,
+    JobDone,
+    JobFailed,
+    RunJob,
+    SetTimer,
+    apply,
+)
+from ..machine.events import Event
+from ..model.instance import Correlation, Instance
+from ..model.snapshot import snapshot
+from ..store.base import Message, Outgoing, PendingJob, Store, WriteBatch
+from .clock import Clock
+
+log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class Command:
+    """An event for one instance; ``outbox`` holds what a job sent while it ran."""
+
+    instance: str
+    event: Event
+    future: asyncio.Future[Any] | None = None
+    outbox: list[Outgoing] | None = None
+
+
+@dataclass
+class Incoming:
+    """A listener message with its correlation pairs already computed by the consumer."""
+
+    consumer: str
+    message: Message
+    mappings: list[tuple[str, str]]
+    match_only_one: bool = False
+    message_id: str | None = None
+    dead_letter: Outgoing | None = None
+    future: asyncio.Future[Any] | None = None
+
+
+@dataclass
+class AgentCommit:
+    """An agent handled messages up to ``next_offset``; commit what it sent with that."""
+
+    consumer: str
+    next_offset: int
+    outbox: list[Outgoing]
+    future: asyncio.Future[Any] | None = None
+
+
+Item = Command | Incoming | AgentCommit
+
+
+@dataclass
+class Settings:
+    delete_on_complete: bool = False
+    task_update_topic: str | None = None
+    unmatched_ttl: Callable[[str], float] = lambda topic: 0.0
+    max_batch: int = 1000
+    cache_size: int = 20000
+
+
+@dataclass
+class _After:
+    """Everything to do once the batch is committed."""
+
+    results: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
+    errors: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
+    jobs: list[PendingJob] = field(default_factory=list)
+    cancels: list[tuple[str, str]] = field(default_factory=list)
+    timers_set: list[tuple[str, str, float]] = field(default_factory=list)
+    timers_cancel: list[tuple[str, str]] = field(default_factory=list)
+    changed: dict[str, Instance | None] = field(default_factory=dict)
+
+
+def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
+    if instance is None:
+        return set()
+    return {(n.id, n.job_seq) for n in instance.nodes.values() if n.job is not None}
+
+
+class Processor:
+    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.cache: OrderedDict[str, Instance] = OrderedDict()
+        # Hooks the engine sets: run a job, arm/cancel timers, cancel a job, after-commit.
+        self.on_job: Callable[[PendingJob], None] = lambda job: None
+        self.on_cancel: Callable[[str, str], None] = lambda i, n: None
+        self.on_timer_set: Callable[[str, str, float], None] = lambda i, k, d: None
+        self.on_timer_cancel: Callable[[str, str], None] = lambda i, k: None
+        self.on_committed: Callable[[dict[str, Instance | None], list[tuple[str, int]]], None] = (
+            lambda changed, appended: None
+        )
+        self.transitions = 0
+        self.batches = 0
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # Inputs ---------------------------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        self._idle.clear()
+        self.queue.put_nowait(item)
+
+    def submit_event(self, instance: str, event: Event, box: list[Outgoing] | None = None) -> None:
+        self.submit(Command(instance, event, None, box))
+
+    async def call(self, instance: str, event: Event) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.submit(Command(instance, event, fut))
+        return await fut
+
+    # State ----------------------------------------------------------------------------
+
+    def committed(self, instance_id: str) -> Instance | None:
+        """The last committed state of an instance (cached)."""
+        inst = self.cache.get(instance_id)
+        if inst is not None:
+            self.cache.move_to_end(instance_id)
+            return inst
+        inst = self.store.get_instance(instance_id)
+        if inst is not None:
+            self._remember(inst)
+        return inst
+
+    def _remember(self, inst: Instance) -> None:
+        self.cache[inst.id] = inst
+        if len(self.cache) > self.settings.cache_size:
+            self.cache.popitem(last=False)
+
+    # Loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="daggerflow-processor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    @property
+    def failed(self) -> BaseException | None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            if self.queue.empty():
+                self._idle.set()
+            items = [await self.queue.get()]
+            while len(items) < self.settings.max_batch and not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            self.process(items)
+
+    def process(self, items: list[Item]) -> None:
+        batch = WriteBatch()
+        after = _After()
+        run = _BatchRun(self, batch, after)
+        for item in items:
+            run.handle(item)
+        run.finish()
+        try:
+            appended = self.store.commit(batch, self.clock.now())
+        except BaseException as exc:
+            for iid in after.changed:
+                self.cache.pop(iid, None)
+            for item in items:
+                fut = item.future
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            log.exception("commit failed; the processor stops")
+            raise
+        self.batches += 1
+        for fut, value in after.results:
+            if not fut.done():
+                fut.set_result(value)
+        for fut, error in after.errors:
+            if not fut.done():
+                fut.set_exception(error)
+        for instance, key in after.timers_cancel:
+            self.on_timer_cancel(instance, key)
+        for instance, key, due in after.timers_set:
+            self.on_timer_set(instance, key, due)
+        for instance, node in after.cancels:
+            self.on_cancel(instance, node)
+        for job in after.jobs:
+            self.on_job(job)
+        self.on_committed(after.changed, appended)
+
+
+class _BatchRun:
+    """Applies one batch's items; keeps the batch's own index changes visible to itself."""
+
+    def __init__(self, proc: Processor, batch: WriteBatch, after: _After) -> None:
+        self.proc = proc
+        self.batch = batch
+        self.after = after
+        self.now = proc.clock.now()
+        self.ctx = Context(self.now, proc.settings.delete_on_complete)
+        self.index_added: dict[Correlation, list[tuple[str, str]]] = {}
+        self.index_removed: set[tuple[Correlation, str, str]] = set()
+        self.buffer_taken: set[int] = set()
+        self.seen: set[tuple[str, str]] = set()
+
+    def handle(self, item: Item) -> None:
+        if isinstance(item, Command):
+            self.apply_event(item.instance, item.event, item.future, item.outbox)
+        elif isinstance(item, Incoming):
+            self.incoming(item)
+        else:
+            self.batch.appends.extend(item.outbox)
+            self.batch.positions[item.consumer] = item.next_offset
+            if item.future is not None:
+                self.after.results.append((item.future, item.next_offset))
+
+    def load(self, iid: str) -> Instance | None:
+        if iid in self.after.changed:
+            return self.after.changed[iid]
+        return self.proc.committed(iid)
+
+    def apply_event(
+        self,
+        iid: str,
+        event: Event,
+        future: asyncio.Future[Any] | None = None,
+        box: list[Outgoing] | None = None,
+    ) -> bool:
+        inst = self.load(iid)
+        before = _active_jobs(inst)
+        tr = apply(inst, event, self.ctx)
+        if isinstance(event, (JobDone, JobFailed)):
+            self.batch.jobs_del.append((iid, event.node, event.seq))
+        if tr.error is not None and future is not None:
+            self.after.errors.append((future, TaskInvalidState(tr.error)))
+        elif future is not None:
+            self.after.results.append((future, tr.instance))
+        if not tr.changed or tr.instance is None:
+            return False
+        inst = tr.instance
+        self.proc.transitions += 1
+        inst.update_count += 1
+        self.proc._remember(inst)
+        self.after.changed[iid] = inst
+        self.batch.instances[iid] = inst
+        if box:
+            self.batch.appends.extend(box)
+        after_jobs = _active_jobs(inst)
+        for node, seq in before - after_jobs:
+            self.batch.jobs_del.append((iid, node, seq))
+        follow_ups: list[Deliver] = []
+        for effect in tr.effects:
+            if isinstance(effect, RunJob):
+                job = PendingJob(iid, effect.node, effect.job, effect.seq, effect.payload)
+                if (effect.node, effect.seq) in after_jobs:
+                    self.batch.jobs_put.append(job)
+                self.after.jobs.append(job)
+            elif isinstance(effect, SetTimer):
+                self.batch.set_timer(iid, effect.key, effect.due)
+                self.after.timers_set.append((iid, effect.key, effect.due))
+            elif isinstance(effect, CancelTimer):
+                self.batch.cancel_timer(iid, effect.key)
+                self.after.timers_cancel.append((iid, effect.key))
+            elif isinstance(effect, IndexPut):
+                self.index_put(effect.at, iid, effect.node)
+                follow_ups.extend(self.buffered_for(effect.at, effect.node))
+            elif isinstance(effect, IndexDel):
+                self.index_del(effect.at, iid, effect.node)
+            elif isinstance(effect, CancelJob):
+                self.after.cancels.append((iid, effect.node))
+            elif isinstance(effect, InstanceDeleted):
+                self.batch.instances[iid] = None
+                self.after.changed[iid] = None
+                self.proc.cache.pop(iid, None)
+        for deliver in follow_ups:
+            self.apply_event(iid, deliver)
+        return True
+
+    # Correlation ----------------------------------------------------------------------
+
+    def index_put(self, at: Correlation, iid: str, node: str) -> None:
+        self.index_removed.discard((at, iid, node))
+        self.index_added.setdefault(at, []).append((iid, node))
+        self.batch.index_put.append((at, iid, node))
+
+    def index_del(self, at: Correlation, iid: str, node: str) -> None:
+        added = self.index_added.get(at)
+        if added and (iid, node) in added:
+            added.remove((iid, node))
+        self.index_removed.add((at, iid, node))
+        self.batch.index_del.append((at, iid, node))
+
+    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+        found = [e for e in self.proc.store.lookup(at) if (at, *e) not in self.index_removed]
+        for entry in self.index_added.get(at, []):
+            if entry not in found:
+                found.append(entry)
+        return found
+
+    def buffered_for(self, at: Correlation, node: str) -> list[Deliver]:
+        if self.proc.settings.unmatched_ttl(at.topic) <= 0:
+            return []
+        out = []
+        for buf_id, payload in self.proc.store.buffered(at, self.now):
+            if buf_id in self.buffer_taken:
+                continue
+            self.buffer_taken.add(buf_id)
+            self.batch.buffer_del.append(buf_id)
+            out.append(Deliver(node, payload, at.topic))
+        return out
+
+    def incoming(self, item: Incoming) -> None:
+        msg = item.message
+        self.batch.positions[item.consumer] = msg.offset + 1
+        if item.future is not None:
+            self.after.results.append((item.future, msg.offset))
+        if item.dead_letter is not None:
+            self.batch.appends.append(item.dead_letter)
+            return
+        if item.message_id is not None:
+            key = (msg.topic, item.message_id)
+            if key in self.seen or self.proc.store.has_seen(*key):
+                return  # a redelivered or duplicate message: ignored (design §3)
+            self.seen.add(key)
+            self.batch.seen.append(key)
+        matched = False
+        for key_name, value in item.mappings:
+            at = Correlation(msg.topic, key_name, value)
+            for iid, node in self.lookup(at):
+                if self.load(iid) is None or node not in self.load(iid).nodes:  # type: ignore[union-attr]
+                    self.index_del(at, iid, node)  # prune entries of deleted instances
+                    continue
+                self.apply_event(iid, Deliver(node, msg.value, msg.topic))
+                matched = True
+                if item.match_only_one:
+                    break
+        ttl = self.proc.settings.unmatched_ttl(msg.topic)
+        if not matched and ttl > 0:
+            for key_name, value in item.mappings:
+                self.batch.buffer_put.append(
+                    (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
+                )
+
+    def finish(self) -> None:
+        topic = self.proc.settings.task_update_topic
+        if topic is None:
+            return
+        for _iid, inst in self.after.changed.items():
+            if inst is not None:
+                value = _json.encode(snapshot(inst)).decode()
+                self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))

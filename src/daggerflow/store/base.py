@@ -1,0 +1,100 @@
+"""The store interface: small and transactional (design §6).
+
+Every change a batch of events makes (instances, correlation index, timers, pending jobs,
+outgoing messages, consumer positions, dedupe ids, buffered messages) goes into one
+``WriteBatch`` and is committed atomically by ``Store.commit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..model.instance import Correlation, Instance
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    offset: int
+    key: str | None
+    value: Any  # str, bytes, or JSON text
+    headers: dict[str, str]
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    instance: str
+    node: str
+    job: str
+    seq: int
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: str | None
+    value: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WriteBatch:
+    instances: dict[str, Instance | None] = field(default_factory=dict)
+    index_put: list[tuple[Correlation, str, str]] = field(default_factory=list)
+    index_del: list[tuple[Correlation, str, str]] = field(default_factory=list)
+    timers_set: dict[tuple[str, str], float] = field(default_factory=dict)
+    timers_del: set[tuple[str, str]] = field(default_factory=set)
+    jobs_put: list[PendingJob] = field(default_factory=list)
+    jobs_del: list[tuple[str, str, int]] = field(default_factory=list)
+    appends: list[Outgoing] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    buffer_put: list[tuple[Correlation, Any, float]] = field(default_factory=list)
+    buffer_del: list[int] = field(default_factory=list)
+
+    def set_timer(self, instance: str, key: str, due: float) -> None:
+        self.timers_del.discard((instance, key))
+        self.timers_set[(instance, key)] = due
+
+    def cancel_timer(self, instance: str, key: str) -> None:
+        self.timers_set.pop((instance, key), None)
+        self.timers_del.add((instance, key))
+
+
+class Store(Protocol):
+    def get_instance(self, instance_id: str) -> Instance | None: ...
+
+    def list_instances(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]: ...
+
+    def count_instances(self, *, status: str | None, template: str | None) -> int: ...
+
+    def lookup(self, at: Correlation) -> list[tuple[str, str]]: ...
+
+    def all_timers(self) -> list[tuple[str, str, float]]: ...
+
+    def pending_jobs(self) -> list[PendingJob]: ...
+
+    def buffered(self, at: Correlation, now: float) -> list[tuple[int, Any]]: ...
+
+    def has_seen(self, topic: str, message_id: str) -> bool: ...
+
+    def position(self, consumer: str) -> int | None: ...
+
+    def append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
+    ) -> int: ...
+
+    def read(self, topic: str, start: int, limit: int) -> list[Message]: ...
+
+    def end_offset(self, topic: str) -> int: ...
+
+    def topics(self) -> list[str]: ...
+
+    def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,360 @@
+"""SQLite store: instances, index, timers, jobs, topics and positions in one WAL database.
+
+One process owns a database at a time (an exclusive lock file next to it), so the worker is
+the single writer. Commits use ``synchronous=NORMAL`` by default: in WAL mode that survives
+a killed process (every committed transaction is in the WAL); ``durability="full"`` also
+survives power loss at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import msgspec
+
+from ..errors import ConfigurationError, StoreError
+from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from .base import Message, PendingJob, WriteBatch
+
+APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, template TEXT NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_status ON instances (status, created);
+CREATE INDEX IF NOT EXISTS instances_template ON instances (template, created);
+CREATE INDEX IF NOT EXISTS instances_created ON instances (created);
+CREATE TABLE IF NOT EXISTS correlation (
+    topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    instance TEXT NOT NULL, node TEXT NOT NULL,
+    PRIMARY KEY (topic, key, value, instance, node));
+CREATE TABLE IF NOT EXISTS timers (
+    instance TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL,
+    PRIMARY KEY (instance, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    instance TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL, job TEXT NOT NULL,
+    payload BLOB, PRIMARY KEY (instance, node, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    topic TEXT NOT NULL, "offset" INTEGER NOT NULL, key TEXT, value, headers TEXT,
+    ts REAL NOT NULL, PRIMARY KEY (topic, "offset")) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (consumer TEXT PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+    topic TEXT NOT NULL, id TEXT NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (topic, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buffered (
+    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    payload BLOB, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
+"""
+
+_json = msgspec.json.Encoder()
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+
+
+def _headers_text(headers: dict[str, str] | None) -> str | None:
+    return _json.encode(headers).decode() if headers else None
+
+
+class SQLiteStore:
+    def __init__(self, path: str, *, durability: str = "normal") -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock(path)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._check_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            self._unlock()
+            raise StoreError(f"{path} is not a usable daggerflow database: {exc}") from exc
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        self.db.execute("PRAGMA temp_store=MEMORY")
+        self.db.execute("PRAGMA cache_size=-65536")
+
+    def _lock(self, path: str) -> None:
+        fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{path} is in use by another daggerflow worker (lock {path}.lock is held)"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _check_and_migrate(self) -> None:
+        db = self.db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == 0 and not tables:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            return
+        if app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is a SQLite database that daggerflow did not create "
+                f"(application_id {app_id:#x}); refusing to touch it"
+            )
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this daggerflow "
+                f"supports ({SCHEMA_VERSION}); upgrade daggerflow"
+            )
+        ok = db.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            raise StoreError(f"{self.path} is corrupt: {ok}")
+
+    # Reads ----------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        row = self.db.execute("SELECT data FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        return decode_instance(row[0]) if row else None
+
+    def _where(self, status: str | None, template: str | None) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if template:
+            clauses.append("template = ?")
+            args.append(template)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    def list_instances(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]:
+        where, args = self._where(status, template)
+        rows = self.db.execute(
+            f"SELECT data FROM instances{where} ORDER BY created, id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [decode_instance(r[0]) for r in rows]
+
+    def count_instances(self, *, status: str | None, template: str | None) -> int:
+        where, args = self._where(status, template)
+        return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
+
+    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT instance, node FROM correlation WHERE topic=? AND key=? AND value=?",
+            (at.topic, at.key, at.value),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def all_timers(self) -> list[tuple[str, str, float]]:
+        return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
+
+    def pending_jobs(self) -> list[PendingJob]:
+        rows = self.db.execute("SELECT instance, node, job, seq, payload FROM jobs")
+        return [
+            PendingJob(r[0], r[1], r[2], r[3], None if r[4] is None else _unpack.decode(r[4])) for r in rows
+        ]
+
+    def buffered(self, at: Correlation, now: float) -> list[tuple[int, Any]]:
+        rows = self.db.execute(
+            "SELECT id, payload FROM buffered WHERE topic=? AND key=? AND value=? AND expires > ? ORDER BY id",
+            (at.topic, at.key, at.value, now),
+        )
+        return [(r[0], _unpack.decode(r[1])) for r in rows]
+
+    def has_seen(self, topic: str, message_id: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM seen WHERE topic=? AND id=?", (topic, message_id)).fetchone()
+            is not None
+        )
+
+    def position(self, consumer: str) -> int | None:
+        row = self.db.execute('SELECT "offset" FROM positions WHERE consumer=?', (consumer,)).fetchone()
+        return int(row[0]) if row else None
+
+    def read(self, topic: str, start: int, limit: int) -> list[Message]:
+        rows = self.db.execute(
+            'SELECT "offset", key, value, headers, ts FROM messages WHERE topic=? AND "offset">=? '
+            'ORDER BY "offset" LIMIT ?',
+            (topic, start, limit),
+        )
+        return [
+            Message(topic, r[0], r[1], r[2], msgspec.json.decode(r[3]) if r[3] else {}, r[4]) for r in rows
+        ]
+
+    def end_offset(self, topic: str) -> int:
+        row = self.db.execute('SELECT MAX("offset") FROM messages WHERE topic=?', (topic,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def topics(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT topic FROM messages ORDER BY topic")]
+
+    # Writes ---------------------------------------------------------------------------
+
+    def _append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
+    ) -> int:
+        offset = self.end_offset(topic)
+        self.db.execute(
+            'INSERT INTO messages (topic, "offset", key, value, headers, ts) VALUES (?,?,?,?,?,?)',
+            (topic, offset, key, value, _headers_text(headers), ts),
+        )
+        return offset
+
+    def append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
+    ) -> int:
+        """Append one message in its own transaction (durable on return)."""
+        with self._transaction():
+            return self._append(topic, key, value, headers, ts)
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+    def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+        appended: list[tuple[str, int]] = []
+        db = self.db
+        with self._transaction():
+            puts = []
+            dels = []
+            for iid, inst in batch.instances.items():
+                if inst is None:
+                    dels.append((iid,))
+                else:
+                    root = inst.root
+                    puts.append(
+                        (
+                            iid,
+                            inst.template_name,
+                            root.status,
+                            root.time_created,
+                            inst.lastupdated,
+                            encode_instance(inst),
+                        )
+                    )
+            if puts:
+                db.executemany(
+                    "INSERT INTO instances (id, template, status, created, updated, data) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET status=excluded.status, updated=excluded.updated, data=excluded.data",
+                    puts,
+                )
+            if dels:
+                db.executemany("DELETE FROM instances WHERE id=?", dels)
+                db.executemany("DELETE FROM correlation WHERE instance=?", dels)
+                db.executemany("DELETE FROM timers WHERE instance=?", dels)
+            if batch.index_del:
+                db.executemany(
+                    "DELETE FROM correlation WHERE topic=? AND key=? AND value=? AND instance=? AND node=?",
+                    [(c.topic, c.key, c.value, i, n) for c, i, n in batch.index_del],
+                )
+            if batch.index_put:
+                db.executemany(
+                    "INSERT OR IGNORE INTO correlation VALUES (?,?,?,?,?)",
+                    [(c.topic, c.key, c.value, i, n) for c, i, n in batch.index_put],
+                )
+            if batch.timers_del:
+                db.executemany("DELETE FROM timers WHERE instance=? AND key=?", list(batch.timers_del))
+            if batch.timers_set:
+                db.executemany(
+                    "INSERT OR REPLACE INTO timers VALUES (?,?,?)",
+                    [(i, k, d) for (i, k), d in batch.timers_set.items()],
+                )
+            if batch.jobs_del:
+                db.executemany("DELETE FROM jobs WHERE instance=? AND node=? AND seq=?", batch.jobs_del)
+            if batch.jobs_put:
+                db.executemany(
+                    "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?)",
+                    [
+                        (
+                            j.instance,
+                            j.node,
+                            j.seq,
+                            j.job,
+                            None if j.payload is None else _pack.encode(j.payload),
+                        )
+                        for j in batch.jobs_put
+                    ],
+                )
+            for out in batch.appends:
+                appended.append((out.topic, self._append(out.topic, out.key, out.value, out.headers, ts)))
+            if batch.positions:
+                db.executemany("INSERT OR REPLACE INTO positions VALUES (?,?)", list(batch.positions.items()))
+            if batch.seen:
+                db.executemany(
+                    "INSERT OR IGNORE INTO seen VALUES (?,?,?)", [(t, i, ts) for t, i in batch.seen]
+                )
+            if batch.buffer_del:
+                db.executemany("DELETE FROM buffered WHERE id=?", [(i,) for i in batch.buffer_del])
+            if batch.buffer_put:
+                db.executemany(
+                    "INSERT INTO buffered (topic, key, value, payload, expires) VALUES (?,?,?,?,?)",
+                    [(c.topic, c.key, c.value, _pack.encode(p), exp) for c, p, exp in batch.buffer_put],
+                )
+        return appended
+
+    def purge(self, now: float, seen_ttl: float) -> None:
+        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
+        with self._transaction():
+            self.db.execute("DELETE FROM buffered WHERE expires <= ?", (now,))
+            self.db.execute("DELETE FROM seen WHERE ts < ?", (now - seen_ttl,))
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            self._unlock()
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+SUPPORTED_STORES = "sqlite:///PATH (default, under the data dir), memory:// (tests), rocksdb://PATH (not yet)"
+
+
+def open_store(
+    url: str | None, *, datadir: str, application_name: str, durability: str = "normal"
+) -> SQLiteStore:
+    """Open the store named by a URL: ``sqlite:///path``, ``sqlite://`` (default file under
+    ``datadir``) or ``memory://``. Anything else is a clear error."""
+    if url is None or url in ("sqlite://", "sqlite:"):
+        return SQLiteStore(os.path.join(datadir, f"{application_name}.db"), durability=durability)
+    parsed = urlparse(url)
+    if parsed.scheme == "memory":
+        return SQLiteStore(":memory:")
+    if parsed.scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative/path.db, sqlite:////absolute/path.db
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            path = os.path.join(datadir, f"{application_name}.db")
+        return SQLiteStore(path, durability=durability)
+    if parsed.scheme == "rocksdb":
+        raise ConfigurationError(
+            "store 'rocksdb://' is for the Kafka runtime's per-partition state and is not "
+            f"available in the embedded runtime; supported here: {SUPPORTED_STORES}"
+        )
+    raise ConfigurationError(f"store {url!r} is not supported; supported stores: {SUPPORTED_STORES}")

@@ -1,0 +1,229 @@
+"""The REST API as a starlette application.
+
+Dagger's routes keep their shapes (``/service/ready``, ``/tasks/instances``,
+``/tasks/instance/{id}``); ``/api/v1`` adds filtering, paging, creation and stop; the
+``/topics`` routes append to and read the embedded topics. Every error is JSON.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import DaggerError, NotSerializable, TemplateDoesNotExist
+from ..model.snapshot import snapshot, summary
+from ..model.status import TaskStatusEnum
+from ..topics import encode_value
+
+if TYPE_CHECKING:
+    from ..engine import Dagger
+
+MAX_LIMIT = 1000
+_STATUSES = {s.value for s in TaskStatusEnum}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _int_param(
+    request: Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise BadRequest(f"query parameter {name!r} must be {bound}, got {value}")
+    return value
+
+
+def _filters(request: Request) -> tuple[str | None, str | None, int, int]:
+    status = request.query_params.get("status") or None
+    if status is not None:
+        status = status.upper()
+        if status not in _STATUSES:
+            raise BadRequest(f"unknown status {status!r}; one of {sorted(_STATUSES)}")
+    template = request.query_params.get("template") or None
+    limit = _int_param(request, "limit", 100, minimum=1, maximum=MAX_LIMIT)
+    offset = _int_param(request, "offset", 0)
+    return status, template, limit, offset
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def create_app(engine: Dagger) -> Starlette:
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"is_ready": bool(engine.started_flag)})
+
+    async def instances(request: Request) -> Response:
+        status, template, limit, offset = _filters(request)
+        found = engine.list_instances(status=status, template=template, limit=limit, offset=offset)
+        return JSONResponse([snapshot(i) for i in found])
+
+    async def instance(request: Request) -> Response:
+        iid = request.path_params["id"]
+        inst = engine.committed(iid)
+        if inst is None:
+            raise BadRequest(f"no workflow instance {iid!r}", 404)
+        return JSONResponse(snapshot(inst))
+
+    async def v1_instances(request: Request) -> Response:
+        status, template, limit, offset = _filters(request)
+        found = engine.list_instances(status=status, template=template, limit=limit, offset=offset)
+        total = engine.count_instances(status=status, template=template)
+        next_offset = offset + len(found) if offset + len(found) < total else None
+        return JSONResponse(
+            {
+                "items": [summary(i) for i in found],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "next_offset": next_offset,
+            }
+        )
+
+    async def v1_stop(request: Request) -> Response:
+        iid = request.path_params["id"]
+        result = await engine.stop_instance(iid)
+        if result is None:
+            raise BadRequest(f"no workflow instance {iid!r}", 404)
+        inst = engine.committed(iid)
+        return JSONResponse(snapshot(inst) if inst else {"id": iid, "deleted": True})
+
+    async def v1_templates(request: Request) -> Response:
+        return JSONResponse([{"name": t.name, "version": t.version} for t in engine.template_dags.values()])
+
+    async def v1_create(request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest('body must be a JSON object: {"id"?, "runtime_parameters"?, "submit"?}')
+        params = body.get("runtime_parameters", {})
+        if not isinstance(params, dict):
+            raise BadRequest("runtime_parameters must be a JSON object")
+        iid = body.get("id")
+        if iid is None:
+            import uuid
+
+            iid = str(uuid.uuid4())
+        template = engine.get_template(name)
+        view = await template.create_instance(
+            str(iid),
+            submit_task=bool(body.get("submit", True)),
+            partition_key_lookup=body.get("partition_key_lookup"),
+            **params,
+        )
+        inst = engine.committed(view.id)
+        return JSONResponse(snapshot(inst) if inst else {"id": view.id}, status_code=201)
+
+    async def post_message(request: Request) -> Response:
+        topic = request.path_params["name"]
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "value" not in body:
+            raise BadRequest('body must be a JSON object with "value" (and optional "key")')
+        key = body.get("key")
+        if key is not None and not isinstance(key, str):
+            raise BadRequest('"key" must be a string or null')
+        headers = body.get("headers")
+        if headers is not None and not (
+            isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+        ):
+            raise BadRequest('"headers" must be an object of strings')
+        value = encode_value(body["value"])
+        offset = await engine.append(topic, key, value, headers)
+        return JSONResponse({"topic": topic, "offset": offset}, status_code=202)
+
+    async def get_messages(request: Request) -> Response:
+        topic = request.path_params["name"]
+        start = _int_param(request, "from", 0)
+        limit = _int_param(request, "limit", 100, minimum=1, maximum=MAX_LIMIT)
+        messages = engine.read_topic(topic, start, limit)
+        out = []
+        for m in messages:
+            value = m.value.decode("utf-8", "replace") if isinstance(m.value, bytes) else m.value
+            out.append(
+                {
+                    "offset": m.offset,
+                    "key": m.key,
+                    "value": value,
+                    "timestamp": m.timestamp,
+                    "headers": m.headers,
+                }
+            )
+        next_offset = messages[-1].offset + 1 if messages else start
+        return JSONResponse({"messages": out, "next": next_offset})
+
+    async def topics(request: Request) -> Response:
+        return JSONResponse(sorted(set(engine.topics) | set(engine._require_store().topics())))
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(engine.stats())
+
+    async def metrics(request: Request) -> Response:
+        from .metrics import render
+
+        body, content_type = render(engine)
+        return Response(body, media_type=content_type)
+
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BadRequest)
+        return JSONResponse({"error": str(exc), "status": exc.status}, status_code=exc.status)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+
+    async def dagger_error(request: Request, exc: Exception) -> Response:
+        status = (
+            404 if isinstance(exc, TemplateDoesNotExist) else 422 if isinstance(exc, NotSerializable) else 409
+        )
+        return JSONResponse(
+            {"error": str(exc), "type": type(exc).__name__, "status": status}, status_code=status
+        )
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}", "status": 500}, status_code=500)
+
+    routes = [
+        Route("/service/ready", ready),
+        Route("/tasks/instances", instances),
+        Route("/tasks/instance/{id}", instance),
+        Route("/api/v1/instances", v1_instances),
+        Route("/api/v1/instances/{id}", instance),
+        Route("/api/v1/instances/{id}/stop", v1_stop, methods=["POST"]),
+        Route("/api/v1/templates", v1_templates),
+        Route("/api/v1/templates/{name}/instances", v1_create, methods=["POST"]),
+        Route("/api/v1/stats", stats),
+        Route("/topics", topics),
+        Route("/topics/{name}/messages", post_message, methods=["POST"]),
+        Route("/topics/{name}/messages", get_messages, methods=["GET"]),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            BadRequest: bad_request,
+            HTTPException: http_error,
+            DaggerError: dagger_error,
+            Exception: server_error,
+        },
+    )
