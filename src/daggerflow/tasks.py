@@ -231,7 +231,6 @@ class ITemplateDAGInstance(ITask[KT, VT]):
     template_name: str
     template_version: str
     runtime_parameters: dict[str, Any]
-    tasks: dict[str, ITask[Any, Any]]
     update_count: int
     lastupdated: float
     partition_key_lookup: str | None
@@ -254,11 +253,20 @@ class ITemplateDAGInstance(ITask[KT, VT]):
         self.runtime_parameters = (
             runtime_parameters if runtime_parameters is not None else dict(instance.runtime_parameters)
         )
-        factory = task_factory or ITask
-        self.tasks = {nid: factory(n) for nid, n in instance.nodes.items() if nid != instance.id}
+        self._task_factory: Callable[[Node], ITask[Any, Any]] = task_factory or ITask
+        self._tasks: dict[str, ITask[Any, Any]] | None = None
         self.update_count = instance.update_count
         self.lastupdated = instance.lastupdated
         self.partition_key_lookup = instance.partition_key_lookup
+
+    @property
+    def tasks(self) -> dict[str, ITask[Any, Any]]:
+        """Every process and task of the instance by id (built on first use)."""
+        if self._tasks is None:
+            inst = self._instance
+            factory = self._task_factory
+            self._tasks = {nid: factory(n) for nid, n in inst.nodes.items() if nid != inst.id}
+        return self._tasks
 
     def get_task(self, id: Any) -> ITask[Any, Any] | None:
         key = str(id)

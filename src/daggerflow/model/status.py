@@ -81,8 +81,11 @@ TASK_TYPE_OF_KIND = {
 }
 
 
+_TASK_TYPE_BY_KIND_VALUE = {k.value: TASK_TYPE_OF_KIND.get(k, TaskType.LEAF).value for k in Kind}
+
+
 def task_type_of(kind: str) -> str:
-    return TASK_TYPE_OF_KIND.get(Kind(kind), TaskType.LEAF).value
+    return _TASK_TYPE_BY_KIND_VALUE[kind]
 
 
 COMPLETE_BY_KEY = "complete_by_time"

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
 
 READ_BATCH = 500
+COMMIT_INTERVAL = 0.02  # seconds an agent may hold handled messages before committing
 
 
 class TopicSignals:
@@ -217,13 +218,24 @@ class AgentConsumer(Consumer):
         return box
 
     async def handle(self, messages: list[Message]) -> None:
+        # Handle up to ``concurrency`` messages at a time, but commit many at once: the
+        # outboxes and the new position go in one commit (exactly-once output); a commit
+        # is due when the read batch is done or COMMIT_INTERVAL has passed.
+        loop = asyncio.get_running_loop()
+        sent: list[Outgoing] = []
+        first_pending = loop.time()
         for start in range(0, len(messages), self.concurrency):
             chunk = messages[start : start + self.concurrency]
             if len(chunk) == 1:
                 boxes = [await self._one(chunk[0])]
             else:
                 boxes = list(await asyncio.gather(*(self._one(m) for m in chunk)))
-            sent = [o for box in boxes for o in box]
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))
-            await fut
+            for box in boxes:
+                sent.extend(box)
+            last = start + len(chunk) >= len(messages)
+            if last or loop.time() - first_pending >= COMMIT_INTERVAL:
+                fut: asyncio.Future[Any] = loop.create_future()
+                self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))
+                await fut
+                sent = []
+                first_pending = loop.time()

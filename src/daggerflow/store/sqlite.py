@@ -68,6 +68,7 @@ class SQLiteStore:
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lock_fd: int | None = None
+        self._heads: dict[str, int] = {}
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._lock(path)
@@ -197,30 +198,30 @@ class SQLiteStore:
         ]
 
     def end_offset(self, topic: str) -> int:
-        row = self.db.execute('SELECT MAX("offset") FROM messages WHERE topic=?', (topic,)).fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+        # The lock file makes this process the only writer, so the head can live in memory.
+        head = self._heads.get(topic)
+        if head is None:
+            row = self.db.execute('SELECT MAX("offset") FROM messages WHERE topic=?', (topic,)).fetchone()
+            head = self._heads[topic] = 0 if row[0] is None else int(row[0]) + 1
+        return head
 
     def topics(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT topic FROM messages ORDER BY topic")]
 
     # Writes ---------------------------------------------------------------------------
 
-    def _append(
-        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
-    ) -> int:
-        offset = self.end_offset(topic)
-        self.db.execute(
-            'INSERT INTO messages (topic, "offset", key, value, headers, ts) VALUES (?,?,?,?,?,?)',
-            (topic, offset, key, value, _headers_text(headers), ts),
-        )
-        return offset
-
     def append(
         self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
     ) -> int:
         """Append one message in its own transaction (durable on return)."""
+        offset = self.end_offset(topic)
         with self._transaction():
-            return self._append(topic, key, value, headers, ts)
+            self.db.execute(
+                'INSERT INTO messages (topic, "offset", key, value, headers, ts) VALUES (?,?,?,?,?,?)',
+                (topic, offset, key, value, _headers_text(headers), ts),
+            )
+        self._heads[topic] = offset + 1
+        return offset
 
     def _transaction(self) -> _Tx:
         return _Tx(self.db)
@@ -289,8 +290,20 @@ class SQLiteStore:
                         for j in batch.jobs_put
                     ],
                 )
-            for out in batch.appends:
-                appended.append((out.topic, self._append(out.topic, out.key, out.value, out.headers, ts)))
+            heads: dict[str, int] = {}
+            if batch.appends:
+                rows = []
+                for out in batch.appends:
+                    offset = heads.get(out.topic)
+                    if offset is None:
+                        offset = self.end_offset(out.topic)
+                    heads[out.topic] = offset + 1
+                    rows.append((out.topic, offset, out.key, out.value, _headers_text(out.headers), ts))
+                    appended.append((out.topic, offset))
+                db.executemany(
+                    'INSERT INTO messages (topic, "offset", key, value, headers, ts) VALUES (?,?,?,?,?,?)',
+                    rows,
+                )
             if batch.positions:
                 db.executemany("INSERT OR REPLACE INTO positions VALUES (?,?)", list(batch.positions.items()))
             if batch.seen:
@@ -304,6 +317,7 @@ class SQLiteStore:
                     "INSERT INTO buffered (topic, key, value, payload, expires) VALUES (?,?,?,?,?)",
                     [(c.topic, c.key, c.value, _pack.encode(p), exp) for c, p, exp in batch.buffer_put],
                 )
+        self._heads.update(heads)  # only once the transaction committed
         return appended
 
     def purge(self, now: float, seen_ttl: float) -> None:
