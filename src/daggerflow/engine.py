@@ -628,10 +628,14 @@ class Dagger:
         if self._processor is not None:
             self._processor.submit_event(instance, event, box)
 
-    def _committed(self, changed: dict[str, Instance | None], appended: list[tuple[str, int]]) -> None:
+    def _committed(
+        self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]
+    ) -> None:
         for topic in {t for t, _ in appended}:
             self._signals.notify(topic)
         for iid, inst in changed.items():
+            if inst is None:
+                inst = deleted.get(iid)  # waiters see the final state of a deleted instance
             waiters = self._waiters.get(iid)
             if waiters and inst is not None:
                 remaining = []

@@ -80,11 +80,14 @@ class JobRunner:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._all: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def __len__(self) -> int:
         return len(self._all)
 
     def submit(self, job: PendingJob) -> None:
+        if self._closing:
+            return  # shutting down: the job stays in the jobs table and runs after restart
         task = asyncio.create_task(self._run(job))
         self._all.add(task)
         task.add_done_callback(self._all.discard)
@@ -104,14 +107,14 @@ class JobRunner:
 
     async def drain(self, timeout: float) -> None:
         """Wait for running jobs; cancel what is left after ``timeout`` (they re-run after
-        restart, since their results were never committed)."""
-        if not self._all:
-            return
-        _, pending = await asyncio.wait(set(self._all), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        restart, since their results were never committed). No new job starts meanwhile."""
+        self._closing = True
+        if self._all:
+            _, pending = await asyncio.wait(set(self._all), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     async def _run(self, job: PendingJob) -> None:
         async with self._sem:

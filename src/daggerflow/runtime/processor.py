@@ -99,6 +99,7 @@ class _After:
     timers_set: list[tuple[str, str, float]] = field(default_factory=list)
     timers_cancel: list[tuple[str, str]] = field(default_factory=list)
     changed: dict[str, Instance | None] = field(default_factory=dict)
+    deleted: dict[str, Instance] = field(default_factory=dict)  # final state of deleted ones
 
 
 def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
@@ -119,9 +120,9 @@ class Processor:
         self.on_cancel: Callable[[str, str], None] = lambda i, n: None
         self.on_timer_set: Callable[[str, str, float], None] = lambda i, k, d: None
         self.on_timer_cancel: Callable[[str, str], None] = lambda i, k: None
-        self.on_committed: Callable[[dict[str, Instance | None], list[tuple[str, int]]], None] = (
-            lambda changed, appended: None
-        )
+        self.on_committed: Callable[
+            [dict[str, Instance | None], dict[str, Instance], list[tuple[str, int]]], None
+        ] = lambda changed, deleted, appended: None
         self.transitions = 0
         self.batches = 0
         self._task: asyncio.Task[None] | None = None
@@ -225,7 +226,7 @@ class Processor:
             self.on_cancel(instance, node)
         for job in after.jobs:
             self.on_job(job)
-        self.on_committed(after.changed, appended)
+        self.on_committed(after.changed, after.deleted, appended)
 
 
 class _BatchRun:
@@ -310,6 +311,7 @@ class _BatchRun:
             elif isinstance(effect, InstanceDeleted):
                 self.batch.instances[iid] = None
                 self.after.changed[iid] = None
+                self.after.deleted[iid] = inst
                 self.proc.cache.pop(iid, None)
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
