@@ -38,9 +38,23 @@ FAILURE = "FAILURE"
 SKIPPED = "SKIPPED"
 STOPPED = "STOPPED"
 
+ATLEAST_ONE = TaskOperator.ATLEAST_ONE.value
+# Kind values as plain strings: enum attribute access is slow on the hot path.
+K_COMMAND = Kind.COMMAND.value
+K_DECISION = Kind.DECISION.value
+K_EXECUTOR = Kind.EXECUTOR.value
+K_INTERVAL = Kind.INTERVAL.value
+K_LISTENER = Kind.LISTENER.value
+K_MONITOR = Kind.MONITOR.value
+K_PARALLEL = Kind.PARALLEL.value
+K_PROCESS = Kind.PROCESS.value
+K_ROOT = Kind.ROOT.value
+K_SENSOR = Kind.SENSOR.value
+K_TRIGGER = Kind.TRIGGER.value
+
 _ACTIVE = frozenset({NOT_STARTED, SUBMITTED, EXECUTING})
-_LEAF_JOB_KINDS = frozenset({Kind.EXECUTOR.value, Kind.COMMAND.value, Kind.TRIGGER.value, Kind.MONITOR.value})
-_WAITING_KINDS = frozenset({Kind.LISTENER.value, Kind.SENSOR.value})
+_LEAF_JOB_KINDS = frozenset({K_EXECUTOR, K_COMMAND, K_TRIGGER, K_MONITOR})
+_WAITING_KINDS = frozenset({K_LISTENER, K_SENSOR})
 
 
 @dataclass(frozen=True)
@@ -228,38 +242,38 @@ class _Walk:
             if node.status in (COMPLETED, SKIPPED):
                 self.advance(node)
             return
-        if node.status == EXECUTING and node.kind not in (Kind.ROOT.value, Kind.PROCESS.value):
+        if node.status == EXECUTING and node.kind not in (K_ROOT, K_PROCESS):
             return
         kind = node.kind
         if node.status != EXECUTING:
             self.set_status(node, EXECUTING)
             node.time_submitted = node.time_submitted or self.now
-        if kind in (Kind.ROOT.value, Kind.PROCESS.value):
-            if kind == Kind.PROCESS.value:
+        if kind in (K_ROOT, K_PROCESS):
+            if kind == K_PROCESS:
                 self.start_process_guards(node)
             if node.children:
                 self.start(self.nodes[node.children[0]])
             else:
                 self.finish(node, COMPLETED)
-        elif kind == Kind.PARALLEL.value:
+        elif kind == K_PARALLEL:
             if not node.children:
                 self.finish(node, COMPLETED)
             for child_id in node.children:
                 if node.is_terminal():
                     break  # ATLEAST_ONE satisfied by a child that was already terminal
                 self.start(self.nodes[child_id])
-        elif kind in (Kind.EXECUTOR.value, Kind.COMMAND.value):
+        elif kind in (K_EXECUTOR, K_COMMAND):
             self.run_job(node, "execute")
             if node.timeout:
                 self.set_timer(node, "timeout", self.now + node.timeout)
-        elif kind in (Kind.TRIGGER.value, Kind.INTERVAL.value):
+        elif kind in (K_TRIGGER, K_INTERVAL):
             self.fire_when_due(node)
-        elif kind == Kind.DECISION.value:
+        elif kind == K_DECISION:
             self.run_job(node, "evaluate")
         elif kind in _WAITING_KINDS:
             if node.timeout:
                 self.set_timer(node, "timeout", self.now + node.timeout)
-        elif kind == Kind.MONITOR.value:
+        elif kind == K_MONITOR:
             self.fire_when_due(node)
 
     def start_process_guards(self, process: Node) -> None:
@@ -282,13 +296,13 @@ class _Walk:
             self.set_timer(node, "due", due)
 
     def run_due_job(self, node: Node) -> None:
-        if node.kind == Kind.INTERVAL.value:
+        if node.kind == K_INTERVAL:
             force = node.time_to_force_complete
             if force is not None and self.now >= force:
                 self.run_job(node, "execute")
             else:
                 self.run_job(node, "interval_execute")
-        elif node.kind == Kind.MONITOR.value:
+        elif node.kind == K_MONITOR:
             monitored = self.nodes.get(node.monitored or "")
             if monitored is None or monitored.is_terminal():
                 self.finish(node, COMPLETED)
@@ -301,7 +315,7 @@ class _Walk:
 
     def finish(self, node: Node, status: str) -> None:
         self.set_status(node, status)
-        if node.time_completed == 0.0 or node.kind != Kind.ROOT.value:
+        if node.time_completed == 0.0 or node.kind != K_ROOT:
             node.time_completed = self.now
         node.job = None
         node.inbox = []
@@ -310,7 +324,7 @@ class _Walk:
             monitor = self.nodes[node.monitor]
             if not monitor.is_terminal():
                 self.halt(monitor, COMPLETED if monitor.status == EXECUTING else SKIPPED)
-        if node.kind == Kind.ROOT.value:
+        if node.kind == K_ROOT:
             self.root_finished()
             return
         if node.parent is None:
@@ -336,9 +350,9 @@ class _Walk:
     def child_done(self, parent: Node, child: Node) -> None:
         if parent.is_terminal():
             return
-        if parent.kind == Kind.PARALLEL.value:
+        if parent.kind == K_PARALLEL:
             kids = [self.nodes[c] for c in parent.children]
-            if parent.operator == TaskOperator.ATLEAST_ONE.value:
+            if parent.operator == ATLEAST_ONE:
                 if child.status in (COMPLETED, SKIPPED):
                     self.cancel_under(parent.id)
                     self.finish(parent, COMPLETED)
@@ -529,7 +543,7 @@ class _Walk:
 
 
 def _is_atleast_one(node: Node) -> bool:
-    return node.kind == Kind.PARALLEL.value and node.operator == TaskOperator.ATLEAST_ONE.value
+    return node.kind == K_PARALLEL and node.operator == ATLEAST_ONE
 
 
 def _is_ancestor(nodes: dict[str, Node], candidate: Node, of: Node) -> bool:
