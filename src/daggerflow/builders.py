@@ -448,14 +448,12 @@ class DAGBuilderHelper:
     def build_and_link_tasks(self, tasks_builder_list: Sequence[TaskTemplateBuilder | TaskLike]) -> TaskLike:
         if not tasks_builder_list:
             raise InvalidTaskType("build_and_link_tasks needs at least one task")
+        # Link copies of the built templates: the builders are not changed, so linking
+        # the same builders again does not duplicate successors.
         built: TaskLike | None = None
         for item in reversed(tasks_builder_list):
-            if isinstance(item, TaskTemplateBuilder):
-                if built is not None:
-                    item.set_next(built)
-                built = item.build()
-            else:
-                built = item if built is None else dataclasses.replace(item, next=[*item.next, built])
+            template = item.build() if isinstance(item, TaskTemplateBuilder) else item
+            built = template if built is None else dataclasses.replace(template, next=[*template.next, built])
         assert built is not None
         return built
 
@@ -466,12 +464,8 @@ class DAGBuilderHelper:
             raise InvalidTaskType("build_and_link_processes needs at least one process")
         built: ProcessLike | None = None
         for item in reversed(process_builder_list):
-            if isinstance(item, IProcessTemplateDAGBuilder):
-                if built is not None:
-                    item.set_next_process(built)
-                built = item.build()
-            else:
-                built = item if built is None else _with_next(item, built)
+            template = item.build() if isinstance(item, IProcessTemplateDAGBuilder) else item
+            built = template if built is None else _with_next(template, built)
         assert built is not None
         return built
 

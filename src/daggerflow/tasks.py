@@ -8,6 +8,7 @@ FAILURE (or SKIPPED) inside ``execute`` ends the task with that status, as in Da
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -251,7 +252,10 @@ class ITemplateDAGInstance(ITask[KT, VT]):
         self.template_name = instance.template_name
         self.template_version = instance.template_version
         self.runtime_parameters = (
-            runtime_parameters if runtime_parameters is not None else dict(instance.runtime_parameters)
+            runtime_parameters
+            if runtime_parameters is not None
+            # A deep copy: changing a snapshot must not change the engine's committed state.
+            else copy.deepcopy(instance.runtime_parameters)
         )
         self._task_factory: Callable[[Node], ITask[Any, Any]] = task_factory or ITask
         self._tasks: dict[str, ITask[Any, Any]] | None = None

@@ -80,12 +80,7 @@ def desired_correlations(instance: Instance) -> dict[str, Correlation]:
     for node in instance.nodes.values():
         if node.kind not in _WAITING_KINDS or not node.topic or not node.correlatable_key:
             continue
-        status = node.status
-        if not (
-            status == EXECUTING
-            or (node.allow_skip_to and status in (NOT_STARTED, SKIPPED))
-            or (node.reprocess_on_message and status == COMPLETED)
-        ):
+        if not (_accepts_messages(node) or (node.allow_skip_to and node.status == NOT_STARTED)):
             continue
         value = params.get(node.correlatable_key)
         if value is None or value == "":
@@ -330,8 +325,10 @@ class _Walk:
         if node.parent is None:
             return  # monitors stand beside the walk
         parent = self.nodes[node.parent]
-        if status == FAILURE and not node.continue_on_failure and not _is_atleast_one(parent):
-            if not parent.is_terminal():
+        if status == FAILURE and not node.continue_on_failure:
+            if _is_atleast_one(parent):
+                self.child_done(parent, node)  # this branch ends here; the others go on
+            elif not parent.is_terminal():
                 self.cancel_under(parent.id)
                 self.finish(parent, FAILURE)
             return
@@ -351,21 +348,39 @@ class _Walk:
         if parent.is_terminal():
             return
         if parent.kind == K_PARALLEL:
-            kids = [self.nodes[c] for c in parent.children]
+            # A member may be a chain (tasks with next, processes with next processes):
+            # the group waits for the end of every chain, not just for its first node.
+            ends = [self.branch_end(self.nodes[c]) for c in parent.children]
             if parent.operator == ATLEAST_ONE:
                 if child.status in (COMPLETED, SKIPPED):
                     self.cancel_under(parent.id)
                     self.finish(parent, COMPLETED)
-                elif all(k.is_terminal() for k in kids):
-                    ok = any(k.status in (COMPLETED, SKIPPED) for k in kids)
+                elif all(end is not None for end in ends):
+                    ok = any(end is not None and end.status in (COMPLETED, SKIPPED) for end in ends)
                     self.finish(parent, COMPLETED if ok else FAILURE)
-            elif all(k.is_terminal() for k in kids):
+            elif all(end is not None for end in ends):
                 self.finish(parent, COMPLETED)
             return
         # Process or workflow: its chain reached the end.
         if parent.status != EXECUTING:
             return  # e.g. a chain completed again after an out-of-order jump skipped it
         self.finish(parent, COMPLETED)
+
+    def branch_end(self, head: Node) -> Node | None:
+        """The node where the chain starting at ``head`` ended, or None while it runs.
+
+        Follows the path the walk takes (the first successor not SKIPPED); a FAILURE
+        without continue_on_failure ends the chain.
+        """
+        node = head
+        while node.is_terminal():
+            if node.status == FAILURE and not node.continue_on_failure:
+                return node
+            successor = next((self.nodes[s] for s in node.next if self.nodes[s].status != SKIPPED), None)
+            if successor is None:
+                return node
+            node = successor
+        return None
 
     def root_finished(self) -> None:
         root = self.inst.root
@@ -382,39 +397,62 @@ class _Walk:
         node = self.nodes.get(event.node)
         if node is None or node.kind not in _WAITING_KINDS:
             return
-        status = node.status
-        if status == NOT_STARTED and node.allow_skip_to:
+        if node.status == NOT_STARTED and node.allow_skip_to:
             self.skip_to(node)
-            status = node.status
-        if (
-            status == EXECUTING
-            or (status == SKIPPED and node.allow_skip_to)
-            or (status == COMPLETED and node.reprocess_on_message)
-        ):
-            if node.job is None:
-                self.run_job(node, "on_message", event.payload)
-            else:
-                node.inbox.append(event.payload)
-                self.changed = True
+        if _accepts_messages(node):
+            node.inbox.append(event.payload)
+            self.changed = True
+            self.next_message(node)
+
+    def next_message(self, node: Node) -> None:
+        """Run the oldest queued message of a listener, one at a time and not while a
+        failed on_message waits for its retry; drop the queue once messages are refused."""
+        if not _accepts_messages(node):
+            node.inbox = []
+        elif node.inbox and node.job is None and f"{node.id}:retry:on_message" not in self.inst.timers:
+            self.run_job(node, "on_message", node.inbox.pop(0))
 
     def skip_to(self, target: Node) -> None:
-        """Jump to a listener out of order: every earlier unfinished node is SKIPPED."""
+        """Jump to a listener out of order: every earlier unfinished node is SKIPPED.
+
+        Branches of a parallel group around the target are not "earlier": they are left
+        alone, and started if the jump is what reaches the group.
+        """
+        siblings: dict[str, list[str]] = {}  # parallel ancestor -> heads of the other branches
+        ancestor = target.parent
+        while ancestor is not None:
+            a = self.nodes[ancestor]
+            if a.kind == K_PARALLEL:
+                siblings[a.id] = [h for h in a.children if all(n is not target for n in self.chain(h))]
+            ancestor = a.parent
+        parallel = {n.id for heads in siblings.values() for h in heads for n in self.chain(h)}
         for node in self.walk_order(self.inst.root):
             if node is target:
                 break
-            if node.status in _ACTIVE and not _is_ancestor(self.nodes, node, target):
+            if (
+                node.status in _ACTIVE
+                and node.id not in parallel
+                and not _is_ancestor(self.nodes, node, target)
+            ):
                 self.halt(node, SKIPPED)
+        reached: list[Node] = []
         ancestor = target.parent
         while ancestor is not None:
             a = self.nodes[ancestor]
             if a.status in (NOT_STARTED, SUBMITTED):
                 self.set_status(a, EXECUTING)
                 a.time_submitted = a.time_submitted or self.now
+                reached.append(a)
             ancestor = a.parent
         self.set_status(target, EXECUTING)
         target.time_submitted = self.now
         if target.timeout:
             self.set_timer(target, "timeout", self.now + target.timeout)
+        for a in reversed(reached):  # outermost first, as the walk would have reached them
+            if a.kind == K_PROCESS:
+                self.start_process_guards(a)
+            for head in siblings.get(a.id, ()):
+                self.start(self.nodes[head])
 
     def walk_order(self, node: Node) -> Iterator[Node]:
         """Dagger's order: a node's children subtree, the node, then its successors."""
@@ -464,11 +502,16 @@ class _Walk:
             elif event.result is True and node.status == SKIPPED:
                 self.set_status(node, COMPLETED)  # late message for a skipped-to listener
                 node.time_completed = self.now
-            elif node.inbox and not node.is_terminal():
-                self.run_job(node, "on_message", node.inbox.pop(0))
+            self.next_message(node)
 
     def decide(self, node: Node, chosen: Any) -> None:
         chosen_id = self.resolve_successor(node, chosen)
+        if chosen is not None and chosen_id is None:
+            # A typo in evaluate() must not silently skip every branch.
+            names = [self.nodes[s].name for s in node.next]
+            node.error = f"evaluate() returned {chosen!r}, which is not a successor; expected one of {names} or None"
+            self.finish(node, FAILURE)
+            return
         for successor_id in node.next:
             if successor_id != chosen_id:
                 for n in self.chain(successor_id):
@@ -510,7 +553,10 @@ class _Walk:
             self.set_timer(node, f"retry:{event.job}", self.now + policy.delay(node.attempts))
             return
         if node.is_terminal():
-            return  # a reprocessed message failed on a completed listener: keep COMPLETED
+            # A reprocessed message failed on a completed (or skipped-to) listener: keep
+            # its status and go on with the messages queued behind it.
+            self.next_message(node)
+            return
         self.finish(node, FAILURE)
 
     def timer_fired(self, key: str) -> None:
@@ -520,15 +566,19 @@ class _Walk:
         self.changed = True
         node_id, _, purpose = key.partition(":")
         node = self.nodes.get(node_id)
-        if node is None or node.is_terminal():
+        if node is None:
+            return
+        if node.is_terminal() and not (purpose == "retry:on_message" and _accepts_messages(node)):
             return
         if purpose == "due":
             if node.status == EXECUTING and node.job is None:
                 self.run_due_job(node)
         elif purpose.startswith("retry:"):
             job = purpose[len("retry:") :]
-            payload = node.inbox.pop(0) if job == "on_message" and node.inbox else None
-            self.run_job(node, job, payload)
+            if job == "on_message":
+                self.next_message(node)  # the failed payload is first in the inbox
+            else:
+                self.run_job(node, job)
         elif purpose == "timeout":
             if node.status == EXECUTING:
                 if node.job is not None:
@@ -540,6 +590,18 @@ class _Walk:
                 self.cancel_under(node.id, SKIPPED)
                 node.error = f"max_run_duration of {node.max_run_duration} s exceeded"
                 self.finish(node, SKIPPED)
+
+
+def _accepts_messages(node: Node) -> bool:
+    """Whether a delivered message runs on_message on this node (design §3, §10.21-25)."""
+    if node.kind not in _WAITING_KINDS:
+        return False
+    status = node.status
+    return (
+        status == EXECUTING
+        or (status == SKIPPED and node.allow_skip_to)
+        or (status == COMPLETED and node.reprocess_on_message)
+    )
 
 
 def _is_atleast_one(node: Node) -> bool:

@@ -136,7 +136,10 @@ class JobRunner:
         except KeyError as exc:
             return self._failed(job, f"TaskTypeNotRegistered: {exc.args[0]}", "", False), []
         task = cls(node)
-        before = instance.runtime_parameters
+        # A private snapshot: the committed instance is changed in place by later events
+        # (a parallel sibling's outcome) while this job runs, and the diff must be against
+        # what this job started from, or it would undo the sibling's changes.
+        before = copy_params(instance.runtime_parameters)
         params = copy_params(before)
         view = self._ctx.view(instance, params)
         result: Any = None
