@@ -773,7 +773,7 @@ def test_decision_returning_an_unknown_successor_fails_the_decision() -> None:
     r = _decision_run()
     r.create()
     tr = r.done("d", "no-such-branch")
-    assert r.status("d") == "FAILURE" and "no-such-branch" in (r.inst.nodes[r.id("d")].error or "")
+    assert r.status("d") == "FAILURE" and "no-such-branch" in (r.node("d").error or "")
     assert r.status("P1") == "FAILURE" and r.root == "FAILURE" and runs(r, tr) == []
 
 

@@ -583,7 +583,7 @@ class _Walk:
             if node.status == EXECUTING:
                 if node.job is not None:
                     self.effects.append(CancelJob(self.inst.id, node.id))
-                node.error = f"timed out after {node.timeout} s"
+                node.error = f"timed out after {node.timeout:g} s"
                 self.finish(node, node.timeout_status)
         elif purpose == "max_run":
             if node.status == EXECUTING:

@@ -75,8 +75,13 @@ class SQLiteStore:
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._check_and_migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            # Release the file (connection and lock) so a fixed file can be opened again.
+            if hasattr(self, "db"):
+                self.db.close()
             self._unlock()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{path} is not a usable daggerflow database: {exc}") from exc
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")

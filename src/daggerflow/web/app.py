@@ -13,7 +13,8 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import DaggerError, NotSerializable, TemplateDoesNotExist
@@ -25,7 +26,16 @@ if TYPE_CHECKING:
     from ..engine import Dagger
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest INTEGER: bigger offsets would be a 500, not a 400
 _STATUSES = {s.value for s in TaskStatusEnum}
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Encoded with msgspec, the encoder that decided the state was JSON-serialisable: a
+    runtime parameter like bytes (base64) must not turn a listing into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
 
 
 class BadRequest(Exception):
@@ -35,7 +45,7 @@ class BadRequest(Exception):
 
 
 def _int_param(
-    request: Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    request: Request, name: str, default: int, *, minimum: int = 0, maximum: int = MAX_OFFSET
 ) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -44,8 +54,8 @@ def _int_param(
         value = int(raw)
     except ValueError:
         raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+    if value < minimum or value > maximum:
+        bound = f"between {minimum} and {maximum}"
         raise BadRequest(f"query parameter {name!r} must be {bound}, got {value}")
     return value
 
@@ -114,13 +124,15 @@ def create_app(engine: Dagger) -> Starlette:
 
     async def v1_create(request: Request) -> Response:
         name = request.path_params["name"]
-        body = await _json_body(request)
+        body = await _json_body(request) if await request.body() else {}
         if not isinstance(body, dict):
             raise BadRequest('body must be a JSON object: {"id"?, "runtime_parameters"?, "submit"?}')
         params = body.get("runtime_parameters", {})
         if not isinstance(params, dict):
             raise BadRequest("runtime_parameters must be a JSON object")
         iid = body.get("id")
+        if iid is not None and not isinstance(iid, (str, int)):
+            raise BadRequest('"id" must be a string or an integer')
         if iid is None:
             import uuid
 
@@ -172,6 +184,9 @@ def create_app(engine: Dagger) -> Starlette:
         next_offset = messages[-1].offset + 1 if messages else start
         return JSONResponse({"messages": out, "next": next_offset})
 
+    async def topic_messages(request: Request) -> Response:
+        return await (post_message if request.method == "POST" else get_messages)(request)
+
     async def topics(request: Request) -> Response:
         return JSONResponse(sorted(set(engine.topics) | set(engine._require_store().topics())))
 
@@ -190,7 +205,11 @@ def create_app(engine: Dagger) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": exc.detail, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=exc.headers,  # e.g. Allow on a 405
+        )
 
     async def dagger_error(request: Request, exc: Exception) -> Response:
         status = (
@@ -214,8 +233,8 @@ def create_app(engine: Dagger) -> Starlette:
         Route("/api/v1/templates/{name}/instances", v1_create, methods=["POST"]),
         Route("/api/v1/stats", stats),
         Route("/topics", topics),
-        Route("/topics/{name}/messages", post_message, methods=["POST"]),
-        Route("/topics/{name}/messages", get_messages, methods=["GET"]),
+        # One route for both methods, so a 405 lists both in its Allow header.
+        Route("/topics/{name}/messages", topic_messages, methods=["GET", "POST"]),
         Route("/metrics", metrics),
     ]
     return Starlette(
