@@ -50,19 +50,40 @@ def params_diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str
     return changed, removed
 
 
-def check_serialisable(params: dict[str, Any], what: str) -> str | None:
-    """None if every value encodes as JSON, else a message naming the first bad key."""
-    try:
-        _json.encode(params)
+def _json_problem(value: Any, path: str, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain JSON (str, int, float, bool, None, list/tuple, dict with
+    str keys), or None. Types msgspec would encode but not decode back to the same thing
+    (bytes, datetime, UUID, set ...) are refused: the state must read back as written."""
+    if value is None or isinstance(value, (str, bool, int)):
         return None
-    except (TypeError, ValueError, OverflowError):
-        pass
+    if isinstance(value, float):
+        return None if value == value and value not in (float("inf"), float("-inf")) else f"{path} is {value!r}"
+    if depth > 64:
+        return f"{path} is nested too deeply"
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{i}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                return f"{path} has a non-string key {k!r}"
+            problem = _json_problem(item, f"{path}[{k!r}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{path} is a {type(value).__name__}"
+
+
+def check_serialisable(params: dict[str, Any], what: str) -> str | None:
+    """None if every value is plain JSON, else a message naming the first bad key."""
     for key, value in params.items():
-        try:
-            _json.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            return f"{what} {key!r} is not JSON-serialisable ({type(value).__name__}): {exc}"
-    return f"{what} are not JSON-serialisable"
+        problem = _json_problem(value, key)
+        if problem is not None:
+            return f"{what} {key!r} is not JSON-serialisable: {problem}"
+    return None
 
 
 def is_retryable(exc: BaseException, policy: RetryPolicy | None) -> bool:
