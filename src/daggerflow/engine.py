@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
-from .model.instance import Instance, Node
+from .model.instance import Instance, Node, copy_instance
 from .model.template import (
     DynamicProcessTemplate,
     Overrides,
@@ -374,7 +374,12 @@ class Dagger:
             from .web.server import WebServer
 
             self._web = WebServer(self, self.web_host, self.web_port)
-            await self._web.start()
+            try:
+                await self._web.start()
+            except BaseException:
+                self._web = None
+                await self.stop()  # do not leave a half-started engine holding the store
+                raise
             self.web_url = self._web.url
         log.info(
             "daggerflow engine %r started (store %s, web %s)",
@@ -556,6 +561,9 @@ class Dagger:
     def view(
         self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
     ) -> ITemplateDAGInstance[Any, Any]:
+        # A snapshot: the cached record changes in place with later commits, and what a
+        # caller holds must neither change under it nor change the engine's state.
+        instance = copy_instance(instance)
         template = self.template_dags.get(instance.template_name)
         cls = getattr(template, "template_type", None) or DefaultTemplateDAGInstance
         if not (isinstance(cls, type) and issubclass(cls, ITemplateDAGInstance)):
@@ -651,6 +659,8 @@ class Dagger:
                 else:
                     del self._waiters[iid]
             if self.task_update_callbacks and inst is not None and self._updates is not None:
+                # A copy: the cached record changes in place with later commits, and a
+                # callback that lags behind must still see the state of this commit.
                 self._updates.put_nowait(self.view(inst))
 
     async def _notify_updates(self) -> None:

@@ -8,7 +8,6 @@ FAILURE (or SKIPPED) inside ``execute`` ends the task with that status, as in Da
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -254,8 +253,8 @@ class ITemplateDAGInstance(ITask[KT, VT]):
         self.runtime_parameters = (
             runtime_parameters
             if runtime_parameters is not None
-            # A deep copy: changing a snapshot must not change the engine's committed state.
-            else copy.deepcopy(instance.runtime_parameters)
+            # The engine hands views a copy of the instance (Dagger.view).
+            else instance.runtime_parameters
         )
         self._task_factory: Callable[[Node], ITask[Any, Any]] = task_factory or ITask
         self._tasks: dict[str, ITask[Any, Any]] | None = None

@@ -89,7 +89,9 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"daggerflow-{self.name}")
+        # The starting position is fixed here, not when the task first runs: with
+        # start_at_end ("latest") a message appended once start() has returned is consumed.
+        self._task = asyncio.create_task(self._run(self.initial_position()), name=f"daggerflow-{self.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -106,8 +108,7 @@ class Consumer:
             return pos
         return self.store.end_offset(self.topic) if self.start_at_end else 0
 
-    async def _run(self) -> None:
-        position = self.initial_position()
+    async def _run(self, position: int) -> None:
         while True:
             messages = self.store.read(self.topic, position, READ_BATCH)
             if not messages:
@@ -126,36 +127,59 @@ class ListenerConsumer(Consumer):
         self.classes = classes
 
     async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
+        """The correlation pairs of a payload, from every listener type of the topic.
+
+        A type whose mapping fails does not hide the payload from the others (a payload
+        for one type may lack the key another type reads); the failure is raised, and the
+        message dead-lettered, only when no type produced a pair.
+        """
         pairs: list[tuple[str, str]] = []
         message_id: str | None = None
+        failure: Exception | None = None
         for cls in self.classes:
             task = cls()
-            result = await task.get_correlatable_keys_from_payload(value)
-            if result is None:
+            try:
+                found = await self._class_pairs(cls, task, value)
+            except Exception as exc:
+                if len(self.classes) > 1:
+                    log.warning("%s: %s could not map a payload: %r", self.topic, cls.__name__, exc)
+                failure = failure or exc
                 continue
-            if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], (list, tuple)):
-                result = [result]  # one bare (key, value) pair, as Dagger's deprecated hook returns
-            if not isinstance(result, (list, tuple)):
-                raise ValueError(
-                    f"{cls.__name__}.get_correlatable_keys_from_payload must return "
-                    f"[(key_name, value), ...]; got {result!r}"
-                )
-            for pair in result:
-                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise ValueError(
-                        f"{cls.__name__}.get_correlatable_keys_from_payload must return "
-                        f"[(key_name, value), ...]; got element {pair!r}"
-                    )
-                key_name, key_value = pair
-                if key_value is None or key_value == "":
-                    log.warning("%s: empty correlation value for %r skipped", self.topic, key_name)
-                    continue
-                entry = (str(key_name), str(key_value))
+            for entry in found:
                 if entry not in pairs:
                     pairs.append(entry)
             if message_id is None:
                 message_id = task.get_message_id(value)
+        if failure is not None and not pairs:
+            raise failure
         return pairs, message_id
+
+    async def _class_pairs(self, cls: type, task: Any, value: Any) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        result = await task.get_correlatable_keys_from_payload(value)
+        if result is None:
+            return pairs
+        if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], (list, tuple)):
+            result = [result]  # one bare (key, value) pair, as Dagger's deprecated hook returns
+        if not isinstance(result, (list, tuple)):
+            raise ValueError(
+                f"{cls.__name__}.get_correlatable_keys_from_payload must return "
+                f"[(key_name, value), ...]; got {result!r}"
+            )
+        for pair in result:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(
+                    f"{cls.__name__}.get_correlatable_keys_from_payload must return "
+                    f"[(key_name, value), ...]; got element {pair!r}"
+                )
+            key_name, key_value = pair
+            if key_value is None or key_value == "":
+                log.warning("%s: empty correlation value for %r skipped", self.topic, key_name)
+                continue
+            entry = (str(key_name), str(key_value))
+            if entry not in pairs:
+                pairs.append(entry)
+        return pairs
 
     async def handle(self, messages: list[Message]) -> None:
         match_only_one = any(getattr(c, "match_only_one", False) for c in self.classes)

@@ -177,7 +177,9 @@ class JobRunner:
                     result = bool(await task.interval_execute(params))  # type: ignore[attr-defined]
                 elif job.job == "stop":
                     await task.stop(params, view)
-                    return None, []
+                    # What the hook sent (e.g. a cancel command) is published; its
+                    # parameter changes are not applied: the workflow is terminal.
+                    return JobDone(node.id, job.seq, job.job), box
                 else:
                     return self._failed(job, f"unknown job kind {job.job!r}", "", False), []
             except asyncio.CancelledError:

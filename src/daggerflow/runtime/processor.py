@@ -275,6 +275,8 @@ class _BatchRun:
             self.after.errors.append((future, TaskInvalidState(tr.error)))
         elif future is not None:
             self.after.results.append((future, tr.instance))
+        if isinstance(event, JobDone) and event.job == "stop" and box:
+            self.batch.appends.extend(box)  # a stop() hook's messages: the stop is committed
         if not tr.changed or tr.instance is None:
             return False
         inst = tr.instance
@@ -386,7 +388,9 @@ class _BatchRun:
         topic = self.proc.settings.task_update_topic
         if topic is None:
             return
-        for _iid, inst in self.after.changed.items():
+        for iid, changed in self.after.changed.items():
+            # A workflow deleted on completion still publishes its final (COMPLETED) state.
+            inst = changed if changed is not None else self.after.deleted.get(iid)
             if inst is not None:
                 value = _json.encode(snapshot(inst)).decode()
                 self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
