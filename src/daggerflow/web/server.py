@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from ..errors import ConfigurationError
 from .app import create_app
 
 if TYPE_CHECKING:
@@ -32,9 +34,22 @@ class WebServer:
         self._task: asyncio.Task[None] | None = None
         self.url: str | None = None
         self.host = host
+        self.port = port
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve(), name="daggerflow-web")
+        # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigurationError(
+                f"cannot serve the REST API on {self.host}:{self.port}: {exc.strerror or exc} "
+                "(web_port=0 picks a free port; web_port=None turns the API off)"
+            ) from exc
+        self._task = asyncio.create_task(self.server.serve(sockets=[sock]), name="daggerflow-web")
         while not self.server.started:
             if self._task.done():
                 self._task.result()  # raises the bind error, e.g. port in use

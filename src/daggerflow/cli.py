@@ -1,0 +1,466 @@
+"""The ``daggerflow`` command line (also ``python -m daggerflow``).
+
+- ``daggerflow worker MODULE[:ATTR]`` runs a worker: imports the module, finds its
+  ``Dagger`` engine, applies the command-line overrides and calls ``engine.main()``.
+- ``daggerflow demo pizza`` runs the README's pizza workflow end to end and reports.
+- ``instances``, ``instance``, ``templates``, ``create`` and ``send`` talk to a running
+  worker's REST API (``--url``, default ``$DAGGERFLOW_URL`` or http://127.0.0.1:6066).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DaggerError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .demo.pizza import DemoReport
+    from .engine import Dagger
+
+DEFAULT_URL = "http://127.0.0.1:6066"
+
+# Piped output is not cut to 80 columns: tables keep whole ids.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)
+
+_STATUS_STYLE = {
+    "COMPLETED": "green",
+    "FAILURE": "red",
+    "STOPPED": "magenta",
+    "SKIPPED": "dim",
+    "EXECUTING": "yellow",
+    "SUBMITTED": "yellow",
+    "NOT_STARTED": "dim",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="daggerflow", prog_name="daggerflow")
+def cli() -> None:
+    """daggerflow: durable, event-driven workflows with Dagger's model."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="daggerflow")
+
+
+# worker ----------------------------------------------------------------------------------
+
+
+def load_engine(target: str) -> Dagger:
+    """``module``, ``module:attr`` or ``path/to/file.py[:attr]`` -> the Dagger engine there.
+
+    ``attr`` may be dotted. Without it the module must hold exactly one ``Dagger`` instance
+    at top level.
+    """
+    from .engine import Dagger
+
+    module_name, _, attr = target.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"{target!r}: expected MODULE[:ATTR]", param_hint="TARGET")
+    # As `python -m` does: modules in the current directory are importable.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if module_name.endswith(".py") or os.sep in module_name:
+            module = _import_file(Path(module_name))
+        else:
+            module = importlib.import_module(module_name)
+    except DaggerError:
+        raise
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="TARGET") from exc
+    if attr:
+        found: Any = module
+        for part in attr.split("."):
+            if not hasattr(found, part):
+                raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}", param_hint="TARGET")
+            found = getattr(found, part)
+        if not isinstance(found, Dagger):
+            raise click.BadParameter(
+                f"{target!r} is not a Dagger engine (it is a {type(found).__name__})", param_hint="TARGET"
+            )
+        return found
+    engines = {name: v for name, v in vars(module).items() if isinstance(v, Dagger)}
+    if len(engines) != 1:
+        names = ", ".join(sorted(engines)) or "none"
+        raise click.BadParameter(
+            f"{module_name!r} holds {len(engines)} Dagger engines ({names}); name one as MODULE:ATTR",
+            param_hint="TARGET",
+        )
+    return next(iter(engines.values()))
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--web-port", type=int, help="REST API port (0: any free port; overrides the engine's).")
+@click.option("--web-host", help="REST API interface (default: the engine's, 127.0.0.1).")
+@click.option("--no-web", is_flag=True, help="Do not serve the REST API.")
+@click.option("--store", help="State store URL, e.g. sqlite:///path/state.db (overrides the engine's).")
+@click.option("--broker", help="Kafka broker URL (the Kafka runtime is not part of this build yet).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def worker(
+    target: str,
+    web_port: int | None,
+    web_host: str | None,
+    no_web: bool,
+    store: str | None,
+    broker: str | None,
+    log_level: str,
+) -> None:
+    """Run the worker of the engine at TARGET (MODULE[:ATTR], e.g. examples.pizza:workflow_engine)
+    until SIGINT/SIGTERM; then drain running tasks and exit 0."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    if broker is not None:
+        raise click.UsageError(
+            f"--broker {broker}: the Kafka runtime is not part of this build yet; "
+            "the worker runs embedded (state in SQLite)"
+        )
+    try:
+        engine = load_engine(target)
+        if store is not None:
+            engine.store_url = store
+        if web_port is not None:
+            engine.web_port = web_port
+        if web_host is not None:
+            engine.web_host = web_host
+        if no_web:
+            engine.web_port = None
+        engine.main()
+    except DaggerError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+# demo ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def demo() -> None:
+    """Self-contained demos on the embedded engine."""
+
+
+@demo.command("pizza")
+@click.option("--orders", "-n", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--store", help="State store URL (default: a temporary SQLite file, removed afterwards).")
+@click.option("--web-port", type=int, default=0, show_default=True, help="REST API port (0: any free port).")
+@click.option(
+    "--kitchen-delay",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Maximum seconds the simulated order service takes to answer READY.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Give up after seconds."
+)
+@click.option("--serve", is_flag=True, help="Keep the engine and its REST API running until Ctrl-C.")
+def demo_pizza(
+    orders: int, store: str | None, web_port: int, kitchen_delay: float, timeout: float, serve: bool
+) -> None:
+    """Run ORDERS pizza workflows (order -> wait for READY -> deliver) end to end."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .demo.pizza import run_pizza_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console.print(
+        f"[bold]daggerflow pizza demo[/]: {orders} orders, each Order (command -> wait for READY) "
+        "then Delivery (HTTP POST)"
+    )
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[green]{task.fields[ok]} completed"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    bar = progress.add_task("orders", total=orders, ok=0)
+
+    def on_progress(finished: int, completed: int) -> None:
+        progress.update(bar, completed=finished, ok=completed)
+
+    async def after(report: DemoReport, engine: Dagger) -> None:
+        progress.stop()
+        _print_demo_report(report, serving=serve)
+        if serve:
+            await _wait_for_signal()
+
+    with progress:
+        try:
+            report = asyncio.run(
+                run_pizza_demo(
+                    orders,
+                    store=store,
+                    web_port=web_port,
+                    kitchen_delay=kitchen_delay,
+                    timeout=timeout,
+                    progress=on_progress,
+                    after=after,
+                )
+            )
+        except DaggerError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    if not report.ok:
+        sys.exit(1)
+
+
+def _print_demo_report(report: DemoReport, *, serving: bool) -> None:
+    ms = 1000.0
+    style = "green" if report.ok else "red"
+    console.print(
+        f"[{style}]completed {report.completed}/{report.orders}[/] "
+        f"(failed {report.failed}, unfinished {report.unfinished}); "
+        f"{report.deliveries} deliveries received"
+    )
+    console.print(f"throughput: {report.throughput:.1f} workflows/s ({report.elapsed:.2f} s)")
+    console.print(
+        f"latency creation -> COMPLETED: p50 {report.percentile(50) * ms:.0f} ms, "
+        f"p99 {report.percentile(99) * ms:.0f} ms"
+    )
+    for failure in report.failures:
+        console.print(f"[red]  {failure}[/]")
+    if report.web_url is None:
+        console.print("REST API: off")
+    elif serving:
+        console.print(
+            f"REST API at {report.web_url} (try: daggerflow instances --url {report.web_url}); Ctrl-C to stop"
+        )
+    else:
+        console.print(f"REST API was at {report.web_url} (stopped with the demo; --serve keeps it)")
+    console.print(f"store: {report.store}")
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# REST clients ----------------------------------------------------------------------------
+
+url_option = click.option(
+    "--url",
+    envvar="DAGGERFLOW_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of a running worker's REST API (env DAGGERFLOW_URL).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
+
+
+def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, timeout=30.0, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach a daggerflow worker at {url}: {exc} (is `daggerflow worker` running?)")
+    return _decode(response)
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_error:
+        message = body.get("error") if isinstance(body, dict) else response.text
+        _fail(f"HTTP {response.status_code} from {response.request.url}: {message}")
+    return body
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    sys.exit(1)
+
+
+def _print_json(data: Any) -> None:
+    console.print_json(json.dumps(data))
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _status(code: str) -> str:
+    return f"[{_STATUS_STYLE.get(code, 'white')}]{code}[/]"
+
+
+@cli.command()
+@click.option("--status", help="Only this status (COMPLETED, FAILURE, EXECUTING, ...).")
+@click.option("--template", help="Only instances of this template.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@url_option
+@json_option
+def instances(
+    status: str | None, template: str | None, limit: int, offset: int, url: str, as_json: bool
+) -> None:
+    """List workflow instances of a running worker (newest pages via --offset)."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if status:
+        params["status"] = status
+    if template:
+        params["template"] = template
+    page = _request("GET", url, "/api/v1/instances", params=params)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title=f"workflow instances at {url}", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The id and the status never shrink; the other columns give way in narrow terminals.
+    longest_id = max((len(item["id"]) for item in page["items"]), default=2)
+    table.add_column("id", no_wrap=True, min_width=longest_id)
+    table.add_column("status", no_wrap=True, min_width=len("NOT_STARTED"))
+    for column in ("template", "created", "took"):
+        table.add_column(column, no_wrap=True)
+    for item in page["items"]:
+        created, completed = item.get("time_created"), item.get("time_completed")
+        took = f"{completed - created:.3f} s" if created and completed else "-"
+        table.add_row(
+            item["id"], _status(item["status"]["code"]), item["template_name"], _when(created), took
+        )
+    console.print(table)
+    shown = len(page["items"])
+    first = page["offset"] + 1 if shown else page["offset"]
+    more = f"; next: --offset {page['next_offset']}" if page.get("next_offset") is not None else ""
+    console.print(f"{first}-{page['offset'] + shown} of {page['total']}{more}")
+
+
+@cli.command()
+@click.argument("instance_id")
+@url_option
+def instance(instance_id: str, url: str) -> None:
+    """Print one workflow instance (all its tasks) as JSON."""
+    from urllib.parse import quote
+
+    _print_json(_request("GET", url, f"/api/v1/instances/{quote(instance_id, safe='')}"))
+
+
+@cli.command()
+@url_option
+@json_option
+def templates(url: str, as_json: bool) -> None:
+    """List the workflow templates a running worker has registered."""
+    found = _request("GET", url, "/api/v1/templates")
+    if as_json:
+        _print_json(found)
+        return
+    table = Table(title=f"templates at {url}", box=box.SIMPLE_HEAD)
+    table.add_column("name")
+    table.add_column("version")
+    for t in found:
+        table.add_row(t["name"], t["version"])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("topic")
+@click.argument("value")
+@click.option("--key", "-k", help="Message key.")
+@url_option
+@json_option
+def send(topic: str, value: str, key: str | None, url: str, as_json: bool) -> None:
+    """Append VALUE (sent as the string given, e.g. JSON text) to TOPIC of a running worker."""
+    from urllib.parse import quote
+
+    result = _request(
+        "POST", url, f"/topics/{quote(topic, safe='')}/messages", json={"key": key, "value": value}
+    )
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"sent to {result['topic']} at offset {result['offset']}")
+
+
+@cli.command()
+@click.argument("template")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A string parameter.")
+@click.option("--params", "params_json", metavar="JSON", help="Runtime parameters as a JSON object.")
+@click.option("--id", "instance_id", help="Instance id (default: a new UUID).")
+@click.option("--no-submit", is_flag=True, help="Create NOT_STARTED instead of starting it.")
+@url_option
+@json_option
+def create(
+    template: str,
+    params: tuple[str, ...],
+    params_json: str | None,
+    instance_id: str | None,
+    no_submit: bool,
+    url: str,
+    as_json: bool,
+) -> None:
+    """Create (and start) an instance of TEMPLATE on a running worker.
+
+    Example: daggerflow create PizzaWorkflow -p order_id=1 -p customer_id=c1 --params '{"pizza_type": 1}'
+    """
+    from urllib.parse import quote
+
+    runtime: dict[str, Any] = {}
+    if params_json:
+        try:
+            decoded = json.loads(params_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from exc
+        if not isinstance(decoded, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--params")
+        runtime.update(decoded)
+    for item in params:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
+        runtime[name] = text
+    body: dict[str, Any] = {"runtime_parameters": runtime, "submit": not no_submit}
+    if instance_id is not None:
+        body["id"] = instance_id
+    created = _request("POST", url, f"/api/v1/templates/{quote(template, safe='')}/instances", json=body)
+    if as_json:
+        _print_json(created)
+    else:
+        console.print(f"created {created['id']} ({_status(created['status']['code'])})")
