@@ -443,7 +443,9 @@ class Dagger:
         try:
             waiter = asyncio.create_task(stop.wait())
             assert self._processor is not None and self._processor._task is not None
-            _done, _ = await asyncio.wait({waiter, self._processor._task}, return_when=asyncio.FIRST_COMPLETED)
+            _done, _ = await asyncio.wait(
+                {waiter, self._processor._task}, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
             if self._processor.failed is not None:
                 raise self._processor.failed
@@ -559,11 +561,12 @@ class Dagger:
         return self.view(result)
 
     def view(
-        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
+        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None, *, copy: bool = True
     ) -> ITemplateDAGInstance[Any, Any]:
         # A snapshot: the cached record changes in place with later commits, and what a
         # caller holds must neither change under it nor change the engine's state.
-        instance = copy_instance(instance)
+        if copy:
+            instance = copy_instance(instance)
         template = self.template_dags.get(instance.template_name)
         cls = getattr(template, "template_type", None) or DefaultTemplateDAGInstance
         if not (isinstance(cls, type) and issubclass(cls, ITemplateDAGInstance)):
@@ -637,7 +640,10 @@ class Dagger:
             self._processor.submit_event(instance, event, box)
 
     def _committed(
-        self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]
+        self,
+        changed: dict[str, Instance | None],
+        deleted: dict[str, Instance],
+        appended: list[tuple[str, int]],
     ) -> None:
         for topic in {t for t, _ in appended}:
             self._signals.notify(topic)

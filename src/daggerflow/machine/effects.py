@@ -9,7 +9,7 @@ import msgspec
 from ..model.instance import Correlation
 
 
-class RunJob(msgspec.Struct, frozen=True):
+class RunJob(msgspec.Struct, gc=False, frozen=True):
     """Call user code: ``job`` is execute, on_message, evaluate, interval_execute or stop."""
 
     instance: str
@@ -19,35 +19,35 @@ class RunJob(msgspec.Struct, frozen=True):
     payload: Any = None
 
 
-class CancelJob(msgspec.Struct, frozen=True):
+class CancelJob(msgspec.Struct, gc=False, frozen=True):
     instance: str
     node: str
 
 
-class SetTimer(msgspec.Struct, frozen=True):
+class SetTimer(msgspec.Struct, gc=False, frozen=True):
     instance: str
     key: str
     due: float
 
 
-class CancelTimer(msgspec.Struct, frozen=True):
+class CancelTimer(msgspec.Struct, gc=False, frozen=True):
     instance: str
     key: str
 
 
-class IndexPut(msgspec.Struct, frozen=True):
+class IndexPut(msgspec.Struct, gc=False, frozen=True):
     instance: str
     node: str
     at: Correlation
 
 
-class IndexDel(msgspec.Struct, frozen=True):
+class IndexDel(msgspec.Struct, gc=False, frozen=True):
     instance: str
     node: str
     at: Correlation
 
 
-class InstanceDeleted(msgspec.Struct, frozen=True):
+class InstanceDeleted(msgspec.Struct, gc=False, frozen=True):
     instance: str
 
 

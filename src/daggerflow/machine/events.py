@@ -9,20 +9,20 @@ import msgspec
 from ..model.instance import Instance
 
 
-class Create(msgspec.Struct, tag="create", frozen=True):
+class Create(msgspec.Struct, gc=False, tag="create", frozen=True):
     instance: Instance
     submit: bool = False
 
 
-class Submit(msgspec.Struct, tag="submit", frozen=True):
+class Submit(msgspec.Struct, gc=False, tag="submit", frozen=True):
     pass
 
 
-class Stop(msgspec.Struct, tag="stop", frozen=True):
+class Stop(msgspec.Struct, gc=False, tag="stop", frozen=True):
     pass
 
 
-class Deliver(msgspec.Struct, tag="deliver", frozen=True):
+class Deliver(msgspec.Struct, gc=False, tag="deliver", frozen=True):
     """A listener message routed to one waiting node by the correlation index."""
 
     node: str
@@ -30,7 +30,7 @@ class Deliver(msgspec.Struct, tag="deliver", frozen=True):
     topic: str = ""
 
 
-class JobDone(msgspec.Struct, tag="done", frozen=True):
+class JobDone(msgspec.Struct, gc=False, tag="done", frozen=True):
     """User code returned. ``params`` and ``removed`` are its changes to runtime parameters."""
 
     node: str
@@ -42,7 +42,7 @@ class JobDone(msgspec.Struct, tag="done", frozen=True):
     status: str | None = None
 
 
-class JobFailed(msgspec.Struct, tag="failed", frozen=True):
+class JobFailed(msgspec.Struct, gc=False, tag="failed", frozen=True):
     node: str
     seq: int
     job: str
@@ -52,7 +52,7 @@ class JobFailed(msgspec.Struct, tag="failed", frozen=True):
     payload: Any = None
 
 
-class TimerFired(msgspec.Struct, tag="timer", frozen=True):
+class TimerFired(msgspec.Struct, gc=False, tag="timer", frozen=True):
     key: str
 
 

@@ -509,7 +509,9 @@ class _Walk:
         if chosen is not None and chosen_id is None:
             # A typo in evaluate() must not silently skip every branch.
             names = [self.nodes[s].name for s in node.next]
-            node.error = f"evaluate() returned {chosen!r}, which is not a successor; expected one of {names} or None"
+            node.error = (
+                f"evaluate() returned {chosen!r}, which is not a successor; expected one of {names} or None"
+            )
             self.finish(node, FAILURE)
             return
         for successor_id in node.next:

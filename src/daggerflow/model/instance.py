@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
+class RetryPolicy(msgspec.Struct, gc=False, frozen=True, omit_defaults=True):
     """How often and how fast a failing task is retried.
 
     ``max_attempts`` counts the first try: 1 means no retry. The delay before attempt n+1
@@ -32,7 +32,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
         )
 
 
-class Node(msgspec.Struct, omit_defaults=True):
+class Node(msgspec.Struct, gc=False, omit_defaults=True):
     """One workflow, process or task of an instance."""
 
     id: str
@@ -85,7 +85,7 @@ class Node(msgspec.Struct, omit_defaults=True):
 _TERMINAL = frozenset({"COMPLETED", "FAILURE", "SKIPPED", "STOPPED"})
 
 
-class Correlation(msgspec.Struct, frozen=True, array_like=True):
+class Correlation(msgspec.Struct, gc=False, frozen=True, array_like=True):
     """Where a listener is indexed: (topic, key name, value)."""
 
     topic: str
@@ -93,7 +93,7 @@ class Correlation(msgspec.Struct, frozen=True, array_like=True):
     value: str
 
 
-class Instance(msgspec.Struct, omit_defaults=True):
+class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     """A workflow instance: all its nodes plus the shared runtime parameters."""
 
     id: str

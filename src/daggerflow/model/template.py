@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,9 +176,20 @@ class IdSource:
             self._rng = random.Random(seed)
 
     def next(self) -> str:
-        if self._rng is None:
-            return str(uuid.uuid4())
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        rng = self._rng or _ID_RNG
+        return _uuid4_text(rng.getrandbits(128))
+
+
+# Ids need to be unique, not secret: a PRNG seeded from os.urandom is enough and is much
+# cheaper than uuid4()'s system call per id.
+_ID_RNG = random.Random()
+
+
+def _uuid4_text(bits: int) -> str:
+    """The text of ``uuid.UUID(int=bits, version=4)``, without building the object."""
+    bits = (bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Expander:

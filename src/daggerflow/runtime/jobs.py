@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from ..machine.events import JobDone, JobFailed
-from ..model.instance import Instance, Node, RetryPolicy
+from ..model.instance import Instance, Node, RetryPolicy, copy_instance
 from ..store.base import Outgoing, PendingJob
 from . import outbox
 
@@ -33,7 +33,7 @@ class JobContext(Protocol):
     def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]: ...
 
     def view(
-        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
+        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None, *, copy: bool = True
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def report(self, instance: str, event: Any, box: list[Any]) -> None: ...
@@ -57,7 +57,9 @@ def _json_problem(value: Any, path: str, depth: int = 0) -> str | None:
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
-        return None if value == value and value not in (float("inf"), float("-inf")) else f"{path} is {value!r}"
+        return (
+            None if value == value and value not in (float("inf"), float("-inf")) else f"{path} is {value!r}"
+        )
     if depth > 64:
         return f"{path} is nested too deeply"
     if isinstance(value, (list, tuple)):
@@ -160,9 +162,10 @@ class JobRunner:
         # A private snapshot: the committed instance is changed in place by later events
         # (a parallel sibling's outcome) while this job runs, and the diff must be against
         # what this job started from, or it would undo the sibling's changes.
-        before = copy_params(instance.runtime_parameters)
+        snapshot = copy_instance(instance)
+        before = snapshot.runtime_parameters
         params = copy_params(before)
-        view = self._ctx.view(instance, params)
+        view = self._ctx.view(snapshot, params, copy=False)
         result: Any = None
         with outbox.capture() as box:
             try:
