@@ -391,11 +391,11 @@ async def test_create_materialises_whole_graph_not_started_with_dagger_names(eng
         by_name["PizzaWorkflow.Order"],
         by_name["PizzaWorkflow.Delivery"],
     )
-    assert root.id == iid and root.children == [order.id] and order.next == [delivery.id]
+    assert root.id == iid and root.children == (order.id,) and order.next == (delivery.id,)
     assert order.parent == root.id and delivery.parent == root.id
     command = by_name["PizzaWorkflow.Order.Order_command_task"]
-    assert command.parent == order.id and order.children == [command.id]
-    assert command.next == [by_name["PizzaWorkflow.Order.Order_listener_task"].id]
+    assert command.parent == order.id and order.children == (command.id,)
+    assert command.next == (by_name["PizzaWorkflow.Order.Order_listener_task"].id,)
     assert by_name["PizzaWorkflow.Delivery.Delivery_executor_task"].parent == delivery.id
 
     # The Dagger-style view shows the same tree with Dagger's task types.

@@ -477,7 +477,7 @@ async def test_early_message_is_dropped_after_the_ttl(
         await engine.wait_for("w1", waiting, timeout=5)
         # A buffered delivery would have been committed with the wait itself.
         wait = node(engine, "w1", "_listener_task")
-        assert wait.status == "EXECUTING" and wait.job is None and wait.inbox == []
+        assert wait.status == "EXECUTING" and wait.job is None and wait.inbox == ()
         late = json.dumps({"order_id": "o1", "early": False})
         await engine.topics["ready"].send(value=late)
         assert (await engine.wait_for("w1", timeout=5)).runtime_parameters["received"] == late
@@ -496,7 +496,7 @@ async def test_without_a_ttl_early_messages_are_dropped(
         await engine.submit("w1")
         await engine.wait_for("w1", waiting, timeout=5)
         wait = node(engine, "w1", "_listener_task")
-        assert wait.job is None and wait.inbox == []
+        assert wait.job is None and wait.inbox == ()
     finally:
         await engine.stop()
 

@@ -75,7 +75,7 @@ def _busy_run() -> Run:
 def test_instance_round_trips_through_msgpack() -> None:
     r = _busy_run()
     inst = r.inst
-    assert inst.timers and inst.correlations and r.node("L").inbox == [{"m": 2}]
+    assert inst.timers and inst.correlations and r.node("L").inbox == ({"m": 2},)
     data = encode_instance(inst)
     assert isinstance(data, bytes)
     back = decode_instance(data)
@@ -183,7 +183,7 @@ def test_snapshot_has_daggers_shape() -> None:
         node = r.inst.nodes[node_id]
         assert task["id"] == node_id and task["task_name"] == node.name
         assert task["status"] == {"code": node.status, "value": node.status}
-        assert task["parent_id"] == node.parent and task["next_dags"] == node.next
+        assert task["parent_id"] == node.parent and task["next_dags"] == list(node.next)
     tasks = snap["tasks"]
     p1, a, par, L, t = (tasks[r.node(n).id] for n in ("P1", "a", "par", "L", "t"))
     assert p1["task_type"] == "SUB_DAG" and p1["process_name"] == "P1" and p1["root_dag"] == r.node("a").id

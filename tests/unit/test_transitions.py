@@ -66,10 +66,10 @@ def test_instantiate_materialises_every_node_not_started_with_dagger_names() -> 
     assert names == {"wf", "wf.P1", "wf.P1.P1_command_task", "wf.P1.P1_listener_task", "wf.P2", "wf.P2.e"}
     assert set(r.statuses().values()) == {"NOT_STARTED"}
     root = r.inst.root
-    assert root.kind == "root" and root.children == [r.node("P1").id]
-    assert r.node("P1").next == [r.node("P2").id]
+    assert root.kind == "root" and root.children == (r.node("P1").id,)
+    assert r.node("P1").next == (r.node("P2").id,)
     assert r.node("P1_command_task").parent == r.node("P1").id
-    assert r.node("P1_command_task").next == [r.node("P1_listener_task").id]
+    assert r.node("P1_command_task").next == (r.node("P1_listener_task").id,)
     assert r.node("P1_listener_task").correlatable_key == "order_id"
     assert all(n.time_created == T0 for n in r.inst.nodes.values())
 
@@ -266,12 +266,12 @@ def test_messages_arriving_while_on_message_runs_are_queued_in_order() -> None:
     for m in ("m2", "m3"):
         tr = r.deliver("L", m)
         assert tr.changed and runs(r, tr) == []
-    assert L.inbox == ["m2", "m3"]
+    assert L.inbox == ("m2", "m3")
     tr = r.done("L", False)
     assert [(e.job, e.payload) for e in of(tr, RunJob)] == [("on_message", "m2")]
     tr = r.done("L", False)
     assert [(e.job, e.payload) for e in of(tr, RunJob)] == [("on_message", "m3")]
-    assert L.inbox == []
+    assert L.inbox == ()
     tr = r.done("L", False)
     assert runs(r, tr) == [] and L.job is None and L.status == "EXECUTING"
 
@@ -282,7 +282,7 @@ def test_queued_messages_are_dropped_once_the_listener_completes() -> None:
     r.deliver("L", "m1")
     r.deliver("L", "m2")
     tr = r.done("L", True)
-    assert r.status("L") == "COMPLETED" and r.node("L").inbox == []
+    assert r.status("L") == "COMPLETED" and r.node("L").inbox == ()
     assert runs(r, tr) == [("b", "execute")]
 
 
@@ -366,11 +366,11 @@ def test_reprocessing_listener_runs_queued_messages_one_after_another() -> None:
     r = _reprocessing_run()
     L = r.node("L")
     r.deliver("L", "m1")
-    assert runs(r, r.deliver("L", "m2")) == [] and L.inbox == ["m2"]
+    assert runs(r, r.deliver("L", "m2")) == [] and L.inbox == ("m2",)
     tr = r.done("L", True)
     assert [(e.job, e.payload) for e in of(tr, RunJob)] == [("on_message", "m2")]
     r.done("L", False)
-    assert L.status == "COMPLETED" and L.inbox == [] and L.job is None
+    assert L.status == "COMPLETED" and L.inbox == () and L.job is None
 
 
 def test_reprocessing_listener_retries_a_failed_message_and_keeps_completed() -> None:
@@ -410,7 +410,7 @@ def test_skipped_to_listener_runs_its_queued_messages() -> None:
     r.deliver("L1", "c")
     tr = r.done("L1", True)
     # Completed and not reprocessing: it takes no more messages, the queue is dropped.
-    assert L1.status == "COMPLETED" and L1.inbox == [] and runs(r, tr) == []
+    assert L1.status == "COMPLETED" and L1.inbox == () and runs(r, tr) == []
     assert L1.id not in r.inst.correlations
 
 
@@ -1137,9 +1137,9 @@ def test_on_message_retry_redelivers_the_same_payload_first() -> None:
     L = r.node("L")
     r.deliver("L", "m1")
     r.fail("L")
-    assert L.inbox == ["m1"] and L.status == "EXECUTING"
+    assert L.inbox == ("m1",) and L.status == "EXECUTING"
     tr = r.deliver("L", "m2")  # arrives during the backoff: queued behind m1
-    assert runs(r, tr) == [] and L.inbox == ["m1", "m2"]
+    assert runs(r, tr) == [] and L.inbox == ("m1", "m2")
     tr = r.fire("L", "retry:on_message", at=T0 + 1)
     assert [(e.job, e.payload) for e in of(tr, RunJob)] == [("on_message", "m1")]
     tr = r.done("L", False)

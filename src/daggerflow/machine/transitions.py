@@ -216,7 +216,7 @@ class _Walk:
         self.set_status(node, status)
         if node.time_completed == 0.0:
             node.time_completed = self.now
-        node.inbox = []
+        node.inbox = ()
         node.job = None
         self.cancel_timers(node)
         if was_executing and node.type_name is not None and status == STOPPED:
@@ -313,7 +313,7 @@ class _Walk:
         if node.time_completed == 0.0 or node.kind != K_ROOT:
             node.time_completed = self.now
         node.job = None
-        node.inbox = []
+        node.inbox = ()
         self.cancel_timers(node)
         if node.monitor is not None:
             monitor = self.nodes[node.monitor]
@@ -400,7 +400,7 @@ class _Walk:
         if node.status == NOT_STARTED and node.allow_skip_to:
             self.skip_to(node)
         if _accepts_messages(node):
-            node.inbox.append(event.payload)
+            node.inbox = (*node.inbox, event.payload)
             self.changed = True
             self.next_message(node)
 
@@ -408,9 +408,10 @@ class _Walk:
         """Run the oldest queued message of a listener, one at a time and not while a
         failed on_message waits for its retry; drop the queue once messages are refused."""
         if not _accepts_messages(node):
-            node.inbox = []
+            node.inbox = ()
         elif node.inbox and node.job is None and f"{node.id}:retry:on_message" not in self.inst.timers:
-            self.run_job(node, "on_message", node.inbox.pop(0))
+            payload, node.inbox = node.inbox[0], node.inbox[1:]
+            self.run_job(node, "on_message", payload)
 
     def skip_to(self, target: Node) -> None:
         """Jump to a listener out of order: every earlier unfinished node is SKIPPED.
@@ -551,7 +552,7 @@ class _Walk:
         policy = node.retry
         if event.retryable and policy is not None and node.attempts < policy.max_attempts:
             if event.job == "on_message":
-                node.inbox.insert(0, event.payload)
+                node.inbox = (event.payload, *node.inbox)
             self.set_timer(node, f"retry:{event.job}", self.now + policy.delay(node.attempts))
             return
         if node.is_terminal():

@@ -33,7 +33,11 @@ class RetryPolicy(msgspec.Struct, gc=False, frozen=True, omit_defaults=True):
 
 
 class Node(msgspec.Struct, gc=False, omit_defaults=True):
-    """One workflow, process or task of an instance."""
+    """One workflow, process or task of an instance.
+
+    Sequences are tuples so that a node holds no GC-tracked container: with millions of
+    cached nodes, tracked lists made every full collection a long pause.
+    """
 
     id: str
     name: str
@@ -42,9 +46,9 @@ class Node(msgspec.Struct, gc=False, omit_defaults=True):
     status: str = "NOT_STARTED"
     type_name: str | None = None
     # ``next`` holds the successors; a decision chooses one, other nodes have at most one.
-    next: list[str] = msgspec.field(default_factory=list)
+    next: tuple[str, ...] = ()
     # Children: first process of a workflow, first task of a process, members of a parallel.
-    children: list[str] = msgspec.field(default_factory=list)
+    children: tuple[str, ...] = ()
     process_name: str | None = None
     time_created: float = 0.0
     time_submitted: float = 0.0
@@ -76,7 +80,7 @@ class Node(msgspec.Struct, gc=False, omit_defaults=True):
     # stale result (of a call started before a stop or a skip) from the current one.
     job: str | None = None
     job_seq: int = 0
-    inbox: list[Any] = msgspec.field(default_factory=list)
+    inbox: tuple[Any, ...] = ()
 
     def is_terminal(self) -> bool:
         return self.status in _TERMINAL

@@ -234,7 +234,7 @@ class _Expander:
                     continue_on_failure=t.continue_on_failure,
                 )
             )
-            node.children = [self.task_chain(t.root_task, node_id, node.name)]
+            node.children = (self.task_chain(t.root_task, node_id, node.name),)
             if t.monitor_type_name is not None:
                 monitor_id = self.ids.next()
                 due = self.params.get(COMPLETE_BY_KEY)
@@ -263,9 +263,9 @@ class _Expander:
                     continue_on_failure=t.continue_on_failure,
                 )
             )
-            node.children = [self.process_chain(c, node_id, prefix) for c in children]
+            node.children = tuple(self.process_chain(c, node_id, prefix) for c in children)
         if t.next:
-            node.next = [self.process_chain(n, parent, prefix) for n in t.next]
+            node.next = tuple(self.process_chain(n, parent, prefix) for n in t.next)
         return node_id
 
     def _linked(self, chain: Sequence[ProcessLike], parent: str, prefix: str) -> str:
@@ -279,7 +279,7 @@ class _Expander:
                 tail = previous
                 while tail.next:
                     tail = self.instance.nodes[tail.next[0]]
-                tail.next = [nid]
+                tail.next = (nid,)
             previous = self.instance.nodes[nid]
             first_id = first_id or nid
         assert first_id is not None
@@ -300,10 +300,10 @@ class _Expander:
                     continue_on_failure=t.continue_on_failure,
                 )
             )
-            node.children = [self.task_chain(c, node_id, prefix) for c in t.children]
+            node.children = tuple(self.task_chain(c, node_id, prefix) for c in t.children)
         else:
             node = self.add(self._leaf(t, node_id, parent, prefix))
-        node.next = [self.task_chain(n, parent, prefix) for n in t.next]
+        node.next = tuple(self.task_chain(n, parent, prefix) for n in t.next)
         return node_id
 
     def _leaf(self, t: TaskTemplate, node_id: str, parent: str, prefix: str) -> Node:
@@ -372,5 +372,5 @@ def instantiate(
     )
     expander = _Expander(instance, IdSource(seed), now, overrides or Overrides())
     root = expander.add(Node(id=instance_id, name=spec.name, kind=Kind.ROOT.value))
-    root.children = [expander.process_chain(spec.root_process, instance_id, spec.name)]
+    root.children = (expander.process_chain(spec.root_process, instance_id, spec.name),)
     return instance
