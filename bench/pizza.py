@@ -43,17 +43,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from daggerflow import (
-    DAGBuilderHelper,
-    Dagger,
-    ExecutorTask,
-    KafkaCommandTask,
-    KafkaListenerTask,
-    TaskLookupKey,
-)
+from daggerflow import Dagger
+from daggerflow.demo.pizza import register_pizza_workflow
+from daggerflow.demo.services import ORDER_TOPIC, READY_TOPIC
 
-ORDER_TOPIC = "pizza_order_topic"
-READY_TOPIC = "PizzaWaitForReadyListener"
 TARGET_THROUGHPUT = 2000.0  # completed workflows/s with durable commits (issue #2)
 TARGET_P99_MS = 20.0  # READY -> delivery p99 at half that load
 
@@ -74,57 +67,13 @@ class Probe:
 
 
 def build_engine(db_path: str, probe: Probe, durability: str, agent_concurrency: int) -> Dagger:
+    """The demo's PizzaWorkflow (the README's tasks); the delivery records when it started."""
     engine = Dagger(store=f"sqlite:///{db_path}", web_port=None, durability=durability)
 
-    class OrderCommandTask(KafkaCommandTask[str, str]):
-        async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
-            payload = {
-                "order_id": runtime_parameters["order_id"],
-                "customer_id": runtime_parameters["customer_id"],
-                "pizza_type": runtime_parameters["pizza_type"],
-            }
-            assert self.topic is not None
-            await engine.topics[self.topic].send(value=json.dumps(payload))
+    async def deliver(payload: dict[str, Any]) -> None:
+        probe.delivery_started.setdefault(payload["order_id"], time.perf_counter())
 
-    class PizzaWaitForReadyListener(KafkaListenerTask[str, str]):
-        correlatable_key = "order_id"
-
-        async def get_correlatable_keys_from_payload(self, payload: Any) -> list[TaskLookupKey]:
-            return [(self.correlatable_key, json.loads(payload)[self.correlatable_key])]
-
-        async def on_message(self, runtime_parameters: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
-            return True
-
-    class DeliveryCommandTask(ExecutorTask[str, str]):
-        async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
-            probe.delivery_started.setdefault(runtime_parameters["order_id"], time.perf_counter())
-
-    helper = DAGBuilderHelper(engine)
-    order = helper.generic_process_builder(
-        process_name="Order",
-        root_task=helper.build_and_link_tasks(
-            [
-                helper.generic_command_task_builder(
-                    topic=ORDER_TOPIC, task_type=OrderCommandTask, process_name="Order"
-                ),
-                helper.generic_listener_task_builder(
-                    topic=READY_TOPIC, task_type=PizzaWaitForReadyListener, process_name="Order"
-                ),
-            ]
-        ),
-    )
-    delivery = helper.generic_process_builder(
-        process_name="Delivery",
-        root_task=helper.build_and_link_tasks(
-            [helper.generic_executor_task_builder(task_type=DeliveryCommandTask, name="Delivery")]
-        ),
-    )
-    engine.add_template(
-        "PizzaWorkflow",
-        helper.generic_template(
-            template_name="PizzaWorkflow", root_process=helper.build_and_link_processes([order, delivery])
-        ),
-    )
+    register_pizza_workflow(engine, deliver=deliver)
 
     @engine.agent(ORDER_TOPIC, name="order-service", concurrency=agent_concurrency)
     async def order_service(value: Any) -> None:

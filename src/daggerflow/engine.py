@@ -7,7 +7,6 @@ Python API. Several engines can live in one process: nothing here is global.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -29,6 +28,7 @@ from .model.template import (
     TaskTemplate,
     instantiate,
 )
+from .runtime.background import cancel_and_wait
 from .runtime.clock import Clock, SystemClock
 from .runtime.consumers import AgentConsumer, AgentHandler, Consumer, ListenerConsumer, TopicSignals
 from .runtime.jobs import JobRunner, check_serialisable, copy_params
@@ -407,10 +407,7 @@ class Dagger:
             await self._processor.wait_idle()
         await self._processor.stop()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
         for waiters in self._waiters.values():
             for _, fut in waiters:

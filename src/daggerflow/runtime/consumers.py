@@ -19,6 +19,7 @@ import msgspec
 
 from ..store.base import Message, Outgoing, Store
 from . import outbox
+from .background import cancel_and_wait
 from .processor import AgentCommit, Incoming, Processor
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,8 @@ class Consumer:
         self._task = asyncio.create_task(self._run(self.initial_position()), name=f"daggerflow-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def initial_position(self) -> int:
         pos = self.store.position(self.name)

@@ -37,6 +37,7 @@ from ..machine.events import Event
 from ..model.instance import Correlation, Instance
 from ..model.snapshot import snapshot
 from ..store.base import Message, Outgoing, PendingJob, Store, WriteBatch
+from .background import cancel_and_wait
 from .clock import Clock
 
 log = logging.getLogger(__name__)
@@ -167,13 +168,8 @@ class Processor:
         self._task = asyncio.create_task(self._run(), name="daggerflow-processor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

@@ -13,6 +13,7 @@ import heapq
 import logging
 from collections.abc import Callable
 
+from .background import cancel_and_wait
 from .clock import Clock
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,8 @@ class TimerService:
         self._task = asyncio.create_task(self._run(), name="daggerflow-timers")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
