@@ -43,6 +43,8 @@ log = logging.getLogger("daggerflow")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
+
 # Dagger's constructor options that have no effect here: they configured faust, Aerospike or
 # a timer poll that this design does not need. Accepted so Dagger code keeps working.
 _ACCEPTED_NO_EFFECT = {
@@ -365,6 +367,7 @@ class Dagger:
             jobs.submit(job)
         self._updates = asyncio.Queue()
         self._tasks.append(asyncio.create_task(self._notify_updates(), name="daggerflow-updates"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="daggerflow-housekeeping"))
         self.started_flag = True
         for topic in self._listeners:
             self._start_consumer(self._listener_consumer(topic))
@@ -665,6 +668,13 @@ class Dagger:
                 # A copy: the cached record changes in place with later commits, and a
                 # callback that lags behind must still see the state of this commit.
                 self._updates.put_nowait(self.view(inst))
+
+    async def _housekeeping(self) -> None:
+        """Forget expired dedupe ids and buffered messages, once a minute."""
+        while True:
+            await self.clock.sleep_until(self.clock.now() + HOUSEKEEPING_INTERVAL)
+            if self._store is not None:
+                self._store.purge(self.clock.now(), self.dedupe_ttl)
 
     async def _notify_updates(self) -> None:
         assert self._updates is not None

@@ -515,3 +515,34 @@ async def test_message_id_dedupe(engine: Dagger) -> None:
     assert done.status.code == "COMPLETED"
     # m1 ran once (both repeats ignored, even the one saying "last"); m3 completed it.
     assert done.runtime_parameters["seen"] == ["m1", "m2", "m3"]
+
+
+async def test_dedupe_ids_are_forgotten_after_dedupe_ttl(
+    make_engine: Callable[..., Dagger], clock: ManualClock
+) -> None:
+    """The dedupe table does not grow forever: ids older than dedupe_ttl are purged by the
+    engine's periodic housekeeping, after which the same id counts as new."""
+    engine = make_engine(clock=clock, dedupe_ttl=120.0)
+    add_template(engine, "dedupe", process(engine, "Order", listener(engine, "ready", Deduped, "Order")))
+    await engine.start()
+    try:
+        await start(engine, "dedupe", "d1", order_id="o1")
+        await engine.wait_for("d1", waiting, timeout=5)
+        await engine.topics["ready"].send(value=json.dumps({"order_id": "o1", "msg_id": "m1", "last": False}))
+        await engine.wait_for("d1", lambda i: "seen" in i.runtime_parameters, timeout=5)
+        store = engine._require_store()
+        assert store.has_seen("ready", "m1")
+
+        clock.advance(181.0)  # past the TTL and past a housekeeping tick
+
+        async def purged() -> None:
+            while store.has_seen("ready", "m1"):
+                await asyncio.sleep(0)  # yield to the housekeeping task; the condition ends it
+
+        await asyncio.wait_for(purged(), 5)
+        await engine.topics["ready"].send(value=json.dumps({"order_id": "o1", "msg_id": "m1", "last": True}))
+        done = await engine.wait_for("d1", timeout=5)
+        assert done.status.code == "COMPLETED"
+        assert done.runtime_parameters["seen"] == ["m1", "m1"]
+    finally:
+        await engine.stop()
