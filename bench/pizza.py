@@ -7,9 +7,10 @@
 Each workflow is: ``OrderCommandTask`` sends ``{"order_id": ...}`` to ``pizza_order_topic``;
 ``PizzaWaitForReadyListener`` waits for READY on its topic, correlated on ``order_id``;
 ``DeliveryCommandTask`` (an executor) runs. The order service answers instantly: it is an
-agent on ``pizza_order_topic`` in the same process. State lives in a SQLite file in a fresh
-temp dir with the default durability (WAL, ``synchronous=NORMAL``: every commit survives a
-killed process); ``--durability full`` adds an fsync per commit.
+agent on ``pizza_order_topic`` in the same process. State lives in a SQLite file (``--store
+rocksdb``: a RocksDB directory) in a fresh temp dir with the default durability (WAL,
+``synchronous=NORMAL``: every commit survives a killed process); ``--durability full`` adds
+an fsync per commit.
 
 Reported figures:
 
@@ -66,9 +67,16 @@ class Probe:
         )
 
 
-def build_engine(db_path: str, probe: Probe, durability: str, agent_concurrency: int) -> Dagger:
+def store_url(kind: str, directory: str) -> str:
+    """A fresh store in ``directory``: a SQLite file, or a RocksDB directory."""
+    if kind == "rocksdb":
+        return f"rocksdb:///{os.path.join(directory, 'bench')}"
+    return f"sqlite:///{os.path.join(directory, 'bench.db')}"
+
+
+def build_engine(store: str, probe: Probe, durability: str, agent_concurrency: int) -> Dagger:
     """The demo's PizzaWorkflow (the README's tasks); the delivery records when it started."""
-    engine = Dagger(store=f"sqlite:///{db_path}", web_port=None, durability=durability)
+    engine = Dagger(store=store, web_port=None, durability=durability)
 
     async def deliver(payload: dict[str, Any]) -> None:
         probe.delivery_started.setdefault(payload["order_id"], time.perf_counter())
@@ -138,11 +146,17 @@ class Result:
 
 
 async def run(
-    mode: str, workflows: int, concurrency: int, rate: float | None, durability: str, agent_concurrency: int
+    mode: str,
+    workflows: int,
+    concurrency: int,
+    rate: float | None,
+    durability: str,
+    agent_concurrency: int,
+    store: str = "sqlite",
 ) -> Result:
     with tempfile.TemporaryDirectory(prefix="daggerflow-bench-") as tmp:
         probe = Probe()
-        engine = build_engine(os.path.join(tmp, "bench.db"), probe, durability, agent_concurrency)
+        engine = build_engine(store_url(store, tmp), probe, durability, agent_concurrency)
         template = engine.template_dags["PizzaWorkflow"]
         created: dict[str, float] = {}
         completed: dict[str, float] = {}
@@ -257,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="throughput mode: concurrent creators")
     parser.add_argument("--durability", choices=["normal", "full"], default="normal")
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "rocksdb"],
+        default="sqlite",
+        help="state store: a SQLite file (default) or a RocksDB directory (the rocksdb extra)",
+    )
+    parser.add_argument(
         "--agent-concurrency",
         type=int,
         default=64,
@@ -270,12 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    print(f"durability: {args.durability}, agent concurrency: {args.agent_concurrency}")
+    print(f"store: {args.store}, durability: {args.durability}, agent concurrency: {args.agent_concurrency}")
 
     def measure(mode: str, rate: float | None) -> Result:
         before = cpu_speed()
         result = asyncio.run(
-            run(mode, args.workflows, args.concurrency, rate, args.durability, args.agent_concurrency)
+            run(
+                mode,
+                args.workflows,
+                args.concurrency,
+                rate,
+                args.durability,
+                args.agent_concurrency,
+                args.store,
+            )
         )
         result.speed = (before, cpu_speed())
         print(result.report())

@@ -34,7 +34,8 @@ from .runtime.consumers import AgentConsumer, AgentHandler, Consumer, ListenerCo
 from .runtime.jobs import JobRunner, check_serialisable, copy_params
 from .runtime.processor import Processor, Settings
 from .runtime.timers import TimerService
-from .store.sqlite import SQLiteStore, open_store
+from .store.base import Store
+from .store.sqlite import check_store_url, open_store
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topic, Topics
@@ -132,9 +133,8 @@ class Dagger:
                 f"broker={broker!r}: the Kafka runtime is not part of this build yet; "
                 "use broker=None (the embedded runtime)"
             )
-        if store is not None and not store.startswith(("sqlite:", "memory:")):
-            # Fail at construction, naming what is supported (e.g. store="aerospike://").
-            open_store(store, datadir=".", application_name=application_name)
+        # Fail at construction, naming what is supported (e.g. store="aerospike://").
+        check_store_url(store)
         if aerospike_config is not None:
             raise ConfigurationError("aerospike_config is not supported: there is no Aerospike store")
         if consumer_auto_offset_reset not in ("earliest", "latest"):
@@ -171,7 +171,7 @@ class Dagger:
         self._waiters: dict[str, list[tuple[Callable[[Instance], bool], asyncio.Future[Instance]]]] = {}
         self._updates: asyncio.Queue[ITemplateDAGInstance[Any, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._store: SQLiteStore | None = None
+        self._store: Store | None = None
         self._processor: Processor | None = None
         self._jobs: JobRunner | None = None
         self._timers: TimerService | None = None
@@ -538,7 +538,7 @@ class Dagger:
     def count_instances(self, *, status: str | None = None, template: str | None = None) -> int:
         return self._require_store().count_instances(status=status, template=template)
 
-    def _require_store(self) -> SQLiteStore:
+    def _require_store(self) -> Store:
         if self._store is None:
             raise TaskInvalidState("the engine is not running")
         return self._store

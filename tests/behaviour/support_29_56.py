@@ -12,6 +12,15 @@ from typing import Any
 
 from daggerflow import Dagger, KafkaListenerTask, TaskLookupKey
 from daggerflow.model.instance import Instance, Node
+from daggerflow.store.sqlite import SQLiteStore
+
+try:
+    from daggerflow.store.rocksdb import RocksDBStore
+except ImportError:  # without the rocksdb extra only SQLite stores exist
+
+    class RocksDBStore:  # type: ignore[no-redef]
+        def table(self, name: str) -> list[tuple[Any, ...]]:
+            raise NotImplementedError
 
 Predicate = Callable[[Instance], bool]
 
@@ -57,11 +66,17 @@ def has_timer(inst: Instance) -> bool:
 def rows(engine: Dagger, table: str) -> int:
     """Row count of one of the store's tables (instances, correlation, timers, jobs...)."""
     store = engine._require_store()
+    if isinstance(store, RocksDBStore):
+        return len(store.table(table))
+    assert isinstance(store, SQLiteStore)
     return int(store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 def index_entries(engine: Dagger, topic: str | None = None) -> list[tuple[str, str, str, str, str]]:
     store = engine._require_store()
+    if isinstance(store, RocksDBStore):
+        return [e for e in store.table("correlation") if topic is None or e[0] == topic]  # type: ignore[misc]
+    assert isinstance(store, SQLiteStore)
     if topic is None:
         cur = store.db.execute("SELECT topic, key, value, instance, node FROM correlation")
     else:

@@ -32,6 +32,8 @@ from daggerflow import (
     TriggerTaskTemplateBuilder,
 )
 from daggerflow.builders import DynamicProcessTemplateDagBuilder
+from daggerflow.model.instance import Correlation
+from daggerflow.store.base import WriteBatch
 from daggerflow.templates import ITemplateDAG
 
 from .support_29_56 import JsonKeyListener, index_entries, node, rows, state
@@ -101,8 +103,8 @@ async def test_stale_index_entries_are_pruned(engine: Dagger) -> None:
     await template.create_instance("live", submit_task=True, box_id="BOX-9")
     store = engine._require_store()
     # Simulate leftovers (e.g. a workflow removed behind the engine's back).
-    store.db.execute("INSERT INTO correlation VALUES ('boxes', 'box_id', 'BOX-9', 'deleted-workflow', 'n1')")
-    store.db.execute("INSERT INTO correlation VALUES ('boxes', 'box_id', 'BOX-9', 'live', 'no-such-task')")
+    at = Correlation("boxes", "box_id", "BOX-9")
+    store.commit(WriteBatch(index_put=[(at, "deleted-workflow", "n1"), (at, "live", "no-such-task")]), 0.0)
     assert len(index_entries(engine, "boxes")) == 3
 
     await engine.topics["boxes"].send(value={"box_id": "BOX-9"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,12 @@ from daggerflow import (
 from daggerflow.model.instance import Instance
 
 DEAD = "daggerflow-dead-letter"
+# These tests write or garble SQLite files themselves (tests/unit/test_store_contract.py
+# covers foreign, newer and corrupt RocksDB databases).
+sqlite_files = pytest.mark.skipif(
+    os.environ.get("DAGGERFLOW_TEST_STORE", "sqlite") != "sqlite",
+    reason="writes or garbles SQLite database files directly",
+)
 
 
 # Tasks and templates ------------------------------------------------------------------
@@ -332,6 +339,7 @@ async def expect_store_error(make_engine: Callable[..., Dagger], name: str, matc
     assert not engine.started_flag
 
 
+@sqlite_files
 async def test_foreign_sqlite_database_is_refused_untouched(
     make_engine: Callable[..., Dagger], tmp_path: Path
 ) -> None:
@@ -346,11 +354,13 @@ async def test_foreign_sqlite_database_is_refused_untouched(
         assert db.execute("SELECT name FROM customers").fetchall() == [("Ada",)]
 
 
+@sqlite_files
 async def test_file_that_is_not_a_database(make_engine: Callable[..., Dagger], tmp_path: Path) -> None:
     (tmp_path / "text.db").write_bytes(b"this is a pizza order, not a database\n" * 200)
     await expect_store_error(make_engine, "text", "not a usable daggerflow database")
 
 
+@sqlite_files
 async def test_corrupt_database(make_engine: Callable[..., Dagger], tmp_path: Path) -> None:
     await make_engine_db(make_engine, "corrupt")
     path = tmp_path / "corrupt.db"
@@ -363,6 +373,7 @@ async def test_corrupt_database(make_engine: Callable[..., Dagger], tmp_path: Pa
     await expect_store_error(make_engine, "corrupt", "corrupt|not a usable daggerflow database")
 
 
+@sqlite_files
 async def test_database_from_a_newer_schema(make_engine: Callable[..., Dagger], tmp_path: Path) -> None:
     await make_engine_db(make_engine, "newer")
     path = tmp_path / "newer.db"
@@ -382,6 +393,7 @@ async def test_database_from_a_newer_schema(make_engine: Callable[..., Dagger], 
         await engine.stop()
 
 
+@sqlite_files
 async def test_failed_open_of_a_foreign_database_releases_the_lock(
     make_engine: Callable[..., Dagger], tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""State stores. The embedded runtime keeps everything in one SQLite database."""
+"""State stores: one SQLite database (default), or RocksDB with the ``rocksdb`` extra
+(``daggerflow.store.rocksdb``, imported only when a ``rocksdb://`` store is opened)."""
 
 from .base import Message, Store, WriteBatch
 from .sqlite import SQLiteStore, open_store

@@ -65,6 +65,12 @@ class WriteBatch:
 
 
 class Store(Protocol):
+    """What the engine needs of a store (SQLite, or RocksDB with the ``rocksdb`` extra).
+
+    One process owns a store at a time: stores may cache topic heads in memory."""
+
+    path: str
+
     def get_instance(self, instance_id: str) -> Instance | None: ...
 
     def list_instances(
@@ -95,6 +101,13 @@ class Store(Protocol):
 
     def topics(self) -> list[str]: ...
 
-    def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]: ...
+    def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+        """Write the whole batch atomically and durably; return the (topic, offset) of
+        each message it appended, in order."""
+        ...
+
+    def purge(self, now: float, seen_ttl: float) -> None:
+        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
+        ...
 
     def close(self) -> None: ...

@@ -1,0 +1,571 @@
+"""RocksDB store (the ``rocksdb`` extra): the SQLite store's tables as key ranges of one
+RocksDB database, committed atomically through a RocksDB write batch.
+
+Durability matches the SQLite store: the write-ahead log is always on, so every commit
+survives a killed process; ``durability="full"`` syncs the log on each commit (survives
+power loss). One process owns a database at a time (an exclusive lock file ``<dir>.lock``
+next to the database directory), so the worker is the single writer and topic heads and
+the buffered-message id counter live in memory.
+
+Key layout. A key is a one-byte table tag followed by its fields. A string field is its
+UTF-8 bytes with every ``00`` byte escaped as ``00 FF``, followed by the separator
+``00 01``: no field is a prefix of another, and byte order is the strings' order. Integers
+are 8-byte big-endian, floats 8 bytes in an order-preserving encoding, so byte order is
+numeric order.
+
+====  ========================================================  ============================
+tag   key fields                                                value
+====  ========================================================  ============================
+m     name                                                      meta (application, schema)
+i     id                                                        encoded Instance
+r     id                                                        msgpack [status, created,
+                                                                template] (to move indexes)
+c     created, id                                               -- (all instances)
+s     status, created, id                                       -- (by status)
+t     template, created, id                                     -- (by template)
+b     status, template, created, id                             -- (by status and template)
+x     topic, key, value, instance, node                         -- (correlation index)
+X     instance, topic, key, value, node                         -- (its reverse, to drop an
+                                                                instance's entries)
+T     instance, timer key                                       due (float)
+j     instance, node, seq                                       msgpack [job, payload]
+q     topic, offset                                             msgpack [key, value,
+                                                                headers, ts]
+p     consumer                                                  offset
+n     topic, message id                                         first seen (float)
+N     first seen, topic, message id                             -- (to purge by age)
+B     topic, key, value, id                                     msgpack [payload, expires]
+e     id                                                        the ``B`` key
+====  ========================================================  ============================
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import struct
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rocksdict import Options, Rdict, ReadOptions, WriteOptions
+from rocksdict import WriteBatch as RocksBatch
+
+from ..errors import StoreError
+from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from .base import Message, PendingJob, WriteBatch
+
+APPLICATION = b"daggerflow"
+SCHEMA_VERSION = 1
+
+_META_APP = b"mapplication"
+_META_SCHEMA = b"mschema_version"
+
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+_U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+_SIGN = 1 << 63
+_MASK = (1 << 64) - 1
+_SEP = b"\x00\x01"
+_LAST_OFFSET = b"\xff" * 8
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _s(text: str) -> bytes:
+    """A string field: escaped UTF-8 plus the separator (cached: ids, node names and
+    topics recur in every commit)."""
+    raw = text.encode()
+    if b"\x00" in raw:
+        raw = raw.replace(b"\x00", b"\x00\xff")
+    return raw + _SEP
+
+
+def _unescape(field: bytes) -> str:
+    return field.replace(b"\x00\xff", b"\x00").decode()
+
+
+def _fields(data: bytes) -> list[str]:
+    """Split a run of string fields (each ending with the separator)."""
+    return [_unescape(f) for f in data.split(_SEP)[:-1]]
+
+
+def _u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def _f64(x: float) -> bytes:
+    """An 8-byte float encoding whose byte order is numeric order."""
+    n: int = _U64.unpack(_F64.pack(x))[0]
+    return _U64.pack((~n & _MASK) if n & _SIGN else n | _SIGN)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+    return dict(headers) if headers else None
+
+
+class RocksDBStore:
+    def __init__(self, path: str, *, durability: str = "normal") -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        self._heads: dict[str, int] = {}
+        self._next_buffer_id: int | None = None
+        # Instance id -> (status, created, template) of recent commits: the ``r`` record,
+        # without reading it back (the process is the only writer).
+        self._listed: dict[str, tuple[str, float, str]] = {}
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._lock(path)
+        try:
+            self.db = self._open(target)
+        except StoreError:
+            self._unlock()
+            raise
+        self._write = WriteOptions()
+        self._write.sync = durability == "full"
+        try:
+            self._check_and_init()
+        except StoreError:
+            self.db.close()
+            self._unlock()
+            raise
+
+    def _lock(self, path: str) -> None:
+        lock = path.rstrip("/") + ".lock"
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{path} is in use by another daggerflow worker (lock {lock} is held)") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _open(self, target: Path) -> Rdict:
+        if target.exists() and not target.is_dir():
+            raise StoreError(f"{self.path} is a file, not a RocksDB database directory; refusing to touch it")
+        fresh = not target.exists() or not any(target.iterdir())
+        if not fresh and not (target / "CURRENT").exists():
+            raise StoreError(
+                f"{self.path} is a directory that daggerflow did not create (not a RocksDB "
+                "database); refusing to touch it"
+            )
+        options = Options(raw_mode=True)
+        options.create_if_missing(fresh)
+        options.set_paranoid_checks(True)
+        options.set_keep_log_file_num(2)
+        try:
+            return Rdict(str(target), options)
+        except Exception as exc:
+            raise StoreError(f"{self.path} is not a usable daggerflow database: {exc}") from exc
+
+    def _check_and_init(self) -> None:
+        db = self.db
+        app = db.get(_META_APP)
+        if app is None:
+            if self._first_key(b"") is not None:
+                raise StoreError(
+                    f"{self.path} is a RocksDB database that daggerflow did not create "
+                    "(no daggerflow marker); refusing to touch it"
+                )
+            batch = RocksBatch(raw_mode=True)
+            batch.put(_META_APP, APPLICATION)
+            batch.put(_META_SCHEMA, str(SCHEMA_VERSION).encode())
+            db.write(batch, self._sync())
+            return
+        if app != APPLICATION:
+            raise StoreError(
+                f"{self.path} is a RocksDB database that daggerflow did not create "
+                f"(application {app!r}); refusing to touch it"
+            )
+        raw = db.get(_META_SCHEMA)
+        try:
+            version = int(raw) if raw is not None else 0
+        except ValueError:
+            raise StoreError(f"{self.path} is corrupt: schema version {raw!r}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this daggerflow "
+                f"supports ({SCHEMA_VERSION}); upgrade daggerflow"
+            )
+        if version < 1:
+            raise StoreError(f"{self.path} is corrupt: schema version {version}")
+
+    @staticmethod
+    def _sync() -> WriteOptions:
+        options = WriteOptions()
+        options.sync = True
+        return options
+
+    # Scans ----------------------------------------------------------------------------
+
+    def _first_key(self, prefix: bytes) -> bytes | None:
+        it = self.db.iter()
+        it.seek(prefix)
+        key: bytes | None = it.key() if it.valid() else None
+        del it
+        return key if key is not None and key.startswith(prefix) else None
+
+    def _scan(self, prefix: bytes, start: bytes | None = None) -> Generator[tuple[bytes, bytes], None, None]:
+        """Keys and values under ``prefix`` in order, from ``start`` (a full key) if given.
+        Consume it fully or close it: an open iterator keeps the database open."""
+        read = ReadOptions()
+        read.set_iterate_upper_bound(_prefix_end(prefix))
+        it = self.db.iter(read)
+        try:
+            it.seek(start if start is not None else prefix)
+            while it.valid():
+                yield it.key(), it.value()
+                it.next()
+        finally:
+            del it
+
+    def _keys(self, prefix: bytes, limit: int | None = None, skip: int = 0) -> list[bytes]:
+        out: list[bytes] = []
+        if limit is not None and limit <= 0:
+            return out
+        scan = self._scan(prefix)
+        try:
+            for key, _ in scan:
+                if skip:
+                    skip -= 1
+                    continue
+                out.append(key)
+                if limit is not None and len(out) >= limit:
+                    break
+        finally:
+            scan.close()
+        return out
+
+    def _last_key(self, prefix: bytes) -> bytes | None:
+        it = self.db.iter()
+        it.seek_for_prev(prefix + b"\xff" * 9)
+        key: bytes | None = it.key() if it.valid() else None
+        del it
+        return key if key is not None and key.startswith(prefix) else None
+
+    # Reads ----------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        data = self.db.get(b"i" + _s(instance_id))
+        return None if data is None else decode_instance(data)
+
+    @staticmethod
+    def _index_prefix(status: str | None, template: str | None) -> bytes:
+        if status and template:
+            return b"b" + _s(status) + _s(template)
+        if status:
+            return b"s" + _s(status)
+        if template:
+            return b"t" + _s(template)
+        return b"c"
+
+    def list_instances(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]:
+        prefix = self._index_prefix(status, template)
+        cut = len(prefix) + 8  # the created time, then the id
+        keys: list[str | int | float | bytes | bool] = [
+            b"i" + k[cut:] for k in self._keys(prefix, limit=limit, skip=max(0, offset))
+        ]
+        if not keys:
+            return []
+        found: list[bytes | None] = self.db.get(keys) or []
+        return [decode_instance(data) for data in found if data is not None]
+
+    def count_instances(self, *, status: str | None, template: str | None) -> int:
+        return len(self._keys(self._index_prefix(status, template)))
+
+    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+        prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)
+        out: list[tuple[str, str]] = []
+        for key in self._keys(prefix):
+            instance, node = _fields(key[len(prefix) :])
+            out.append((instance, node))
+        return out
+
+    def all_timers(self) -> list[tuple[str, str, float]]:
+        out: list[tuple[str, str, float]] = []
+        for key, value in self._scan(b"T"):
+            instance, timer = _fields(key[1:])
+            out.append((instance, timer, _F64.unpack(value)[0]))
+        return out
+
+    def pending_jobs(self) -> list[PendingJob]:
+        out: list[PendingJob] = []
+        for key, value in self._scan(b"j"):
+            instance, node = _fields(key[1:-8])
+            job, payload = _unpack.decode(value)
+            out.append(PendingJob(instance, node, job, _U64.unpack(key[-8:])[0], payload))
+        return out
+
+    def buffered(self, at: Correlation, now: float) -> list[tuple[int, Any]]:
+        prefix = b"B" + _s(at.topic) + _s(at.key) + _s(at.value)
+        out: list[tuple[int, Any]] = []
+        for key, value in self._scan(prefix):
+            payload, expires = _unpack.decode(value)
+            if expires > now:
+                out.append((_U64.unpack(key[-8:])[0], payload))
+        return out
+
+    def has_seen(self, topic: str, message_id: str) -> bool:
+        return self.db.get(b"n" + _s(topic) + _s(message_id)) is not None
+
+    def position(self, consumer: str) -> int | None:
+        value = self.db.get(b"p" + _s(consumer))
+        return None if value is None else int(_U64.unpack(value)[0])
+
+    def read(self, topic: str, start: int, limit: int) -> list[Message]:
+        prefix = b"q" + _s(topic)
+        out: list[Message] = []
+        if limit <= 0:
+            return out
+        scan = self._scan(prefix, prefix + _u64(max(0, start)))
+        try:
+            for key, value in scan:
+                k, v, headers, ts = _unpack.decode(value)
+                out.append(Message(topic, _U64.unpack(key[-8:])[0], k, v, headers or {}, ts))
+                if len(out) >= limit:
+                    break
+        finally:
+            scan.close()
+        return out
+
+    def end_offset(self, topic: str) -> int:
+        # The lock file makes this process the only writer, so the head can live in memory.
+        head = self._heads.get(topic)
+        if head is None:
+            prefix = b"q" + _s(topic)
+            last = self._last_key(prefix)
+            head = 0 if last is None else int(_U64.unpack(last[-8:])[0]) + 1
+            self._heads[topic] = head
+        return head
+
+    def topics(self) -> list[str]:
+        out: list[str] = []
+        it = self.db.iter()
+        it.seek(b"q")
+        while it.valid():
+            key: bytes = it.key()
+            if not key.startswith(b"q"):
+                break
+            topic = _unescape(key[1:-10])
+            out.append(topic)
+            it.seek(b"q" + _s(topic) + b"\xff" * 9)
+        del it
+        return out
+
+    def table(self, name: str) -> list[tuple[Any, ...]]:
+        """Diagnostics: the rows of the SQLite store's table ``name`` (instances: id,
+        template, status; correlation: topic, key, value, instance, node; timers: instance,
+        key, due; jobs: instance, node, seq, job; positions: consumer, offset; seen: topic,
+        id, ts; buffered: id, topic, key, value, expires; messages: topic, offset)."""
+        out: list[tuple[Any, ...]] = []
+        if name == "instances":
+            for key, value in self._scan(b"r"):
+                status, _, template = _unpack.decode(value)
+                out.append((_fields(key[1:])[0], template, status))
+        elif name == "correlation":
+            out = [tuple(_fields(key[1:])) for key in self._keys(b"x")]
+        elif name == "timers":
+            out = [(*_fields(key[1:]), _F64.unpack(value)[0]) for key, value in self._scan(b"T")]
+        elif name == "jobs":
+            for key, value in self._scan(b"j"):
+                out.append((*_fields(key[1:-8]), _U64.unpack(key[-8:])[0], _unpack.decode(value)[0]))
+        elif name == "positions":
+            out = [(_fields(key[1:])[0], _U64.unpack(value)[0]) for key, value in self._scan(b"p")]
+        elif name == "seen":
+            out = [(*_fields(key[1:]), _F64.unpack(value)[0]) for key, value in self._scan(b"n")]
+        elif name == "buffered":
+            for key, value in self._scan(b"B"):
+                topic, name_, text = _fields(key[1:-8])
+                out.append((_U64.unpack(key[-8:])[0], topic, name_, text, _unpack.decode(value)[1]))
+            out.sort()
+        elif name == "messages":
+            out = [(_unescape(key[1:-10]), _U64.unpack(key[-8:])[0]) for key in self._keys(b"q")]
+        else:
+            raise ValueError(f"no table {name!r}")
+        return out
+
+    # Writes ---------------------------------------------------------------------------
+
+    def append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
+    ) -> int:
+        """Append one message in its own write (durable on return)."""
+        offset = self.end_offset(topic)
+        self.db.put(
+            b"q" + _s(topic) + _u64(offset), _pack.encode((key, value, _headers(headers), ts)), self._write
+        )
+        self._heads[topic] = offset + 1
+        return offset
+
+    def _buffer_id(self) -> int:
+        if self._next_buffer_id is None:
+            last = self._last_key(b"e")
+            self._next_buffer_id = 1 if last is None else int(_U64.unpack(last[-8:])[0]) + 1
+        n = self._next_buffer_id
+        self._next_buffer_id = n + 1
+        return n
+
+    def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+        db = self.db
+        wb = RocksBatch(raw_mode=True)
+        next_buffer_id = self._next_buffer_id
+        listed: dict[str, tuple[str, float, str] | None] = {}
+        for iid, inst in batch.instances.items():
+            sid = _s(iid)
+            old = self._listed.get(iid)
+            if old is None:
+                raw = db.get(b"r" + sid)
+                if raw is not None:
+                    old = tuple(_unpack.decode(raw))
+            if inst is None:
+                if old is not None:
+                    self._drop_instance(wb, sid, old)
+                listed[iid] = None
+                continue
+            status = inst.root.status
+            # Like the SQLite store, an instance keeps its first template and creation time.
+            if old is None:
+                created, template = inst.root.time_created, inst.template_name
+                at = _f64(created) + sid
+                wb.put(b"c" + at, b"")
+                wb.put(b"t" + _s(template) + at, b"")
+                moved = True
+            else:
+                old_status, created, template = old
+                at = _f64(created) + sid
+                moved = old_status != status
+                if moved:
+                    wb.delete(b"s" + _s(old_status) + at)
+                    wb.delete(b"b" + _s(old_status) + _s(template) + at)
+            if moved:
+                wb.put(b"s" + _s(status) + at, b"")
+                wb.put(b"b" + _s(status) + _s(template) + at, b"")
+                wb.put(b"r" + sid, _pack.encode((status, created, template)))
+            listed[iid] = (status, created, template)
+            wb.put(b"i" + sid, encode_instance(inst))
+        for c, instance, node in batch.index_del:
+            wb.delete(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node))
+            wb.delete(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node))
+        for c, instance, node in batch.index_put:
+            wb.put(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node), b"")
+            wb.put(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node), b"")
+        for instance, timer in batch.timers_del:
+            wb.delete(b"T" + _s(instance) + _s(timer))
+        for (instance, timer), due in batch.timers_set.items():
+            wb.put(b"T" + _s(instance) + _s(timer), _F64.pack(due))
+        for instance, node, seq in batch.jobs_del:
+            wb.delete(b"j" + _s(instance) + _s(node) + _u64(seq))
+        for job in batch.jobs_put:
+            wb.put(
+                b"j" + _s(job.instance) + _s(job.node) + _u64(job.seq), _pack.encode((job.job, job.payload))
+            )
+        heads: dict[str, int] = {}
+        appended: list[tuple[str, int]] = []
+        for out in batch.appends:
+            offset = heads.get(out.topic)
+            if offset is None:
+                offset = self.end_offset(out.topic)
+            heads[out.topic] = offset + 1
+            wb.put(
+                b"q" + _s(out.topic) + _u64(offset),
+                _pack.encode((out.key, out.value, _headers(out.headers), ts)),
+            )
+            appended.append((out.topic, offset))
+        for consumer, position in batch.positions.items():
+            wb.put(b"p" + _s(consumer), _u64(position))
+        for topic, message_id in batch.seen:
+            ids = _s(topic) + _s(message_id)
+            wb.put(b"n" + ids, _F64.pack(ts))
+            wb.put(b"N" + _f64(ts) + ids, b"")
+        for buf_id in batch.buffer_del:
+            ref = b"e" + _u64(buf_id)
+            key = db.get(ref)
+            if key is not None:
+                wb.delete(key)
+                wb.delete(ref)
+        for c, payload, expires in batch.buffer_put:
+            ref = b"e" + _u64(self._buffer_id())
+            key = b"B" + _s(c.topic) + _s(c.key) + _s(c.value) + ref[1:]
+            wb.put(key, _pack.encode((payload, expires)))
+            wb.put(ref, key)
+        try:
+            db.write(wb, self._write)
+        except BaseException:
+            self._next_buffer_id = next_buffer_id  # the ids were not used
+            raise
+        self._heads.update(heads)  # only once the batch is written
+        if len(self._listed) + len(listed) > 100_000:
+            self._listed.clear()
+        for iid, info in listed.items():
+            if info is None:
+                self._listed.pop(iid, None)
+            else:
+                self._listed[iid] = info
+        return appended
+
+    def _drop_instance(self, wb: RocksBatch, sid: bytes, old: tuple[str, float, str]) -> None:
+        """Delete an instance, its listing keys, correlation entries and timers."""
+        status, created, template = old
+        at = _f64(created) + sid
+        for key in (
+            b"i" + sid,
+            b"r" + sid,
+            b"c" + at,
+            b"s" + _s(status) + at,
+            b"t" + _s(template) + at,
+            b"b" + _s(status) + _s(template) + at,
+        ):
+            wb.delete(key)
+        reverse = b"X" + sid
+        for key in self._keys(reverse):
+            topic, name, value, node = _fields(key[len(reverse) :])
+            wb.delete(key)
+            wb.delete(b"x" + _s(topic) + _s(name) + _s(value) + sid + _s(node))
+        for key in self._keys(b"T" + sid):
+            wb.delete(key)
+
+    def purge(self, now: float, seen_ttl: float) -> None:
+        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
+        wb = RocksBatch(raw_mode=True)
+        for key, value in self._scan(b"B"):
+            _, expires = _unpack.decode(value)
+            if expires <= now:
+                wb.delete(key)
+                wb.delete(b"e" + key[-8:])
+        cutoff = _f64(now - seen_ttl)
+        scan = self._scan(b"N")
+        try:
+            for key, _ in scan:
+                if key[1:9] >= cutoff:
+                    break
+                wb.delete(key)
+                seen = b"n" + key[9:]
+                first = self.db.get(seen)
+                # Only if this is the entry's own time (an id seen again keeps a newer one).
+                if first is not None and _f64(_F64.unpack(first)[0]) == key[1:9]:
+                    wb.delete(seen)
+        finally:
+            scan.close()
+        if not wb.is_empty():
+            self.db.write(wb, self._write)
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            self._unlock()
