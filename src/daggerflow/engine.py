@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
-from .model.instance import Instance, Node, copy_instance
+from .model.instance import Instance, Node
 from .model.template import (
     DynamicProcessTemplate,
     Overrides,
@@ -563,10 +563,11 @@ class Dagger:
     def view(
         self, instance: Instance, runtime_parameters: dict[str, Any] | None = None, *, copy: bool = True
     ) -> ITemplateDAGInstance[Any, Any]:
-        # A snapshot: the cached record changes in place with later commits, and what a
-        # caller holds must neither change under it nor change the engine's state.
-        if copy:
-            instance = copy_instance(instance)
+        # Committed instances are never changed (the processor applies events to copies),
+        # so the view may share one; only the parameters, which the caller may change,
+        # are its own.
+        if copy and runtime_parameters is None:
+            runtime_parameters = copy_params(instance.runtime_parameters)
         template = self.template_dags.get(instance.template_name)
         cls = getattr(template, "template_type", None) or DefaultTemplateDAGInstance
         if not (isinstance(cls, type) and issubclass(cls, ITemplateDAGInstance)):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from ..machine.events import JobDone, JobFailed
-from ..model.instance import Instance, Node, RetryPolicy, copy_instance
+from ..model.instance import Instance, Node, RetryPolicy
 from ..store.base import Outgoing, PendingJob
 from . import outbox
 
@@ -162,10 +162,11 @@ class JobRunner:
         # A private snapshot: the committed instance is changed in place by later events
         # (a parallel sibling's outcome) while this job runs, and the diff must be against
         # what this job started from, or it would undo the sibling's changes.
-        snapshot = copy_instance(instance)
-        before = snapshot.runtime_parameters
+        # The committed instance is never changed (the processor applies events to copies),
+        # so it serves as this job's "before"; user code gets its own parameter copy.
+        before = instance.runtime_parameters
         params = copy_params(before)
-        view = self._ctx.view(snapshot, params, copy=False)
+        view = self._ctx.view(instance, params, copy=False)
         result: Any = None
         with outbox.capture() as box:
             try:

@@ -34,7 +34,7 @@ from ..machine import (
     apply,
 )
 from ..machine.events import Event
-from ..model.instance import Correlation, Instance
+from ..model.instance import Correlation, Instance, copy_instance, decode_instance, encode_instance
 from ..model.snapshot import snapshot
 from ..store.base import Message, Outgoing, PendingJob, Store, WriteBatch
 from .background import cancel_and_wait
@@ -115,7 +115,11 @@ class Processor:
         self.clock = clock
         self.settings = settings
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        self.cache: OrderedDict[str, Instance] = OrderedDict()
+        # Committed instances, with their encoded bytes when known. A cached instance is
+        # never changed: a batch applies events to a private copy (decoded from the bytes)
+        # and replaces the entry after its commit. So anything handed out (API results,
+        # job views, snapshots) stays as it was committed, without copying on every read.
+        self.cache: OrderedDict[str, tuple[Instance, bytes | None]] = OrderedDict()
         # Hooks the engine sets: run a job, arm/cancel timers, cancel a job, after-commit.
         self.on_job: Callable[[PendingJob], None] = lambda job: None
         self.on_cancel: Callable[[str, str], None] = lambda i, n: None
@@ -147,18 +151,26 @@ class Processor:
     # State ----------------------------------------------------------------------------
 
     def committed(self, instance_id: str) -> Instance | None:
-        """The last committed state of an instance (cached)."""
-        inst = self.cache.get(instance_id)
-        if inst is not None:
+        """The last committed state of an instance. Read-only: it is shared."""
+        entry = self.cache.get(instance_id)
+        if entry is not None:
             self.cache.move_to_end(instance_id)
-            return inst
+            return entry[0]
         inst = self.store.get_instance(instance_id)
         if inst is not None:
-            self._remember(inst)
+            self._remember(inst, None)
         return inst
 
-    def _remember(self, inst: Instance) -> None:
-        self.cache[inst.id] = inst
+    def private_copy(self, instance_id: str) -> Instance | None:
+        """A copy of the committed state that a batch may change."""
+        inst = self.committed(instance_id)
+        if inst is None:
+            return None
+        data = self.cache[instance_id][1]
+        return decode_instance(data) if data is not None else copy_instance(inst)
+
+    def _remember(self, inst: Instance, data: bytes | None) -> None:
+        self.cache[inst.id] = (inst, data)
         if len(self.cache) > self.settings.cache_size:
             self.cache.popitem(last=False)
 
@@ -199,8 +211,7 @@ class Processor:
         try:
             appended = self.store.commit(batch, self.clock.now())
         except BaseException as exc:
-            for iid in after.changed:
-                self.cache.pop(iid, None)
+            # The cache still holds the last committed states: nothing to undo.
             for item in items:
                 fut = item.future
                 if fut is not None and not fut.done():
@@ -208,6 +219,11 @@ class Processor:
             log.exception("commit failed; the processor stops")
             raise
         self.batches += 1
+        for iid, changed in after.changed.items():
+            if changed is None:
+                self.cache.pop(iid, None)
+            else:
+                self._remember(changed, batch.encoded.get(iid))
         for fut, value in after.results:
             if not fut.done():
                 fut.set_result(value)
@@ -251,9 +267,16 @@ class _BatchRun:
                 self.after.results.append((item.future, item.next_offset))
 
     def load(self, iid: str) -> Instance | None:
+        """The instance as this batch sees it: its own changes, else the committed state."""
         if iid in self.after.changed:
             return self.after.changed[iid]
         return self.proc.committed(iid)
+
+    def load_private(self, iid: str) -> Instance | None:
+        """Like ``load``, but safe to change: a copy unless this batch already owns one."""
+        if iid in self.after.changed:
+            return self.after.changed[iid]
+        return self.proc.private_copy(iid)
 
     def apply_event(
         self,
@@ -262,7 +285,7 @@ class _BatchRun:
         future: asyncio.Future[Any] | None = None,
         box: list[Outgoing] | None = None,
     ) -> bool:
-        inst = self.load(iid)
+        inst = self.load_private(iid)
         before = _active_jobs(inst)
         tr = apply(inst, event, self.ctx)
         if isinstance(event, (JobDone, JobFailed)):
@@ -278,7 +301,6 @@ class _BatchRun:
         inst = tr.instance
         self.proc.transitions += 1
         inst.update_count += 1
-        self.proc._remember(inst)
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
@@ -310,7 +332,6 @@ class _BatchRun:
                 self.batch.instances[iid] = None
                 self.after.changed[iid] = None
                 self.after.deleted[iid] = inst
-                self.proc.cache.pop(iid, None)
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
         return True
@@ -381,6 +402,9 @@ class _BatchRun:
                 )
 
     def finish(self) -> None:
+        for iid, changed in self.after.changed.items():
+            if changed is not None:
+                self.batch.encoded[iid] = encode_instance(changed)
         topic = self.proc.settings.task_update_topic
         if topic is None:
             return

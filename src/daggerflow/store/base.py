@@ -43,6 +43,8 @@ class Outgoing:
 @dataclass
 class WriteBatch:
     instances: dict[str, Instance | None] = field(default_factory=dict)
+    # The processor's encoding of each instance in ``instances`` (stores use it if present).
+    encoded: dict[str, bytes] = field(default_factory=dict)
     index_put: list[tuple[Correlation, str, str]] = field(default_factory=list)
     index_del: list[tuple[Correlation, str, str]] = field(default_factory=list)
     timers_set: dict[tuple[str, str], float] = field(default_factory=dict)

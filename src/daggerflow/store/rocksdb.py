@@ -457,7 +457,7 @@ class RocksDBStore:
                 wb.put(b"b" + _s(status) + _s(template) + at, b"")
                 wb.put(b"r" + sid, _pack.encode((status, created, template)))
             listed[iid] = (status, created, template)
-            wb.put(b"i" + sid, encode_instance(inst))
+            wb.put(b"i" + sid, batch.encoded.get(iid) or encode_instance(inst))
         for c, instance, node in batch.index_del:
             wb.delete(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node))
             wb.delete(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node))

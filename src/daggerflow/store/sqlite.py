@@ -259,7 +259,7 @@ class SQLiteStore:
                             root.status,
                             root.time_created,
                             inst.lastupdated,
-                            encode_instance(inst),
+                            batch.encoded.get(iid) or encode_instance(inst),
                         )
                     )
             if puts:
