@@ -63,6 +63,9 @@ from .tasks import (
 from .templates import ITemplateDAG, TemplateDAG
 from .topics import Topic
 
+# Dagger's name for the workflow-template builder interface.
+ITemplateDAGBuilder = DefaultTemplateBuilder
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -89,6 +92,7 @@ __all__ = [
     "IProcessTemplateDAGInstance",
     "ITask",
     "ITemplateDAG",
+    "ITemplateDAGBuilder",
     "ITemplateDAGInstance",
     "IntervalTask",
     "IntervalTaskTemplateBuilder",
@@ -125,5 +129,3 @@ __all__ = [
     "TriggerTaskTemplateBuilder",
     "__version__",
 ]
-# ITemplateDAG is also Dagger's name for what builders return.
-ITemplateDAGBuilder = DefaultTemplateBuilder

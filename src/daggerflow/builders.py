@@ -317,7 +317,7 @@ class IProcessTemplateDAGBuilder:
         return self
 
     def build(self) -> ProcessLike:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} is an interface: use ProcessTemplateDagBuilder")
 
 
 class ProcessTemplateDagBuilder(IProcessTemplateDAGBuilder):

@@ -9,6 +9,7 @@ goes to the dead-letter topic with the error; the consumer keeps going.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import traceback
@@ -69,7 +70,7 @@ def dead_letter(topic: str, msg: Message, consumer: str, error: str, tb: str) ->
     return Outgoing(topic, msg.key, _json.encode(record).decode())
 
 
-class Consumer:
+class Consumer(abc.ABC):
     def __init__(
         self,
         name: str,
@@ -113,8 +114,9 @@ class Consumer:
             await self.handle(messages)
             position = messages[-1].offset + 1
 
+    @abc.abstractmethod
     async def handle(self, messages: list[Message]) -> None:
-        raise NotImplementedError
+        """Process messages read in order; return once their positions are committed."""
 
 
 class ListenerConsumer(Consumer):
