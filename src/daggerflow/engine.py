@@ -561,13 +561,10 @@ class Dagger:
         return self.view(result)
 
     def view(
-        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None, *, copy: bool = True
+        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
     ) -> ITemplateDAGInstance[Any, Any]:
         # Committed instances are never changed (the processor applies events to copies),
-        # so the view may share one; only the parameters, which the caller may change,
-        # are its own.
-        if copy and runtime_parameters is None:
-            runtime_parameters = copy_params(instance.runtime_parameters)
+        # so the view may share one; the view copies the parameters when they are read.
         template = self.template_dags.get(instance.template_name)
         cls = getattr(template, "template_type", None) or DefaultTemplateDAGInstance
         if not (isinstance(cls, type) and issubclass(cls, ITemplateDAGInstance)):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+import msgspec
+
 from .model.instance import Instance, Node, RetryPolicy
 from .model.status import TaskOperator, TaskStatus, TaskStatusEnum, task_type_of
 
@@ -225,12 +227,12 @@ class ITemplateDAGInstance(ITask[KT, VT]):
     """A workflow instance as user code and API callers see it: a snapshot.
 
     ``runtime_parameters`` is the live working copy while user code runs; elsewhere it is
-    a copy of the committed state. ``await instance.stop()`` stops the workflow.
+    a private copy of the committed state, made on first use. ``await instance.stop()``
+    stops the workflow.
     """
 
     template_name: str
     template_version: str
-    runtime_parameters: dict[str, Any]
     update_count: int
     lastupdated: float
     partition_key_lookup: str | None
@@ -250,17 +252,26 @@ class ITemplateDAGInstance(ITask[KT, VT]):
         self._engine = engine
         self.template_name = instance.template_name
         self.template_version = instance.template_version
-        self.runtime_parameters = (
-            runtime_parameters
-            if runtime_parameters is not None
-            # The engine hands views a copy of the instance (Dagger.view).
-            else instance.runtime_parameters
-        )
+        # None until first read: most callers only look at the id and the status.
+        self._runtime_parameters = runtime_parameters
         self._task_factory: Callable[[Node], ITask[Any, Any]] = task_factory or ITask
         self._tasks: dict[str, ITask[Any, Any]] | None = None
         self.update_count = instance.update_count
         self.lastupdated = instance.lastupdated
         self.partition_key_lookup = instance.partition_key_lookup
+
+    @property
+    def runtime_parameters(self) -> dict[str, Any]:
+        if self._runtime_parameters is None:
+            # The committed instance is shared and never changed: the caller gets a copy.
+            self._runtime_parameters = msgspec.msgpack.decode(
+                msgspec.msgpack.encode(self._instance.runtime_parameters)
+            )
+        return self._runtime_parameters
+
+    @runtime_parameters.setter
+    def runtime_parameters(self, value: dict[str, Any]) -> None:
+        self._runtime_parameters = value
 
     @property
     def tasks(self) -> dict[str, ITask[Any, Any]]:

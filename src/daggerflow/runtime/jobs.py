@@ -33,7 +33,7 @@ class JobContext(Protocol):
     def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]: ...
 
     def view(
-        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None, *, copy: bool = True
+        self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def report(self, instance: str, event: Any, box: list[Any]) -> None: ...
@@ -166,7 +166,7 @@ class JobRunner:
         # so it serves as this job's "before"; user code gets its own parameter copy.
         before = instance.runtime_parameters
         params = copy_params(before)
-        view = self._ctx.view(instance, params, copy=False)
+        view = self._ctx.view(instance, params)
         result: Any = None
         with outbox.capture() as box:
             try:
