@@ -56,6 +56,14 @@ class WriteBatch:
     seen: list[tuple[str, str]] = field(default_factory=list)
     buffer_put: list[tuple[Correlation, Any, float]] = field(default_factory=list)
     buffer_del: list[int] = field(default_factory=list)
+    # The id of each ``buffer_put`` entry, in order: left empty by the processor and filled
+    # in by ``commit`` with the ids it assigned; given by a changelog restore (an entry with
+    # a given id replaces any entry that has that id).
+    buffer_ids: list[int] = field(default_factory=list)
+    # Dedupe ids with their own first-seen time (a changelog restore); ``seen`` uses ``ts``.
+    seen_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Changelog partition -> offset of the last changelog record this batch applies.
+    changelog_offsets: dict[int, int] = field(default_factory=dict)
 
     def set_timer(self, instance: str, key: str, due: float) -> None:
         self.timers_del.discard((instance, key))
@@ -93,6 +101,11 @@ class Store(Protocol):
 
     def position(self, consumer: str) -> int | None: ...
 
+    def changelog_checkpoint(self, partition: int) -> int | None:
+        """The offset of the last changelog record of ``partition`` applied to this store
+        (``WriteBatch.changelog_offsets``), or None."""
+        ...
+
     def append(
         self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None, ts: float
     ) -> int: ...
@@ -105,7 +118,7 @@ class Store(Protocol):
 
     def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
         """Write the whole batch atomically and durably; return the (topic, offset) of
-        each message it appended, in order."""
+        each message it appended, in order. Fills ``batch.buffer_ids`` if it was empty."""
         ...
 
     def purge(self, now: float, seen_ttl: float) -> None:

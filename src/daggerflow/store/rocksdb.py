@@ -36,15 +36,19 @@ n     topic, message id                                         first seen (floa
 N     first seen, topic, message id                             -- (to purge by age)
 B     topic, key, value, id                                     msgpack [payload, expires]
 e     id                                                        the ``B`` key
+L     changelog partition (u64)                                 offset of the last applied
+                                                                changelog record (u64)
 ====  ========================================================  ============================
+
+The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
+databases written before the ``L`` range existed need no migration: no ``L`` key reads as
+"no checkpoint".
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import os
-import struct
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,13 @@ from rocksdict import WriteBatch as RocksBatch
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
 from .base import Message, PendingJob, WriteBatch
+from .keys import F64 as _F64
+from .keys import U64 as _U64
+from .keys import f64 as _f64
+from .keys import text_field as _s
+from .keys import text_fields as _fields
+from .keys import u64 as _u64
+from .keys import unescape as _unescape
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -65,41 +76,7 @@ _META_SCHEMA = b"mschema_version"
 
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
-_U64 = struct.Struct(">Q")
-_F64 = struct.Struct(">d")
-_SIGN = 1 << 63
-_MASK = (1 << 64) - 1
-_SEP = b"\x00\x01"
 _LAST_OFFSET = b"\xff" * 8
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _s(text: str) -> bytes:
-    """A string field: escaped UTF-8 plus the separator (cached: ids, node names and
-    topics recur in every commit)."""
-    raw = text.encode()
-    if b"\x00" in raw:
-        raw = raw.replace(b"\x00", b"\x00\xff")
-    return raw + _SEP
-
-
-def _unescape(field: bytes) -> str:
-    return field.replace(b"\x00\xff", b"\x00").decode()
-
-
-def _fields(data: bytes) -> list[str]:
-    """Split a run of string fields (each ending with the separator)."""
-    return [_unescape(f) for f in data.split(_SEP)[:-1]]
-
-
-def _u64(n: int) -> bytes:
-    return _U64.pack(n)
-
-
-def _f64(x: float) -> bytes:
-    """An 8-byte float encoding whose byte order is numeric order."""
-    n: int = _U64.unpack(_F64.pack(x))[0]
-    return _U64.pack((~n & _MASK) if n & _SIGN else n | _SIGN)
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -327,6 +304,10 @@ class RocksDBStore:
         value = self.db.get(b"p" + _s(consumer))
         return None if value is None else int(_U64.unpack(value)[0])
 
+    def changelog_checkpoint(self, partition: int) -> int | None:
+        value = self.db.get(b"L" + _u64(partition))
+        return None if value is None else int(_U64.unpack(value)[0])
+
     def read(self, topic: str, start: int, limit: int) -> list[Message]:
         prefix = b"q" + _s(topic)
         out: list[Message] = []
@@ -420,6 +401,12 @@ class RocksDBStore:
         self._next_buffer_id = n + 1
         return n
 
+    def _reserve_buffer_id(self, buf_id: int) -> None:
+        """Make sure later assigned ids are above ``buf_id`` (a restored entry's id)."""
+        self._buffer_id()
+        assert self._next_buffer_id is not None
+        self._next_buffer_id = max(self._next_buffer_id - 1, buf_id + 1)
+
     def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
         db = self.db
         wb = RocksBatch(raw_mode=True)
@@ -498,17 +485,39 @@ class RocksDBStore:
             if key is not None:
                 wb.delete(key)
                 wb.delete(ref)
-        for c, payload, expires in batch.buffer_put:
-            ref = b"e" + _u64(self._buffer_id())
+        given = batch.buffer_ids
+        assigned: list[int] = []
+        for n, (c, payload, expires) in enumerate(batch.buffer_put):
+            if given:
+                buf_id = given[n]
+                self._reserve_buffer_id(buf_id)
+                old = db.get(b"e" + _u64(buf_id))
+                if old is not None:
+                    wb.delete(old)  # an entry with a given id replaces the one it had
+            else:
+                buf_id = self._buffer_id()
+                assigned.append(buf_id)
+            ref = b"e" + _u64(buf_id)
             key = b"B" + _s(c.topic) + _s(c.key) + _s(c.value) + ref[1:]
             wb.put(key, _pack.encode((payload, expires)))
             wb.put(ref, key)
+        for (topic, message_id), first in batch.seen_at.items():
+            ids = _s(topic) + _s(message_id)
+            old = db.get(b"n" + ids)
+            if old is not None:
+                wb.delete(b"N" + _f64(_F64.unpack(old)[0]) + ids)
+            wb.put(b"n" + ids, _F64.pack(first))
+            wb.put(b"N" + _f64(first) + ids, b"")
+        for partition, offset in batch.changelog_offsets.items():
+            wb.put(b"L" + _u64(partition), _u64(offset))
         try:
             db.write(wb, self._write)
         except BaseException:
             self._next_buffer_id = next_buffer_id  # the ids were not used
             raise
         self._heads.update(heads)  # only once the batch is written
+        if assigned:
+            batch.buffer_ids = assigned
         if len(self._listed) + len(listed) > 100_000:
             self._listed.clear()
         for iid, info in listed.items():

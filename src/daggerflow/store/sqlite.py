@@ -26,7 +26,7 @@ from .base import Message, PendingJob, Store, WriteBatch
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the changelog table (changelog checkpoints)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +57,13 @@ CREATE TABLE IF NOT EXISTS buffered (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
+CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
 """
+
+# Schema version -> the statements that bring a database of that version to the next one.
+_MIGRATIONS = {
+    1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
+}
 
 _json = msgspec.json.Encoder()
 _pack = msgspec.msgpack.Encoder()
@@ -138,6 +144,20 @@ class SQLiteStore:
         ok = db.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
             raise StoreError(f"{self.path} is corrupt: {ok}")
+        if 1 <= version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of an older schema version to SCHEMA_VERSION, in one transaction."""
+        with self._transaction():
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        log.info("%s: schema migrated from version %d to %d", self.path, version, SCHEMA_VERSION)
 
     # Reads ----------------------------------------------------------------------------
 
@@ -202,6 +222,10 @@ class SQLiteStore:
         row = self.db.execute('SELECT "offset" FROM positions WHERE consumer=?', (consumer,)).fetchone()
         return int(row[0]) if row else None
 
+    def changelog_checkpoint(self, partition: int) -> int | None:
+        row = self.db.execute('SELECT "offset" FROM changelog WHERE partition=?', (partition,)).fetchone()
+        return int(row[0]) if row else None
+
     def read(self, topic: str, start: int, limit: int) -> list[Message]:
         rows = self.db.execute(
             'SELECT "offset", key, value, headers, ts FROM messages WHERE topic=? AND "offset">=? '
@@ -243,6 +267,7 @@ class SQLiteStore:
 
     def commit(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
         appended: list[tuple[str, int]] = []
+        assigned: list[int] = []  # ids of new buffered messages
         db = self.db
         with self._transaction():
             puts = []
@@ -325,14 +350,35 @@ class SQLiteStore:
                 db.executemany(
                     "INSERT OR IGNORE INTO seen VALUES (?,?,?)", [(t, i, ts) for t, i in batch.seen]
                 )
+            if batch.seen_at:
+                db.executemany(
+                    "INSERT OR REPLACE INTO seen VALUES (?,?,?)",
+                    [(t, i, at) for (t, i), at in batch.seen_at.items()],
+                )
             if batch.buffer_del:
                 db.executemany("DELETE FROM buffered WHERE id=?", [(i,) for i in batch.buffer_del])
-            if batch.buffer_put:
+            if batch.buffer_put and batch.buffer_ids:
                 db.executemany(
-                    "INSERT INTO buffered (topic, key, value, payload, expires) VALUES (?,?,?,?,?)",
-                    [(c.topic, c.key, c.value, _pack.encode(p), exp) for c, p, exp in batch.buffer_put],
+                    "INSERT OR REPLACE INTO buffered (id, topic, key, value, payload, expires) VALUES (?,?,?,?,?,?)",
+                    [
+                        (buf_id, c.topic, c.key, c.value, _pack.encode(p), exp)
+                        for buf_id, (c, p, exp) in zip(batch.buffer_ids, batch.buffer_put, strict=True)
+                    ],
+                )
+            elif batch.buffer_put:
+                for c, p, exp in batch.buffer_put:
+                    cur = db.execute(
+                        "INSERT INTO buffered (topic, key, value, payload, expires) VALUES (?,?,?,?,?)",
+                        (c.topic, c.key, c.value, _pack.encode(p), exp),
+                    )
+                    assigned.append(int(cur.lastrowid or 0))
+            if batch.changelog_offsets:
+                db.executemany(
+                    "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
                 )
         self._heads.update(heads)  # only once the transaction committed
+        if assigned:
+            batch.buffer_ids = assigned
         return appended
 
     def purge(self, now: float, seen_ttl: float) -> None:
