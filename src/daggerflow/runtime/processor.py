@@ -253,6 +253,8 @@ class _BatchRun:
         self.index_added: dict[Correlation, list[tuple[str, str]]] = {}
         self.index_removed: set[tuple[Correlation, str, str]] = set()
         self.buffer_taken: set[int] = set()
+        self.started: set[tuple[str, str, int]] = set()  # jobs this batch started
+        self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
         self.seen: set[tuple[str, str]] = set()
 
     def handle(self, item: Item) -> None:
@@ -307,13 +309,14 @@ class _BatchRun:
             self.batch.appends.extend(box)
         after_jobs = _active_jobs(inst)
         for node, seq in before - after_jobs:
-            self.batch.jobs_del.append((iid, node, seq))
+            self.end_job(iid, node, seq)
         follow_ups: list[Deliver] = []
         for effect in tr.effects:
             if isinstance(effect, RunJob):
                 job = PendingJob(iid, effect.node, effect.job, effect.seq, effect.payload)
                 if (effect.node, effect.seq) in after_jobs:
                     self.batch.jobs_put.append(job)
+                    self.started.add((iid, effect.node, effect.seq))
                 self.after.jobs.append(job)
             elif isinstance(effect, SetTimer):
                 self.batch.set_timer(iid, effect.key, effect.due)
@@ -335,6 +338,15 @@ class _BatchRun:
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
         return True
+
+    def end_job(self, iid: str, node: str, seq: int) -> None:
+        """A job is no longer wanted. If this batch started it, it is neither stored nor
+        run (the stores apply deletes before puts, so a delete alone would not undo it)."""
+        key = (iid, node, seq)
+        if key in self.started:
+            self.withdrawn.add(key)
+        else:
+            self.batch.jobs_del.append(key)
 
     # Correlation ----------------------------------------------------------------------
 
@@ -402,6 +414,10 @@ class _BatchRun:
                 )
 
     def finish(self) -> None:
+        if self.withdrawn:
+            gone = self.withdrawn
+            self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
+            self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
         for iid, changed in self.after.changed.items():
             if changed is not None:
                 self.batch.encoded[iid] = encode_instance(changed)
