@@ -7,8 +7,6 @@ skipped without a broker unless DAGGERFLOW_REQUIRE_KAFKA=1, which makes it fail.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -31,26 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: E402
 from aiokafka.errors import for_code  # noqa: E402
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 WORKFLOWS = 300
 
-
-def _broker_up() -> bool:
-    host, port = BOOTSTRAP.split(",")[0].rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def broker() -> str:
-    if not _broker_up():
-        if os.environ.get("DAGGERFLOW_REQUIRE_KAFKA") == "1":
-            pytest.fail(f"Kafka broker required but not reachable at {BOOTSTRAP} (tools/kafka/broker start)")
-        pytest.skip(f"no Kafka broker at {BOOTSTRAP}; start one with tools/kafka/broker start")
-    return BOOTSTRAP
 
 
 async def create_changelog_topic(bootstrap: str, name: str) -> None:

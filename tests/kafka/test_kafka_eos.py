@@ -8,9 +8,7 @@ instead when DAGGERFLOW_REQUIRE_KAFKA=1. Every test uses fresh topic, group and 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sys
 import uuid
 from collections import Counter, defaultdict
@@ -29,28 +27,10 @@ from daggerflow.errors import ConfigurationError
 from daggerflow.log.kafka_admin import TopicSpec, ensure_topics, internal_topics
 from daggerflow.log.kafka_eos import PartitionTransactions, TaskMigrated
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 WORKER = Path(__file__).resolve().parent / "eos_worker.py"
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def _broker_up() -> bool:
-    host, port = BOOTSTRAP.split(",")[0].rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def broker() -> str:
-    if not _broker_up():
-        if os.environ.get("DAGGERFLOW_REQUIRE_KAFKA") == "1":
-            pytest.fail(f"Kafka broker required but not reachable at {BOOTSTRAP} (tools/kafka/broker start)")
-        pytest.skip(f"no Kafka broker at {BOOTSTRAP}; start one with tools/kafka/broker start")
-    return BOOTSTRAP
 
 
 def unique(prefix: str) -> str:
