@@ -19,14 +19,11 @@ from .errors import ConfigurationError, NotSerializable, TaskInvalidState, Templ
 from .machine import Create, Stop, Submit
 from .model.instance import Instance, Node
 from .model.template import (
-    DynamicProcessTemplate,
     Overrides,
-    ParallelProcessTemplate,
-    ParallelTaskTemplate,
     ProcessLike,
-    ProcessTemplate,
     TaskTemplate,
     instantiate,
+    walk_templates,
 )
 from .runtime.background import cancel_and_wait
 from .runtime.clock import Clock, SystemClock
@@ -252,30 +249,12 @@ class Dagger:
         return name
 
     def register_task_types_of(self, template: Any) -> None:
-        seen: set[int] = set()
-        stack = [template]
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
+        """Register every task class a template uses, and its listener topics."""
+        for t in walk_templates(template):
             if isinstance(t, TaskTemplate):
                 self.register_task_type(t.task_class)
                 if t.topic and t.kind.value in ("listener", "sensor"):
                     self.add_listener(t.topic, t.task_class)
-                stack.extend(t.next)
-            elif isinstance(t, ParallelTaskTemplate):
-                stack.extend(t.children)
-                stack.extend(t.next)
-            elif isinstance(t, ProcessTemplate):
-                stack.append(t.root_task)
-                stack.extend(t.next)
-            elif isinstance(t, ParallelProcessTemplate):
-                stack.extend(t.children)
-                stack.extend(t.next)
-            elif isinstance(t, DynamicProcessTemplate):
-                stack.extend(t.next)
-                stack.extend(t.default_processes)
 
     def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]:
         if type_name is None:

@@ -13,6 +13,7 @@ from .model.template import (
     ProcessLike,
     ProcessTemplate,
     WorkflowSpec,
+    walk_templates,
 )
 
 if TYPE_CHECKING:
@@ -112,14 +113,10 @@ class ITemplateDAG:
         )
 
     def get_given_process(self, process_name: str) -> ProcessLike | None:
-        stack: list[ProcessLike] = [self.spec.root_process]
-        while stack:
-            p = stack.pop()
-            if getattr(p, "name", None) == process_name:
-                return p
-            stack.extend(getattr(p, "next", []))
-            if isinstance(p, ParallelProcessTemplate):
-                stack.extend(p.children)
+        for t in walk_templates(self.spec.root_process):
+            if isinstance(t, (ProcessTemplate, ParallelProcessTemplate, DynamicProcessTemplate)):
+                if t.name == process_name:
+                    return t
         return None
 
     def _register(self, processes: Sequence[ProcessLike]) -> None:

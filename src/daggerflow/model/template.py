@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,26 @@ class Overrides:
 
     dynamic: Mapping[str, Sequence[ProcessLike]] = field(default_factory=dict)
     parallel: Mapping[str, Sequence[ProcessLike]] = field(default_factory=dict)
+
+
+def walk_templates(root: ProcessLike) -> Iterator[ProcessLike]:
+    """Every template reachable from ``root`` (children, root tasks, successors, default
+    dynamic processes), each once, parents before their parts."""
+    seen: set[int] = set()
+    stack: list[ProcessLike] = [root]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        yield t
+        if isinstance(t, ProcessTemplate):
+            stack.append(t.root_task)
+        elif isinstance(t, (ParallelTaskTemplate, ParallelProcessTemplate)):
+            stack.extend(t.children)
+        elif isinstance(t, DynamicProcessTemplate):
+            stack.extend(t.default_processes)
+        stack.extend(t.next)
 
 
 def _describe(t: Any, seen: set[int] | None = None) -> Any:
