@@ -463,3 +463,19 @@ def test_interval_builder_accepts_subclasses_of_interval_task() -> None:
 
     built = IntervalTaskTemplateBuilder(None).set_type(Sub).set_name("s").build()
     assert isinstance(built, TaskTemplate) and built.kind is Kind.INTERVAL
+
+
+def test_get_given_process_finds_processes_anywhere_in_the_template() -> None:
+    """Dagger's lookup followed only the first successor; ours reaches parallel children too."""
+    helper = DAGBuilderHelper(None)
+    parallel = ParallelCompositeProcessTemplateDagBuilder(None)
+    parallel.set_name("Both")
+    parallel.set_parallel_process_templates(_process("B"))
+    parallel.set_parallel_process_templates(_process("C"))
+    root = helper.build_and_link_processes([_process("A"), parallel, _process("D")])
+    template = helper.generic_template(template_name="W", root_process=root)
+    for name in ("A", "Both", "B", "C", "D"):
+        found = template.get_given_process(name)
+        assert found is not None and found.name == name  # type: ignore[union-attr]
+    assert template.get_given_process("a_executor_task") is None  # tasks are not processes
+    assert template.get_given_process("missing") is None
