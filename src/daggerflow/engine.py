@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import random
@@ -419,6 +420,9 @@ class Dagger:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # A worker owns its process: move what start-up built (modules, templates) out of
+        # the collector's reach, which halved the full-collection pause in the benchmark.
+        gc.freeze()
         try:
             waiter = asyncio.create_task(stop.wait())
             assert self._processor is not None and self._processor._task is not None
