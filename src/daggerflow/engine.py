@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
-from .model.instance import Instance, Node
+from .model.instance import Instance, Node, copy_params
 from .model.template import (
     Overrides,
     ProcessLike,
@@ -29,7 +29,7 @@ from .model.template import (
 from .runtime.background import cancel_and_wait
 from .runtime.clock import Clock, SystemClock
 from .runtime.consumers import AgentConsumer, AgentHandler, Consumer, ListenerConsumer, TopicSignals
-from .runtime.jobs import JobRunner, check_serialisable, copy_params
+from .runtime.jobs import JobRunner, check_serialisable
 from .runtime.processor import Processor, Settings
 from .runtime.timers import TimerService
 from .store.base import Store

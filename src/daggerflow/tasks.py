@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import msgspec
-
-from .model.instance import Instance, Node, RetryPolicy
+from .model.instance import Instance, Node, RetryPolicy, copy_params
 from .model.status import TaskOperator, TaskStatus, TaskStatusEnum, task_type_of
 
 if TYPE_CHECKING:
@@ -264,9 +262,7 @@ class ITemplateDAGInstance(ITask[KT, VT]):
     def runtime_parameters(self) -> dict[str, Any]:
         if self._runtime_parameters is None:
             # The committed instance is shared and never changed: the caller gets a copy.
-            self._runtime_parameters = msgspec.msgpack.decode(
-                msgspec.msgpack.encode(self._instance.runtime_parameters)
-            )
+            self._runtime_parameters = copy_params(self._instance.runtime_parameters)
         return self._runtime_parameters
 
     @runtime_parameters.setter

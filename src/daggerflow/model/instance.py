@@ -147,3 +147,12 @@ def decode_instance(data: bytes) -> Instance:
 
 def copy_instance(instance: Instance) -> Instance:
     return _decoder.decode(_encoder.encode(instance))
+
+
+_any_decoder = msgspec.msgpack.Decoder()
+
+
+def copy_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of runtime parameters (plain JSON data), through msgpack."""
+    result: dict[str, Any] = _any_decoder.decode(_encoder.encode(params))
+    return result

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from ..machine.events import JobDone, JobFailed
-from ..model.instance import Instance, Node, RetryPolicy
+from ..model.instance import Instance, Node, RetryPolicy, copy_params
 from ..store.base import Outgoing, PendingJob
 from . import outbox
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_pack = msgspec.msgpack.Encoder()
-_unpack = msgspec.msgpack.Decoder()
 _json = msgspec.json.Encoder()
 
 
@@ -39,11 +37,6 @@ class JobContext(Protocol):
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def report(self, instance: str, event: Any, box: list[Any]) -> None: ...
-
-
-def copy_params(params: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = _unpack.decode(_pack.encode(params))
-    return result
 
 
 def params_diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -399,7 +399,8 @@ class _BatchRun:
         for key_name, value in item.mappings:
             at = Correlation(msg.topic, key_name, value)
             for iid, node in self.lookup(at):
-                if self.load(iid) is None or node not in self.load(iid).nodes:  # type: ignore[union-attr]
+                target = self.load(iid)
+                if target is None or node not in target.nodes:
                     self.index_del(at, iid, node)  # prune entries of deleted instances
                     continue
                 self.apply_event(iid, Deliver(node, msg.value, msg.topic))

@@ -480,9 +480,7 @@ def check_store_url(url: str | None) -> None:
     _parse_store_url(url, ".", "dagger")
 
 
-def open_store(
-    url: str | None, *, datadir: str, application_name: str, durability: str = "normal"
-) -> Store:
+def open_store(url: str | None, *, datadir: str, application_name: str, durability: str = "normal") -> Store:
     """Open the store named by a URL: ``sqlite:///path``, ``sqlite://`` (default file under
     ``datadir``), ``memory://`` or ``rocksdb:///dir``. Anything else is a clear error."""
     kind, path = _parse_store_url(url, datadir, application_name)
