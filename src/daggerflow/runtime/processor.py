@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class Command:
     event: Event
     future: asyncio.Future[Any] | None = None
     outbox: list[Outgoing] | None = None
+    source: tuple[Any, int] | None = None  # (input partition, offset) it was read from
 
 
 @dataclass
@@ -65,6 +66,20 @@ class Incoming:
     message_id: str | None = None
     dead_letter: Outgoing | None = None
     future: asyncio.Future[Any] | None = None
+    source: tuple[Any, int] | None = None
+
+
+@dataclass
+class IndexChange:
+    """A correlation index entry added or removed by an instance owner on another partition
+    (Kafka runtime: the index is partitioned by correlation, instances by id)."""
+
+    at: Correlation
+    instance: str
+    node: str
+    put: bool
+    source: tuple[Any, int] | None = None
+    future: asyncio.Future[Any] | None = None
 
 
 @dataclass
@@ -77,7 +92,11 @@ class AgentCommit:
     future: asyncio.Future[Any] | None = None
 
 
-Item = Command | Incoming | AgentCommit
+Item = Command | Incoming | AgentCommit | IndexChange
+
+#: Commits a batch somewhere other than the local store alone (the Kafka runtime's
+#: transaction); returns what ``Store.commit`` returns.
+Committer = Callable[[WriteBatch, float], Awaitable[list[tuple[str, int]]]]
 
 
 @dataclass
@@ -87,6 +106,11 @@ class Settings:
     unmatched_ttl: Callable[[str], float] = lambda topic: 0.0
     max_batch: int = 1000
     cache_size: int = 20000
+    # Kafka runtime: which instances and index entries this processor's partition holds.
+    # What it does not hold becomes a forward (``WriteBatch.forwards``) to the owner.
+    # None (embedded): everything is local.
+    owns_instance: Callable[[str], bool] | None = None
+    owns_correlation: Callable[[Correlation], bool] | None = None
 
 
 @dataclass
@@ -128,6 +152,7 @@ class Processor:
         self.on_committed: Callable[
             [dict[str, Instance | None], dict[str, Instance], list[tuple[str, int]]], None
         ] = lambda changed, deleted, appended: None
+        self.committer: Committer | None = None
         self.transitions = 0
         self.batches = 0
         self._task: asyncio.Task[None] | None = None
@@ -199,25 +224,51 @@ class Processor:
             items = [await self.queue.get()]
             while len(items) < self.settings.max_batch and not self.queue.empty():
                 items.append(self.queue.get_nowait())
-            self.process(items)
+            if self.committer is None:
+                self.process(items)
+            else:
+                await self.process_async(items, self.committer)
 
     def process(self, items: list[Item]) -> None:
+        batch, after = self._prepare(items)
+        try:
+            appended = self.store.commit(batch, self.clock.now())
+        except BaseException as exc:
+            self._failed(items, exc)
+            raise
+        self._committed(batch, after, appended)
+
+    async def process_async(self, items: list[Item], committer: Committer) -> None:
+        """``process`` with an asynchronous commit. Readers see the previous committed
+        state until it completes (the cache changes only afterwards); new inputs queue."""
+        batch, after = self._prepare(items)
+        try:
+            appended = await committer(batch, self.clock.now())
+        except BaseException as exc:
+            self._failed(items, exc)
+            raise
+        self._committed(batch, after, appended)
+
+    def _prepare(self, items: list[Item]) -> tuple[WriteBatch, _After]:
         batch = WriteBatch()
         after = _After()
         run = _BatchRun(self, batch, after)
         for item in items:
             run.handle(item)
         run.finish()
-        try:
-            appended = self.store.commit(batch, self.clock.now())
-        except BaseException as exc:
-            # The cache still holds the last committed states: nothing to undo.
-            for item in items:
-                fut = item.future
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-            log.exception("commit failed; the processor stops")
-            raise
+        return batch, after
+
+    @staticmethod
+    def _failed(items: list[Item], exc: BaseException) -> None:
+        # The cache still holds the last committed states: nothing to undo.
+        for item in items:
+            fut = item.future
+            if fut is not None and not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        if not isinstance(exc, asyncio.CancelledError):
+            log.error("commit failed; the processor stops", exc_info=exc)
+
+    def _committed(self, batch: WriteBatch, after: _After, appended: list[tuple[str, int]]) -> None:
         self.batches += 1
         for iid, changed in after.changed.items():
             if changed is None:
@@ -258,10 +309,15 @@ class _BatchRun:
         self.seen: set[tuple[str, str]] = set()
 
     def handle(self, item: Item) -> None:
+        if not isinstance(item, AgentCommit) and item.source is not None:
+            tp, offset = item.source
+            self.batch.input_offsets[tp] = offset + 1
         if isinstance(item, Command):
             self.apply_event(item.instance, item.event, item.future, item.outbox)
         elif isinstance(item, Incoming):
             self.incoming(item)
+        elif isinstance(item, IndexChange):
+            self.index_change(item)
         else:
             self.batch.appends.extend(item.outbox)
             self.batch.positions[item.consumer] = item.next_offset
@@ -325,10 +381,16 @@ class _BatchRun:
                 self.batch.cancel_timer(iid, effect.key)
                 self.after.timers_cancel.append((iid, effect.key))
             elif isinstance(effect, IndexPut):
-                self.index_put(effect.at, iid, effect.node)
-                follow_ups.extend(self.buffered_for(effect.at, effect.node))
+                if self.owns_correlation(effect.at):
+                    self.index_put(effect.at, iid, effect.node)
+                    follow_ups.extend(self.buffered_for(effect.at, effect.node))
+                else:
+                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, True)))
             elif isinstance(effect, IndexDel):
-                self.index_del(effect.at, iid, effect.node)
+                if self.owns_correlation(effect.at):
+                    self.index_del(effect.at, iid, effect.node)
+                else:
+                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, False)))
             elif isinstance(effect, CancelJob):
                 self.after.cancels.append((iid, effect.node))
             elif isinstance(effect, InstanceDeleted):
@@ -338,6 +400,31 @@ class _BatchRun:
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
         return True
+
+    def owns_correlation(self, at: Correlation) -> bool:
+        owns = self.proc.settings.owns_correlation
+        return owns is None or owns(at)
+
+    def owns_instance(self, iid: str) -> bool:
+        owns = self.proc.settings.owns_instance
+        return owns is None or owns(iid)
+
+    def deliver(self, iid: str, event: Deliver) -> None:
+        """Apply a delivery here, or forward it to the instance's owner."""
+        if self.owns_instance(iid):
+            self.apply_event(iid, event)
+        else:
+            self.batch.forwards.append(("event", iid, event))
+
+    def index_change(self, item: IndexChange) -> None:
+        if item.put:
+            self.index_put(item.at, item.instance, item.node)
+            for deliver in self.buffered_for(item.at, item.node):
+                self.deliver(item.instance, deliver)
+        else:
+            self.index_del(item.at, item.instance, item.node)
+        if item.future is not None:
+            self.after.results.append((item.future, None))
 
     def end_job(self, iid: str, node: str, seq: int) -> None:
         """A job is no longer wanted. If this batch started it, it is neither stored nor
@@ -383,7 +470,8 @@ class _BatchRun:
 
     def incoming(self, item: Incoming) -> None:
         msg = item.message
-        self.batch.positions[item.consumer] = msg.offset + 1
+        if item.consumer:
+            self.batch.positions[item.consumer] = msg.offset + 1
         if item.future is not None:
             self.after.results.append((item.future, msg.offset))
         if item.dead_letter is not None:
@@ -399,6 +487,13 @@ class _BatchRun:
         for key_name, value in item.mappings:
             at = Correlation(msg.topic, key_name, value)
             for iid, node in self.lookup(at):
+                if not self.owns_instance(iid):
+                    # Its owner decides (a late delivery to a finished node is ignored there).
+                    self.batch.forwards.append(("event", iid, Deliver(node, msg.value, msg.topic)))
+                    matched = True
+                    if item.match_only_one:
+                        break
+                    continue
                 target = self.load(iid)
                 if target is None or node not in target.nodes:
                     self.index_del(at, iid, node)  # prune entries of deleted instances

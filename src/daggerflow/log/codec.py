@@ -1,0 +1,80 @@
+"""What the Kafka runtime's internal topics carry, and which partition a key belongs to.
+
+Plain msgspec structs, encoded as MessagePack at the edge (design: data as typed structs,
+encoders at the edges). No aiokafka here, so the processor can use it without the extra.
+
+- ``{app}-events``, keyed by instance id: the instance-addressed events any process may send
+  (``Create``, ``Submit``, ``Stop``, and ``Deliver`` from an index owner).
+- ``{app}-correlation``, partitioned by correlation (topic, key, value): ``Routed`` listener
+  messages (from the listener routers, with their correlation pairs already computed by user
+  code) and ``IndexOp`` index changes (from instance owners).
+
+The runtime chooses partitions itself (``partition_for``) and sends with an explicit
+partition: only daggerflow writes these topics, so the hash only has to agree between
+daggerflow processes. crc32 is in C; Kafka's murmur2 in aiokafka is pure Python.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import msgspec
+
+from ..machine.events import Create, Deliver, Stop, Submit
+from ..model.instance import Correlation
+
+
+def partition_for(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+def correlation_key(at: Correlation) -> str:
+    # \x1f cannot collide with the fields' own separators in any realistic topic/key name.
+    return f"{at.topic}\x1f{at.key}\x1f{at.value}"
+
+
+def partition_of_correlation(at: Correlation, partitions: int) -> int:
+    return partition_for(correlation_key(at), partitions)
+
+
+class Routed(msgspec.Struct, tag="msg", frozen=True):
+    """A listener message for the index owner of its ``mappings`` (all on one partition)."""
+
+    topic: str
+    partition: int  # of the listener topic: (topic, partition, offset) names the message
+    offset: int
+    key: str | None
+    value: Any
+    mappings: list[tuple[str, str]]
+    match_only_one: bool = False
+    message_id: str | None = None
+
+
+class IndexOp(msgspec.Struct, tag="index", frozen=True):
+    """An instance owner adds (``put``) or removes a correlation index entry."""
+
+    at: Correlation
+    instance: str
+    node: str
+    put: bool
+
+
+EventRecord = Create | Submit | Stop | Deliver
+CorrelationRecord = Routed | IndexOp
+
+_encoder = msgspec.msgpack.Encoder()
+_event_decoder = msgspec.msgpack.Decoder(EventRecord)
+_correlation_decoder = msgspec.msgpack.Decoder(CorrelationRecord)
+
+
+def encode(record: EventRecord | CorrelationRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_event(data: bytes) -> EventRecord:
+    return _event_decoder.decode(data)
+
+
+def decode_correlation(data: bytes) -> CorrelationRecord:
+    return _correlation_decoder.decode(data)
