@@ -1,0 +1,215 @@
+"""The owners view against a real broker: catch-up, tailing, garbage, tombstones, transactions.
+
+Records are written with plain producers, as a task's producer writes them; every test uses a
+fresh topic created like the runtime creates ``{app}-owners`` (compacted, one partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+pytest.importorskip("aiokafka")
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from daggerflow.errors import ConfigurationError
+from daggerflow.log.kafka_admin import TopicSpec, ensure_topics
+from daggerflow.log.owners import Owner, OwnersView, owner_record, parse_owner
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def topic(broker: str) -> str:
+    name = unique("owners")
+    await ensure_topics(broker, [TopicSpec(name, 1, {"cleanup.policy": "compact"})])
+    return name
+
+
+@pytest.fixture
+async def producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=broker, enable_idempotence=True)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+async def put(producer: AIOKafkaProducer, topic: str, owner: Owner) -> None:
+    key, value = owner_record(owner)
+    await producer.send_and_wait(topic, value, key=key)
+
+
+async def until(condition: object, timeout: float = 10.0) -> None:
+    assert callable(condition)
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def o(
+    partition: int, worker: str = "w1", url: str | None = "http://127.0.0.1:1", since: float = 1.0
+) -> Owner:
+    return Owner(partition, url, worker, since)
+
+
+def test_record_round_trip() -> None:
+    owner = Owner(7, "http://10.0.0.1:6066", "host-1234", 1_700_000_000.25)
+    key, value = owner_record(owner)
+    assert key == b"7"
+    assert parse_owner(key, value) == owner
+    assert parse_owner(b"3", b'{"partition":3,"url":null,"worker":"w","since":5}') == Owner(3, None, "w", 5.0)
+    assert parse_owner(b"3", None) is None  # tombstone
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (b"1", b"not json"),
+        (b"1", b"[1,2]"),
+        (b"1", b'{"partition":"1","url":null,"worker":"w","since":1}'),
+        (b"2", b'{"partition":1,"url":null,"worker":"w","since":1}'),  # key disagrees
+        (None, b'{"partition":1,"url":null,"worker":"w","since":1}'),
+        (b"1", b'{"partition":1,"url":5,"worker":"w","since":1}'),
+        (b"1", b'{"partition":1,"url":null,"since":1}'),
+        (b"1", b'{"partition":1,"url":null,"worker":"w","since":"now"}'),
+        (b"1", b'{"partition":true,"url":null,"worker":"w","since":1}'),
+        (b"\xff", b"\xff\xfe"),
+        (b"1", b"[" * 100_000),
+    ],
+)
+def test_garbage_is_none(key: bytes | None, value: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    assert parse_owner(key, value) is None
+    assert "malformed record on the owners topic" in caplog.text
+
+
+async def test_catch_up_then_tail(broker: str, topic: str, producer: AIOKafkaProducer) -> None:
+    for p in range(3):
+        await put(producer, topic, o(p, "w1", "http://127.0.0.1:1001"))
+    await put(producer, topic, o(1, "w2", "http://127.0.0.1:1002", since=2.0))  # replaces p1's
+
+    view = OwnersView(broker, topic)
+    seen: list[dict[int, Owner]] = []
+    view.on_change(seen.append)
+    await view.start()
+    try:
+        # start() returns caught up: no waiting needed for what was there before.
+        assert view.owners() == {
+            0: o(0, "w1", "http://127.0.0.1:1001"),
+            1: o(1, "w2", "http://127.0.0.1:1002", since=2.0),
+            2: o(2, "w1", "http://127.0.0.1:1001"),
+        }
+        assert view.urls() == ["http://127.0.0.1:1001", "http://127.0.0.1:1002"]
+        assert view.owner(5) is None
+        assert seen and seen[-1] == view.owners()
+
+        # Tailing: a new partition, a move, an owner without a REST URL.
+        await put(producer, topic, o(5, "w3", None))
+        assert await view.wait_owner(5, timeout=10) == o(5, "w3", None)
+        await put(producer, topic, o(0, "w2", "http://127.0.0.1:1002", since=3.0))
+        await until(lambda: view.owner(0) == o(0, "w2", "http://127.0.0.1:1002", since=3.0))
+        assert view.urls() == ["http://127.0.0.1:1001", "http://127.0.0.1:1002"]  # None is no URL
+        await until(lambda: seen[-1] == view.owners())
+    finally:
+        await view.stop()
+
+
+async def test_empty_topic_and_wait_owner(broker: str, topic: str, producer: AIOKafkaProducer) -> None:
+    view = OwnersView(broker, topic)
+    await view.start()
+    try:
+        assert view.owners() == {} and view.urls() == []
+        with pytest.raises(TimeoutError):
+            await view.wait_owner(0, timeout=0.3)
+        waiter = asyncio.create_task(view.wait_owner(0, timeout=10))
+        await asyncio.sleep(0)  # the waiter waits before the record exists
+        await put(producer, topic, o(0))
+        assert await waiter == o(0)
+        # other_than: wait for a new owner of a partition whose owner did not answer.
+        stale = o(0)
+        waiter = asyncio.create_task(view.wait_owner(0, timeout=10, other_than=stale))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await put(producer, topic, o(0, "w2", since=9.0))
+        assert await waiter == o(0, "w2", since=9.0)
+    finally:
+        await view.stop()
+
+
+async def test_garbage_and_tombstones(
+    broker: str, topic: str, producer: AIOKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await put(producer, topic, o(0))
+    await producer.send_and_wait(topic, b"garbage", key=b"0")  # must not replace partition 0's owner
+    await producer.send_and_wait(topic, b'{"partition": 1}', key=b"1")
+    await put(producer, topic, o(2))
+    await producer.send_and_wait(topic, None, key=b"2")  # tombstone: p2 has no recorded owner
+    await producer.send_and_wait(topic, None, key=b"junk")  # a tombstone of a foreign key
+    view = OwnersView(broker, topic)
+    await view.start()
+    try:
+        assert view.owners() == {0: o(0)}
+        assert "malformed record on the owners topic" in caplog.text
+        # The tail survives them too.
+        await producer.send_and_wait(topic, b"\x00\x01", key=b"3")
+        await producer.send_and_wait(topic, None, key=b"0")
+        await put(producer, topic, o(4))
+        await view.wait_owner(4, timeout=10)
+        assert view.owners() == {4: o(4)}
+    finally:
+        await view.stop()
+
+
+async def test_aborted_transactions_are_not_seen(broker: str, topic: str) -> None:
+    """Owner records come from the tasks' transactional producers: a zombie's aborted record must
+    not become the owner, and a committed one is seen only once committed."""
+    txn = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=unique("owners-txn"))
+    await txn.start()
+    view = OwnersView(broker, topic)
+    try:
+        await txn.begin_transaction()
+        key, value = owner_record(o(0, "zombie"))
+        await txn.send_and_wait(topic, value, key=key)
+        await txn.abort_transaction()
+        await txn.begin_transaction()
+        key, value = owner_record(o(1, "w1"))
+        await txn.send_and_wait(topic, value, key=key)
+        await txn.commit_transaction()
+
+        await view.start()
+        assert view.owners() == {1: o(1, "w1")}
+
+        await txn.begin_transaction()
+        key, value = owner_record(o(2, "w1"))
+        await txn.send_and_wait(topic, value, key=key)
+        await asyncio.sleep(0.5)  # give a read_uncommitted view time to (wrongly) see it
+        assert view.owner(2) is None
+        await txn.commit_transaction()
+        assert await view.wait_owner(2, timeout=10) == o(2, "w1")
+    finally:
+        await view.stop()
+        await txn.stop()
+
+
+async def test_missing_topic_is_a_configuration_error(broker: str) -> None:
+    name = unique("owners-missing")
+    view = OwnersView(broker, name)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        await view.start(timeout=1.0)
+    # ...and looking for it did not auto-create it (with the broker defaults, the wrong shape).
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        assert name not in await admin.list_topics()
+    finally:
+        await admin.close()
