@@ -68,6 +68,9 @@ REPO = HERE.parent
 BROKER_PID_FILE = REPO / "tools" / "kafka" / ".cache" / "run" / "broker.pid"
 WF_DAGGER_PYTHON = Path(os.environ.get("WFD_VENV", "/tmp/wfd-venv")) / "bin" / "python"
 APP_MODULE = "daggerflow.demo.kafka_app:engine"
+# KAFKA_BENCH_PROFILE=cprofile:DIR or py-spy:DIR runs every worker under that profiler.
+PROFILE = os.environ.get("KAFKA_BENCH_PROFILE", "")
+PYSPY = os.environ.get("PYSPY", "/tmp/pyspy-venv/bin/py-spy")
 
 TARGET_ONE_WORKER_EOS = 1000.0  # completed pizza workflows/s, one worker, exactly-once (issue #3 §4)
 TARGET_RATIO = 10.0  # x wf-dagger 0.2.6
@@ -229,6 +232,15 @@ class Worker:
 
     @property
     def pid(self) -> int:
+        """The worker's Python process (under py-spy: its child, found once it exists)."""
+        if PROFILE.startswith("py-spy:"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                    children = f.read().split()
+            except OSError:
+                children = []
+            if children:
+                return int(children[0])
         return self.proc.pid
 
 
@@ -274,6 +286,15 @@ def start_worker(
         "--no-web",
         *extra_args,
     ]
+    if PROFILE:
+        # Profile the workers: cProfile writes its file when the worker exits after SIGTERM;
+        # py-spy (a sampler, no slow-down of the worker) when its child exits.
+        kind, _, where = PROFILE.partition(":")
+        Path(where).mkdir(parents=True, exist_ok=True)
+        if kind == "cprofile":
+            cmd[1:3] = ["-m", "cProfile", "-o", f"{where}/{name}.prof", "-m", "daggerflow"]
+        else:
+            cmd = [PYSPY, "record", "-r", "200", "-f", "raw", "-o", f"{where}/{name}.txt", "--", *cmd]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -340,11 +361,13 @@ async def stop_worker(w: Worker, timeout: float = 30.0) -> float:
     """SIGTERM (drain) and wait; SIGKILL after ``timeout``. Returns the seconds it took."""
     t0 = time.monotonic()
     if w.proc.poll() is None:
-        w.proc.send_signal(signal.SIGTERM)
+        os.kill(w.pid, signal.SIGTERM)
         deadline = t0 + timeout
         while w.proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if w.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
             w.proc.kill()
             w.proc.wait()
     w.log.poll()
@@ -373,6 +396,7 @@ class Completions:
         self.records = 0
         self._changed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None  # read_uncommitted, for high watermarks
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -397,8 +421,15 @@ class Completions:
                 raise TimeoutError(f"topic {self.topic} does not exist after {timeout:.0f} s")
             await consumer._client.force_metadata_update()  # no public metadata refresh
             await asyncio.sleep(0.2)
-        consumer.assign([TopicPartition(self.topic, p) for p in sorted(parts)])
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
         await consumer.seek_to_beginning()
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, isolation_level="read_uncommitted"
+        )
+        await probe.start()
+        probe.assign(tps)
+        self._probe = probe
         self._consumer = consumer
         self._task = asyncio.create_task(self._run())
 
@@ -446,25 +477,18 @@ class Completions:
 
     async def high_watermarks(self) -> dict[TopicPartition, int]:
         """End offsets including uncommitted records: anything at or beyond was written later."""
-        probe = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, isolation_level="read_uncommitted"
-        )
-        await probe.start()
-        try:
-            parts = [
-                TopicPartition(self.topic, p) for p in sorted(probe.partitions_for_topic(self.topic) or ())
-            ]
-            return dict(await probe.end_offsets(parts))
-        finally:
-            await probe.stop()
+        assert self._probe is not None
+        return dict(await self._probe.end_offsets(list(self._probe.assignment())))
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in (self._consumer, self._probe):
+            if consumer is not None:
+                await consumer.stop()
+        self._consumer = self._probe = None
 
 
 # The driver ------------------------------------------------------------------------------
