@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +33,55 @@ def broker() -> str:
             pytest.fail(f"Kafka broker required but not reachable at {BOOTSTRAP} (tools/kafka/broker start)")
         pytest.skip(f"no Kafka broker at {BOOTSTRAP}; start one with tools/kafka/broker start")
     return BOOTSTRAP
+
+
+# ---------------------------------------------------------------------------------------------
+# worker clusters (tests/kafka/cluster.py)
+# ---------------------------------------------------------------------------------------------
+
+CLUSTERS = pytest.StashKey[list[Any]]()
+
+
+@pytest.fixture
+def make_cluster(broker: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``make_cluster(target=..., env=..., broker_url=...)`` -> a Cluster of a fresh app.
+    Teardown kills the workers still running and deletes the app's topics; a failed test
+    gets the workers' logs in its report (section "worker logs")."""
+    from .cluster import Cluster, delete_app_topics, run_in_thread
+
+    clusters: list[Cluster] = []
+    request.node.stash[CLUSTERS] = clusters
+
+    def make(*, broker_url: str | None = None, **options: Any) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(clusters)}", broker_url or broker, **options)
+        clusters.append(c)
+        return c
+
+    yield make
+    for c in clusters:
+        c.kill_all()
+    for c in clusters:
+        run_in_thread(lambda c=c: delete_app_topics(c.bootstrap, c.app))  # type: ignore[misc]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        for c in item.stash.get(CLUSTERS, []):
+            report.sections.append((f"worker logs of app {c.app} ({c.root})", c.dump_logs()))
+    return report
+
+
+@pytest.fixture
+def private_broker(broker: str, tmp_path: Path) -> Iterator[Any]:
+    """A broker of its own (free ports, state in tmp_path) for a test that restarts it: the
+    shared broker stays up for everything else. Stopped (data removed) at teardown."""
+    from .cluster import PrivateBroker
+
+    b = PrivateBroker(tmp_path / "private-broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
