@@ -128,7 +128,20 @@ def _import_file(path: Path) -> Any:
 @click.option("--web-host", help="REST API interface (default: the engine's, 127.0.0.1).")
 @click.option("--no-web", is_flag=True, help="Do not serve the REST API.")
 @click.option("--store", help="State store URL, e.g. sqlite:///path/state.db (overrides the engine's).")
-@click.option("--broker", help="Kafka broker URL (the Kafka runtime is not part of this build yet).")
+@click.option(
+    "--broker",
+    envvar="DAGGERFLOW_BROKER",
+    help="Run on Kafka: kafka://host:port[,host:port] (default: the engine's; embedded if none).",
+)
+@click.option("--datadir", help="Directory of local state (overrides the engine's).")
+@click.option("--app", "app_name", help="Application name: Kafka group and topic prefix (overrides the engine's).")
+@click.option("--partitions", type=click.IntRange(min=1), help="Kafka: partitions of the internal topics.")
+@click.option(
+    "--guarantee",
+    type=click.Choice(["exactly_once", "at_least_once"]),
+    help="Kafka: processing guarantee (default: the engine's, exactly_once).",
+)
+@click.option("--standbys", type=click.IntRange(min=0), help="Kafka: standby replicas per partition.")
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -142,6 +155,11 @@ def worker(
     no_web: bool,
     store: str | None,
     broker: str | None,
+    datadir: str | None,
+    app_name: str | None,
+    partitions: int | None,
+    guarantee: str | None,
+    standbys: int | None,
     log_level: str,
 ) -> None:
     """Run the worker of the engine at TARGET (MODULE[:ATTR], e.g. examples.pizza:workflow_engine)
@@ -149,13 +167,29 @@ def worker(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    if broker is not None:
-        raise click.UsageError(
-            f"--broker {broker}: the Kafka runtime is not part of this build yet; "
-            "the worker runs embedded (state in SQLite)"
-        )
+    if log_level.upper() != "DEBUG":
+        # aiokafka reports every coordinator lookup and join at INFO: our own lines say what
+        # matters (assignments, restores, activations).
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         engine = load_engine(target)
+        if broker:
+            from .log.kafka_runtime import parse_broker
+
+            parse_broker(broker)
+            engine.broker = broker
+        if datadir is not None:
+            engine.datadir = datadir
+        if app_name is not None:
+            engine.application_name = app_name
+        if partitions is not None:
+            engine.kafka_partitions = partitions
+        if guarantee is not None:
+            engine.processing_guarantee = guarantee
+        if standbys is not None:
+            engine.num_standby_replicas = standbys
+        if engine.broker is not None:
+            engine.role = "worker"
         if store is not None:
             engine.store_url = store
         if web_port is not None:

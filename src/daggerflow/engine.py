@@ -14,7 +14,7 @@ import os
 import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
@@ -38,6 +38,9 @@ from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topic, Topics
 
+if TYPE_CHECKING:
+    from .log.kafka_runtime import KafkaRuntime
+
 log = logging.getLogger("daggerflow")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +51,6 @@ HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and
 # a timer poll that this design does not need. Accepted so Dagger code keeps working.
 _ACCEPTED_NO_EFFECT = {
     "package_name",
-    "kafka_partitions",
     "tasks_topic",
     "bootstrap_topic",
     "beacon",
@@ -69,6 +71,11 @@ _ACCEPTED_NO_EFFECT = {
     "key_serializer",
     "web_in_thread",
 }
+
+
+def _listing_order(instance: Instance) -> Any:
+    # The stores' order: creation time of the root, then id.
+    return (instance.root.time_created or 0.0, instance.id)
 
 
 class _either_class_or_instance:
@@ -114,6 +121,10 @@ class Dagger:
         dedupe_ttl: float = 7 * 24 * 3600.0,
         dead_letter_topic: str = "daggerflow-dead-letter",
         shutdown_timeout: float = 10.0,
+        kafka_partitions: int = 12,
+        processing_guarantee: str = "exactly_once",
+        num_standby_replicas: int = 0,
+        role: str = "worker",
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - _ACCEPTED_NO_EFFECT
@@ -123,14 +134,22 @@ class Dagger:
                 "datadir, application_name, task_update_topic, task_update_callbacks, "
                 "delete_workflow_on_complete, web_port, web_host, consumer_auto_offset_reset, "
                 "clock, max_concurrent_jobs, max_batch_size, durability, unmatched_message_ttl, "
-                "dedupe_ttl, dead_letter_topic, shutdown_timeout, and Dagger's faust-era options "
+                "dedupe_ttl, dead_letter_topic, shutdown_timeout, kafka_partitions, "
+                "processing_guarantee, num_standby_replicas, role, and Dagger's faust-era options "
                 f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
             )
+        if broker is None and kwargs.get("kafka_broker_list") is not None:
+            pass  # Dagger's faust setting alone does not switch runtimes: broker= does
         if broker is not None:
-            raise ConfigurationError(
-                f"broker={broker!r}: the Kafka runtime is not part of this build yet; "
-                "use broker=None (the embedded runtime)"
-            )
+            from .log.kafka_runtime import parse_broker
+
+            parse_broker(broker)  # a clear error now, not at start()
+        if processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigurationError("processing_guarantee must be 'exactly_once' or 'at_least_once'")
+        if role not in ("worker", "client"):
+            raise ConfigurationError("role must be 'worker' (processes partitions) or 'client'")
+        if kafka_partitions < 1 or num_standby_replicas < 0:
+            raise ConfigurationError("kafka_partitions must be >= 1 and num_standby_replicas >= 0")
         # Fail at construction, naming what is supported (e.g. store="aerospike://").
         check_store_url(store)
         if aerospike_config is not None:
@@ -157,7 +176,12 @@ class Dagger:
         self.dedupe_ttl = dedupe_ttl
         self.dead_letter_topic = dead_letter_topic
         self.shutdown_timeout = shutdown_timeout
+        self.kafka_partitions = kafka_partitions
+        self.processing_guarantee = processing_guarantee
+        self.num_standby_replicas = num_standby_replicas
+        self.role = role
         self.options = dict(kwargs)
+        self._kafka: KafkaRuntime | None = None
 
         self.template_dags: dict[str, ITemplateDAG] = {}
         self.process_templates: dict[str, ProcessLike] = {}
@@ -308,8 +332,26 @@ class Dagger:
 
     # Lifecycle ------------------------------------------------------------------------
 
+    def processor_settings(self) -> Settings:
+        ttl = self.unmatched_message_ttl
+        return Settings(
+            delete_on_complete=self.delete_workflow_on_complete,
+            task_update_topic=self.task_update_topic_name,
+            unmatched_ttl=(lambda t: float(ttl.get(t, 0.0)))
+            if isinstance(ttl, dict)
+            else (lambda t: float(ttl)),
+            max_batch=self.max_batch_size,
+        )
+
+    @property
+    def is_kafka(self) -> bool:
+        return self.broker is not None
+
     async def start(self) -> None:
         if self.started_flag:
+            return
+        if self.broker is not None:
+            await self._start_kafka()
             return
         store = open_store(
             self.store_url,
@@ -318,16 +360,7 @@ class Dagger:
             durability=self.durability,
         )
         self._store = store
-        ttl = self.unmatched_message_ttl
-        settings = Settings(
-            delete_on_complete=self.delete_workflow_on_complete,
-            task_update_topic=self.task_update_topic_name,
-            unmatched_ttl=(lambda t: float(ttl.get(t, 0.0)))
-            if isinstance(ttl, dict)
-            else (lambda t: float(ttl)),
-            max_batch=self.max_batch_size,
-        )
-        processor = Processor(store, self.clock, settings)
+        processor = Processor(store, self.clock, self.processor_settings())
         self._processor = processor
         jobs = JobRunner(self, self.max_concurrent_jobs)
         self._jobs = jobs
@@ -353,23 +386,80 @@ class Dagger:
             self._start_consumer(self._listener_consumer(topic))
         for topic, fn, consumer_name, concurrency in self._agents:
             self._start_consumer(self._agent_consumer(topic, fn, consumer_name, concurrency))
-        if self.web_port is not None:
-            from .web.server import WebServer
-
-            self._web = WebServer(self, self.web_host, self.web_port)
-            try:
-                await self._web.start()
-            except BaseException:
-                self._web = None
-                await self.stop()  # do not leave a half-started engine holding the store
-                raise
-            self.web_url = self._web.url
+        await self._start_web()
         log.info(
             "daggerflow engine %r started (store %s, web %s)",
             self.application_name,
             store.path,
             self.web_url or "off",
         )
+
+    async def _start_web(self) -> None:
+        if self.web_port is None:
+            return
+        from .web.server import WebServer
+
+        self._web = WebServer(self, self.web_host, self.web_port)
+        try:
+            await self._web.start()
+        except BaseException:
+            self._web = None
+            await self.stop()  # do not leave a half-started engine holding the store
+            raise
+        self.web_url = self._web.url
+
+    def _kafka_config(self) -> Any:
+        from .log.kafka_runtime import KafkaConfig, parse_broker
+
+        assert self.broker is not None
+        store_kind = "rocksdb" if (self.store_url or "").startswith("rocksdb") else "sqlite"
+        return KafkaConfig(
+            bootstrap=parse_broker(self.broker),
+            app=self.application_name,
+            partitions=self.kafka_partitions,
+            guarantee=self.processing_guarantee,
+            standbys=self.num_standby_replicas,
+            role=self.role,
+            datadir=self.datadir,
+            store_kind=store_kind,
+            durability=self.durability,
+            auto_offset_reset=self.consumer_auto_offset_reset,
+        )
+
+    def _user_topics(self) -> set[str]:
+        """Topics the templates send to or listen on (created up front in Kafka)."""
+        names = set(self._listeners) | {a[0] for a in self._agents} | set(self.topics)
+        for template in self.template_dags.values():
+            for t in walk_templates(template.spec.root_process):
+                if isinstance(t, TaskTemplate) and t.topic:
+                    names.add(t.topic)
+        if self.task_update_topic_name:
+            names.add(self.task_update_topic_name)
+        return names
+
+    async def _start_kafka(self) -> None:
+        from .log.kafka_runtime import KafkaRuntime
+
+        runtime = KafkaRuntime(self, self._kafka_config())
+        self._kafka = runtime
+        self._jobs = JobRunner(self, self.max_concurrent_jobs)
+        self._updates = asyncio.Queue()
+        self._tasks.append(asyncio.create_task(self._notify_updates(), name="daggerflow-updates"))
+        self.started_flag = True
+        try:
+            if self.role == "worker":
+                await self._start_web()  # first: owners publish its URL
+            await runtime.start(self._listeners, self._agents, self._user_topics())
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _stop_kafka(self) -> None:
+        assert self._kafka is not None
+        if self._jobs is not None:
+            await self._jobs.drain(self.shutdown_timeout)
+        await self._kafka.stop()
+        self._kafka = None
 
     async def stop(self) -> None:
         """Drain and commit: stop reading, let running jobs finish (up to
@@ -380,6 +470,13 @@ class Dagger:
         if self._web is not None:
             await self._web.stop()
             self._web = None
+        if self._kafka is not None:
+            await self._stop_kafka()
+            for task in self._tasks:
+                await cancel_and_wait(task)
+            self._tasks.clear()
+            self._fail_waiters()
+            return
         for consumer in list(self._consumers.values()):
             await consumer.stop()
         self._consumers.clear()
@@ -392,14 +489,17 @@ class Dagger:
         for task in self._tasks:
             await cancel_and_wait(task)
         self._tasks.clear()
+        self._fail_waiters()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _fail_waiters(self) -> None:
         for waiters in self._waiters.values():
             for _, fut in waiters:
                 if not fut.done():
                     fut.cancel()
         self._waiters.clear()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     async def __aenter__(self) -> Dagger:
         await self.start()
@@ -425,13 +525,18 @@ class Dagger:
         gc.freeze()
         try:
             waiter = asyncio.create_task(stop.wait())
-            assert self._processor is not None and self._processor._task is not None
-            _done, _ = await asyncio.wait(
-                {waiter, self._processor._task}, return_when=asyncio.FIRST_COMPLETED
-            )
+            vital: asyncio.Task[None] | None
+            if self._kafka is not None:
+                # Partition tasks recover on their own; only the fetch loop failing is fatal.
+                vital = self._kafka.vital_task()
+            else:
+                assert self._processor is not None
+                vital = self._processor._task
+            assert vital is not None
+            _done, _ = await asyncio.wait({waiter, vital}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            if self._processor.failed is not None:
-                raise self._processor.failed
+            if vital.done() and not vital.cancelled() and vital.exception() is not None:
+                raise vital.exception()  # type: ignore[misc]
             log.info("signal received: draining")
         finally:
             await self.stop()
@@ -463,7 +568,7 @@ class Dagger:
         submit_task: bool = False,
         overrides: Overrides | None = None,
     ) -> ITemplateDAGInstance[Any, Any]:
-        processor = self._require_started()
+        self._require_running()
         problem = check_serialisable(runtime_parameters, "runtime parameter")
         if problem is not None:
             raise NotSerializable(problem)
@@ -484,30 +589,70 @@ class Dagger:
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
-        result: Instance = await processor.call(instance_id, Create(instance, submit_task))
-        return self.view(result)
+        if self._kafka is not None:
+            applied, result = await self._kafka.call(instance_id, Create(instance, submit_task))
+            # Sent to the owner (another worker): what it creates, unless the id exists there.
+            return self.view(result if applied and result is not None else instance)
+        created: Instance = await self._require_started().call(instance_id, Create(instance, submit_task))
+        return self.view(created)
 
     async def submit(self, task: Any, *, repartition: bool = False) -> ITemplateDAGInstance[Any, Any]:
-        """Start a created instance. Submitting a terminal instance raises TaskInvalidState."""
+        """Start a created instance. Submitting a terminal instance raises TaskInvalidState.
+
+        On Kafka, when another worker owns the instance, the submit is sent to it and this
+        returns the instance as last known (``task`` itself if it is an instance view)."""
         instance_id = str(getattr(task, "id", task))
-        result: Instance | None = await self._require_started().call(instance_id, Submit())
-        assert result is not None
-        return self.view(result)
+        if self._kafka is not None:
+            applied, result = await self._kafka.call(instance_id, Submit())
+            if applied and result is not None:
+                return self.view(result)
+            if isinstance(task, ITemplateDAGInstance):
+                return task
+            known = await self.get_instance_state(instance_id)
+            if known is None:
+                raise TaskInvalidState(f"submit of {instance_id!r} was sent, but the instance is not known yet")
+            return self.view(known)
+        submitted: Instance | None = await self._require_started().call(instance_id, Submit())
+        assert submitted is not None
+        return self.view(submitted)
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None:
         """Stop a workflow: every non-terminal node becomes STOPPED; a no-op when terminal."""
         instance_id = str(getattr(instance_id, "id", instance_id))
+        if self._kafka is not None:
+            self._require_running()
+            if await self.get_instance_state(instance_id) is None:
+                return None
+            applied, result = await self._kafka.call(instance_id, Stop())
+            if applied:
+                return None if result is None else self.view(result)
+            known = await self.get_instance_state(instance_id)
+            return None if known is None else self.view(known)
         processor = self._require_started()
         if processor.committed(instance_id) is None:
             return None
-        result: Instance | None = await processor.call(instance_id, Stop())
-        return None if result is None else self.view(result)
+        stopped: Instance | None = await processor.call(instance_id, Stop())
+        return None if stopped is None else self.view(stopped)
 
     async def get_instance(self, id: Any, log: bool = True) -> ITemplateDAGInstance[Any, Any] | None:
-        instance = self.committed(str(id))
+        instance = await self.get_instance_state(str(getattr(id, "id", id)))
         return None if instance is None else self.view(instance)
 
+    async def get_instance_state(self, instance_id: str) -> Instance | None:
+        """The committed state of any instance: from this process if it holds it, else (on
+        Kafka) from the worker that owns it, through its REST API."""
+        local = self.committed(instance_id)
+        if local is not None or self._kafka is None:
+            return local
+        return await self._kafka.remote_instance(instance_id)
+
+    def local_instance(self, instance_id: str) -> Instance | None:
+        """The committed instance if this process holds it (REST forwarding answers with it)."""
+        return self.committed(instance_id)
+
     def committed(self, instance_id: str) -> Instance | None:
+        if self._kafka is not None:
+            return self._kafka.committed(instance_id)
         if self._processor is not None:
             return self._processor.committed(instance_id)
         return None
@@ -515,11 +660,38 @@ class Dagger:
     def list_instances(
         self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Instance]:
+        """Instances held by this process (every instance when embedded)."""
+        if self._kafka is not None:
+            found: list[Instance] = []
+            for store in self._kafka.stores():
+                found.extend(store.list_instances(status=status, template=template, limit=offset + limit, offset=0))
+            found.sort(key=_listing_order)
+            return found[offset : offset + limit]
         store = self._require_store()
         return store.list_instances(status=status, template=template, limit=limit, offset=offset)
 
     def count_instances(self, *, status: str | None = None, template: str | None = None) -> int:
+        if self._kafka is not None:
+            return sum(s.count_instances(status=status, template=template) for s in self._kafka.stores())
         return self._require_store().count_instances(status=status, template=template)
+
+    async def list_instances_async(
+        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Instance]:
+        """Like ``list_instances``, across every worker on Kafka."""
+        if self._kafka is not None:
+            return await self._kafka.list_everywhere(status=status, template=template, limit=limit, offset=offset)
+        return self.list_instances(status=status, template=template, limit=limit, offset=offset)
+
+    async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int:
+        if self._kafka is not None:
+            return await self._kafka.count_everywhere(status=status, template=template)
+        return self.count_instances(status=status, template=template)
+
+    def _require_running(self) -> None:
+        if self._kafka is not None and self.started_flag:
+            return
+        self._require_started()
 
     def _require_store(self) -> Store:
         if self._store is None:
@@ -538,6 +710,8 @@ class Dagger:
         current = self.committed(iid)
         if current is not None and check(current):
             return self.view(current)
+        if self._kafka is not None and self._kafka.local_task(iid) is None:
+            return self.view(await self._kafka.poll_until(iid, check, timeout))
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(iid, []).append((check, fut))
         result = await asyncio.wait_for(fut, timeout)
@@ -571,6 +745,8 @@ class Dagger:
     async def append(
         self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
     ) -> int:
+        if self._kafka is not None:
+            return await self._kafka.append(topic, key, value, headers)
         store = self._require_store()
         offset = store.append(topic, key, value, headers, self.clock.now())
         self._signals.notify(topic)
@@ -617,7 +793,9 @@ class Dagger:
             self._processor.submit_event(instance, TimerFired(key))
 
     def report(self, instance: str, event: Any, box: list[Any]) -> None:
-        if self._processor is not None:
+        if self._kafka is not None:
+            self._kafka.report(instance, event, box)
+        elif self._processor is not None:
             self._processor.submit_event(instance, event, box)
 
     def _committed(
@@ -670,6 +848,17 @@ class Dagger:
     # Introspection for the REST API and metrics -------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        if self._kafka is not None:
+            tasks = list(self._kafka.tasks.values())
+            return {
+                "running": self.started_flag,
+                "transitions": sum(t.processor.transitions for t in tasks),
+                "batches": sum(t.processor.batches for t in tasks),
+                "queued": sum(t.processor.queue.qsize() for t in tasks),
+                "jobs_running": len(self._jobs) if self._jobs else 0,
+                "timers": sum(len(t.timers) for t in tasks),
+                "partitions": sorted(self._kafka.active_partitions),
+            }
         p = self._processor
         return {
             "running": self.started_flag,

@@ -7,7 +7,9 @@ DaggerError
  ├── InvalidTriggerTimeForTask  a trigger/interval time parameter is missing or not a number
  ├── ConfigurationError         an engine option or store URL that is not supported
  ├── NotSerializable            a runtime parameter or message that is not JSON-serialisable
- └── StoreError                 the database is corrupt, foreign or from a newer version
+ ├── StoreError                 the database is corrupt, foreign or from a newer version
+ └── PartitionMoved             (Kafka) the partition of an instance moved to another worker
+                                while a call waited on it; the call may be sent again
 """
 
 from __future__ import annotations
@@ -42,4 +44,8 @@ class NotSerializable(DaggerError, TypeError):
 
 
 class StoreError(DaggerError):
+    pass
+
+
+class PartitionMoved(DaggerError):
     pass

@@ -229,7 +229,7 @@ def test_client_commands_fail_clearly_without_a_worker() -> None:
         (["examples.pizza:no_such_engine"], "has no attribute 'no_such_engine'"),
         (["no_such_module_xyz"], "cannot import 'no_such_module_xyz'"),
         (["examples.pizza:order_service"], "is not a Dagger engine (it is a OrderService)"),
-        (["examples.pizza", "--broker", "kafka://localhost:9092"], "Kafka runtime is not part of this build"),
+        (["examples.pizza", "--broker", "http://localhost:9092"], "expected kafka://host:port"),
         (["examples.pizza", "--store", "aerospike://"], "ConfigurationError"),
     ],
 )

@@ -62,7 +62,9 @@ def http_delivery(url: str, *, concurrency: int = POST_CONCURRENCY) -> Deliver:
     return deliver
 
 
-def register_pizza_workflow(workflow_engine: Dagger, *, deliver: Deliver) -> ITemplateDAG:
+def register_pizza_workflow(
+    workflow_engine: Dagger, *, deliver: Deliver, order_topic: str = ORDER_TOPIC, ready_topic: str = READY_TOPIC
+) -> ITemplateDAG:
     """Define the README's tasks for ``workflow_engine`` and register ``PizzaWorkflow``.
 
     ``deliver`` is what the delivery task does with its payload: :func:`http_delivery` in
@@ -93,10 +95,10 @@ def register_pizza_workflow(workflow_engine: Dagger, *, deliver: Deliver) -> ITe
         root_task = helper.build_and_link_tasks(
             [
                 helper.generic_command_task_builder(
-                    topic=ORDER_TOPIC, task_type=OrderCommandTask, process_name=process_name
+                    topic=order_topic, task_type=OrderCommandTask, process_name=process_name
                 ),
                 helper.generic_listener_task_builder(
-                    topic=READY_TOPIC, task_type=PizzaWaitForReadyListener, process_name=process_name
+                    topic=ready_topic, task_type=PizzaWaitForReadyListener, process_name=process_name
                 ),
             ]
         )

@@ -17,7 +17,7 @@ daggerflow processes. crc32 is in C; Kafka's murmur2 in aiokafka is pure Python.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -73,8 +73,8 @@ def encode(record: EventRecord | CorrelationRecord) -> bytes:
 
 
 def decode_event(data: bytes) -> EventRecord:
-    return _event_decoder.decode(data)
+    return cast(EventRecord, _event_decoder.decode(data))
 
 
 def decode_correlation(data: bytes) -> CorrelationRecord:
-    return _correlation_decoder.decode(data)
+    return cast(CorrelationRecord, _correlation_decoder.decode(data))

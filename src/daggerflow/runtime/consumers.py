@@ -119,11 +119,18 @@ class Consumer(abc.ABC):
         """Process messages read in order; return once their positions are committed."""
 
 
-class ListenerConsumer(Consumer):
-    def __init__(self, *args: Any, classes: list[type], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._mappers: dict[type, Any] = {}
+class ListenerMapper:
+    """Maps listener messages of one topic to correlation pairs with the listener classes'
+    hooks (user code). Shared by the embedded consumer and the Kafka listener router."""
+
+    def __init__(self, topic: str, classes: list[type]) -> None:
+        self.topic = topic
         self.classes = classes
+        self._mappers: dict[type, Any] = {}
+
+    @property
+    def match_only_one(self) -> bool:
+        return any(getattr(c, "match_only_one", False) for c in self.classes)
 
     async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
         """The correlation pairs of a payload, from every listener type of the topic.
@@ -185,8 +192,17 @@ class ListenerConsumer(Consumer):
                 pairs.append(entry)
         return pairs
 
+
+class ListenerConsumer(Consumer):
+    def __init__(self, *args: Any, classes: list[type], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mapper = ListenerMapper(self.topic, classes)
+
+    async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
+        return await self.mapper.mappings(value)
+
     async def handle(self, messages: list[Message]) -> None:
-        match_only_one = any(getattr(c, "match_only_one", False) for c in self.classes)
+        match_only_one = self.mapper.match_only_one
         last: asyncio.Future[Any] | None = None
         for msg in messages:
             last = asyncio.get_running_loop().create_future()
@@ -220,6 +236,19 @@ class ListenerConsumer(Consumer):
 AgentHandler = Callable[[Any], Awaitable[Any]]
 
 
+async def run_agent(handler: AgentHandler, msg: Message, name: str, dead_letter_topic: str) -> list[Outgoing]:
+    """Run an agent on one message: what it sent, or a dead letter if it raised."""
+    with outbox.capture() as box:
+        try:
+            await handler(msg.value)
+        except Exception as exc:
+            log.warning("agent %s failed on %s@%d: %r", name, msg.topic, msg.offset, exc)
+            return [
+                dead_letter(dead_letter_topic, msg, name, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            ]
+    return box
+
+
 class AgentConsumer(Consumer):
     """Runs ``handler(value)`` for each message; what it sends commits with its position."""
 
@@ -229,21 +258,7 @@ class AgentConsumer(Consumer):
         self.concurrency = max(1, concurrency)
 
     async def _one(self, msg: Message) -> list[Outgoing]:
-        with outbox.capture() as box:
-            try:
-                await self.handler(msg.value)
-            except Exception as exc:
-                log.warning("agent %s failed on %s@%d: %r", self.name, msg.topic, msg.offset, exc)
-                return [
-                    dead_letter(
-                        self.dead_letter_topic,
-                        msg,
-                        self.name,
-                        f"{type(exc).__name__}: {exc}",
-                        traceback.format_exc(),
-                    )
-                ]
-        return box
+        return await run_agent(self.handler, msg, self.name, self.dead_letter_topic)
 
     async def handle(self, messages: list[Message]) -> None:
         # Handle up to ``concurrency`` messages at a time, but commit many at once: the

@@ -7,7 +7,7 @@ import asyncio
 import contextvars
 import logging
 import traceback
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -177,6 +177,14 @@ class JobRunner:
         task = self._running.pop((instance, node), None)
         if task is not None:
             task.cancel()
+
+    def cancel_where(self, instance_matches: Callable[[str], bool]) -> int:
+        """Cancel the running jobs of matching instances (a partition that moved away:
+        their outcomes could no longer be committed here). Returns how many."""
+        keys = [k for k in self._running if instance_matches(k[0])]
+        for key in keys:
+            self._running.pop(key).cancel()
+        return len(keys)
 
     async def drain(self, timeout: float) -> None:
         """Wait for running jobs; cancel what is left after ``timeout`` (they re-run after

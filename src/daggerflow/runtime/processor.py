@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import TaskInvalidState
+from ..errors import PartitionMoved, TaskInvalidState
 from ..machine import (
     CancelJob,
     CancelTimer,
@@ -261,10 +261,14 @@ class Processor:
     @staticmethod
     def _failed(items: list[Item], exc: BaseException) -> None:
         # The cache still holds the last committed states: nothing to undo.
+        if isinstance(exc, Exception):
+            error: Exception = exc
+        else:  # cancelled mid-commit: the processor is stopping (or its partition moved)
+            error = PartitionMoved("the processor stopped before this call was committed")
         for item in items:
             fut = item.future
             if fut is not None and not fut.done():
-                fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                fut.set_exception(error)
         if not isinstance(exc, asyncio.CancelledError):
             log.error("commit failed; the processor stops", exc_info=exc)
 

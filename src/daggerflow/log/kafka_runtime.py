@@ -1,0 +1,770 @@
+"""The Kafka runtime: the embedded pipeline, partitioned, with Kafka as the log.
+
+Read it as Kafka Streams: one consumer group (``{app}``) reads the co-partitioned internal
+topics; partition ``p`` of them is task ``p`` (``runtime.partition.PartitionTask``): a local
+store restored from ``{app}-changelog``/p, a processor, the timers of its instances. A task's
+commit is one Kafka transaction of its own producer (``transactional_id = {app}-{p}``): the
+changelog records of the batch, the messages it sends (command tasks' outboxes, update
+snapshots, dead letters), forwards to other tasks (deliveries, index changes) and its input
+offsets. Only then does the local store commit, so the store is never ahead of the log.
+
+Listener topics and agents keep their producers' partitioning. Each gets its own consumer
+group and stateless tasks (``TopicLoop``): a listener router maps each message to
+correlation pairs (user code) and sends it to the partition of ``{app}-correlation`` that
+holds those pairs' index; an agent runs its handler. Both commit their outputs with their
+input offsets in one transaction. The index owner forwards deliveries to instance owners
+through ``{app}-events`` (design.md §3: two hops).
+
+The exactly-once scheme (one transactional producer per input partition; fence, then read
+offsets; a guard against records fetched across a rebalance) is in ``kafka_eos``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ..errors import ConfigurationError, PartitionMoved
+from ..machine.events import Event
+from ..model.instance import Correlation, Instance
+from ..runtime.background import cancel_and_wait
+from ..runtime.consumers import AgentHandler, ListenerMapper, run_agent
+from ..runtime.partition import PartitionTask
+from ..runtime.processor import Command, Incoming, IndexChange, Item, Settings
+from ..store.base import Message, Outgoing, Store, WriteBatch
+from ..store.changelog import batch_records, restore_from_topic
+from ..store.sqlite import open_store
+from ..web.forward import Forwarder
+from . import codec
+from .kafka_admin import TopicSpec, ensure_topics, internal_topics
+from .kafka_eos import (
+    AssignmentGuard,
+    PartitionTransactions,
+    RebalanceListener,
+    TaskMigrated,
+    consumer_settings,
+    tune_aiokafka,
+)
+from .owners import Owner, OwnersView, owner_record
+
+if TYPE_CHECKING:
+    from ..engine import Dagger
+
+log = logging.getLogger("daggerflow.kafka")
+
+EXACTLY_ONCE = "exactly_once"
+AT_LEAST_ONCE = "at_least_once"
+GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
+
+#: Inputs a task may hold before the fetch loop waits for it (memory bound, backpressure).
+MAX_QUEUED = 5000
+
+# (topic, key, value, partition or None, headers or None)
+OutRecord = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
+
+
+def parse_broker(url: str) -> str:
+    """``kafka://host:port[,host:port...]`` (or a bare bootstrap list) -> the bootstrap list."""
+    rest = url.strip()
+    if rest.startswith("kafka://"):
+        rest = rest[len("kafka://") :]
+    elif "://" in rest:
+        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
+    rest = rest.rstrip("/")
+    hosts = [h for h in rest.split(",") if h]
+    if not hosts or any(":" not in h for h in hosts):
+        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str
+    app: str
+    partitions: int
+    guarantee: str
+    standbys: int
+    role: str  # "worker" or "client"
+    datadir: str
+    store_kind: str  # "sqlite" or "rocksdb"
+    durability: str
+    auto_offset_reset: str
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == EXACTLY_ONCE
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def _as_text(value: bytes | None) -> str | bytes | None:
+    """Message values as the embedded runtime hands them to user code: text when UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value
+
+
+def _headers(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in headers or ()}
+
+
+def _outgoing(out: Outgoing) -> OutRecord:
+    headers = [(k, v.encode()) for k, v in out.headers.items()] or None
+    return (out.topic, _as_bytes(out.key), _as_bytes(out.value), None, headers)
+
+
+def _dead_letter_record(topic: str, source: str, partition: int, offset: int, key: Any, value: Any,
+                        consumer: str, error: str) -> OutRecord:  # fmt: skip
+    body = {
+        "topic": source,
+        "partition": partition,
+        "offset": offset,
+        "key": _as_text(key) if isinstance(key, bytes) else key,
+        "value": _as_text(value) if isinstance(value, bytes) else value,
+        "consumer": consumer,
+        "error": error,
+    }
+    if isinstance(body["value"], bytes):
+        body["value"] = body["value"].hex()
+    if isinstance(body["key"], bytes):
+        body["key"] = body["key"].hex()
+    return (topic, _as_bytes(key), json.dumps(body).encode(), None, None)
+
+
+async def _send_all(
+    send: Callable[..., Awaitable[asyncio.Future[Any]]], records: Iterable[OutRecord]
+) -> list[asyncio.Future[Any]]:
+    futures = []
+    for topic, key, value, partition, headers in records:
+        futures.append(await send(topic, value, key=key, partition=partition, headers=headers))
+    return futures
+
+
+class _Listener(RebalanceListener):
+    """The rebalance listener, plus an event set once the first assignment arrived."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.assigned_once = asyncio.Event()
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        await super().on_partitions_assigned(assigned)
+        self.assigned_once.set()
+
+
+class TopicLoop:
+    """Stateless exactly-once processing of one user topic in its own consumer group: each
+    fetched chunk of a partition is handled, and its outputs commit with its offsets."""
+
+    def __init__(
+        self,
+        runtime: KafkaRuntime,
+        group: str,
+        topic: str,
+        handle: Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]],
+    ) -> None:
+        self.runtime = runtime
+        self.group = group
+        self.topic = topic
+        self.handle = handle
+        self.consumer: Any = None
+        self.transactions: PartitionTransactions | None = None
+        self.guard = AssignmentGuard()
+        self.listener: _Listener | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        cfg = self.runtime.config
+        settings = consumer_settings(self.group)
+        settings["auto_offset_reset"] = cfg.auto_offset_reset
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **settings)
+        self.transactions = PartitionTransactions(cfg.bootstrap, self.group, self.group)
+        self.listener = _Listener(self.consumer, self.transactions, self.guard)
+        self.consumer.subscribe([self.topic], listener=self.listener)
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"daggerflow-{self.group}")
+
+    async def wait_assigned(self) -> None:
+        assert self.listener is not None
+        await self.listener.assigned_once.wait()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        if self.transactions is not None:
+            await self.transactions.close()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
+            for fetched in self.guard.stamp(batch):
+                records = self.guard.admit(fetched)
+                if not records:
+                    continue
+                try:
+                    await self._process(fetched.tp, records)
+                    backoff = 0.1
+                except TaskMigrated:
+                    assert self.listener is not None
+                    await self.listener.task_migrated(fetched.tp.partition)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("%s: committing %s failed; retrying from offset %d", self.group,
+                                fetched.tp, records[0].offset, exc_info=True)  # fmt: skip
+                    producer = self.transactions.get(fetched.tp.partition) if self.transactions else None
+                    if producer is not None and producer.in_transaction:
+                        with contextlib.suppress(Exception):
+                            await producer.abort()
+                    self.guard.rewind(fetched.tp, records[0].offset)
+                    self.consumer.seek(fetched.tp, records[0].offset)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
+        outs = await self.handle(tp, records)
+        offsets = {tp: records[-1].offset + 1}
+        if self.runtime.config.exactly_once:
+            assert self.transactions is not None
+            producer = self.transactions.get(tp.partition)
+            if producer is None:
+                return  # revoked while handling: the next owner handles these again
+            await producer.begin()
+            await _send_all(producer.send, outs)
+            await producer.commit(offsets)
+        else:
+            futures = await _send_all(self.runtime.send_plain, outs)
+            await asyncio.gather(*futures)
+            await self.consumer.commit(offsets)
+
+
+class KafkaRuntime:
+    def __init__(self, engine: Dagger, config: KafkaConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.topics = internal_topics(config.app, config.partitions)
+        self.owners_topic = TopicSpec(f"{config.app}-owners", 1, {"cleanup.policy": "compact"})
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.tasks: dict[int, PartitionTask] = {}
+        self.producer: Any = None
+        self._consumer: Any = None
+        self._transactions: PartitionTransactions | None = None
+        self._guard = AssignmentGuard()
+        self._listener: _Listener | None = None
+        self._restore_consumer: Any = None
+        self._restore_lock = asyncio.Lock()
+        self._loops: list[TopicLoop] = []
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._last_buffer_id = 0
+        self.restored_records = 0
+        self.owners: OwnersView | None = None
+        self.forwarder = Forwarder()
+
+    # Partitioning -------------------------------------------------------------------------
+
+    def partition_of(self, instance_id: str) -> int:
+        return codec.partition_for(instance_id, self.config.partitions)
+
+    def local_task(self, instance_id: str) -> PartitionTask | None:
+        task = self.tasks.get(self.partition_of(instance_id))
+        if task is None or task.closed:
+            return None
+        return task
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, listeners: dict[str, list[type]], agents: list[tuple[str, AgentHandler, str, int]],
+                    user_topics: Iterable[str]) -> None:  # fmt: skip
+        cfg = self.config
+        tune_aiokafka()
+        await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
+        await ensure_user_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a[0] for a in agents)}),
+                                 cfg.partitions)  # fmt: skip
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
+        )
+        await self.producer.start()
+        self.owners = OwnersView(cfg.bootstrap, self.owners_topic.name)
+        await self.owners.start()
+        if cfg.role != "worker":
+            log.info("daggerflow client of %r connected to %s", cfg.app, cfg.bootstrap)
+            return
+        self._restore_consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._restore_consumer.start()
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
+        self._transactions = PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app)
+        self._listener = _Listener(
+            self._consumer, self._transactions, self._guard, restore=self._activate, on_revoked=self._revoked
+        )
+        self._consumer.subscribe(
+            [self.topics.events.name, self.topics.correlation.name], listener=self._listener
+        )
+        await self._consumer.start()
+        self._fetch_task = asyncio.create_task(self._fetch(), name="daggerflow-kafka-fetch")
+        for topic, classes in listeners.items():
+            self._loops.append(
+                TopicLoop(self, f"{cfg.app}.listener.{topic}", topic, self._router(topic, classes))
+            )
+        for topic, fn, name, concurrency in agents:
+            self._loops.append(
+                TopicLoop(self, f"{cfg.app}.agent.{name}", topic, self._agent(fn, name, concurrency))
+            )
+        for loop in self._loops:
+            await loop.start()
+        waits = [self._listener.assigned_once.wait(), *(loop.wait_assigned() for loop in self._loops)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), 60.0)
+        except TimeoutError:
+            log.warning("no partition assignment after 60 s; going on (is the group stuck?)")
+        log.info("worker ready: %s in group %r on %s (%d partitions, %s)", self.worker_id, cfg.app,
+                 cfg.bootstrap, cfg.partitions, cfg.guarantee)  # fmt: skip
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            await loop.stop()
+        self._loops.clear()
+        await cancel_and_wait(self._fetch_task)
+        self._fetch_task = None
+        # Let the tasks commit what they hold, then leave the group (its revocation closes them).
+        for task in list(self.tasks.values()):
+            if task.failed is None and not task.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task.processor.wait_idle(), 10.0)
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        for p in list(self.tasks):
+            await self._close(p)
+        for watcher in list(self._watchers):
+            await cancel_and_wait(watcher)
+        if self._transactions is not None:
+            await self._transactions.close()
+        if self._restore_consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._restore_consumer.stop()
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = None
+        if self.owners is not None:
+            await self.owners.stop()
+            self.owners = None
+        await self.forwarder.close()
+
+    # Tasks --------------------------------------------------------------------------------
+
+    def _store_path(self, p: int) -> str:
+        base = os.path.join(self.config.datadir, self.config.app)
+        os.makedirs(base, exist_ok=True)
+        suffix = "rocks" if self.config.store_kind == "rocksdb" else "db"
+        return os.path.join(base, f"p{p:03d}.{suffix}")
+
+    def open_store(self, p: int) -> Store:
+        path = self._store_path(p)
+        url = f"{self.config.store_kind}:///{os.path.abspath(path)}"
+        return open_store(url, datadir=self.config.datadir, application_name=self.config.app,
+                          durability=self.config.durability)  # fmt: skip
+
+    async def _activate(self, p: int) -> None:
+        """The restore step of an activation (after the fence, before offsets are read)."""
+        await self._close(p)
+        store = self.open_store(p)
+        try:
+            async with self._restore_lock:
+                result = await restore_from_topic(
+                    store, self._restore_consumer, self.topics.changelog.name, p
+                )
+            self.restored_records += result.records
+            assert self._transactions is not None
+            producer = self._transactions[p]
+            # Ownership is published by the fenced producer: a zombie cannot overwrite it.
+            await producer.begin()
+            key, value = owner_record(Owner(p, self.engine.web_url, self.worker_id, time.time()))
+            await producer.send(self.owners_topic.name, value, key=key)
+            await producer.commit()
+        except BaseException:
+            store.close()
+            raise
+        task = PartitionTask(p, store, self.engine.clock, self._settings(p), self._committer(p, store))
+        jobs = self.engine._jobs
+        assert jobs is not None
+        task.processor.on_cancel = jobs.cancel
+        task.processor.on_committed = self.engine._committed
+        pending = task.start(jobs.submit)
+        self.tasks[p] = task
+        assert task.processor._task is not None
+        watcher = asyncio.create_task(self._watch(p, task), name=f"daggerflow-watch-{p}")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        for job in pending:
+            jobs.submit(job)
+
+    async def _watch(self, p: int, task: PartitionTask) -> None:
+        """A task whose commit failed is closed as a zombie and activated again (fence,
+        restore, committed offsets): its uncommitted inputs are read again."""
+        processing = task.processor._task
+        assert processing is not None
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(processing)
+        if task.closed or self.tasks.get(p) is not task:
+            return
+        log.warning("task %d stopped (%r): re-activating it", p, task.failed)
+        await self._close(p)
+        if self._listener is not None:
+            await self._listener.task_migrated(p)
+
+    async def _revoked(self, partitions: frozenset[int]) -> None:
+        for p in sorted(partitions):
+            await self._close(p)
+
+    async def _close(self, p: int) -> None:
+        task = self.tasks.pop(p, None)
+        if task is None:
+            return
+        jobs = self.engine._jobs
+        if jobs is not None:
+            jobs.cancel_where(lambda iid: self.partition_of(iid) == p)
+        await task.close()
+
+    def _settings(self, p: int) -> Settings:
+        n = self.config.partitions
+        base = self.engine.processor_settings()
+        base.owns_instance = lambda iid: codec.partition_for(iid, n) == p
+        base.owns_correlation = lambda at: codec.partition_of_correlation(at, n) == p
+        return base
+
+    def _next_buffer_ids(self, count: int) -> list[int]:
+        # Unique within the partition across owners: microseconds since the epoch, moving on.
+        start = max(time.time_ns() // 1000, self._last_buffer_id + 1)
+        self._last_buffer_id = start + count - 1
+        return list(range(start, start + count))
+
+    def _committer(
+        self, p: int, store: Store
+    ) -> Callable[[WriteBatch, float], Awaitable[list[tuple[str, int]]]]:
+        changelog = self.topics.changelog.name
+
+        async def commit(batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+            if batch.buffer_put and not batch.buffer_ids:
+                batch.buffer_ids = self._next_buffer_ids(len(batch.buffer_put))
+            records = batch_records(batch, ts)
+            outs = [_outgoing(o) for o in batch.appends]
+            outs.extend(self._forward_record(f) for f in batch.forwards)
+            offsets = dict(batch.input_offsets)
+            if records or outs or offsets:
+                changes = [(changelog, key, value, p, None) for key, value in records]
+                if self.config.exactly_once:
+                    assert self._transactions is not None
+                    producer = self._transactions.get(p)
+                    if producer is None:
+                        raise TaskMigrated(p, self._transactions.transactional_id(p), "no producer (revoked)")
+                    try:
+                        await producer.begin()
+                        futures = await _send_all(producer.send, changes)
+                        await _send_all(producer.send, outs)
+                        await producer.commit(offsets)
+                    except TaskMigrated:
+                        raise
+                    except BaseException:
+                        if producer.in_transaction:
+                            with contextlib.suppress(BaseException):
+                                await producer.abort()
+                        raise
+                else:
+                    futures = await _send_all(self.send_plain, changes)
+                    rest = await _send_all(self.send_plain, outs)
+                    await asyncio.gather(*futures, *rest)
+                    if offsets:
+                        await self._consumer.commit(offsets)
+                if futures:
+                    batch.changelog_offsets[p] = futures[-1].result().offset
+            batch.appends = []  # they went to Kafka; the local store keeps no topics
+            batch.positions.clear()
+            return store.commit(batch, ts)
+
+        return commit
+
+    def _forward_record(self, forward: tuple[str, Any, Any]) -> OutRecord:
+        kind, target, payload = forward
+        n = self.config.partitions
+        if kind == "event":
+            return (self.topics.events.name, target.encode(), codec.encode(payload),
+                    codec.partition_for(target, n), None)  # fmt: skip
+        at: Correlation = target
+        change: IndexChange = payload
+        op = codec.IndexOp(at, change.instance, change.node, change.put)
+        return (self.topics.correlation.name, codec.correlation_key(at).encode(), codec.encode(op),
+                codec.partition_of_correlation(at, n), None)  # fmt: skip
+
+    # The fetch loop -------------------------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=2000)
+            for fetched in self._guard.stamp(batch):
+                records = self._guard.admit(fetched)
+                if not records:
+                    continue
+                task = self.tasks.get(fetched.tp.partition)
+                if task is None or task.closed:
+                    continue  # being re-activated: it seeks back to its committed offsets
+                for record in records:
+                    task.submit(self._item(fetched.tp, record))
+                if task.processor.queue.qsize() > MAX_QUEUED:
+                    await task.processor.wait_idle()
+
+    def _item(self, tp: TopicPartition, record: Any) -> Item:
+        source = (tp, record.offset)
+        try:
+            if tp.topic == self.topics.events.name:
+                event = codec.decode_event(record.value)
+                return Command(record.key.decode(), event, source=source)
+            routed = codec.decode_correlation(record.value)
+            if isinstance(routed, codec.IndexOp):
+                return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source)
+            message = Message(
+                routed.topic, routed.offset, routed.key, routed.value, {}, record.timestamp / 1000
+            )
+            # (the key is informational: correlation uses the mappings)
+            mappings = [(str(k), str(v)) for k, v in routed.mappings]
+            return Incoming("", message, mappings, routed.match_only_one, routed.message_id, source=source)
+        except Exception as exc:
+            # Only daggerflow writes these topics; a record it cannot read is kept for a
+            # human in the dead-letter topic and skipped, so the partition keeps going.
+            log.error("dead-lettering %s@%d: %r", tp, record.offset, exc)
+            topic, key, value, _, _ = _dead_letter_record(
+                self.topics.dead_letter.name, tp.topic, tp.partition, record.offset, record.key,
+                record.value, self.config.app, f"{type(exc).__name__}: {exc}",
+            )  # fmt: skip
+            letter = Outgoing(
+                topic, key.decode("utf-8", "replace") if key else None, value.decode() if value else ""
+            )
+            message = Message(tp.topic, record.offset, None, None, {}, record.timestamp / 1000)
+            return Incoming("", message, [], dead_letter=letter, source=source)
+
+    # Stateless loops --------------------------------------------------------------------
+
+    def _router(
+        self, topic: str, classes: list[type]
+    ) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
+        mapper = ListenerMapper(topic, classes)
+        n = self.config.partitions
+        correlation = self.topics.correlation.name
+        dead = self.topics.dead_letter.name
+        group = f"{self.config.app}.listener.{topic}"
+
+        async def route(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
+            outs: list[OutRecord] = []
+            for record in records:
+                value = _as_text(record.value)
+                try:
+                    pairs, message_id = await mapper.mappings(value)
+                except Exception as exc:
+                    log.warning("dead-lettering %s:%d@%d: %r", topic, tp.partition, record.offset, exc)
+                    outs.append(_dead_letter_record(dead, topic, tp.partition, record.offset, record.key, record.value,
+                                                    group, f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                    continue
+                by_partition: dict[int, list[tuple[str, str]]] = {}
+                for pair in pairs:
+                    at = Correlation(topic, pair[0], pair[1])
+                    by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
+                key = _as_text(record.key)
+                for part, found in by_partition.items():
+                    routed = codec.Routed(
+                        topic, tp.partition, record.offset, key if isinstance(key, str) else None, value,
+                        found, mapper.match_only_one, None if message_id is None else str(message_id),
+                    )  # fmt: skip
+                    first = Correlation(topic, found[0][0], found[0][1])
+                    outs.append(
+                        (correlation, codec.correlation_key(first).encode(), codec.encode(routed), part, None)
+                    )
+            return outs
+
+        return route
+
+    def _agent(
+        self, fn: AgentHandler, name: str, concurrency: int
+    ) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
+        dead = self.topics.dead_letter.name
+        width = max(1, concurrency)
+
+        async def handle(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
+            messages = [
+                Message(
+                    tp.topic,
+                    r.offset,
+                    r.key.decode("utf-8", "replace") if r.key is not None else None,
+                    _as_text(r.value),
+                    _headers(r.headers),
+                    r.timestamp / 1000,
+                )
+                for r in records
+            ]
+            outs: list[OutRecord] = []
+            for start in range(0, len(messages), width):
+                chunk = messages[start : start + width]
+                boxes = await asyncio.gather(*(run_agent(fn, m, name, dead) for m in chunk))
+                for box in boxes:
+                    outs.extend(_outgoing(o) for o in box)
+            return outs
+
+        return handle
+
+    # Calls from the engine ------------------------------------------------------------------
+
+    async def send_plain(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+                         partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:  # fmt: skip
+        if self.producer is None:
+            raise PartitionMoved("the Kafka runtime is not running")
+        fut: asyncio.Future[Any] = await self.producer.send(
+            topic, value, key=key, partition=partition, headers=headers
+        )
+        return fut
+
+    async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int:
+        out = _outgoing(Outgoing(topic, key, value, dict(headers or {})))
+        fut = await self.send_plain(out[0], out[2], key=out[1], headers=out[4])
+        meta = await fut
+        return int(meta.offset)
+
+    async def call(self, instance_id: str, event: Event) -> tuple[bool, Instance | None]:
+        """Apply ``event`` on this worker if it owns the instance (returns (True, result)),
+        else send it to the owner through the events topic (returns (False, None) once the
+        broker has it)."""
+        task = self.local_task(instance_id)
+        p = self.partition_of(instance_id)
+        if task is not None and self._listener is not None and p in self._listener.active:
+            try:
+                return True, await task.processor.call(instance_id, event)
+            except PartitionMoved:
+                pass
+        fut = await self.send_plain(self.topics.events.name, codec.encode(event),  # type: ignore[arg-type]
+                                    key=instance_id.encode(), partition=p)  # fmt: skip
+        await fut
+        return False, None
+
+    def committed(self, instance_id: str) -> Instance | None:
+        task = self.local_task(instance_id)
+        return None if task is None else task.processor.committed(instance_id)
+
+    def report(self, instance_id: str, event: Any, box: list[Any]) -> None:
+        task = self.local_task(instance_id)
+        if task is not None:
+            task.processor.submit_event(instance_id, event, box)
+
+    async def remote_instance(self, instance_id: str) -> Instance | None:
+        """Ask the owner of the instance's partition (its REST API) for the instance."""
+        owner = self.owners.owner(self.partition_of(instance_id)) if self.owners is not None else None
+        if owner is None or owner.url is None or owner.url == self.engine.web_url:
+            return None
+        return await self.forwarder.get_instance(owner.url, instance_id)
+
+    async def poll_until(
+        self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
+    ) -> Instance:
+        """Wait for an instance another worker holds: ask its owner, backing off to 1 s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            found = self.committed(instance_id)
+            if found is None:
+                with contextlib.suppress(Exception):
+                    found = await self.remote_instance(instance_id)
+            if found is not None and check(found):
+                return found
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise TimeoutError(f"instance {instance_id!r} did not reach the state in {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _other_urls(self) -> list[str]:
+        if self.owners is None:
+            return []
+        return [u for u in self.owners.urls() if u != self.engine.web_url]
+
+    async def list_everywhere(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]:
+        from ..web.forward import list_everywhere
+
+        local = self.engine.list_instances(status=status, template=template, limit=offset + limit, offset=0)
+        remote = await list_everywhere(self.forwarder, self._other_urls(), status=status, template=template,
+                                       limit=offset + limit, offset=0)  # fmt: skip
+        merged = sorted([*local, *remote], key=lambda i: (i.root.time_created or 0.0, i.id))
+        return merged[offset : offset + limit]
+
+    async def count_everywhere(self, *, status: str | None, template: str | None) -> int:
+        from ..web.forward import count_everywhere
+
+        local = self.engine.count_instances(status=status, template=template)
+        return local + await count_everywhere(
+            self.forwarder, self._other_urls(), status=status, template=template
+        )
+
+    def vital_task(self) -> asyncio.Task[None]:
+        """The task whose end means the worker stopped working (its fetch loop); a client
+        has none, so this is one that ends only when cancelled."""
+        if self._fetch_task is None:
+            self._fetch_task = asyncio.create_task(_forever(), name="daggerflow-client")
+        return self._fetch_task
+
+    def stores(self) -> list[Store]:
+        return [t.store for t in self.tasks.values() if not t.closed]
+
+    @property
+    def active_partitions(self) -> frozenset[int]:
+        return self._listener.active if self._listener is not None else frozenset()
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def ensure_user_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    """Create the application's own topics that do not exist yet (listener, agent, command
+    and update topics), with ``partitions`` partitions; existing ones are left as they are."""
+    if not names:
+        return
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+            log.info("created topics %s", missing)
+    finally:
+        await admin.close()
