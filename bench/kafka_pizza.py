@@ -78,8 +78,12 @@ TARGET_RATIO = 10.0  # x wf-dagger 0.2.6
 # Log lines of a worker (the runtime's interface, see /tmp/brief/common.md).
 RE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 RE_READY = re.compile(r"worker ready")
-RE_ACTIVE = re.compile(r"\btask (\d+) active")
-RE_GONE = re.compile(r"\btask (\d+) (?:revoked|closed|lost|suspended|stopped|fenced|migrated)")
+# "task 3 active at {'app-events:3': 0, ...}": one line per partition and per consumer group
+# (the main group's events+correlation, each listener topic's group, each agent's group); the
+# first topic named tells which group ("kind"). Revocations do not name their group, so the
+# current owner of a (kind, partition) is the worker that logged its activation last.
+RE_ACTIVE = re.compile(r"\btask (\d+) active at \{'([^':]+):")
+RE_REBALANCE = re.compile(r"\b(?:revoked|assigned) tasks \[")
 RE_RESTORED = re.compile(r"restored (\S+)/(\d+)\b.*?\b(\d+) records in ([0-9.]+) ?s")
 
 
@@ -176,6 +180,14 @@ class Restored:
     at: float
 
 
+def group_kind(topic: str) -> str:
+    """The consumer group an activation belongs to, from the first topic it names:
+    ``events`` (the main group: events + correlation), else the listener's or agent's topic."""
+    if topic.endswith(("-events", "-correlation")):
+        return "events"
+    return topic.split(".", 1)[-1]
+
+
 @dataclass
 class WorkerLog:
     """What a worker's log says so far: ready, active partitions, restores (with times)."""
@@ -185,8 +197,9 @@ class WorkerLog:
     partial: str = ""
     lines: list[tuple[float, str]] = field(default_factory=list)
     ready_at: float | None = None
-    active: dict[int, float] = field(default_factory=dict)  # currently active partition -> since
-    activations: list[tuple[float, int]] = field(default_factory=list)
+    active: dict[tuple[str, int], float] = field(default_factory=dict)  # (kind, p) -> last activation
+    activations: list[tuple[float, int, str]] = field(default_factory=list)  # (time, p, kind)
+    last_change: float = 0.0  # last assignment, revocation or activation line
     restores: list[Restored] = field(default_factory=list)
 
     def poll(self) -> None:
@@ -208,11 +221,12 @@ class WorkerLog:
             if self.ready_at is None and RE_READY.search(line):
                 self.ready_at = t
             if m := RE_ACTIVE.search(line):
-                p = int(m.group(1))
-                self.active[p] = t
-                self.activations.append((t, p))
-            elif m := RE_GONE.search(line):
-                self.active.pop(int(m.group(1)), None)
+                p, kind = int(m.group(1)), group_kind(m.group(2))
+                self.active[(kind, p)] = t
+                self.activations.append((t, p, kind))
+                self.last_change = max(self.last_change, t)
+            elif RE_REBALANCE.search(line):
+                self.last_change = max(self.last_change, t)
             if m := RE_RESTORED.search(line):
                 self.restores.append(
                     Restored(m.group(1), int(m.group(2)), int(m.group(3)), float(m.group(4)), t)
@@ -332,29 +346,40 @@ async def until(
         await asyncio.sleep(step)
 
 
-def owners(workers: Iterable[Worker]) -> dict[int, str]:
-    """partition -> worker that logged it active last (and did not log it gone since)."""
+def owners(workers: Iterable[Worker], kind: str = "events") -> dict[int, str]:
+    """partition -> the worker that logged its activation (in the group ``kind``) last."""
     latest: dict[int, tuple[float, str]] = {}
     for w in workers:
-        for p, since in w.log.active.items():
-            if p not in latest or since >= latest[p][0]:
+        for (k, p), since in w.log.active.items():
+            if k == kind and (p not in latest or since >= latest[p][0]):
                 latest[p] = (since, w.name)
     return {p: name for p, (_, name) in latest.items()}
 
 
-async def wait_cluster_ready(workers: list[Worker], partitions: int, timeout: float) -> None:
-    """Every worker logged ``worker ready`` and every partition is active on one of them (and,
-    with at most as many workers as partitions, every worker owns at least one: the group has
-    settled on its final assignment rather than on the first worker's)."""
+def kinds(workers: Iterable[Worker]) -> set[str]:
+    return {k for w in workers for (k, _) in w.log.active}
+
+
+async def wait_cluster_ready(
+    workers: list[Worker], partitions: int, timeout: float, quiet: float = 1.5
+) -> None:
+    """Every worker logged ``worker ready``; in every consumer group every partition has been
+    activated; and no worker logged an assignment, revocation or activation for ``quiet``
+    seconds (the groups have settled: with two workers the first one's assignment of all
+    partitions is followed by a rebalance when the second joins)."""
     await until(lambda: all(w.log.ready_at for w in workers), timeout, "'worker ready' in every log", workers)
 
     def settled() -> bool:
-        now = owners(workers)
-        if set(now) != set(range(partitions)):
+        groups = kinds(workers)
+        if "events" not in groups:
             return False
-        return len(workers) > partitions or set(now.values()) == {w.name for w in workers}
+        if any(set(owners(workers, k)) != set(range(partitions)) for k in groups):
+            return False
+        if len(workers) <= partitions and set(owners(workers).values()) != {w.name for w in workers}:
+            return False
+        return time.time() - max(w.log.last_change for w in workers) >= quiet
 
-    await until(settled, timeout, f"all {partitions} partitions active", workers)
+    await until(settled, timeout, f"all {partitions} partitions active and settled", workers)
 
 
 async def stop_worker(w: Worker, timeout: float = 30.0) -> float:
