@@ -117,7 +117,48 @@ PRODUCER_SETTINGS: Mapping[str, Any] = {
     # NOT_ENOUGH_REPLICAS answers of KIP-890 verification are retried after this: p99 104 -> 13 ms
     "retry_backoff_ms": 10,
     "linger_ms": 0,  # the commit flushes anyway
+    # One batch per partition per transaction (``send_many``): a 16 KB batch would split a
+    # commit's changelog records into many, each waiting for the previous one to drain.
+    "max_batch_size": 1024 * 1024,
 }
+
+#: (topic, key, value, partition or None for the producer's partitioner, headers or None)
+Record = tuple[str, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]] | None]
+
+
+async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyncio.Future[Any], int]]:
+    """Send records as one batch per (topic, partition): one future per batch instead of per
+    record, which was most of the producer's CPU time (``send`` costs ~70 us a record).
+
+    Records without a partition get the producer's own partitioner (Kafka's murmur2 of the
+    key), so keyed messages land where any Kafka client would put them. Returns
+    ``(future, count)`` per batch; the future's RecordMetadata has the batch's base offset.
+    Uses aiokafka's ``create_batch``/``send_batch`` and the private ``_partition`` (verified
+    with ``VERIFIED_AIOKAFKA``)."""
+    groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]] = {}
+    cluster = producer.client.cluster
+    for topic, key, value, partition, headers in records:
+        if partition is None:
+            if cluster.partitions_for_topic(topic) is None:
+                await producer.client._wait_on_metadata(topic)
+            partition = producer._partition(topic, None, None, None, key, value)
+        groups.setdefault((topic, partition), []).append((key, value, headers))
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+    for (topic, partition), group in groups.items():
+        batch = producer.create_batch()
+        count = 0
+        for key, value, headers in group:
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
+                if count == 0:
+                    raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+                sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+                batch = producer.create_batch()
+                count = 0
+                if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
+                    raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+            count += 1
+        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    return sent
 
 
 def consumer_settings(group_id: str, *, group_instance_id: str | None = None) -> dict[str, Any]:
@@ -246,6 +287,14 @@ class PartitionProducer:
         fut.add_done_callback(_retrieve)
         self._pending.append(fut)
         return fut
+
+    async def send_many(self, records: Iterable[Record]) -> list[tuple[asyncio.Future[Any], int]]:
+        """``send_many`` in the open transaction; ``commit`` awaits the deliveries."""
+        sent: list[tuple[asyncio.Future[Any], int]] = await self._call(lambda: send_many(self._producer, records))
+        for fut, _ in sent:
+            fut.add_done_callback(_retrieve)
+            self._pending.append(fut)
+        return sent
 
     async def flush(self) -> None:
         """Await the delivery of every record sent in the open transaction (they are then in the

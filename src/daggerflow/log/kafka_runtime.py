@@ -54,6 +54,7 @@ from .kafka_eos import (
     RebalanceListener,
     TaskMigrated,
     consumer_settings,
+    send_many,
     tune_aiokafka,
 )
 from .owners import Owner, OwnersView, owner_record
@@ -151,13 +152,27 @@ def _dead_letter_record(topic: str, source: str, partition: int, offset: int, ke
     return (topic, _as_bytes(key), json.dumps(body).encode(), None, None)
 
 
-async def _send_all(
-    send: Callable[..., Awaitable[asyncio.Future[Any]]], records: Iterable[OutRecord]
-) -> list[asyncio.Future[Any]]:
-    futures = []
-    for topic, key, value, partition, headers in records:
-        futures.append(await send(topic, value, key=key, partition=partition, headers=headers))
-    return futures
+def _last_offset(sent: list[tuple[asyncio.Future[Any], int]], topic: str, partition: int) -> int:
+    """The offset of the last record sent to ``topic``/``partition`` (deliveries done)."""
+    last = -1
+    for fut, count in sent:
+        meta = fut.result()
+        if meta.topic == topic and meta.partition == partition:
+            last = max(last, meta.offset + count - 1)
+    return last
+
+
+@dataclass
+class CommitStats:
+    commits: int = 0
+    kafka_seconds: float = 0.0  # in transactions (or sends + offset commits)
+    store_seconds: float = 0.0  # in local store commits
+    records: int = 0  # records produced
+
+    def summary(self) -> str:
+        n = max(1, self.commits)
+        return (f"{self.commits} commits, {self.records / n:.1f} records and {1000 * self.kafka_seconds / n:.1f} ms "
+                f"Kafka + {1000 * self.store_seconds / n:.1f} ms store each")  # fmt: skip
 
 
 class _Listener(RebalanceListener):
@@ -253,11 +268,11 @@ class TopicLoop:
             if producer is None:
                 return  # revoked while handling: the next owner handles these again
             await producer.begin()
-            await _send_all(producer.send, outs)
+            await producer.send_many(outs)
             await producer.commit(offsets)
         else:
-            futures = await _send_all(self.runtime.send_plain, outs)
-            await asyncio.gather(*futures)
+            sent = await send_many(self.runtime.producer, outs)
+            await asyncio.gather(*(fut for fut, _ in sent))
             await self.consumer.commit(offsets)
 
 
@@ -281,6 +296,7 @@ class KafkaRuntime:
         self._watchers: set[asyncio.Task[None]] = set()
         self._last_buffer_id = 0
         self.restored_records = 0
+        self.stats = CommitStats()
         self.owners: OwnersView | None = None
         self.forwarder = Forwarder()
 
@@ -351,6 +367,7 @@ class KafkaRuntime:
                  cfg.bootstrap, cfg.partitions, cfg.guarantee)  # fmt: skip
 
     async def stop(self) -> None:
+        log.info("partition tasks: %s", self.stats.summary())
         for loop in self._loops:
             await loop.stop()
         self._loops.clear()
@@ -482,6 +499,7 @@ class KafkaRuntime:
             outs = [_outgoing(o) for o in batch.appends]
             outs.extend(self._forward_record(f) for f in batch.forwards)
             offsets = dict(batch.input_offsets)
+            started = time.perf_counter()
             if records or outs or offsets:
                 changes = [(changelog, key, value, p, None) for key, value in records]
                 if self.config.exactly_once:
@@ -491,8 +509,7 @@ class KafkaRuntime:
                         raise TaskMigrated(p, self._transactions.transactional_id(p), "no producer (revoked)")
                     try:
                         await producer.begin()
-                        futures = await _send_all(producer.send, changes)
-                        await _send_all(producer.send, outs)
+                        sent = await producer.send_many([*changes, *outs])
                         await producer.commit(offsets)
                     except TaskMigrated:
                         raise
@@ -502,16 +519,21 @@ class KafkaRuntime:
                                 await producer.abort()
                         raise
                 else:
-                    futures = await _send_all(self.send_plain, changes)
-                    rest = await _send_all(self.send_plain, outs)
-                    await asyncio.gather(*futures, *rest)
+                    sent = await send_many(self.producer, [*changes, *outs])
+                    await asyncio.gather(*(fut for fut, _ in sent))
                     if offsets:
                         await self._consumer.commit(offsets)
-                if futures:
-                    batch.changelog_offsets[p] = futures[-1].result().offset
+                if changes:
+                    batch.changelog_offsets[p] = _last_offset(sent, changelog, p)
+            kafka_done = time.perf_counter()
             batch.appends = []  # they went to Kafka; the local store keeps no topics
             batch.positions.clear()
-            return store.commit(batch, ts)
+            result = store.commit(batch, ts)
+            self.stats.commits += 1
+            self.stats.kafka_seconds += kafka_done - started
+            self.stats.store_seconds += time.perf_counter() - kafka_done
+            self.stats.records += len(records) + len(outs)
+            return result
 
         return commit
 
