@@ -42,6 +42,7 @@ from ..runtime.background import cancel_and_wait
 from ..runtime.consumers import AgentHandler, ListenerMapper, run_agent
 from ..runtime.partition import PartitionTask
 from ..runtime.processor import Command, Incoming, IndexChange, Item, Settings
+from ..runtime.standby import StandbyReplicas, standby_partitions
 from ..store.base import Message, Outgoing, Store, WriteBatch
 from ..store.changelog import batch_records, restore_from_topic
 from ..store.sqlite import open_store
@@ -297,6 +298,11 @@ class KafkaRuntime:
         self._last_buffer_id = 0
         self.restored_records = 0
         self.stats = CommitStats()
+        self.standby: StandbyReplicas | None = None
+        self._activating: set[int] = set()
+        self._standby_lock = asyncio.Lock()
+        self._standby_update: asyncio.Task[None] | None = None
+        self._standby_dirty = asyncio.Event()
         self.owners: OwnersView | None = None
         self.forwarder = Forwarder()
 
@@ -346,6 +352,11 @@ class KafkaRuntime:
         self._consumer.subscribe(
             [self.topics.events.name, self.topics.correlation.name], listener=self._listener
         )
+        if cfg.standbys > 0:
+            self.standby = StandbyReplicas(cfg.bootstrap, self.topics.changelog.name, self.open_store)
+            await self.standby.start()
+            self.owners.on_change(lambda _owners: self._standby_dirty.set())
+            self._standby_update = asyncio.create_task(self._update_standbys(), name="daggerflow-standbys")
         await self._consumer.start()
         self._fetch_task = asyncio.create_task(self._fetch(), name="daggerflow-kafka-fetch")
         for topic, classes in listeners.items():
@@ -373,6 +384,9 @@ class KafkaRuntime:
         self._loops.clear()
         await cancel_and_wait(self._fetch_task)
         self._fetch_task = None
+        await cancel_and_wait(self._standby_update)
+        if self.standby is not None:
+            await self.standby.stop()
         # Let the tasks commit what they hold, then leave the group (its revocation closes them).
         for task in list(self.tasks.values()):
             if task.failed is None and not task.closed:
@@ -413,8 +427,36 @@ class KafkaRuntime:
         return open_store(url, datadir=self.config.datadir, application_name=self.config.app,
                           durability=self.config.durability)  # fmt: skip
 
+    async def _update_standbys(self) -> None:
+        """Keep standby replicas of the partitions ``standby_partitions`` gives this worker
+        (recomputed whenever the owners change), never of one it owns or is activating."""
+        assert self.standby is not None and self.owners is not None
+        while True:
+            await self._standby_dirty.wait()
+            self._standby_dirty.clear()
+            owners = {p: o.worker for p, o in self.owners.owners().items()}
+            async with self._standby_lock:  # an activation cannot start in between
+                wanted = standby_partitions(owners, self.worker_id, self.config.standbys)
+                wanted -= set(self.tasks) | self._activating
+                try:
+                    await self.standby.set_partitions(wanted)
+                except Exception:
+                    log.warning("updating standby replicas failed; retrying at the next change", exc_info=True)
+            if wanted:
+                log.info("standby replicas: %s (lag %s)", sorted(wanted), self.standby.lag())
+
     async def _activate(self, p: int) -> None:
         """The restore step of an activation (after the fence, before offsets are read)."""
+        async with self._standby_lock:
+            self._activating.add(p)
+            if self.standby is not None:
+                await self.standby.release(p)  # its store file is ours now, warm
+        try:
+            await self._activate_task(p)
+        finally:
+            self._activating.discard(p)
+
+    async def _activate_task(self, p: int) -> None:
         await self._close(p)
         store = self.open_store(p)
         try:
