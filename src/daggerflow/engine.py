@@ -73,6 +73,16 @@ _ACCEPTED_NO_EFFECT = {
 }
 
 
+def _dump_tasks() -> None:
+    """Log the stack of every asyncio task (``kill -USR1`` a worker that seems stuck)."""
+    import io
+
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        log.warning("task %s:\n%s", task.get_name(), out.getvalue())
+
+
 def _listing_order(instance: Instance) -> Any:
     # The stores' order: creation time of the root, then id.
     return (instance.root.time_created or 0.0, instance.id)
@@ -519,6 +529,7 @@ class Dagger:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)  # what is each task waiting on?
         await self.start()
         # A worker owns its process: move what start-up built (modules, templates) out of
         # the collector's reach, which halved the full-collection pause in the benchmark.
@@ -540,7 +551,7 @@ class Dagger:
             log.info("signal received: draining")
         finally:
             await self.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
 
     # Instances ------------------------------------------------------------------------

@@ -96,6 +96,28 @@ def tune_aiokafka() -> None:
     _aiokafka_sender.BACKOFF_OVERRIDE = TXN_BACKOFF_OVERRIDE_S
 
 
+async def stop_consumer(consumer: Any, *, nudge_every: float = 1.0) -> None:
+    """``consumer.stop()`` that cannot hang on aiokafka 0.14's fetcher.
+
+    When the assignment goes away while fetches are in flight (the leave during ``stop``),
+    the fetch routine awaits them under ``suppress(CancelledError)``, so the cancel that
+    ``Fetcher.close`` sends is swallowed and the routine then waits for an assignment that
+    never comes. Cancelling it again reaches it at that wait. Reads the private
+    ``_fetcher._fetch_task`` (verified with ``VERIFIED_AIOKAFKA``)."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    while True:
+        done, _ = await asyncio.wait({stopping}, timeout=nudge_every)
+        if done:
+            exc = stopping.exception()
+            if exc is not None:
+                log.warning("stopping a consumer failed: %r", exc)
+            return
+        fetch_task = getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None)
+        if fetch_task is not None and not fetch_task.done():
+            log.info("consumer stop is stuck in aiokafka's fetcher: cancelling it again")
+            fetch_task.cancel()
+
+
 def _producer_is_fatal(producer: Any) -> bool:
     """True once a transactional producer is in FATAL_ERROR (fenced, or its transaction timed out).
 
@@ -557,6 +579,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         self._active: set[int] = set()
         self._changed = asyncio.Condition()
         self.activation_count = 0  #: completed activations (a metric)
+        self._closed = False
 
     @property
     def active(self) -> frozenset[int]:
@@ -577,6 +600,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel every activation and refuse new ones (the consumer is being stopped: a
+        revocation or assignment during its leave must not start fencing or restoring)."""
+        self._closed = True
+        await self._cancel(list(self._activations))
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self._generation += 1
@@ -614,6 +643,8 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         log.info("assigned tasks %s: activating in the background", sorted(by_task))
 
     def _spawn(self, partition: int, tps: list[TopicPartition]) -> None:
+        if self._closed:
+            return
         task = asyncio.create_task(
             self._activate(partition, tps, self._generation), name=f"daggerflow-activate-{partition}"
         )

@@ -56,6 +56,7 @@ from .kafka_eos import (
     TaskMigrated,
     consumer_settings,
     send_many,
+    stop_consumer,
     tune_aiokafka,
 )
 from .owners import Owner, OwnersView, owner_record
@@ -226,9 +227,10 @@ class TopicLoop:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        if self.listener is not None:
+            await self.listener.close()
         if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
+            await stop_consumer(self.consumer)
         if self.transactions is not None:
             await self.transactions.close()
 
@@ -388,13 +390,22 @@ class KafkaRuntime:
         if self.standby is not None:
             await self.standby.stop()
         # Let the tasks commit what they hold, then leave the group (its revocation closes them).
-        for task in list(self.tasks.values()):
-            if task.failed is None and not task.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task.processor.wait_idle(), 10.0)
+        idle = [
+            asyncio.create_task(t.processor.wait_idle())
+            for t in self.tasks.values()
+            if t.failed is None and not t.closed
+        ]
+        if idle:
+            _, late = await asyncio.wait(idle, timeout=self.engine.shutdown_timeout)
+            for waiter in late:
+                waiter.cancel()
+            if late:
+                log.warning("%d partition tasks still busy after %.0f s; their inputs are read again by "
+                            "the next owner", len(late), self.engine.shutdown_timeout)  # fmt: skip
+        if self._listener is not None:
+            await self._listener.close()  # no activation may start (or retry) from here on
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer)
         for p in list(self.tasks):
             await self._close(p)
         for watcher in list(self._watchers):
@@ -402,8 +413,7 @@ class KafkaRuntime:
         if self._transactions is not None:
             await self._transactions.close()
         if self._restore_consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._restore_consumer.stop()
+            await stop_consumer(self._restore_consumer)
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -494,8 +504,13 @@ class KafkaRuntime:
         restore, committed offsets): its uncommitted inputs are read again."""
         processing = task.processor._task
         assert processing is not None
-        with contextlib.suppress(BaseException):
+        try:
             await asyncio.shield(processing)
+        except asyncio.CancelledError:
+            if not processing.done():
+                raise  # this watcher was cancelled (shutdown), not the processor
+        except Exception:
+            pass  # the processor failed: handled below
         if task.closed or self.tasks.get(p) is not task:
             return
         log.warning("task %d stopped (%r): re-activating it", p, task.failed)

@@ -169,7 +169,9 @@ class OwnersView:
                 await task
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            from ..log.kafka_eos import stop_consumer
+
+            await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
 
     def owner(self, partition: int) -> Owner | None:
         return self._owners.get(partition)

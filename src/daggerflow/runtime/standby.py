@@ -143,10 +143,13 @@ class StandbyReplicas:
         async with self._lock:
             for p in list(self._replicas):
                 self._drop(p)
-            self._reassign()
+        # No unassign first: taking the assignment away under in-flight fetches is what makes
+        # aiokafka 0.14's stop() hang (see stop_consumer).
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            from ..log.kafka_eos import stop_consumer
+
+            await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
 
     async def set_partitions(self, partitions: set[int]) -> None:
         """Replicate exactly ``partitions``: start tailing new ones from each store's
