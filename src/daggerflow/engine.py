@@ -455,6 +455,7 @@ class Dagger:
         self._jobs = JobRunner(self, self.max_concurrent_jobs)
         self._updates = asyncio.Queue()
         self._tasks.append(asyncio.create_task(self._notify_updates(), name="daggerflow-updates"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="daggerflow-housekeeping"))
         self.started_flag = True
         try:
             if self.role == "worker":
@@ -843,8 +844,9 @@ class Dagger:
         """Forget expired dedupe ids and buffered messages, once a minute."""
         while True:
             await self.clock.sleep_until(self.clock.now() + HOUSEKEEPING_INTERVAL)
-            if self._store is not None:
-                self._store.purge(self.clock.now(), self.dedupe_ttl)
+            stores = self._kafka.stores() if self._kafka is not None else [self._store] if self._store else []
+            for store in stores:
+                store.purge(self.clock.now(), self.dedupe_ttl)
 
     async def _notify_updates(self) -> None:
         assert self._updates is not None

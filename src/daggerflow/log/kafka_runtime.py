@@ -475,6 +475,7 @@ class KafkaRuntime:
                     store, self._restore_consumer, self.topics.changelog.name, p
                 )
             self.restored_records += result.records
+            store.purge(self.engine.clock.now(), self.engine.dedupe_ttl)
             assert self._transactions is not None
             producer = self._transactions[p]
             # Ownership is published by the fenced producer: a zombie cannot overwrite it.
