@@ -213,8 +213,8 @@ async def test_worker_joining_mid_run(make_cluster: MakeCluster, monkeypatch: py
             done_at_join = await watcher.wait_count(ids, 100, timeout=90)
             second = cluster.add().start()
             await second.wait_ready()
-            print(f"second worker ready; {len(watcher.progress.with_status('COMPLETED', ids))} done "
-                  f"({done_at_join} when it was started)")  # fmt: skip
+            done_at_ready = len((await watcher.poll()).with_status("COMPLETED", ids))
+            print(f"second worker ready with {done_at_ready} COMPLETED ({done_at_join} when it was started)")
             await creating
             await watcher.wait_completed(ids, timeout=150)
         await assert_completed_once_each(cluster, watcher, ids)
@@ -229,7 +229,7 @@ async def test_worker_joining_mid_run(make_cluster: MakeCluster, monkeypatch: py
 
 
 async def test_broker_restart_while_workers_run(
-    make_cluster: MakeCluster, private_broker: PrivateBroker, monkeypatch: pytest.MonkeyPatch
+    private_broker: PrivateBroker, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker stops (cleanly, data kept) and starts again while 2 workers run pizza
     workflows: the workers reconnect and every workflow completes, each order and delivery
