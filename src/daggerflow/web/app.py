@@ -3,10 +3,16 @@
 Dagger's routes keep their shapes (``/service/ready``, ``/tasks/instances``,
 ``/tasks/instance/{id}``); ``/api/v1`` adds filtering, paging, creation and stop; the
 ``/topics`` routes append to and read the embedded topics. Every error is JSON.
+
+The instance routes answer for every instance of the application, wherever it is owned: they
+call the engine's async reads, which on the Kafka runtime forward to the owners. The
+``/internal/v1`` routes are what they forward to: this process's own partitions only, instances
+as msgpack (``daggerflow.web.forward``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,9 +24,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import DaggerError, NotSerializable, TemplateDoesNotExist
+from ..log.owners import NotOwner
+from ..model.instance import encode_instance
 from ..model.snapshot import snapshot, summary
 from ..model.status import TaskStatusEnum
 from ..topics import encode_value
+from .forward import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
     from ..engine import Dagger
@@ -60,16 +69,21 @@ def _int_param(
     return value
 
 
-def _filters(request: Request) -> tuple[str | None, str | None, int, int]:
+def _filters(request: Request, max_limit: int = MAX_LIMIT) -> tuple[str | None, str | None, int, int]:
     status = request.query_params.get("status") or None
     if status is not None:
         status = status.upper()
         if status not in _STATUSES:
             raise BadRequest(f"unknown status {status!r}; one of {sorted(_STATUSES)}")
     template = request.query_params.get("template") or None
-    limit = _int_param(request, "limit", 100, minimum=1, maximum=MAX_LIMIT)
+    limit = _int_param(request, "limit", 100, minimum=1, maximum=max_limit)
     offset = _int_param(request, "offset", 0)
     return status, template, limit, offset
+
+
+def _internal(body: bytes, status: int = 200, media_type: str = MSGPACK) -> Response:
+    """An answer of an internal route, marked as such for the forwarding side."""
+    return Response(body, status_code=status, media_type=media_type, headers={INTERNAL_HEADER: "1"})
 
 
 async def _json_body(request: Request) -> Any:
@@ -86,20 +100,25 @@ def create_app(engine: Dagger) -> Starlette:
 
     async def instances(request: Request) -> Response:
         status, template, limit, offset = _filters(request)
-        found = engine.list_instances(status=status, template=template, limit=limit, offset=offset)
+        found = await engine.list_instances_async(
+            status=status, template=template, limit=limit, offset=offset
+        )
         return JSONResponse([snapshot(i) for i in found])
 
     async def instance(request: Request) -> Response:
         iid = request.path_params["id"]
-        inst = engine.committed(iid)
+        inst = await engine.get_instance_state(iid)
         if inst is None:
             raise BadRequest(f"no workflow instance {iid!r}", 404)
         return JSONResponse(snapshot(inst))
 
     async def v1_instances(request: Request) -> Response:
         status, template, limit, offset = _filters(request)
-        found = engine.list_instances(status=status, template=template, limit=limit, offset=offset)
-        total = engine.count_instances(status=status, template=template)
+        # Both ask every worker on Kafka: in parallel.
+        found, total = await asyncio.gather(
+            engine.list_instances_async(status=status, template=template, limit=limit, offset=offset),
+            engine.count_instances_async(status=status, template=template),
+        )
         next_offset = offset + len(found) if offset + len(found) < total else None
         return JSONResponse(
             {
@@ -116,7 +135,7 @@ def create_app(engine: Dagger) -> Starlette:
         result = await engine.stop_instance(iid)
         if result is None:
             raise BadRequest(f"no workflow instance {iid!r}", 404)
-        inst = engine.committed(iid)
+        inst = await engine.get_instance_state(iid)
         return JSONResponse(snapshot(inst) if inst else {"id": iid, "deleted": True})
 
     async def v1_templates(request: Request) -> Response:
@@ -144,7 +163,7 @@ def create_app(engine: Dagger) -> Starlette:
             partition_key_lookup=body.get("partition_key_lookup"),
             **params,
         )
-        inst = engine.committed(view.id)
+        inst = await engine.get_instance_state(view.id)
         return JSONResponse(snapshot(inst) if inst else {"id": view.id}, status_code=201)
 
     async def post_message(request: Request) -> Response:
@@ -199,6 +218,30 @@ def create_app(engine: Dagger) -> Starlette:
         body, content_type = render(engine)
         return Response(body, media_type=content_type)
 
+    # Internal routes: what other processes forward to. This process's partitions only.
+
+    async def internal_instance(request: Request) -> Response:
+        iid = request.path_params["id"]
+        try:
+            # Only what this process holds: never forward a forwarded request again.
+            inst = engine.local_instance(iid)
+        except NotOwner as exc:
+            return _internal(str(exc).encode(), MISDIRECTED, "text/plain")
+        if inst is None:
+            return _internal(b"", 404)
+        return _internal(encode_instance(inst))
+
+    async def internal_instances(request: Request) -> Response:
+        # A merged page needs each worker's first offset+limit: no MAX_LIMIT here.
+        status, template, limit, offset = _filters(request, max_limit=MAX_OFFSET)
+        found = engine.list_instances(status=status, template=template, limit=limit, offset=offset)
+        return _internal(msgspec.msgpack.encode(found))
+
+    async def internal_count(request: Request) -> Response:
+        status, template, _limit, _offset = _filters(request)
+        count = engine.count_instances(status=status, template=template)
+        return _internal(msgspec.json.encode({"count": count}), media_type="application/json")
+
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
         return JSONResponse({"error": str(exc), "status": exc.status}, status_code=exc.status)
@@ -236,6 +279,10 @@ def create_app(engine: Dagger) -> Starlette:
         # One route for both methods, so a 405 lists both in its Allow header.
         Route("/topics/{name}/messages", topic_messages, methods=["GET", "POST"]),
         Route("/metrics", metrics),
+        Route("/internal/v1/instances", internal_instances),
+        # :path, so that an id with a "/" (sent as %2F, decoded by the server) still matches.
+        Route("/internal/v1/instances/{id:path}", internal_instance),
+        Route("/internal/v1/count", internal_count),
     ]
     return Starlette(
         routes=routes,

@@ -1,0 +1,190 @@
+"""Reads forwarded to the worker that owns the state (Kafka Streams' interactive queries).
+
+Each worker's REST API has internal routes (``daggerflow.web.app``) that answer from its own
+partitions only: ``/internal/v1/instances/{id}``, ``/internal/v1/instances`` and
+``/internal/v1/count``. Instances travel as msgpack (``encode_instance``), not as the public
+JSON snapshot, so the caller gets back exactly the ``Instance`` the owner holds.
+
+A process that does not own an instance finds its owner's URL in the owners view
+(``daggerflow.log.owners``) and calls ``Forwarder.get_instance``; listings and counts ask every
+owner and merge (``list_everywhere``, ``count_everywhere``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from ..errors import DaggerError
+from ..model.instance import Instance, decode_instance
+
+log = logging.getLogger(__name__)
+
+#: The internal routes set this header on every answer, so that a 404 of the route itself
+#: ("no such instance here") is told apart from a 404 of a server without the route.
+INTERNAL_HEADER = "x-daggerflow-internal"
+MSGPACK = "application/msgpack"
+#: The status of the internal instance route on a worker that does not own the instance's
+#: partition (any more): the caller should find the new owner, not conclude "no such instance".
+MISDIRECTED = 421
+
+_list_decoder = msgspec.msgpack.Decoder(list[Instance])
+
+
+class ForwardError(DaggerError):
+    """A forwarded read failed: the owner did not answer, or answered with an error.
+
+    ``status`` is the HTTP status, or None when there was no answer (connection refused,
+    timeout); 421 means the worker no longer owns the partition.
+    """
+
+    def __init__(self, url: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"forwarding to {url}: {message}")
+        self.url = url
+        self.status = status
+
+
+class Forwarder:
+    """One pooled HTTP client for all forwarded reads of a process."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._client = httpx.AsyncClient(timeout=timeout)
+
+    async def get_instance(self, url: str, instance_id: str) -> Instance | None:
+        """The instance as its owner at ``url`` has it committed; None if it does not exist."""
+        response = await self._get(url, f"/internal/v1/instances/{quote(instance_id, safe='')}", {})
+        if response.status_code == 404 and response.headers.get(INTERNAL_HEADER):
+            return None
+        self._check(url, response)
+        try:
+            return decode_instance(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(
+                url, f"undecodable instance {instance_id!r}: {exc}", response.status_code
+            ) from exc
+
+    async def list_instances(
+        self,
+        url: str,
+        *,
+        status: str | None,
+        template: str | None,
+        limit: int,
+        offset: int = 0,
+    ) -> list[Instance]:
+        """The instances of ``url``'s partitions, ordered like the store lists them."""
+        params = _filters(status, template) | {"limit": str(limit), "offset": str(offset)}
+        response = await self._get(url, "/internal/v1/instances", params)
+        self._check(url, response)
+        try:
+            return _list_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable instance list: {exc}", response.status_code) from exc
+
+    async def count_instances(self, url: str, *, status: str | None, template: str | None) -> int:
+        response = await self._get(url, "/internal/v1/count", _filters(status, template))
+        self._check(url, response)
+        try:
+            count = msgspec.json.decode(response.content, type=dict[str, int])["count"]
+        except (msgspec.DecodeError, KeyError) as exc:
+            raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
+        return count
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, url: str, path: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            return await self._client.get(url.rstrip("/") + path, params=params)
+        except httpx.HTTPError as exc:
+            raise ForwardError(url, f"{type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _check(url: str, response: httpx.Response) -> None:
+        if response.status_code != 200:
+            raise ForwardError(
+                url,
+                f"GET {response.request.url.path} answered {response.status_code}: {response.text[:300]}",
+                response.status_code,
+            )
+        if not response.headers.get(INTERNAL_HEADER):
+            # Something else answers at that address (a proxy, another service on a reused port).
+            raise ForwardError(url, "the answer is not from a daggerflow worker", response.status_code)
+
+
+def _filters(status: str | None, template: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if status is not None:
+        params["status"] = status
+    if template is not None:
+        params["template"] = template
+    return params
+
+
+def list_order(instance: Instance) -> tuple[float, str]:
+    """The order of instance lists: the stores' ``ORDER BY created, id``."""
+    return instance.root.time_created, instance.id
+
+
+async def list_everywhere(
+    fwd: Forwarder,
+    urls: Sequence[str],
+    *,
+    status: str | None,
+    template: str | None,
+    limit: int,
+    offset: int,
+) -> list[Instance]:
+    """One page of the instances of all ``urls``, as one store holding all of them would list it.
+
+    Each worker is asked for its first ``offset + limit`` (a page of the merged list can come
+    from any of them). A worker that fails is skipped with a warning: a listing of the workers
+    that answered is more useful than none while one of them restarts.
+    """
+    unique = list(dict.fromkeys(urls))
+    answers = await asyncio.gather(
+        *(fwd.list_instances(url, status=status, template=template, limit=offset + limit) for url in unique),
+        return_exceptions=True,
+    )
+    # During a rebalance two workers can briefly both answer for a partition: keep one copy,
+    # the most advanced.
+    merged: dict[str, Instance] = {}
+    for url, answer in zip(unique, answers, strict=True):
+        if isinstance(answer, BaseException):
+            _skip(url, answer)
+            continue
+        for inst in answer:
+            seen = merged.get(inst.id)
+            if seen is None or inst.update_count > seen.update_count:
+                merged[inst.id] = inst
+    ordered = sorted(merged.values(), key=list_order)
+    return ordered[offset : offset + limit]
+
+
+async def count_everywhere(
+    fwd: Forwarder, urls: Sequence[str], *, status: str | None, template: str | None
+) -> int:
+    """The number of instances on all ``urls``; workers that fail are skipped with a warning."""
+    unique = list(dict.fromkeys(urls))
+    answers = await asyncio.gather(
+        *(fwd.count_instances(url, status=status, template=template) for url in unique),
+        return_exceptions=True,
+    )
+    total = 0
+    for url, answer in zip(unique, answers, strict=True):
+        if isinstance(answer, BaseException):
+            _skip(url, answer)
+        else:
+            total += answer
+    return total
+
+
+def _skip(url: str, error: BaseException) -> None:
+    if not isinstance(error, ForwardError):
+        raise error  # a bug, not an unreachable worker
+    log.warning("skipping %s in a listing across workers: %s", url, error)
