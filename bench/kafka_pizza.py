@@ -614,6 +614,12 @@ class Result:
         return self.workflows / self.elapsed
 
     @property
+    def others(self) -> float:
+        """Cores that processes other than the workers, the broker and this one used meanwhile."""
+        ours = sum(v for k, v in self.cores.items() if k != "machine")
+        return max(0.0, self.cores.get("machine", 0.0) - ours)
+
+    @property
     def worker_cpu(self) -> float:
         return sum(v for k, v in self.cpu.items() if k.startswith("worker"))
 
@@ -635,6 +641,7 @@ class Result:
             },
             "cpu_s": self.cpu,
             "cores": self.cores,
+            "other_processes_cores": self.others,
             "workflows_per_worker_cpu_s": self.workflows / self.worker_cpu if self.worker_cpu else None,
             "cpu_speed": list(self.speed),
             "update_records": self.update_records,
@@ -649,6 +656,8 @@ async def run_config(args: argparse.Namespace, n_workers: int, guarantee: str, r
     logdir = root / app
     logdir.mkdir(parents=True)
     print(f"\n== {n_workers} worker(s), {guarantee}: app {app}, logs {logdir}", flush=True)
+    if args.wait_idle:
+        await wait_idle(args.wait_idle)
     speed_before = cpu_speed()
     t_start = time.time()
     workers = [
@@ -710,6 +719,22 @@ async def run_config(args: argparse.Namespace, n_workers: int, guarantee: str, r
                 await delete_app_topics(bootstrap, app)
 
 
+async def wait_idle(max_wait: float, busy_below: float = 0.5, window: float = 2.0) -> None:
+    """Wait (at most ``max_wait`` s) until the machine, the broker excluded, is nearly idle: the
+    VM is shared, and other sessions' test suites change the figures by several times."""
+    deadline = time.monotonic() + max_wait
+    bp = broker_pid()
+    while True:
+        busy0, b0 = cpu_ticks()[0], proc_cpu(bp) if bp else 0.0
+        await asyncio.sleep(window)
+        busy = (cpu_ticks()[0] - busy0 - ((proc_cpu(bp) - b0) if bp else 0.0)) / window
+        if busy < busy_below or time.monotonic() > deadline:
+            print(
+                f"   machine busy (broker excluded): {busy:.2f} CPUs{' (gave up waiting)' if busy >= busy_below else ''}"
+            )
+            return
+
+
 def summarise_owners(view: dict[int, str]) -> str:
     by: dict[str, list[int]] = {}
     for p, name in sorted(view.items()):
@@ -728,7 +753,8 @@ def report(r: Result, owner_view: dict[int, str]) -> str:
             f"   create -> COMPLETED seen: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
             f"max {lat[-1]:.1f} ms",
             f"   CPU in cores: workers [{workers}], broker {r.cores.get('broker', 0):.2f}, "
-            f"driver+observer {r.cores.get('driver', 0):.2f}, machine {r.cores.get('machine', 0):.2f} of {os.cpu_count()}",
+            f"driver+observer {r.cores.get('driver', 0):.2f}, machine {r.cores.get('machine', 0):.2f} of "
+            f"{os.cpu_count()} (other processes {r.others:.2f})",
             f"   workflows per worker CPU second: {r.workflows / r.worker_cpu:,.0f}; "
             f"update records read: {r.update_records}; CPU speed index {r.speed[0]:.1f}/{r.speed[1]:.1f}",
             f"   owners at the end: {summarise_owners(owner_view)}",
@@ -785,6 +811,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--with-wf-dagger", action="store_true", help="also run the wf-dagger 0.2.6 baseline")
     parser.add_argument("--wf-dagger-workflows", type=int, default=2000)
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each configuration wait up to S s for the machine (broker excluded) to be idle",
+    )
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep worker logs and state (printed path)")
     parser.add_argument("--json", help="write all results to this file")
@@ -813,14 +846,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs and state kept in {root}")
 
     print(
-        "\n| workers | guarantee | workflows/s | p50 ms | p99 ms | worker CPU (cores) | broker | driver | per worker CPU s |"
+        "\n| workers | guarantee | workflows/s | p50 ms | p99 ms | worker CPU (cores) | broker | driver | others | per worker CPU s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r.workers} | {r.guarantee} | {r.throughput:,.0f} | {percentile(r.latency_ms, 50):.0f} | "
             f"{percentile(r.latency_ms, 99):.0f} | {sum(v for k, v in r.cores.items() if k.startswith('worker')):.2f} | "
-            f"{r.cores.get('broker', 0):.2f} | {r.cores.get('driver', 0):.2f} | {r.workflows / r.worker_cpu:,.0f} |"
+            f"{r.cores.get('broker', 0):.2f} | {r.cores.get('driver', 0):.2f} | {r.others:.2f} | "
+            f"{r.workflows / r.worker_cpu:,.0f} |"
         )
     one_eos = next((r for r in results if r.workers == 1 and r.guarantee == "exactly_once"), None)
     if one_eos is not None:
