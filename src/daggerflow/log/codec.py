@@ -35,7 +35,11 @@ def correlation_key(at: Correlation) -> str:
 
 
 def partition_of_correlation(at: Correlation, partitions: int) -> int:
-    return partition_for(correlation_key(at), partitions)
+    """By the correlation *value* alone: workflows usually correlate on their own business
+    id (the pizza's order id is its instance id), and then the index entry, the listener's
+    messages and the instance share a partition, so a match is applied in the same
+    transaction instead of being forwarded through the events topic."""
+    return partition_for(at.value, partitions)
 
 
 class Routed(msgspec.Struct, tag="msg", frozen=True):
