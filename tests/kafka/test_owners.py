@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("aiokafka")
@@ -17,11 +19,15 @@ pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from daggerflow.demo.pizza import TEMPLATE
 from daggerflow.errors import ConfigurationError
+from daggerflow.log.codec import partition_for
 from daggerflow.log.kafka_admin import TopicSpec, ensure_topics
 from daggerflow.log.owners import Owner, OwnersView, owner_record, parse_owner
 
-pytestmark = pytest.mark.timeout(60)
+from .cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def unique(prefix: str) -> str:
@@ -213,3 +219,84 @@ async def test_missing_topic_is_a_configuration_error(broker: str) -> None:
         assert name not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: worker processes of the pizza app publish their owners; reads reach the owners
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_any_worker_answers_for_any_instance(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers share 6 partitions. Each worker's REST API answers for every instance, a
+    client (no REST API, owns nothing) reads any instance, listings merge both workers; after one
+    worker is SIGKILLed the survivor takes its partitions over and answers for all again."""
+    cluster = make_cluster(partitions=6)
+    workers = await cluster.start(2)
+    view = OwnersView(cluster.bootstrap, f"{cluster.app}-owners")
+    await view.start()
+    try:
+        # Both workers serve some partitions (owner records are written on activation).
+        await wait_until(lambda: len(view.owners()) == 6 and len(view.urls()) == 2, 60, 0.1, "owners of 6")
+        ids = [f"o{i:03d}" for i in range(40)]
+        for key, value in cluster.env(cluster.root / "client").items():
+            monkeypatch.setenv(key, value)
+        from daggerflow.demo import kafka_app
+
+        client = kafka_app.build(role="client")
+        async with client, httpx.AsyncClient(timeout=10) as http:
+            for oid in ids:
+                params = {"order_id": oid, "customer_id": "c", "pizza_type": "margherita"}
+                await client.create_instance(client.get_template(TEMPLATE), oid, params, submit_task=True)
+
+            async def completed(url: str) -> int:
+                r = await http.get(f"{url}/api/v1/instances", params={"status": "COMPLETED", "limit": 1})
+                return int(r.json()["total"]) if r.status_code == 200 else -1
+
+            urls = view.urls()
+            await wait_until(
+                lambda: _all_equal([completed(u) for u in urls], len(ids)), 90, 0.2, "40 COMPLETED"
+            )
+            # Every instance from every worker, whichever owns it.
+            owned_by = {u: 0 for u in urls}
+            for oid in ids:
+                owner = view.owner(partition_for(oid, 6))
+                assert owner is not None and owner.url in owned_by
+                owned_by[owner.url] += 1
+                for url in urls:
+                    r = await http.get(f"{url}/api/v1/instances/{oid}")
+                    assert r.status_code == 200, (url, oid, r.text)
+                    assert r.json()["id"] == oid and r.json()["status"]["code"] == "COMPLETED"
+                got = await client.get_instance(oid)
+                assert got is not None and got.id == oid
+            assert all(owned_by.values()), owned_by  # both owners were really asked
+            for url in urls:
+                assert (await http.get(f"{url}/api/v1/instances/nope")).status_code == 404
+                body = (await http.get(f"{url}/api/v1/instances", params={"limit": 1000})).json()
+                assert body["total"] == len(ids)
+                assert [i["id"] for i in body["items"]] == sorted(ids, key=lambda i: (created(body, i), i))
+                listed = (await http.get(f"{url}/tasks/instances", params={"limit": 15, "offset": 30})).json()
+                assert [i["id"] for i in listed] == [i["id"] for i in body["items"]][30:]
+
+            # Failover: the survivor activates the killed worker's partitions and answers for all.
+            # (worker ids are "<host>-<pid>-<random>")
+            survivor = next(o.url for o in view.owners().values() if f"-{workers[0].pid}-" in o.worker)
+            workers[1].sigkill()
+            await wait_until(lambda: view.urls() == [survivor], 90, 0.2, "the survivor to own everything")
+            for oid in ids:
+                r = await http.get(f"{survivor}/api/v1/instances/{oid}")
+                assert r.status_code == 200, (oid, r.text)
+            body = (await http.get(f"{survivor}/api/v1/instances", params={"limit": 1000})).json()
+            assert body["total"] == len(ids)
+    finally:
+        await view.stop()
+    assert await cluster.stop_all() == [0]
+
+
+async def _all_equal(counts: list[Any], expected: int) -> bool:
+    return all(c == expected for c in await asyncio.gather(*counts))
+
+
+def created(body: dict[str, Any], iid: str) -> float:
+    return float(next(i["time_created"] for i in body["items"] if i["id"] == iid))
