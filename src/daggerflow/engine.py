@@ -464,6 +464,8 @@ class Dagger:
         except BaseException:
             await self.stop()
             raise
+        log.info("daggerflow engine %r started on Kafka as a %s (web %s)", self.application_name, self.role,
+                 self.web_url or "off")  # fmt: skip
 
     async def _stop_kafka(self) -> None:
         assert self._kafka is not None

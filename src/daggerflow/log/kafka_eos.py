@@ -78,6 +78,11 @@ VERIFIED_AIOKAFKA = "0.14."
 #: AddPartitionsToTxn gets CONCURRENT_TRANSACTIONS while the markers are written. 2 ms gives
 #: 3-5x the transactions/s of one producer (notes §4: 30 -> 149 txn/s with retry_backoff_ms=10).
 TXN_BACKOFF_OVERRIDE_S = 0.002
+#: How long stopping a producer may take before it is abandoned (its broker may be gone).
+STOP_TIMEOUT_S = 5.0
+#: Bound on one commit's Kafka work (sends, deliveries, offsets, EndTxn): past it the task is
+#: closed and re-activated, as after a fence. The transaction timeout aborts the rest.
+COMMIT_TIMEOUT_S = 30.0
 
 
 def tune_aiokafka() -> None:
@@ -116,6 +121,15 @@ async def stop_consumer(consumer: Any, *, nudge_every: float = 1.0) -> None:
         if fetch_task is not None and not fetch_task.done():
             log.info("consumer stop is stuck in aiokafka's fetcher: cancelling it again")
             fetch_task.cancel()
+
+
+def _sender_is_dead(producer: Any) -> bool:
+    """True once aiokafka's sender task has ended: on a connection error during a
+    transactional request it raises out of its loop and never restarts, and every later
+    transactional call then waits forever (found by the broker-restart test). Reads the
+    private ``_sender.sender_task`` (verified with ``VERIFIED_AIOKAFKA``)."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is not None and task.done()
 
 
 def _producer_is_fatal(producer: Any) -> bool:
@@ -253,7 +267,7 @@ class PartitionProducer:
         return txn_manager is not None and bool(txn_manager.is_in_transaction())
 
     def _as_migrated(self, exc: BaseException) -> TaskMigrated | None:
-        if isinstance(exc, ProducerFenced) or _producer_is_fatal(self._producer):
+        if isinstance(exc, ProducerFenced) or _producer_is_fatal(self._producer) or _sender_is_dead(self._producer):
             if self._migrated is None:
                 self._migrated = TaskMigrated(
                     self.partition, self.transactional_id, f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -270,6 +284,11 @@ class PartitionProducer:
             self._migrated = TaskMigrated(
                 self.partition, self.transactional_id, "producer in FATAL_ERROR state"
             )
+            raise self._migrated
+        if _sender_is_dead(self._producer):
+            # Not a fence, but the producer is as unusable: the task is re-activated with a
+            # new one (which fences this one's open transaction).
+            self._migrated = TaskMigrated(self.partition, self.transactional_id, "producer's sender stopped")
             raise self._migrated
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -362,12 +381,13 @@ class PartitionProducer:
             return
         self._stopped = True
         self._pending = []
-        try:
-            await self._producer.stop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a fenced or disconnected producer: nothing left to release
-            log.warning("stopping the producer of task %d failed", self.partition, exc_info=True)
+        stopping = asyncio.ensure_future(self._producer.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT_S)
+        if not done:  # a producer whose connections are gone: abandon it
+            log.warning("the producer of task %d did not stop in %.0f s; abandoned", self.partition, STOP_TIMEOUT_S)
+            stopping.cancel()
+        elif stopping.exception() is not None:  # fenced or disconnected: nothing left to release
+            log.warning("stopping the producer of task %d failed: %r", self.partition, stopping.exception())
 
 
 class PartitionTransactions:

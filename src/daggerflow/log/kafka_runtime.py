@@ -50,6 +50,7 @@ from ..web.forward import Forwarder
 from . import codec
 from .kafka_admin import TopicSpec, ensure_topics, internal_topics
 from .kafka_eos import (
+    COMMIT_TIMEOUT_S,
     AssignmentGuard,
     PartitionTransactions,
     RebalanceListener,
@@ -259,8 +260,15 @@ class TopicLoop:
                                 fetched.tp, records[0].offset, exc_info=True)  # fmt: skip
                     producer = self.transactions.get(fetched.tp.partition) if self.transactions else None
                     if producer is not None and producer.in_transaction:
-                        with contextlib.suppress(Exception):
-                            await producer.abort()
+                        try:
+                            async with asyncio.timeout(5.0):
+                                await producer.abort()
+                        except Exception:
+                            # Cannot abort (broker gone, producer dead): start over with a
+                            # new producer, which fences this one's transaction.
+                            assert self.listener is not None
+                            await self.listener.task_migrated(fetched.tp.partition)
+                            continue
                     self.guard.rewind(fetched.tp, records[0].offset)
                     self.consumer.seek(fetched.tp, records[0].offset)
                     await asyncio.sleep(backoff)
@@ -268,6 +276,10 @@ class TopicLoop:
 
     async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
         outs = await self.handle(tp, records)
+        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+            await self._commit(tp, records, outs)
+
+    async def _commit(self, tp: TopicPartition, records: list[Any], outs: list[OutRecord]) -> None:
         offsets = {tp: records[-1].offset + 1}
         if self.runtime.config.exactly_once:
             assert self.transactions is not None
@@ -570,12 +582,13 @@ class KafkaRuntime:
                     if producer is None:
                         raise TaskMigrated(p, self._transactions.transactional_id(p), "no producer (revoked)")
                     try:
-                        await producer.begin()
-                        sent = await producer.send_many([*changes, *outs])
-                        t_sent = time.perf_counter()
-                        await producer.flush()
-                        t_flushed = time.perf_counter()
-                        await producer.commit(offsets)
+                        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                            await producer.begin()
+                            sent = await producer.send_many([*changes, *outs])
+                            t_sent = time.perf_counter()
+                            await producer.flush()
+                            t_flushed = time.perf_counter()
+                            await producer.commit(offsets)
                         self.stats.phases[0] += t_sent - started
                         self.stats.phases[1] += t_flushed - t_sent
                         self.stats.phases[2] += time.perf_counter() - t_flushed
@@ -583,14 +596,16 @@ class KafkaRuntime:
                         raise
                     except BaseException:
                         if producer.in_transaction:
-                            with contextlib.suppress(BaseException):
-                                await producer.abort()
+                            with contextlib.suppress(Exception):
+                                async with asyncio.timeout(5.0):
+                                    await producer.abort()
                         raise
                 else:
-                    sent = await send_many(self.producer, [*changes, *outs])
-                    await asyncio.gather(*(fut for fut, _ in sent))
-                    if offsets:
-                        await self._consumer.commit(offsets)
+                    async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                        sent = await send_many(self.producer, [*changes, *outs])
+                        await asyncio.gather(*(fut for fut, _ in sent))
+                        if offsets:
+                            await self._consumer.commit(offsets)
                 if changes:
                     batch.changelog_offsets[p] = _last_offset(sent, changelog, p)
             kafka_done = time.perf_counter()
