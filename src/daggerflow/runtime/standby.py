@@ -132,6 +132,13 @@ class StandbyReplicas:
         await consumer.start()
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"standby {self.topic}")
+        self._task.add_done_callback(self._tail_ended)
+
+    def _tail_ended(self, task: asyncio.Task[None]) -> None:
+        # Standbys are an optimisation: their failure must not stop the worker, but must be
+        # seen (activations then restore the whole tail again).
+        if not task.cancelled() and task.exception() is not None:
+            log.error("standby replicas of %s stopped tailing", self.topic, exc_info=task.exception())
 
     async def stop(self) -> None:
         """Stop tailing and close every store held (after recording how far each got)."""
@@ -266,29 +273,29 @@ class StandbyReplicas:
                 continue
             try:
                 fetched = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
+                # Nothing from here to the end of the loop body suspends (position() returns
+                # at once for a partition that was sought), so no store is closed under it.
+                applied, failed = self._apply(fetched)
+                for p in failed:
+                    self._drop(p, advance=False)
+                if failed:
+                    self._reassign()
+                assigned = consumer.assignment()
+                for p, replica in list(self._replicas.items()):
+                    tp = TopicPartition(self.topic, p)
+                    if tp in assigned:
+                        self._observe(consumer, tp, replica, await consumer.position(tp), p in applied)
             except KafkaError as exc:
                 # The fetcher retries on its own; a back-off keeps a persistent error (for
                 # example, a deleted topic) from spinning.
                 log.warning("standby poll of %s failed: %r", self.topic, exc)
                 await asyncio.sleep(1.0)
-                continue
-            # No await between here and the end of _observe's position lookups that can
-            # suspend (position() returns at once for a sought partition), so no store is
-            # closed under the apply.
-            failed = self._apply(fetched)
-            for p in failed:
-                self._drop(p, advance=False)
-            if failed:
-                self._reassign()
-            assigned = consumer.assignment()
-            for p, replica in list(self._replicas.items()):
-                tp = TopicPartition(self.topic, p)
-                if tp in assigned:
-                    self._observe(consumer, tp, replica, await consumer.position(tp))
 
-    def _apply(self, fetched: Mapping[TopicPartition, list[Any]]) -> list[int]:
-        """Apply polled records; return the partitions whose records could not be applied
-        (an unreadable record, a store error): they are dropped, the others go on."""
+    def _apply(self, fetched: Mapping[TopicPartition, list[Any]]) -> tuple[set[int], list[int]]:
+        """Apply polled records; return the partitions that got records, and those whose
+        records could not be applied (an unreadable record, a store error): the caller drops
+        those, the others go on."""
+        applied: set[int] = set()
         failed: list[int] = []
         for tp, records in fetched.items():
             replica = self._replicas.get(tp.partition)
@@ -307,20 +314,21 @@ class StandbyReplicas:
                 failed.append(tp.partition)
                 continue
             replica.next = rows[-1][0] + 1
-        return failed
+            applied.add(tp.partition)
+        return applied, failed
 
     def _observe(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, replica: _Replica, position: int
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, replica: _Replica, position: int, busy: bool
     ) -> None:
-        """Note the consumer's position and the end offset of ``tp`` after a poll; when
-        caught up, move the checkpoint past trailing transaction markers (once per quiet
-        spell: while records keep coming, the checkpoint is the last record's offset and a
-        restore reads at most the markers after it)."""
+        """Note the consumer's position and the end offset of ``tp`` after a poll. In a poll
+        that brought no records (``busy`` false) and with the partition caught up, move the
+        checkpoint past trailing transaction markers: once per quiet spell, not one more
+        commit per poll under load (``release`` and ``stop`` advance it in any case)."""
         replica.position = max(replica.position, position)
         end = consumer.last_stable_offset(tp)
         if end is None or end < 0:
             end = consumer.highwater(tp)
         if end is not None and end >= 0:
             replica.end = max(replica.end or 0, int(end))
-        if replica.end is not None and replica.position >= replica.end and replica.position > replica.next:
+        if not busy and replica.end is not None and replica.position >= replica.end:
             self._advance(replica)
