@@ -7,6 +7,7 @@ which starts one): then they fail, so CI never skips them silently.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,10 @@ def private_broker(broker: str, tmp_path: Path) -> Iterator[Any]:
     shared broker stays up for everything else. Stopped (data removed) at teardown."""
     from .cluster import PrivateBroker
 
+    if shutil.which("java") is None:
+        if os.environ.get("DAGGERFLOW_REQUIRE_KAFKA") == "1":
+            pytest.fail("a private broker needs java (tools/kafka/broker)")
+        pytest.skip("a private broker needs java (tools/kafka/broker)")
     b = PrivateBroker(tmp_path / "private-broker")
     b.start()
     try:

@@ -248,7 +248,7 @@ async def test_broker_restart_while_workers_run(
             print(f"broker restarted; {done_at_stop} of {len(ids)} were COMPLETED before the stop")
             watcher = UpdatesWatcher(cluster.bootstrap, cluster.topic("updates"))
             await creating
-            await watcher.wait_completed(ids, timeout=150)
+            await watcher.wait_completed(ids, timeout=90)
         await assert_completed_once_each(cluster, watcher, ids)
     finally:
         await watcher.close()
