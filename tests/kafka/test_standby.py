@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +121,15 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> 
         await asyncio.sleep(0.02)
 
 
+async def until_end(consumer: AIOKafkaConsumer, tp: Any, end: int, timeout: float = 20.0) -> None:
+    """Wait until the last stable offset of ``tp`` reaches ``end``."""
+    deadline = time.monotonic() + timeout
+    while (await consumer.end_offsets([tp]))[tp] < end:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{tp} did not reach end offset {end}")
+        await asyncio.sleep(0.02)
+
+
 def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -215,7 +225,12 @@ async def test_standby_tails_changelog_and_hands_over(
         # A standby that is released while its partition moves on restores only the tail.
         await standby.release(1)
         tail = WriteBatch(instances={"p1-late": inst("p1-late")})
+        tp1 = aiokafka.TopicPartition(topic, 1)
+        before = (await consumer.end_offsets([tp1]))[tp1]
         tail_records = await sources[1].commit(tail)
+        # commit_transaction() returns before the markers are written: until then the last
+        # stable offset (what a restore reads up to) does not include the tail.
+        await until_end(consumer, tp1, before + len(tail_records) + 1)
         active = open_store(url("standby/p001"), datadir=str(tmp_path), application_name="t")
         try:
             result = await restore_from_topic(active, consumer, topic, 1, timeout=30)

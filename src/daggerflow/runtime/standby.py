@@ -284,7 +284,9 @@ class StandbyReplicas:
                 for p, replica in list(self._replicas.items()):
                     tp = TopicPartition(self.topic, p)
                     if tp in assigned:
-                        self._observe(consumer, tp, replica, await consumer.position(tp), p in applied)
+                        position = await consumer.position(tp)
+                        if self._replicas.get(p) is replica:  # not released, should it have waited
+                            self._observe(consumer, tp, replica, position, p in applied)
             except KafkaError as exc:
                 # The fetcher retries on its own; a back-off keeps a persistent error (for
                 # example, a deleted topic) from spinning.
