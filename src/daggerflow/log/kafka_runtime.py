@@ -531,7 +531,10 @@ class KafkaRuntime:
         if task.closed or self.tasks.get(p) is not task:
             return
         log.warning("task %d stopped (%r): re-activating it", p, task.failed)
-        await self._close(p)
+        try:
+            await self._close(p)
+        except Exception:
+            log.exception("closing task %d failed; re-activating it anyway", p)
         if self._listener is not None:
             await self._listener.task_migrated(p)
 

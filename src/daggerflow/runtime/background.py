@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background loop and wait until it has unwound."""
+    """Cancel a background loop and wait until it has unwound.
+
+    A loop that already failed is not raised again here: its failure was observed (and
+    handled) by whoever watches it; stopping it must not fail too."""
     if task is None:
+        return
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # mark it retrieved
         return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        try:
+            await task
+        except Exception:
+            log.warning("%s failed while stopping", task.get_name(), exc_info=True)
