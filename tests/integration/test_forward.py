@@ -242,3 +242,21 @@ async def test_public_routes_still_answer(workers: tuple[Dagger, Dagger]) -> Non
         r = await client.get("/api/v1/instances")
         assert r.json()["total"] == 1 and [i["id"] for i in r.json()["items"]] == ["q1"]
         assert (await client.get("/tasks/instance/nope")).status_code == 404
+
+
+async def test_an_unreachable_owner_is_a_503(clock: ManualClock, dead_url: str) -> None:
+    """A public read whose forwarding failed answers 503 (retry later), not 409 or 500."""
+
+    class Cut(Dagger):
+        async def get_instance_state(self, instance_id: str) -> Instance | None:
+            async with Forwarder(timeout=1.0) as fwd:
+                return await fwd.get_instance(dead_url, instance_id)
+
+    engine = await start(Cut, clock)
+    try:
+        async with httpx.AsyncClient(base_url=url(engine), timeout=5) as client:
+            r = await client.get("/api/v1/instances/q1")
+        assert r.status_code == 503
+        assert r.json()["type"] == "ForwardError" and dead_url in r.json()["error"]
+    finally:
+        await engine.stop()

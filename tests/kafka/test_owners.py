@@ -7,6 +7,8 @@ fresh topic created like the runtime creates ``{app}-owners`` (compacted, one pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,6 +21,7 @@ pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from daggerflow import Dagger
 from daggerflow.demo.pizza import TEMPLATE
 from daggerflow.errors import ConfigurationError
 from daggerflow.log.codec import partition_for
@@ -226,20 +229,19 @@ async def test_missing_topic_is_a_configuration_error(broker: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-async def test_any_worker_answers_for_any_instance(
-    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two workers share 6 partitions. Each worker's REST API answers for every instance, a
-    client (no REST API, owns nothing) reads any instance, listings merge both workers; after one
-    worker is SIGKILLed the survivor takes its partitions over and answers for all again."""
+@contextlib.asynccontextmanager
+async def pizza_cluster(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch, ids: list[str]
+) -> AsyncIterator[tuple[Cluster, OwnersView, Dagger, httpx.AsyncClient]]:
+    """Two pizza workers sharing 6 partitions, a view of their owners, a client engine (no REST
+    API, owns nothing) that created ``ids``, all COMPLETED; and an HTTP client."""
     cluster = make_cluster(partitions=6)
-    workers = await cluster.start(2)
+    await cluster.start(2)
     view = OwnersView(cluster.bootstrap, f"{cluster.app}-owners")
     await view.start()
     try:
         # Both workers serve some partitions (owner records are written on activation).
         await wait_until(lambda: len(view.owners()) == 6 and len(view.urls()) == 2, 60, 0.1, "owners of 6")
-        ids = [f"o{i:03d}" for i in range(40)]
         for key, value in cluster.env(cluster.root / "client").items():
             monkeypatch.setenv(key, value)
         from daggerflow.demo import kafka_app
@@ -256,41 +258,71 @@ async def test_any_worker_answers_for_any_instance(
 
             urls = view.urls()
             await wait_until(
-                lambda: _all_equal([completed(u) for u in urls], len(ids)), 90, 0.2, "40 COMPLETED"
+                lambda: _all_equal([completed(u) for u in urls], len(ids)), 90, 0.2, f"{len(ids)} COMPLETED"
             )
-            # Every instance from every worker, whichever owns it.
-            owned_by = {u: 0 for u in urls}
-            for oid in ids:
-                owner = view.owner(partition_for(oid, 6))
-                assert owner is not None and owner.url in owned_by
-                owned_by[owner.url] += 1
-                for url in urls:
-                    r = await http.get(f"{url}/api/v1/instances/{oid}")
-                    assert r.status_code == 200, (url, oid, r.text)
-                    assert r.json()["id"] == oid and r.json()["status"]["code"] == "COMPLETED"
-                got = await client.get_instance(oid)
-                assert got is not None and got.id == oid
-            assert all(owned_by.values()), owned_by  # both owners were really asked
-            for url in urls:
-                assert (await http.get(f"{url}/api/v1/instances/nope")).status_code == 404
-                body = (await http.get(f"{url}/api/v1/instances", params={"limit": 1000})).json()
-                assert body["total"] == len(ids)
-                assert [i["id"] for i in body["items"]] == sorted(ids, key=lambda i: (created(body, i), i))
-                listed = (await http.get(f"{url}/tasks/instances", params={"limit": 15, "offset": 30})).json()
-                assert [i["id"] for i in listed] == [i["id"] for i in body["items"]][30:]
-
-            # Failover: the survivor activates the killed worker's partitions and answers for all.
-            # (worker ids are "<host>-<pid>-<random>")
-            survivor = next(o.url for o in view.owners().values() if f"-{workers[0].pid}-" in o.worker)
-            workers[1].sigkill()
-            await wait_until(lambda: view.urls() == [survivor], 90, 0.2, "the survivor to own everything")
-            for oid in ids:
-                r = await http.get(f"{survivor}/api/v1/instances/{oid}")
-                assert r.status_code == 200, (oid, r.text)
-            body = (await http.get(f"{survivor}/api/v1/instances", params={"limit": 1000})).json()
-            assert body["total"] == len(ids)
+            yield cluster, view, client, http
     finally:
         await view.stop()
+
+
+async def test_any_worker_answers_for_any_instance(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker's REST API answers for every instance, a client reads any instance, listings
+    merge both workers."""
+    ids = [f"o{i:03d}" for i in range(40)]
+    async with pizza_cluster(make_cluster, monkeypatch, ids) as (cluster, view, client, http):
+        urls = view.urls()
+        owned_by = {u: 0 for u in urls}
+        for oid in ids:
+            owner = view.owner(partition_for(oid, 6))
+            assert owner is not None and owner.url in owned_by
+            owned_by[owner.url] += 1
+            for url in urls:
+                r = await http.get(f"{url}/api/v1/instances/{oid}")
+                assert r.status_code == 200, (url, oid, r.text)
+                assert r.json()["id"] == oid and r.json()["status"]["code"] == "COMPLETED"
+            got = await client.get_instance(oid)
+            assert got is not None and got.id == oid
+        assert all(owned_by.values()), owned_by  # both owners were really asked
+        for url in urls:
+            assert (await http.get(f"{url}/api/v1/instances/nope")).status_code == 404
+            body = (await http.get(f"{url}/api/v1/instances", params={"limit": 1000})).json()
+            assert body["total"] == len(ids)
+            assert [i["id"] for i in body["items"]] == sorted(ids, key=lambda i: (created(body, i), i))
+            listed = (await http.get(f"{url}/tasks/instances", params={"limit": 15, "offset": 30})).json()
+            assert [i["id"] for i in listed] == [i["id"] for i in body["items"]][30:]
+    assert await cluster.stop_all() == [0, 0]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="runtime: a worker re-activating its own partitions after a rebalance answers 404 for "
+    "their instances while its owner records still name it (/tmp/brief/bugs.md, owners/forwarding)",
+)
+async def test_no_instance_is_reported_missing_across_a_failover(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker is SIGKILLed; the survivor takes its partitions over. While a partition is
+    (re-)activated a read may fail with 503 (retry), but an existing instance is never a 404."""
+    ids = [f"o{i:03d}" for i in range(40)]
+    async with pizza_cluster(make_cluster, monkeypatch, ids) as (cluster, view, _client, http):
+        w0, w1 = cluster.workers
+        # (worker ids are "<host>-<pid>-<random>")
+        survivor = next(o.url for o in view.owners().values() if f"-{w0.pid}-" in o.worker)
+        assert survivor is not None
+        w1.sigkill()
+        await wait_until(lambda: view.urls() == [survivor], 90, 0.2, "the survivor to own everything")
+
+        async def answered(oid: str) -> bool:
+            r = await http.get(f"{survivor}/api/v1/instances/{oid}")
+            assert r.status_code in (200, 503), (oid, r.status_code, r.text)
+            return r.status_code == 200
+
+        for oid in ids:
+            await wait_until(functools.partial(answered, oid), 30, 0.1, f"{oid} from the survivor")
+        body = (await http.get(f"{survivor}/api/v1/instances", params={"limit": 1000})).json()
+        assert body["total"] == len(ids)
     assert await cluster.stop_all() == [0]
 
 

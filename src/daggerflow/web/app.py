@@ -29,7 +29,7 @@ from ..model.instance import encode_instance
 from ..model.snapshot import snapshot, summary
 from ..model.status import TaskStatusEnum
 from ..topics import encode_value
-from .forward import INTERNAL_HEADER, MISDIRECTED, MSGPACK
+from .forward import INTERNAL_HEADER, MISDIRECTED, MSGPACK, ForwardError
 
 if TYPE_CHECKING:
     from ..engine import Dagger
@@ -255,9 +255,12 @@ def create_app(engine: Dagger) -> Starlette:
         )
 
     async def dagger_error(request: Request, exc: Exception) -> Response:
-        status = (
-            404 if isinstance(exc, TemplateDoesNotExist) else 422 if isinstance(exc, NotSerializable) else 409
-        )
+        if isinstance(exc, ForwardError):
+            status = 503  # the owner of the instance did not answer: worth retrying, not a conflict
+        elif isinstance(exc, TemplateDoesNotExist):
+            status = 404
+        else:
+            status = 422 if isinstance(exc, NotSerializable) else 409
         return JSONResponse(
             {"error": str(exc), "type": type(exc).__name__, "status": status}, status_code=status
         )

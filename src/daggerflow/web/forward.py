@@ -98,6 +98,12 @@ class Forwarder:
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def __aenter__(self) -> Forwarder:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def _get(self, url: str, path: str, params: dict[str, str]) -> httpx.Response:
         try:
             return await self._client.get(url.rstrip("/") + path, params=params)
