@@ -98,7 +98,11 @@ async def run_failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     app = f"kf{uuid.uuid4().hex[:6]}_{args.workers}w"
     logdir = root / app
     logdir.mkdir(parents=True)
-    print(f"\n== failover: {args.workers} workers, {args.guarantee}, app {app}, logs {logdir}", flush=True)
+    print(
+        f"\n== failover: {args.workers} workers, {args.guarantee}, {args.standbys} standby replicas, "
+        f"app {app}, logs {logdir}",
+        flush=True,
+    )
 
     def spawn(i: int, suffix: str = "") -> Worker:
         return start_worker(
@@ -109,11 +113,17 @@ async def run_failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             args.partitions,
             logdir / f"data{i}",
             logdir,
+            extra_env={"DAGGERFLOW_STANDBYS": str(args.standbys)},
         )
 
     workers = [spawn(i) for i in range(args.workers)]
     completions = Completions(bootstrap, f"{app}.updates")
-    out: dict[str, Any] = {"app": app, "workers": args.workers, "guarantee": args.guarantee}
+    out: dict[str, Any] = {
+        "app": app,
+        "workers": args.workers,
+        "guarantee": args.guarantee,
+        "standbys": args.standbys,
+    }
     try:
         await wait_cluster_ready(workers, args.partitions, args.start_timeout)
         print(f"   cluster ready: {summarise_owners(owners(workers))}", flush=True)
@@ -219,6 +229,15 @@ async def run_failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             restores = [r for w in survivors for r in w.log.restores if r.at >= t_kill]
             rs = restore_summary(restores)
             print(f"   restores on the survivors after the kill: {fmt_restores(rs)}", flush=True)
+            print(
+                "     "
+                + ", ".join(
+                    f"p{r.partition}{'*' if r.partition in lost else ''} {r.records} in {r.seconds:.2f} s "
+                    f"at +{r.at - t_kill:.2f}"
+                    for r in sorted(restores, key=lambda r: r.at)
+                )
+                + " (* = the killed worker's)"
+            )
 
             # Throughput around the kill, per second (completions seen on the updates topic).
             bins: dict[int, int] = {}
@@ -373,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--guarantee", default="exactly_once", choices=["exactly_once", "at_least_once"])
+    parser.add_argument("--standbys", type=int, default=0, help="standby replicas per partition (failover)")
     parser.add_argument("--rate", type=float, default=200.0, help="continuous load, workflows/s")
     parser.add_argument("--preload", type=int, default=5000, help="completed workflows before the load")
     parser.add_argument("--before", type=float, default=5.0, help="seconds of load before the kill")
