@@ -139,51 +139,80 @@ def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
+class Rig:
+    """A compacted changelog topic, a source store and a transactional producer per
+    partition, a StandbyReplicas whose stores are files under ``tmp_path/standby``, and a
+    restore consumer (the active side's, after a failover)."""
+
+    def __init__(self, broker: str, tmp_path: Path, kind: str) -> None:
+        self.broker = broker
+        self.tmp_path = tmp_path
+        self.kind = kind
+        self.topic = f"test-standby-{uuid.uuid4().hex[:8]}"
+        self.opened: dict[int, list[Store]] = {}
+        self.sources: list[Source] = []
+        self.standby = StandbyReplicas(broker, self.topic, self.open_local, poll_ms=100)
+        self.consumer = restore_consumer(broker)
+
+    def url(self, name: str) -> str:
+        path = self.tmp_path / name
+        return f"sqlite:///{path}.db" if self.kind == "sqlite" else f"rocksdb:///{path}"
+
+    def open(self, name: str) -> Store:
+        return open_store(self.url(name), datadir=str(self.tmp_path), application_name="t")
+
+    def open_local(self, p: int) -> Store:
+        """The runtime's ``open_store(p)``: the file the active task of ``p`` uses."""
+        store = self.open(f"standby/p{p:03d}")
+        self.opened.setdefault(p, []).append(store)
+        return store
+
+    def caught_up(self, p: int) -> bool:
+        """The standby store of ``p`` holds what its source holds."""
+        return p in self.standby.partitions and dump(self.opened[p][-1]) == dump(self.sources[p].store)
+
+    async def __aenter__(self) -> Rig:
+        await create_topic(self.broker, self.topic, PARTITIONS)
+        for p in range(PARTITIONS):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.broker,
+                transactional_id=f"standby-test-{uuid.uuid4().hex[:8]}-{p}",
+                retry_backoff_ms=10,
+                linger_ms=0,
+            )
+            await producer.start()
+            self.sources.append(Source(self.open(f"source{p}"), producer, self.topic, p))
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.standby.stop()
+        await self.consumer.stop()
+        for source in self.sources:
+            await source.producer.stop()
+            source.store.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_standby_tails_changelog_and_hands_over(
     broker: str, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(aiokafka.producer.sender, "BACKOFF_OVERRIDE", 0.002)
-    topic = f"test-standby-{uuid.uuid4().hex[:8]}"
-    await create_topic(broker, topic, PARTITIONS)
-
-    def url(name: str) -> str:
-        return f"sqlite:///{tmp_path / name}.db" if kind == "sqlite" else f"rocksdb:///{tmp_path / name}"
-
-    def open_local(p: int) -> Store:
-        store = open_store(url(f"standby/p{p:03d}"), datadir=str(tmp_path), application_name="t")
-        opened.setdefault(p, []).append(store)
-        return store
-
-    opened: dict[int, list[Store]] = {}
-    sources_stores = [
-        open_store(url(f"source{p}"), datadir=str(tmp_path), application_name="t") for p in range(PARTITIONS)
-    ]
-    producers = [
-        AIOKafkaProducer(
-            bootstrap_servers=broker,
-            transactional_id=f"standby-test-{uuid.uuid4().hex[:8]}-{p}",
-            retry_backoff_ms=10,
-            linger_ms=0,
+    async with Rig(broker, tmp_path, kind) as rig:
+        topic, sources, standby, consumer, opened = (
+            rig.topic,
+            rig.sources,
+            rig.standby,
+            rig.consumer,
+            rig.opened,
         )
-        for p in range(PARTITIONS)
-    ]
-    for producer in producers:
-        await producer.start()
-    sources = [Source(sources_stores[p], producers[p], topic, p) for p in range(PARTITIONS)]
-    standby = StandbyReplicas(broker, topic, open_local, poll_ms=100)
-    consumer = restore_consumer(broker)
-    await consumer.start()
-    try:
+        url, caught_up = rig.url, rig.caught_up
         # Records written before the standby starts: it reads them from the beginning.
         for p in range(PARTITIONS):
             await sources[p].commit(first_batch(f"p{p}", 20))
         await standby.start()
         await standby.set_partitions({0, 1})
         assert standby.partitions == {0, 1}
-
-        def caught_up(p: int) -> bool:
-            return dump(opened[p][-1]) == dump(sources[p].store)
 
         await until(lambda: caught_up(0) and caught_up(1), "the standbys to catch up")
         await until(lambda: standby.lag() == {0: 0, 1: 0}, "lag 0")
@@ -260,10 +289,66 @@ async def test_standby_tails_changelog_and_hands_over(
         # stop() closed partition 0's store too.
         closed = open_store(url("standby/p000"), datadir=str(tmp_path), application_name="t")
         closed.close()
-    finally:
-        await standby.stop()
-        await consumer.stop()
-        for producer in producers:
-            await producer.stop()
-        for store in sources_stores:
-            store.close()
+
+
+async def test_standby_survives_churn_while_the_changelog_grows(
+    broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set changes (release, re-add, drop) while both partitions are written to: every
+    change reassigns the consumer under in-flight fetches. In the end each standby equals
+    its source, and a restore after release reads no records."""
+    monkeypatch.setattr(aiokafka.producer.sender, "BACKOFF_OVERRIDE", 0.002)
+    async with Rig(broker, tmp_path, "sqlite") as rig:
+        standby, sources = rig.standby, rig.sources
+        await standby.start()
+        await standby.set_partitions({0, 1})
+        commits = 0
+        changed = asyncio.Event()
+
+        async def write() -> None:
+            nonlocal commits
+            for n in range(30):
+                for p in range(PARTITIONS):
+                    batch = WriteBatch()
+                    for i in range(5):
+                        iid = f"p{p}-{i}"
+                        batch.instances[iid] = inst(iid, "RUNNING", float(n))
+                        batch.set_timer(iid, "t", float(n))
+                    if n % 7 == 3:
+                        await sources[p].commit(WriteBatch(instances={f"p{p}-0": None}), abort=True)
+                    await sources[p].commit(batch)
+                commits += 1
+                changed.set()
+
+        churn = [
+            lambda: standby.release(0),
+            lambda: standby.set_partitions({0, 1}),
+            lambda: standby.set_partitions({1}),
+            lambda: standby.release(1),
+            lambda: standby.set_partitions({0}),
+            lambda: standby.set_partitions({0, 1}),
+        ]
+        writer = asyncio.create_task(write())
+        steps = 0
+        while not writer.done():
+            # One change of the set per commit of the writer, in the middle of its tail.
+            waiter = asyncio.ensure_future(changed.wait())
+            await asyncio.wait({writer, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            changed.clear()
+            await churn[steps % len(churn)]()
+            steps += 1
+        await writer
+        assert commits == 30 and steps >= 20, steps
+        await standby.set_partitions({0, 1})
+        await until(lambda: rig.caught_up(0) and rig.caught_up(1), "both standbys after the churn")
+        await until(lambda: standby.lag() == {0: 0, 1: 0}, "lag 0 after the churn")
+        for p in range(PARTITIONS):
+            await standby.release(p)
+            active = rig.open(f"standby/p{p:03d}")
+            try:
+                result = await restore_from_topic(active, rig.consumer, rig.topic, p, timeout=30)
+                assert result.records == 0, result
+                assert dump(active) == dump(sources[p].store)
+            finally:
+                active.close()
