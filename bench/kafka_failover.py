@@ -39,7 +39,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,12 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from kafka_pizza import (
-    REPO,
     Completions,
     Driver,
     Restored,
     Worker,
     bootstrap_of,
+    code_version,
     delete_app_topics,
     ids_covering,
     kinds,
@@ -406,9 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
+    commit = code_version()
     print(
         f"daggerflow Kafka failover/restore benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, commit {commit}"
     )

@@ -726,6 +726,19 @@ async def run_config(args: argparse.Namespace, n_workers: int, guarantee: str, r
                 await delete_app_topics(bootstrap, app)
 
 
+def code_version() -> str:
+    """The commit, and the runtime files that differ from it: the workers run the working tree
+    (editable install), which others may be editing while a benchmark runs."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--short", "--untracked-files=no", "src"], capture_output=True, text=True, cwd=REPO
+    ).stdout.split("\n")
+    changed = [line[3:] for line in dirty if line.strip()]
+    return commit + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
 async def wait_idle(max_wait: float, busy_below: float = 0.5, window: float = 2.0) -> None:
     """Wait (at most ``max_wait`` s) until the machine, the broker excluded, is nearly idle: the
     VM is shared, and other sessions' test suites change the figures by several times."""
@@ -830,9 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write all results to this file")
     args = parser.parse_args(argv)
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
+    commit = code_version()
     print(f"daggerflow Kafka pizza benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, commit {commit}")
     print(f"machine: {machine()}")
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
