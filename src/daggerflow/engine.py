@@ -161,7 +161,8 @@ class Dagger:
         if kafka_partitions < 1 or num_standby_replicas < 0:
             raise ConfigurationError("kafka_partitions must be >= 1 and num_standby_replicas >= 0")
         # Fail at construction, naming what is supported (e.g. store="aerospike://").
-        check_store_url(store)
+        if not (broker is not None and store in ("sqlite://", "rocksdb://")):
+            check_store_url(store)  # on Kafka, "sqlite://"/"rocksdb://" choose the partition stores' kind
         if aerospike_config is not None:
             raise ConfigurationError("aerospike_config is not supported: there is no Aerospike store")
         if consumer_auto_offset_reset not in ("earliest", "latest"):
@@ -624,7 +625,9 @@ class Dagger:
                 return task
             known = await self.get_instance_state(instance_id)
             if known is None:
-                raise TaskInvalidState(f"submit of {instance_id!r} was sent, but the instance is not known yet")
+                raise TaskInvalidState(
+                    f"submit of {instance_id!r} was sent, but the instance is not known yet"
+                )
             return self.view(known)
         submitted: Instance | None = await self._require_started().call(instance_id, Submit())
         assert submitted is not None
@@ -661,7 +664,15 @@ class Dagger:
         return await self._kafka.remote_instance(instance_id)
 
     def local_instance(self, instance_id: str) -> Instance | None:
-        """The committed instance if this process holds it (REST forwarding answers with it)."""
+        """The committed instance if this process holds it (REST forwarding answers with it).
+
+        On Kafka, raises ``NotOwner`` when this worker has no active task for the instance's
+        partition (it moved, or is being activated): "ask the owner again", not "no such
+        instance"."""
+        if self._kafka is not None and self._kafka.local_task(instance_id) is None:
+            from .log.owners import NotOwner
+
+            raise NotOwner(f"this worker does not hold the partition of {instance_id!r} now")
         return self.committed(instance_id)
 
     def committed(self, instance_id: str) -> Instance | None:
@@ -678,7 +689,9 @@ class Dagger:
         if self._kafka is not None:
             found: list[Instance] = []
             for store in self._kafka.stores():
-                found.extend(store.list_instances(status=status, template=template, limit=offset + limit, offset=0))
+                found.extend(
+                    store.list_instances(status=status, template=template, limit=offset + limit, offset=0)
+                )
             found.sort(key=_listing_order)
             return found[offset : offset + limit]
         store = self._require_store()
@@ -694,7 +707,9 @@ class Dagger:
     ) -> list[Instance]:
         """Like ``list_instances``, across every worker on Kafka."""
         if self._kafka is not None:
-            return await self._kafka.list_everywhere(status=status, template=template, limit=limit, offset=offset)
+            return await self._kafka.list_everywhere(
+                status=status, template=template, limit=limit, offset=offset
+            )
         return self.list_instances(status=status, template=template, limit=limit, offset=offset)
 
     async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int:

@@ -295,11 +295,6 @@ async def test_any_worker_answers_for_any_instance(
     assert await cluster.stop_all() == [0, 0]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="runtime: a worker re-activating its own partitions after a rebalance answers 404 for "
-    "their instances while its owner records still name it (/tmp/brief/bugs.md, owners/forwarding)",
-)
 async def test_no_instance_is_reported_missing_across_a_failover(
     make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:

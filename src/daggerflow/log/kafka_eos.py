@@ -158,6 +158,9 @@ PRODUCER_SETTINGS: Mapping[str, Any] = {
     "max_batch_size": 1024 * 1024,
 }
 
+# (topic, key, partition count) -> partition under the producer's default partitioner.
+_partition_cache: dict[tuple[str, bytes, int], int] = {}
+
 #: (topic, key, value, partition or None for the producer's partitioner, headers or None)
 Record = tuple[str, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]] | None]
 
@@ -177,7 +180,18 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
         if partition is None:
             if cluster.partitions_for_topic(topic) is None:
                 await producer.client._wait_on_metadata(topic)
-            partition = producer._partition(topic, None, None, None, key, value)
+            if key is None:
+                partition = producer._partition(topic, None, None, None, key, value)
+            else:
+                # murmur2 is pure Python: an instance's several messages (snapshots) share a key.
+                # The partition count is part of the cache key, as it is of the hash's result.
+                cache_key = (topic, key, len(cluster.partitions_for_topic(topic) or ()))
+                cached = _partition_cache.get(cache_key)
+                if cached is None:
+                    if len(_partition_cache) > 100_000:
+                        _partition_cache.clear()
+                    cached = _partition_cache[cache_key] = producer._partition(topic, None, None, None, key, value)
+                partition = cached
         groups.setdefault((topic, partition), []).append((key, value, headers))
     sent: list[tuple[asyncio.Future[Any], int]] = []
     for (topic, partition), group in groups.items():

@@ -46,7 +46,7 @@ from ..runtime.standby import StandbyReplicas, standby_partitions
 from ..store.base import Message, Outgoing, Store, WriteBatch
 from ..store.changelog import batch_records, restore_from_topic
 from ..store.sqlite import open_store
-from ..web.forward import Forwarder
+from ..web.forward import Forwarder, ForwardError
 from . import codec
 from .kafka_admin import TopicSpec, ensure_topics, internal_topics
 from .kafka_eos import (
@@ -553,6 +553,7 @@ class KafkaRuntime:
     async def _revoked(self, partitions: frozenset[int]) -> None:
         for p in sorted(partitions):
             await self._close(p)
+        self._standby_dirty.set()  # a revoked partition may now be one to keep warm
 
     async def _close(self, p: int) -> None:
         task = self.tasks.pop(p, None)
@@ -803,12 +804,46 @@ class KafkaRuntime:
         if task is not None:
             task.processor.submit_event(instance_id, event, box)
 
-    async def remote_instance(self, instance_id: str) -> Instance | None:
-        """Ask the owner of the instance's partition (its REST API) for the instance."""
-        owner = self.owners.owner(self.partition_of(instance_id)) if self.owners is not None else None
-        if owner is None or owner.url is None or owner.url == self.engine.web_url:
-            return None
-        return await self.forwarder.get_instance(owner.url, instance_id)
+    async def remote_instance(self, instance_id: str, *, timeout: float = 10.0) -> Instance | None:
+        """The instance from the worker that owns its partition (its REST API).
+
+        During a rebalance the owners topic may still name this worker (its own partition is
+        being re-activated) or a worker that just lost the partition (it answers 421): wait,
+        within ``timeout``, for this worker's task or for a new owner, and ask again. Raises
+        ``ForwardError`` when nobody answers in time: "unknown" is not "does not exist"."""
+        assert self.owners is not None
+        p = self.partition_of(instance_id)
+        deadline = time.monotonic() + timeout
+        tried: Owner | None = None
+        while True:
+            task = self.local_task(instance_id)
+            if task is not None:
+                return task.processor.committed(instance_id)
+            owner = self.owners.owner(p)
+            left = deadline - time.monotonic()
+            if (
+                owner is not None
+                and owner.url is not None
+                and owner.url != self.engine.web_url
+                and owner != tried
+            ):
+                try:
+                    return await self.forwarder.get_instance(owner.url, instance_id)
+                except ForwardError as exc:
+                    if exc.status not in (None, 421) or left <= 0:
+                        raise
+                    tried = owner
+                    continue
+            if owner is not None and owner.url is None and owner.worker != self.worker_id:
+                return None  # its owner serves no REST API: nobody can answer
+            if left <= 0:
+                raise ForwardError(
+                    str(owner.url if owner else None), f"no worker answers for partition {p} now"
+                )
+            try:
+                await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
+            except TimeoutError:
+                pass
 
     async def poll_until(
         self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
@@ -841,7 +876,12 @@ class KafkaRuntime:
         local = self.engine.list_instances(status=status, template=template, limit=offset + limit, offset=0)
         remote = await list_everywhere(self.forwarder, self._other_urls(), status=status, template=template,
                                        limit=offset + limit, offset=0)  # fmt: skip
-        merged = sorted([*local, *remote], key=lambda i: (i.root.time_created or 0.0, i.id))
+        newest: dict[str, Instance] = {}
+        for inst in [*local, *remote]:  # a partition that just moved may be listed twice
+            known = newest.get(inst.id)
+            if known is None or inst.update_count > known.update_count:
+                newest[inst.id] = inst
+        merged = sorted(newest.values(), key=lambda i: (i.root.time_created or 0.0, i.id))
         return merged[offset : offset + limit]
 
     async def count_everywhere(self, *, status: str | None, template: str | None) -> int:
