@@ -71,6 +71,9 @@ EXACTLY_ONCE = "exactly_once"
 AT_LEAST_ONCE = "at_least_once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 
+#: Partitions restored at the same time (each restore holds a consumer).
+RESTORE_CONSUMERS = 4
+
 #: Inputs a task may hold before the fetch loop waits for it (memory bound, backpressure).
 MAX_QUEUED = 5000
 
@@ -318,8 +321,10 @@ class KafkaRuntime:
         self._transactions: PartitionTransactions | None = None
         self._guard = AssignmentGuard()
         self._listener: _Listener | None = None
-        self._restore_consumer: Any = None
-        self._restore_lock = asyncio.Lock()
+        # Restore consumers: a restore assigns its consumer one partition, so concurrent
+        # activations (a failover moves several partitions at once) each take one.
+        self._restore_pool: asyncio.Queue[Any] = asyncio.Queue()
+        self._restore_consumers: list[Any] = []
         self._loops: list[TopicLoop] = []
         self._fetch_task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
@@ -363,15 +368,18 @@ class KafkaRuntime:
         if cfg.role != "worker":
             log.info("daggerflow client of %r connected to %s", cfg.app, cfg.bootstrap)
             return
-        self._restore_consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await self._restore_consumer.start()
+        for _ in range(RESTORE_CONSUMERS):
+            restorer = AIOKafkaConsumer(
+                bootstrap_servers=cfg.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            await restorer.start()
+            self._restore_consumers.append(restorer)
+            self._restore_pool.put_nowait(restorer)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
         self._transactions = PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app)
         self._listener = _Listener(
@@ -438,8 +446,9 @@ class KafkaRuntime:
             await cancel_and_wait(watcher)
         if self._transactions is not None:
             await self._transactions.close()
-        if self._restore_consumer is not None:
-            await stop_consumer(self._restore_consumer)
+        for restorer in self._restore_consumers:
+            await stop_consumer(restorer)
+        self._restore_consumers.clear()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -498,22 +507,32 @@ class KafkaRuntime:
         await self._close(p)
         store = self.open_store(p)
         try:
-            async with self._restore_lock:
-                result = await restore_from_topic(
-                    store, self._restore_consumer, self.topics.changelog.name, p
-                )
+            restorer = await self._restore_pool.get()
+            try:
+                result = await restore_from_topic(store, restorer, self.topics.changelog.name, p)
+            finally:
+                self._restore_pool.put_nowait(restorer)
             self.restored_records += result.records
             store.purge(self.engine.clock.now(), self.engine.dedupe_ttl)
             assert self._transactions is not None
             producer = self._transactions[p]
-            # Ownership is published by the fenced producer: a zombie cannot overwrite it.
-            await producer.begin()
-            key, value = owner_record(Owner(p, self.engine.web_url, self.worker_id, time.time()))
-            await producer.send(self.owners_topic.name, value, key=key)
-            await producer.commit()
+            known = self.owners.owner(p) if self.owners is not None else None
+            if known is None or known.worker != self.worker_id or known.url != self.engine.web_url:
+                await self._publish_owner(p, producer)
         except BaseException:
             store.close()
             raise
+        self._start_task(p, store)
+
+    async def _publish_owner(self, p: int, producer: Any) -> None:
+        """Publish this worker as p's owner with p's fenced producer (a zombie cannot
+        overwrite it). Skipped by the caller when the owners topic already says so."""
+        await producer.begin()
+        key, value = owner_record(Owner(p, self.engine.web_url, self.worker_id, time.time()))
+        await producer.send(self.owners_topic.name, value, key=key)
+        await producer.commit()
+
+    def _start_task(self, p: int, store: Store) -> None:
         task = PartitionTask(p, store, self.engine.clock, self._settings(p), self._committer(p, store))
         jobs = self.engine._jobs
         assert jobs is not None
