@@ -6,7 +6,7 @@
 Configured from the environment: ``DAGGERFLOW_BROKER`` (default kafka://127.0.0.1:9092),
 ``DAGGERFLOW_APP`` (application name, default "pizza"), ``DAGGERFLOW_PARTITIONS`` (12),
 ``DAGGERFLOW_GUARANTEE`` (exactly_once), ``DAGGERFLOW_STANDBYS`` (0), ``DAGGERFLOW_DATA``
-(local state directory), ``DAGGERFLOW_STORE`` ("rocksdb://" for RocksDB partition stores) and ``DAGGERFLOW_KITCHEN`` ("off": no order service, READY answers
+(local state directory), ``DAGGERFLOW_UPDATES`` ("off": no update topic), ``DAGGERFLOW_STORE`` ("rocksdb://" for RocksDB partition stores) and ``DAGGERFLOW_KITCHEN`` ("off": no order service, READY answers
 come from outside).
 
 Topics, prefixed with the application name so runs never see each other's messages:
@@ -36,7 +36,8 @@ def build(role: str = "worker") -> Dagger:
         kafka_partitions=int(os.environ.get("DAGGERFLOW_PARTITIONS", "12")),
         processing_guarantee=os.environ.get("DAGGERFLOW_GUARANTEE", "exactly_once"),
         num_standby_replicas=int(os.environ.get("DAGGERFLOW_STANDBYS", "0")),
-        task_update_topic=f"{app}.updates",
+        # DAGGERFLOW_UPDATES=off: no snapshot per state change (benchmarks watch deliveries).
+        task_update_topic=None if os.environ.get("DAGGERFLOW_UPDATES") == "off" else f"{app}.updates",
         store=os.environ.get("DAGGERFLOW_STORE"),  # "rocksdb://": RocksDB partition stores
         role=role,
         web_port=None if role == "client" else 0,

@@ -176,16 +176,20 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
     with ``VERIFIED_AIOKAFKA``)."""
     groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]] = {}
     cluster = producer.client.cluster
+    counts: dict[str, int] = {}  # partitions per topic, looked up once per call
     for topic, key, value, partition, headers in records:
         if partition is None:
-            if cluster.partitions_for_topic(topic) is None:
-                await producer.client._wait_on_metadata(topic)
+            count = counts.get(topic)
+            if count is None:
+                if cluster.partitions_for_topic(topic) is None:
+                    await producer.client._wait_on_metadata(topic)
+                count = counts[topic] = len(cluster.partitions_for_topic(topic) or ())
             if key is None:
                 partition = producer._partition(topic, None, None, None, key, value)
             else:
                 # murmur2 is pure Python: an instance's several messages (snapshots) share a key.
                 # The partition count is part of the cache key, as it is of the hash's result.
-                cache_key = (topic, key, len(cluster.partitions_for_topic(topic) or ()))
+                cache_key = (topic, key, count)
                 cached = _partition_cache.get(cache_key)
                 if cached is None:
                     if len(_partition_cache) > 100_000:
