@@ -36,6 +36,12 @@ Figures per configuration:
 ``--with-wf-dagger`` also runs the wf-dagger 0.2.6 baseline (``bench/wf_dagger``, in its own
 virtualenv ``/tmp/wfd-venv``, run ``bench/wf_dagger/setup.sh`` first) against the same broker
 in the same run and prints the ratio.
+
+Environment: ``KAFKA_BENCH_PROFILE=py-spy:DIR`` (py-spy from ``$PYSPY``, default
+``/tmp/pyspy-venv/bin/py-spy``: a sampler, raw flame-graph files) or ``cprofile:DIR`` (pstats
+files, written when a worker exits on SIGTERM) runs every worker under that profiler;
+``KAFKA_BENCH_NICE=-10`` runs the workers and this process at that nice value (the VM is
+shared: it shows what the workers do when other sessions' processes wait for them).
 """
 
 from __future__ import annotations
