@@ -201,6 +201,16 @@ async def run_failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 }
             failover = max(max(v["active_s"], v["first_completed_s"]) for v in per_partition.values())
             first_active = min(v["active_s"] for v in per_partition.values())
+            # Detection: the first revocation a survivor logs after the kill (the group noticed).
+            revocations = [
+                t for w in survivors for t, line in w.log.lines if t >= t_kill and "revoked tasks" in line
+            ]
+            detection = min(revocations) - t_kill if revocations else None
+            print(
+                f"   first revocation on a survivor (the kill detected) after "
+                f"{detection if detection is not None else float('nan'):.2f} s",
+                flush=True,
+            )
             print(
                 f"   failover: {failover:.2f} s (groups {groups}; first partition active in all groups after "
                 f"{first_active:.2f} s, last after {max(v['active_s'] for v in per_partition.values()):.2f} s; "
@@ -263,6 +273,8 @@ async def run_failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             workers = [*survivors, back]
             out.update(
                 killed_partitions=lost,
+                kill_at=t_kill,
+                detection_s=detection,
                 failover_s=failover,
                 first_active_s=first_active,
                 per_partition=per_partition,

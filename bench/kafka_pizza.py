@@ -425,11 +425,14 @@ class Seen:
 
 class Completions:
     """A read_committed consumer of the task-update topic: the first COMPLETED snapshot of each
-    instance, with the wall time at which it was seen."""
+    instance, with the wall time at which it was seen. With ``deliveries=True`` the topic is
+    ``{app}.deliveries`` instead (one message per workflow, keyed by order id, written by the
+    delivery task in the transaction of its outcome), for runs without the update topic."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, deliveries: bool = False) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.deliveries = deliveries
         self.seen: dict[str, Seen] = {}
         self.records = 0
         self._changed = asyncio.Event()
@@ -481,6 +484,12 @@ class Completions:
                 self.records += len(records)
                 for r in records:
                     value = r.value
+                    if self.deliveries:
+                        iid = r.key.decode() if r.key else str(json.loads(value)["order_id"])
+                        if iid not in self.seen:
+                            self.seen[iid] = Seen(iid, now, tp, r.offset)
+                            fresh = True
+                        continue
                     # Cheap filter first: most snapshots are not the final one.
                     if value is None or b"COMPLETED" not in value:
                         continue
@@ -674,10 +683,20 @@ async def run_config(args: argparse.Namespace, n_workers: int, guarantee: str, r
     speed_before = cpu_speed()
     t_start = time.time()
     workers = [
-        start_worker(f"worker{i}", app, args.broker, guarantee, args.partitions, logdir / f"data{i}", logdir)
+        start_worker(
+            f"worker{i}",
+            app,
+            args.broker,
+            guarantee,
+            args.partitions,
+            logdir / f"data{i}",
+            logdir,
+            extra_env={"DAGGERFLOW_UPDATES": "off"} if args.observe == "deliveries" else None,
+        )
         for i in range(n_workers)
     ]
-    completions = Completions(bootstrap, f"{app}.updates")
+    deliveries = args.observe == "deliveries"
+    completions = Completions(bootstrap, f"{app}.deliveries" if deliveries else f"{app}.updates", deliveries)
     try:
         await wait_cluster_ready(workers, args.partitions, args.start_timeout)
         ready_s = time.time() - t_start
@@ -831,6 +850,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     parser.add_argument("--guarantees", default="exactly_once,at_least_once")
     parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument(
+        "--observe",
+        choices=["updates", "deliveries"],
+        default="updates",
+        help="completion seen as the COMPLETED snapshot on {app}.updates (default, the README's "
+        "task_update_topic on), or as the delivery message on {app}.deliveries with the workers' "
+        "update topic off (DAGGERFLOW_UPDATES=off)",
+    )
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the timed workflows"
