@@ -41,13 +41,15 @@ def broker() -> str:
 # ---------------------------------------------------------------------------------------------
 
 CLUSTERS = pytest.StashKey[list[Any]]()
+FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
 def make_cluster(broker: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """``make_cluster(target=..., env=..., broker_url=...)`` -> a Cluster of a fresh app.
-    Teardown kills the workers still running and deletes the app's topics; a failed test
-    gets the workers' logs in its report (section "worker logs")."""
+    Teardown kills the workers still running and deletes the app's topics, unless the test
+    failed: then they stay for a post-mortem, and the report has the workers' logs (section
+    "worker logs of app ...")."""
     from .cluster import Cluster, delete_app_topics, run_in_thread
 
     clusters: list[Cluster] = []
@@ -61,6 +63,8 @@ def make_cluster(broker: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     yield make
     for c in clusters:
         c.kill_all()
+    if request.node.stash.get(FAILED, False):
+        return
     for c in clusters:
         run_in_thread(lambda c=c: delete_app_topics(c.bootstrap, c.app))  # type: ignore[misc]
 
@@ -69,6 +73,7 @@ def make_cluster(broker: str, tmp_path: Path, request: pytest.FixtureRequest) ->
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.failed and call.when in ("setup", "call"):
+        item.stash[FAILED] = True
         for c in item.stash.get(CLUSTERS, []):
             report.sections.append((f"worker logs of app {c.app} ({c.root})", c.dump_logs()))
     return report
