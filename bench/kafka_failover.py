@@ -72,11 +72,15 @@ TARGET_FAILOVER_S = 10.0  # SIGKILL -> every partition processing again (issue #
 def restore_summary(restores: list[Restored]) -> dict[str, Any]:
     records = sum(r.records for r in restores)
     seconds = sum(r.seconds for r in restores)
+    # Restores may run in parallel: the span from the first start to the last end is the wall time.
+    span = max(r.at for r in restores) - min(r.at - r.seconds for r in restores) if restores else 0.0
     return {
         "lines": len(restores),
         "records": records,
         "seconds_summed": seconds,
         "records_per_s": records / seconds if seconds > 0 else None,
+        "span_s": span,
+        "records_per_wall_s": records / span if span > 0 else None,
         "largest": max(((r.records, r.seconds, f"{r.topic}/{r.partition}") for r in restores), default=None),
     }
 
@@ -86,8 +90,10 @@ def fmt_restores(s: dict[str, Any]) -> str:
         return "no 'restored' lines"
     rate = f"{s['records_per_s']:,.0f} records/s" if s["records_per_s"] else "rate n/a (0 s)"
     big = s["largest"]
+    wall = f"{s['records_per_wall_s']:,.0f} records/s" if s["records_per_wall_s"] else "n/a"
     return (
-        f"{s['lines']} restore lines, {s['records']:,} records in {s['seconds_summed']:.2f} s summed: {rate}"
+        f"{s['lines']} restore lines, {s['records']:,} records in {s['seconds_summed']:.2f} s summed: {rate}; "
+        f"{s['span_s']:.2f} s from the first start to the last end: {wall}"
         f" (largest: {big[2]} {big[0]:,} records in {big[1]:.2f} s)"
     )
 
