@@ -174,13 +174,14 @@ class CommitStats:
     kafka_seconds: float = 0.0  # in transactions (or sends + offset commits)
     store_seconds: float = 0.0  # in local store commits
     records: int = 0  # records produced
+    stateless: int = 0  # commits with no state change (offsets and messages only)
     # exactly-once: seconds enqueueing records, awaiting their delivery, committing
     phases: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
     def summary(self) -> str:
         n = max(1, self.commits)
         ms = [f"{1000 * x / n:.1f}" for x in self.phases]
-        return (f"{self.commits} commits, {self.records / n:.1f} records and {1000 * self.kafka_seconds / n:.1f} ms "
+        return (f"{self.commits} commits ({self.stateless} without state), {self.records / n:.1f} records and {1000 * self.kafka_seconds / n:.1f} ms "
                 f"Kafka (send {ms[0]}, deliver {ms[1]}, offsets+commit {ms[2]}) + "
                 f"{1000 * self.store_seconds / n:.1f} ms store each")  # fmt: skip
 
@@ -651,6 +652,8 @@ class KafkaRuntime:
             self.stats.kafka_seconds += kafka_done - started
             self.stats.store_seconds += time.perf_counter() - kafka_done
             self.stats.records += len(records) + len(outs)
+            if not records:
+                self.stats.stateless += 1
             return result
 
         return commit
