@@ -1,0 +1,428 @@
+"""Finding and aborting hanging transactions (KIP-664), the way ``kafka-transactions.sh
+find-hanging`` / ``abort`` do, for the partitions a worker reads.
+
+Why: a broker restarted while transactional producers are active can load its transaction
+coordinator state before partition leaders are known, skip the commit/abort markers ("Couldn't
+find leader endpoint for partitions ... these partitions are likely deleted already") and leave
+the partition's producer state with an ongoing transaction forever. The partition's last stable
+offset (LSO) then never advances and every ``read_committed`` consumer of it stalls. The
+coordinator has forgotten the transaction, so nothing on the broker side will ever end it.
+
+aiokafka 0.14 has neither DescribeProducers (API key 61) nor WriteTxnMarkers (API key 27); both
+are declared here with aiokafka's protocol primitives and sent with ``AIOKafkaClient.send`` to the
+partition's leader. Versions (checked against Kafka 4.3.1's generated schemas):
+
+- DescribeProducers v0 (the only version; flexible).
+- WriteTxnMarkers v1 (flexible; Kafka 4 removed v0). v2 only adds ``transaction_version`` for
+  KIP-890 coordinators; v1 is what a v1-era coordinator would write, which fits aiokafka's
+  producers (they do not speak KIP-890).
+- ListOffsets through aiokafka's own ``OffsetRequest`` (v1-v3) with both isolation levels: the
+  ``read_committed`` latest offset is the LSO, the ``read_uncommitted`` one the high watermark.
+
+Permissions when ACLs are on: DescribeProducers needs READ on the topic, WriteTxnMarkers needs
+CLUSTER_ACTION on the cluster (it is the inter-broker marker request), ListOffsets DESCRIBE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiokafka.errors as kafka_errors
+from aiokafka import TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.offset import OffsetRequest
+from aiokafka.protocol.types import (
+    Boolean,
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
+
+from daggerflow.errors import DaggerError
+
+log = logging.getLogger(__name__)
+
+_READ_UNCOMMITTED = 0
+_READ_COMMITTED = 1
+_LATEST = -1  # ListOffsets timestamp meaning "the end of the partition" (HW or LSO by isolation)
+
+
+class TransactionAdminError(DaggerError):
+    """A DescribeProducers, WriteTxnMarkers or ListOffsets answer carried an error for a partition
+    (``error_code`` is Kafka's, ``error_name`` aiokafka's name for it)."""
+
+    def __init__(self, operation: str, tp: TopicPartition, error_code: int, detail: str | None = None):
+        self.operation = operation
+        self.tp = tp
+        self.error_code = error_code
+        self.error_name = kafka_errors.for_code(error_code).__name__
+        msg = f"{operation} on {tp.topic}/{tp.partition} failed: {self.error_name} (error code {error_code})"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+@dataclass(frozen=True)
+class ProducerState:
+    """One active producer of a partition, as the partition leader's producer state has it."""
+
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int
+    last_timestamp_ms: int
+    coordinator_epoch: int
+    current_txn_start_offset: int  # -1 if the producer has no open transaction on the partition
+
+
+# ---------------------------------------------------------------------------------------------
+# protocol: DescribeProducers v0 (API key 61)
+# ---------------------------------------------------------------------------------------------
+
+
+class DescribeProducersResponse_v0(Response):  # type: ignore[misc]  # aiokafka is untyped
+    API_KEY = 61
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition_index", Int32),
+                        ("error_code", Int16),
+                        ("error_message", CompactString("utf-8")),  # nullable: decodes to None
+                        (
+                            "active_producers",
+                            CompactArray(
+                                ("producer_id", Int64),
+                                ("producer_epoch", Int32),  # int32 here, int16 everywhere else
+                                ("last_sequence", Int32),
+                                ("last_timestamp", Int64),
+                                ("coordinator_epoch", Int32),
+                                ("current_txn_start_offset", Int64),
+                                ("tags", TaggedFields),
+                            ),
+                        ),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class DescribeProducersRequest_v0(RequestStruct):  # type: ignore[misc]  # aiokafka is untyped
+    FLEXIBLE_VERSION = True
+    API_KEY = 61
+    API_VERSION = 0
+    RESPONSE_TYPE = DescribeProducersResponse_v0
+    SCHEMA = Schema(
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("partition_indexes", CompactArray(Int32)),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class DescribeProducersRequest(Request[DescribeProducersRequest_v0]):  # type: ignore[misc]
+    API_KEY = 61
+
+    def __init__(self, topics: dict[str, list[int]]) -> None:
+        self._topics = topics
+
+    def build(self, request_struct_class: type[DescribeProducersRequest_v0]) -> DescribeProducersRequest_v0:
+        return request_struct_class([(t, ps, {}) for t, ps in self._topics.items()], {})
+
+
+# ---------------------------------------------------------------------------------------------
+# protocol: WriteTxnMarkers v1 (API key 27)
+# ---------------------------------------------------------------------------------------------
+
+
+class WriteTxnMarkersResponse_v1(Response):  # type: ignore[misc]  # aiokafka is untyped
+    API_KEY = 27
+    API_VERSION = 1
+    SCHEMA = Schema(
+        (
+            "markers",
+            CompactArray(
+                ("producer_id", Int64),
+                (
+                    "topics",
+                    CompactArray(
+                        ("name", CompactString("utf-8")),
+                        (
+                            "partitions",
+                            CompactArray(
+                                ("partition_index", Int32),
+                                ("error_code", Int16),
+                                ("tags", TaggedFields),
+                            ),
+                        ),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class WriteTxnMarkersRequest_v1(RequestStruct):  # type: ignore[misc]  # aiokafka is untyped
+    FLEXIBLE_VERSION = True
+    API_KEY = 27
+    API_VERSION = 1
+    RESPONSE_TYPE = WriteTxnMarkersResponse_v1
+    SCHEMA = Schema(
+        (
+            "markers",
+            CompactArray(
+                ("producer_id", Int64),
+                ("producer_epoch", Int16),
+                ("transaction_result", Boolean),  # True = commit, False = abort
+                (
+                    "topics",
+                    CompactArray(
+                        ("name", CompactString("utf-8")),
+                        ("partition_indexes", CompactArray(Int32)),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("coordinator_epoch", Int32),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class WriteTxnMarkersRequest(Request[WriteTxnMarkersRequest_v1]):  # type: ignore[misc]
+    API_KEY = 27
+
+    def __init__(self, tp: TopicPartition, state: ProducerState, *, commit: bool) -> None:
+        self._tp = tp
+        self._state = state
+        self._commit = commit
+
+    def build(self, request_struct_class: type[WriteTxnMarkersRequest_v1]) -> WriteTxnMarkersRequest_v1:
+        s = self._state
+        topics: list[tuple[str, list[int], dict[int, bytes]]] = [(self._tp.topic, [self._tp.partition], {})]
+        marker: tuple[Any, ...] = (
+            s.producer_id,
+            s.producer_epoch,
+            self._commit,
+            topics,
+            s.coordinator_epoch,
+            {},
+        )
+        return request_struct_class([marker], {})
+
+
+# ---------------------------------------------------------------------------------------------
+# requests
+# ---------------------------------------------------------------------------------------------
+
+
+async def _leader(client: Any, tp: TopicPartition) -> int:
+    """The node id of ``tp``'s leader, refreshing metadata once if the client does not know it."""
+    leader = client.cluster.leader_for_partition(tp)
+    if leader is None or leader < 0:
+        # _wait_on_metadata adds the topic to the client's metadata set (harmless for a consumer's
+        # or producer's client: it only widens what metadata it fetches) and waits for it.
+        await client._wait_on_metadata(tp.topic)
+        await client.force_metadata_update()
+        leader = client.cluster.leader_for_partition(tp)
+    if leader is None or leader < 0:
+        raise TransactionAdminError("leader lookup", tp, kafka_errors.LeaderNotAvailableError.errno)
+    return int(leader)
+
+
+async def _by_leader(client: Any, tps: Iterable[TopicPartition]) -> dict[int, dict[str, list[int]]]:
+    groups: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for tp in tps:
+        groups[await _leader(client, tp)][tp.topic].append(tp.partition)
+    return groups
+
+
+async def describe_producers(
+    client: Any, tps: Sequence[TopicPartition]
+) -> dict[TopicPartition, list[ProducerState]]:
+    """DescribeProducers on each partition's leader. ``client`` is a started ``AIOKafkaClient``
+    (or a consumer's/producer's ``._client``). Raises :class:`TransactionAdminError` for the first
+    partition answered with an error."""
+    out: dict[TopicPartition, list[ProducerState]] = {}
+    for node, topics in (await _by_leader(client, tps)).items():
+        resp = await client.send(node, DescribeProducersRequest(topics))
+        for name, partitions, _tags in resp.topics:
+            for index, error_code, error_message, producers, _ptags in partitions:
+                tp = TopicPartition(name, index)
+                if error_code:
+                    raise TransactionAdminError("DescribeProducers", tp, error_code, error_message)
+                out[tp] = [
+                    ProducerState(pid, epoch, seq, ts, coord_epoch, start)
+                    for pid, epoch, seq, ts, coord_epoch, start, _t in producers
+                ]
+    return out
+
+
+async def abort_transaction(client: Any, tp: TopicPartition, state: ProducerState) -> None:
+    """Write an abort marker for ``state``'s open transaction on ``tp`` (what Kafka's
+    ``Admin.abortTransaction(AbortTransactionSpec(tp, producerId, producerEpoch, coordinatorEpoch))``
+    does). The leader checks the epochs against its producer state, so a marker for a producer that
+    has since moved to a newer epoch is refused (INVALID_PRODUCER_EPOCH), not misapplied."""
+    node = await _leader(client, tp)
+    resp = await client.send(node, WriteTxnMarkersRequest(tp, state, commit=False))
+    for _pid, topics, _tags in resp.markers:
+        for name, partitions, _ttags in topics:
+            for index, error_code, _ptags in partitions:
+                if error_code:
+                    raise TransactionAdminError("WriteTxnMarkers", TopicPartition(name, index), error_code)
+
+
+async def end_offsets(client: Any, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+    """``{tp: (last stable offset, high watermark)}`` from ListOffsets on each leader. A partition
+    answered with an error is left out (it is looked at again on the next check)."""
+    groups = await _by_leader(client, tps)
+    found: dict[int, dict[TopicPartition, int]] = {_READ_COMMITTED: {}, _READ_UNCOMMITTED: {}}
+    for node, topics in groups.items():
+        for isolation, offsets in found.items():
+            request = OffsetRequest(
+                -1, isolation, [(t, [(p, _LATEST) for p in ps]) for t, ps in topics.items()]
+            )
+            resp = await client.send(node, request)
+            for name, partitions in resp.topics:
+                for index, error_code, _timestamp, offset in partitions:
+                    if error_code:
+                        log.debug("ListOffsets %s/%s: error code %s", name, index, error_code)
+                        continue
+                    offsets[TopicPartition(name, index)] = offset
+    lso, hw = found[_READ_COMMITTED], found[_READ_UNCOMMITTED]
+    return {tp: (lso[tp], hw[tp]) for tp in lso.keys() & hw.keys()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the reaper
+# ---------------------------------------------------------------------------------------------
+
+
+class HangingTransactions:
+    """Finds and aborts hanging transactions on the partitions a worker reads, the way
+    kafka-transactions.sh find-hanging/abort do.
+
+    A partition is looked at when its LSO is below its high watermark (some transaction is open).
+    A producer with an open transaction there whose last write is older than
+    ``transaction_timeout_ms + grace_ms`` is hanging: a live transaction would have been aborted by
+    its coordinator by then (``transaction_timeout_ms`` must therefore be at least the producers'
+    ``transaction.timeout.ms``), so the partition's state is stale and an abort marker ends it.
+    Younger transactions are never touched: aborting a live one would lose its records when its
+    producer commits."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        transaction_timeout_ms: int = 30000,
+        grace_ms: int = 30000,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._max_age_ms = transaction_timeout_ms + grace_ms
+        self._interval = interval
+        self._clock = clock
+        self._watched: set[TopicPartition] = set()
+        self._client: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        client = AIOKafkaClient(bootstrap_servers=self._bootstrap, client_id="daggerflow-hanging-txns")
+        await client.bootstrap()
+        self._client = client
+        self._task = asyncio.create_task(self._run(), name="hanging-transactions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def watch(self, tps: Iterable[TopicPartition]) -> None:
+        self._watched.update(tps)
+
+    def unwatch(self, tps: Iterable[TopicPartition]) -> None:
+        self._watched.difference_update(tps)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)  # a period, not a synchronisation
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker may be down or restarting: try again next period
+                log.warning("hanging transaction check failed", exc_info=True)
+
+    async def check_once(self) -> list[tuple[TopicPartition, ProducerState]]:
+        """One pass over the watched partitions; returns the transactions it aborted."""
+        if self._client is None:
+            raise RuntimeError("HangingTransactions.check_once() before start()")
+        client = self._client
+        tps = sorted(self._watched)
+        if not tps:
+            return []
+        offsets = await end_offsets(client, tps)
+        stuck = [tp for tp, (lso, hw) in offsets.items() if lso < hw]
+        if not stuck:
+            return []
+        cutoff_ms = self._clock() * 1000 - self._max_age_ms
+        aborted: list[tuple[TopicPartition, ProducerState]] = []
+        for tp in sorted(stuck):
+            try:
+                states = (await describe_producers(client, [tp])).get(tp, [])
+            except (DaggerError, kafka_errors.KafkaError) as e:
+                log.warning("cannot describe the producers of %s/%s: %s", tp.topic, tp.partition, e)
+                continue
+            for s in states:
+                if s.current_txn_start_offset < 0 or s.last_timestamp_ms >= cutoff_ms:
+                    continue
+                age_s = (self._clock() * 1000 - s.last_timestamp_ms) / 1000
+                log.warning(
+                    "aborting hanging transaction on %s/%s: producer id %s epoch %s, started at offset %s,"
+                    " last write %.0f s ago (LSO %s < high watermark %s)",
+                    tp.topic, tp.partition, s.producer_id, s.producer_epoch, s.current_txn_start_offset,
+                    age_s, offsets[tp][0], offsets[tp][1],
+                )  # fmt: skip
+                try:
+                    await abort_transaction(client, tp, s)
+                except (DaggerError, kafka_errors.KafkaError) as e:
+                    log.warning(
+                        "abort of producer %s on %s/%s failed: %s", s.producer_id, tp.topic, tp.partition, e
+                    )
+                    continue
+                aborted.append((tp, s))
+        return aborted
