@@ -30,6 +30,7 @@ from daggerflow.log.hanging import (
     ProducerState,
     TransactionAdminError,
     abort_transaction,
+    coordinator_transactions,
     describe_producers,
     end_offsets,
 )
@@ -195,6 +196,49 @@ async def test_abort_with_a_stale_epoch_is_refused(broker: str, topic: str, clie
     assert open_txns(await describe_producers(client, [tp]), tp) == {state.producer_id: 2}
 
 
+async def test_coordinator_transactions(broker: str, topic: str, client: Any) -> None:
+    tp = TopicPartition(topic, 0)
+    p = await txn_producer(broker)
+    try:
+        await p.begin_transaction()
+        await p.send_and_wait(topic, b"open", partition=0)
+        pid = p._txn_manager.producer_id
+        txn = (await coordinator_transactions(client, [pid, -42]))[pid]
+        assert (txn.transactional_id, txn.state, txn.partitions) == (
+            p._txn_manager.transactional_id,
+            "Ongoing",
+            {tp},
+        )
+        await p.commit_transaction()
+        txn = (await coordinator_transactions(client, [pid]))[pid]
+        assert txn.state == "CompleteCommit"
+    finally:
+        await p.stop()
+    assert await coordinator_transactions(client, []) == {}
+
+
+async def test_reaper_leaves_what_the_coordinator_still_owns(
+    broker: str, topic: str, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An abandoned transaction is old by the age rule, but its coordinator still has it Ongoing
+    (it will abort it at its own timeout): not hanging, as find-hanging would say too."""
+    tp = TopicPartition(topic, 0)
+    pid, _ = await abandoned_txn(broker, tp, 1, timestamp_ms=int(time.time() * 1000) - 120_000)
+    reaper = HangingTransactions(broker, transaction_timeout_ms=30_000, grace_ms=0, interval=3600)
+    await reaper.start()
+    try:
+        reaper.watch([tp])
+        with caplog.at_level(logging.INFO, logger="daggerflow.log.hanging"):
+            assert await reaper.check_once() == []
+        assert any(
+            f"producer {pid} on {topic}/0" in r.getMessage() and "Ongoing" in r.getMessage()
+            for r in caplog.records
+        )
+        assert open_txns(await describe_producers(client, [tp]), tp) == {pid: 0}
+    finally:
+        await reaper.stop()
+
+
 async def test_reaper_aborts_only_transactions_older_than_the_threshold(
     broker: str, topic: str, client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -207,7 +251,12 @@ async def test_reaper_aborts_only_transactions_older_than_the_threshold(
 
     fake_now = [time.time()]
     reaper = HangingTransactions(
-        broker, transaction_timeout_ms=30_000, grace_ms=0, interval=3600, clock=lambda: fake_now[0]
+        broker,
+        transaction_timeout_ms=30_000,
+        grace_ms=0,
+        interval=3600,
+        clock=lambda: fake_now[0],
+        check_coordinator=False,  # the coordinator still owns these (see the next test)
     )
     await reaper.start()
     try:

@@ -36,7 +36,7 @@ from typing import Any
 
 import aiokafka.errors as kafka_errors
 from aiokafka import TopicPartition
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.protocol.types import (
@@ -60,15 +60,19 @@ _LATEST = -1  # ListOffsets timestamp meaning "the end of the partition" (HW or 
 
 
 class TransactionAdminError(DaggerError):
-    """A DescribeProducers, WriteTxnMarkers or ListOffsets answer carried an error for a partition
-    (``error_code`` is Kafka's, ``error_name`` aiokafka's name for it)."""
+    """A DescribeProducers, WriteTxnMarkers, List/DescribeTransactions answer carried an error
+    (``tp`` the partition it is about, if any; ``error_code`` is Kafka's, ``error_name`` aiokafka's
+    name for it)."""
 
-    def __init__(self, operation: str, tp: TopicPartition, error_code: int, detail: str | None = None):
+    def __init__(
+        self, operation: str, tp: TopicPartition | None, error_code: int, detail: str | None = None
+    ) -> None:
         self.operation = operation
         self.tp = tp
         self.error_code = error_code
         self.error_name = kafka_errors.for_code(error_code).__name__
-        msg = f"{operation} on {tp.topic}/{tp.partition} failed: {self.error_name} (error code {error_code})"
+        where = f" on {tp.topic}/{tp.partition}" if tp is not None else ""
+        msg = f"{operation}{where} failed: {self.error_name} (error code {error_code})"
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
@@ -240,6 +244,106 @@ class WriteTxnMarkersRequest(Request[WriteTxnMarkersRequest_v1]):  # type: ignor
 
 
 # ---------------------------------------------------------------------------------------------
+# protocol: ListTransactions v0 (API key 66) and DescribeTransactions v0 (API key 65)
+# ---------------------------------------------------------------------------------------------
+
+
+class ListTransactionsResponse_v0(Response):  # type: ignore[misc]  # aiokafka is untyped
+    API_KEY = 66
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("unknown_state_filters", CompactArray(CompactString("utf-8"))),
+        (
+            "transaction_states",
+            CompactArray(
+                ("transactional_id", CompactString("utf-8")),
+                ("producer_id", Int64),
+                ("transaction_state", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class ListTransactionsRequest_v0(RequestStruct):  # type: ignore[misc]  # aiokafka is untyped
+    FLEXIBLE_VERSION = True
+    API_KEY = 66
+    API_VERSION = 0
+    RESPONSE_TYPE = ListTransactionsResponse_v0
+    SCHEMA = Schema(
+        ("state_filters", CompactArray(CompactString("utf-8"))),
+        ("producer_id_filters", CompactArray(Int64)),
+        ("tags", TaggedFields),
+    )
+
+
+class ListTransactionsRequest(Request[ListTransactionsRequest_v0]):  # type: ignore[misc]
+    API_KEY = 66
+
+    def __init__(self, producer_ids: list[int]) -> None:
+        self._producer_ids = producer_ids
+
+    def build(self, request_struct_class: type[ListTransactionsRequest_v0]) -> ListTransactionsRequest_v0:
+        return request_struct_class([], self._producer_ids, {})
+
+
+class DescribeTransactionsResponse_v0(Response):  # type: ignore[misc]  # aiokafka is untyped
+    API_KEY = 65
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "transaction_states",
+            CompactArray(
+                ("error_code", Int16),
+                ("transactional_id", CompactString("utf-8")),
+                ("transaction_state", CompactString("utf-8")),
+                ("transaction_timeout_ms", Int32),
+                ("transaction_start_time_ms", Int64),
+                ("producer_id", Int64),
+                ("producer_epoch", Int16),
+                (
+                    "topics",
+                    CompactArray(
+                        ("topic", CompactString("utf-8")),
+                        ("partitions", CompactArray(Int32)),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class DescribeTransactionsRequest_v0(RequestStruct):  # type: ignore[misc]  # aiokafka is untyped
+    FLEXIBLE_VERSION = True
+    API_KEY = 65
+    API_VERSION = 0
+    RESPONSE_TYPE = DescribeTransactionsResponse_v0
+    SCHEMA = Schema(
+        ("transactional_ids", CompactArray(CompactString("utf-8"))),
+        ("tags", TaggedFields),
+    )
+
+
+class DescribeTransactionsRequest(Request[DescribeTransactionsRequest_v0]):  # type: ignore[misc]
+    API_KEY = 65
+
+    def __init__(self, transactional_ids: list[str]) -> None:
+        self._ids = transactional_ids
+
+    def build(
+        self, request_struct_class: type[DescribeTransactionsRequest_v0]
+    ) -> DescribeTransactionsRequest_v0:
+        return request_struct_class(self._ids, {})
+
+
+# ---------------------------------------------------------------------------------------------
 # requests
 # ---------------------------------------------------------------------------------------------
 
@@ -321,6 +425,51 @@ async def end_offsets(client: Any, tps: Iterable[TopicPartition]) -> dict[TopicP
     return {tp: (lso[tp], hw[tp]) for tp in lso.keys() & hw.keys()}
 
 
+@dataclass(frozen=True)
+class CoordinatorTransaction:
+    """A transactional id's state as its transaction coordinator has it (DescribeTransactions)."""
+
+    transactional_id: str
+    state: str  # Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort, ...
+    producer_id: int
+    producer_epoch: int
+    partitions: frozenset[TopicPartition]
+
+
+#: Coordinator states in which the coordinator itself still owns the transaction's outcome: it
+#: will write (or is writing) the markers, so an abort from outside could contradict a commit.
+IN_PROGRESS_STATES = frozenset({"Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence"})
+
+
+async def coordinator_transactions(
+    client: Any, producer_ids: Iterable[int]
+) -> dict[int, CoordinatorTransaction]:
+    """``{producer id: its transaction}`` for those producer ids that some coordinator knows
+    (ListTransactions on every broker, then DescribeTransactions on each id's coordinator).
+    A producer id missing from the answer is unknown to every coordinator: its transactional id
+    expired, or the caller may not DESCRIBE it (ListTransactions silently leaves those out)."""
+    pids = sorted(set(producer_ids))
+    if not pids:
+        return {}
+    ids: set[str] = set()
+    for broker in client.cluster.brokers():
+        resp = await client.send(broker.nodeId, ListTransactionsRequest(pids))
+        if resp.error_code:
+            raise TransactionAdminError("ListTransactions", None, resp.error_code)
+        ids.update(txn_id for txn_id, _pid, _state, _tags in resp.transaction_states)
+    out: dict[int, CoordinatorTransaction] = {}
+    for txn_id in sorted(ids):
+        node = await client.coordinator_lookup(CoordinationType.TRANSACTION, txn_id)
+        resp = await client.send(node, DescribeTransactionsRequest([txn_id]))
+        for error_code, tid, state, _timeout, _start, pid, epoch, topics, _tags in resp.transaction_states:
+            if error_code:
+                raise TransactionAdminError("DescribeTransactions", None, error_code, tid)
+            parts = frozenset(TopicPartition(t, p) for t, ps, _t in topics for p in ps)
+            if pid in pids:
+                out[pid] = CoordinatorTransaction(tid, state, pid, epoch, parts)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # the reaper
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +485,15 @@ class HangingTransactions:
     its coordinator by then (``transaction_timeout_ms`` must therefore be at least the producers'
     ``transaction.timeout.ms``), so the partition's state is stale and an abort marker ends it.
     Younger transactions are never touched: aborting a live one would lose its records when its
-    producer commits."""
+    producer commits.
+
+    Like find-hanging, an old one is then checked against its coordinator (List/Describe
+    Transactions): it is left alone while the coordinator still has that partition in an
+    in-progress transaction of that producer id (it will write the markers itself, perhaps a
+    commit delayed by a broker restart). Hanging means the coordinator is done with it (Complete*,
+    Empty, a newer transaction without this partition) or does not know the producer id.
+    ``check_coordinator=False`` skips that check (only the age rule decides); the tests need it
+    because a healthy broker's coordinator never forgets an abandoned transaction."""
 
     def __init__(
         self,
@@ -346,11 +503,13 @@ class HangingTransactions:
         grace_ms: int = 30000,
         interval: float = 10.0,
         clock: Callable[[], float] = time.time,
+        check_coordinator: bool = True,
     ) -> None:
         self._bootstrap = bootstrap
         self._max_age_ms = transaction_timeout_ms + grace_ms
         self._interval = interval
         self._clock = clock
+        self._check_coordinator = check_coordinator
         self._watched: set[TopicPartition] = set()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -399,30 +558,55 @@ class HangingTransactions:
         stuck = [tp for tp, (lso, hw) in offsets.items() if lso < hw]
         if not stuck:
             return []
-        cutoff_ms = self._clock() * 1000 - self._max_age_ms
-        aborted: list[tuple[TopicPartition, ProducerState]] = []
+        now_ms = self._clock() * 1000
+        candidates: list[tuple[TopicPartition, ProducerState]] = []
         for tp in sorted(stuck):
             try:
                 states = (await describe_producers(client, [tp])).get(tp, [])
             except (DaggerError, kafka_errors.KafkaError) as e:
                 log.warning("cannot describe the producers of %s/%s: %s", tp.topic, tp.partition, e)
                 continue
-            for s in states:
-                if s.current_txn_start_offset < 0 or s.last_timestamp_ms >= cutoff_ms:
-                    continue
-                age_s = (self._clock() * 1000 - s.last_timestamp_ms) / 1000
-                log.warning(
-                    "aborting hanging transaction on %s/%s: producer id %s epoch %s, started at offset %s,"
-                    " last write %.0f s ago (LSO %s < high watermark %s)",
-                    tp.topic, tp.partition, s.producer_id, s.producer_epoch, s.current_txn_start_offset,
-                    age_s, offsets[tp][0], offsets[tp][1],
+            candidates += [
+                (tp, s)
+                for s in states
+                if s.current_txn_start_offset >= 0 and s.last_timestamp_ms < now_ms - self._max_age_ms
+            ]
+        if not candidates:
+            return []
+        try:
+            coordinator = (
+                await coordinator_transactions(client, (s.producer_id for _, s in candidates))
+                if self._check_coordinator
+                else {}
+            )
+        except (DaggerError, kafka_errors.KafkaError) as e:
+            log.warning("cannot ask the transaction coordinators, aborting nothing this time: %s", e)
+            return []
+        aborted: list[tuple[TopicPartition, ProducerState]] = []
+        for tp, s in candidates:
+            txn = coordinator.get(s.producer_id)
+            if txn is not None and txn.state in IN_PROGRESS_STATES and tp in txn.partitions:
+                # The coordinator still holds this partition in a transaction of that producer id
+                # (a commit may be on its way, e.g. markers delayed by a restart): not hanging.
+                log.info(
+                    "open transaction of producer %s on %s/%s is old but its coordinator has it %s",
+                    s.producer_id, tp.topic, tp.partition, txn.state,
                 )  # fmt: skip
-                try:
-                    await abort_transaction(client, tp, s)
-                except (DaggerError, kafka_errors.KafkaError) as e:
-                    log.warning(
-                        "abort of producer %s on %s/%s failed: %s", s.producer_id, tp.topic, tp.partition, e
-                    )
-                    continue
-                aborted.append((tp, s))
+                continue
+            log.warning(
+                "aborting hanging transaction on %s/%s: producer id %s epoch %s, started at offset %s,"
+                " last write %.0f s ago (LSO %s < high watermark %s; coordinator: %s)",
+                tp.topic, tp.partition, s.producer_id, s.producer_epoch, s.current_txn_start_offset,
+                (now_ms - s.last_timestamp_ms) / 1000, offsets[tp][0], offsets[tp][1],
+                f"{txn.transactional_id} {txn.state}" if txn is not None
+                else "producer id unknown" if self._check_coordinator else "not asked",
+            )  # fmt: skip
+            try:
+                await abort_transaction(client, tp, s)
+            except (DaggerError, kafka_errors.KafkaError) as e:
+                log.warning(
+                    "abort of producer %s on %s/%s failed: %s", s.producer_id, tp.topic, tp.partition, e
+                )
+                continue
+            aborted.append((tp, s))
         return aborted
