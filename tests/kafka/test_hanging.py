@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -33,6 +33,8 @@ from daggerflow.log.hanging import (
     coordinator_transactions,
     describe_producers,
     end_offsets,
+    group_offsets_partition,
+    offsets_partition,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,6 +111,14 @@ async def committed_values(broker: str, tp: TopicPartition) -> list[bytes]:
         await c.stop()
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll ``check`` until it holds: a commit returns once the coordinator has decided, and its
+    markers reach the partitions a moment later."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
 def open_txns(states: dict[TopicPartition, list[ProducerState]], tp: TopicPartition) -> dict[int, int]:
     return {s.producer_id: s.current_txn_start_offset for s in states[tp] if s.current_txn_start_offset >= 0}
 
@@ -132,9 +142,13 @@ async def test_describe_producers_shows_the_open_transaction(broker: str, topic:
         assert await end_offsets(client, [tp]) == {tp: (2, 3)}
 
         await p.commit_transaction()
+
+        async def committed() -> bool:
+            return await end_offsets(client, [tp]) == {tp: (4, 4)}
+
+        await eventually(committed)
         (state,) = (await describe_producers(client, [tp]))[tp]
         assert (state.producer_id, state.current_txn_start_offset) == (pid, -1)
-        assert await end_offsets(client, [tp]) == {tp: (4, 4)}
     finally:
         await p.stop()
 
@@ -164,6 +178,12 @@ async def test_abort_transaction_of_an_abandoned_producer(broker: str, topic: st
             await later.send_and_wait(topic, b"later", partition=0)
     finally:
         await later.stop()
+
+    async def settled() -> bool:
+        lso, hw = (await end_offsets(client, [tp]))[tp]
+        return lso == hw
+
+    await eventually(settled)
     assert await committed_values(broker, tp) == [b"later"]
 
 
@@ -196,6 +216,36 @@ async def test_abort_with_a_stale_epoch_is_refused(broker: str, topic: str, clie
     assert open_txns(await describe_producers(client, [tp]), tp) == {state.producer_id: 2}
 
 
+async def test_offset_commits_in_an_abandoned_transaction(broker: str, topic: str, client: Any) -> None:
+    """send_offsets_to_transaction writes to the group's __consumer_offsets partition: a hanging
+    transaction there (a broker restart skips those markers too) is found and aborted the same way."""
+    group = unique("hanging-group")
+    offsets_tp = await group_offsets_partition(client, group)
+    p = await txn_producer(broker)
+    try:
+        await p.begin_transaction()
+        await p.send_offsets_to_transaction({TopicPartition(topic, 0): 1}, group)
+        pid = p._txn_manager.producer_id
+    finally:
+        await p.stop()  # abandoned with the offset commit pending
+    states = await describe_producers(client, [offsets_tp])
+    assert pid in open_txns(states, offsets_tp)
+    (state,) = [s for s in states[offsets_tp] if s.producer_id == pid]
+    lso, hw = (await end_offsets(client, [offsets_tp]))[offsets_tp]
+    assert lso <= state.current_txn_start_offset < hw
+
+    await abort_transaction(client, offsets_tp, state)
+    assert pid not in open_txns(await describe_producers(client, [offsets_tp]), offsets_tp)
+
+
+def test_offsets_partition_is_javas_hash() -> None:
+    # values from Java: (g.hashCode() & 0x7fffffff) % 50
+    assert [
+        offsets_partition(g).partition for g in ("pizza", "tf6543541.listener.tf6543541.ready", "é😀x")
+    ] == [28, 11, 42]
+    assert offsets_partition("pizza", 1) == TopicPartition("__consumer_offsets", 0)
+
+
 async def test_coordinator_transactions(broker: str, topic: str, client: Any) -> None:
     tp = TopicPartition(topic, 0)
     p = await txn_producer(broker)
@@ -210,8 +260,11 @@ async def test_coordinator_transactions(broker: str, topic: str, client: Any) ->
             {tp},
         )
         await p.commit_transaction()
-        txn = (await coordinator_transactions(client, [pid]))[pid]
-        assert txn.state == "CompleteCommit"
+
+        async def complete() -> bool:  # PrepareCommit until the markers are written
+            return (await coordinator_transactions(client, [pid]))[pid].state == "CompleteCommit"
+
+        await eventually(complete)
     finally:
         await p.stop()
     assert await coordinator_transactions(client, []) == {}

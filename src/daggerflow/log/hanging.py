@@ -348,6 +348,29 @@ class DescribeTransactionsRequest(Request[DescribeTransactionsRequest_v0]):  # t
 # ---------------------------------------------------------------------------------------------
 
 
+#: The group coordinator's topic: transactional offset commits (``send_offsets_to_transaction``)
+#: are records there, and a hanging transaction on its partition makes the group's committed
+#: offsets unstable for ever (OffsetFetch answers UNSTABLE_OFFSET_COMMIT), so it must be watched too.
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+def offsets_partition(group_id: str, partitions: int = 50) -> TopicPartition:
+    """The ``__consumer_offsets`` partition holding ``group_id``'s offsets: Java's
+    ``Utils.abs(groupId.hashCode()) % offsets.topic.num.partitions`` (default 50)."""
+    data = group_id.encode("utf-16-be")  # String.hashCode runs over UTF-16 code units
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    return TopicPartition(OFFSETS_TOPIC, (h & 0x7FFFFFFF) % partitions)
+
+
+async def group_offsets_partition(client: Any, group_id: str) -> TopicPartition:
+    """:func:`offsets_partition` with the broker's actual ``__consumer_offsets`` partition count
+    (a development broker often has 1, not 50)."""
+    partitions = await client._wait_on_metadata(OFFSETS_TOPIC)
+    return offsets_partition(group_id, len(partitions))
+
+
 async def _leader(client: Any, tp: TopicPartition) -> int:
     """The node id of ``tp``'s leader, refreshing metadata once if the client does not know it."""
     leader = client.cluster.leader_for_partition(tp)
