@@ -26,15 +26,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 
 from daggerflow.log.hanging import (
+    Decision,
     HangingTransactions,
     ProducerState,
     TransactionAdminError,
     abort_transaction,
     coordinator_transactions,
+    decide,
     describe_producers,
     end_offsets,
+    end_transaction,
     group_offsets_partition,
     offsets_partition,
+    transaction_decisions,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -268,6 +272,58 @@ async def test_coordinator_transactions(broker: str, topic: str, client: Any) ->
     finally:
         await p.stop()
     assert await coordinator_transactions(client, []) == {}
+
+
+async def test_transaction_decisions_and_a_commit_marker(broker: str, topic: str, client: Any) -> None:
+    """The coordinator's decisions come from __transaction_state; a transaction it decided to
+    commit but whose markers never came (what a broker restart leaves) is committed by its own
+    marker: the records become visible to read_committed consumers."""
+    tp = TopicPartition(topic, 0)
+    start_ms = int(time.time() * 1000) - 5_000
+    p = await txn_producer(broker)
+    try:
+        txn_id = p._txn_manager.transactional_id
+        async with p.transaction():
+            await p.send_and_wait(topic, b"committed", partition=0)
+        await p.begin_transaction()
+        # CreateTime 1 s ahead: the commit above may be decided in this very millisecond, and
+        # decide() cannot tell a decision from a later write of the same millisecond
+        await p.send_and_wait(topic, b"open", partition=0, timestamp_ms=int(time.time() * 1000) + 1000)
+        pid = p._txn_manager.producer_id
+    finally:
+        await p.stop()
+    decisions = await transaction_decisions(broker, [txn_id, unique("nobody")], since_ms=start_ms)
+    assert [(d.transactional_id, d.producer_id, d.commit, d.partitions) for d in decisions] == [
+        (txn_id, pid, True, {tp})
+    ]
+    (state,) = (await describe_producers(client, [tp]))[tp]
+    assert decide(tp, state, txn_id, decisions) is None  # the open one was written after that commit
+
+    await end_transaction(client, tp, state, commit=True)
+    lso, hw = (await end_offsets(client, [tp]))[tp]
+    assert lso == hw
+    assert await committed_values(broker, tp) == [b"committed", b"open"]
+
+
+def test_decide_takes_the_last_decision_on_the_partition_if_not_before_the_last_write() -> None:
+    tp, other = TopicPartition("t", 0), TopicPartition("t", 1)
+    state = ProducerState(7, 2, 10, last_timestamp_ms=1_000, coordinator_epoch=0, current_txn_start_offset=5)
+
+    def d(
+        pid: int, epoch: int, commit: bool, parts: set[TopicPartition], at: int, tid: str = "x"
+    ) -> Decision:
+        return Decision(tid, pid, epoch, commit, frozenset(parts), at)
+
+    older = d(7, 2, True, {tp}, 900)  # an earlier transaction (decided before the last write)
+    mine = d(7, 3, False, {tp, other}, 1_200)  # a timeout abort: epoch bumped
+    elsewhere = d(7, 3, True, {other}, 1_300)  # the next one, not on tp
+    assert decide(tp, state, "x", [older, mine, elsewhere]) == mine
+    assert decide(tp, state, "x", [older, elsewhere]) is None  # the open writes were never decided
+    assert decide(tp, state, "y", [older, mine, elsewhere]) is None  # another transactional id
+    assert decide(tp, state, None, [mine]) is None
+    assert decide(tp, state, "x", [d(8, 2, True, {tp}, 1_200), d(7, 1, True, {tp}, 1_200)]) is None
+    later = d(7, 3, True, {tp}, 1_400)  # wrote to tp again: its writes joined the open transaction
+    assert decide(tp, state, "x", [older, mine, later]) == later
 
 
 async def test_reaper_leaves_what_the_coordinator_still_owns(

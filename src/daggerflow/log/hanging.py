@@ -19,8 +19,13 @@ partition's leader. Versions (checked against Kafka 4.3.1's generated schemas):
 - ListOffsets through aiokafka's own ``OffsetRequest`` (v1-v3) with both isolation levels: the
   ``read_committed`` latest offset is the LSO, the ``read_uncommitted`` one the high watermark.
 
+- ListTransactions v0 / DescribeTransactions v0 (flexible) to cross-check with the coordinator,
+  and a plain consumer of ``__transaction_state`` for the coordinator's commit/abort decision.
+
 Permissions when ACLs are on: DescribeProducers needs READ on the topic, WriteTxnMarkers needs
-CLUSTER_ACTION on the cluster (it is the inter-broker marker request), ListOffsets DESCRIBE.
+CLUSTER_ACTION on the cluster (it is the inter-broker marker request), ListOffsets DESCRIBE,
+List/DescribeTransactions DESCRIBE on the transactional ids (ListTransactions silently leaves out
+the others), and reading ``__transaction_state`` READ on that internal topic.
 """
 
 from __future__ import annotations
@@ -32,21 +37,25 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
 import aiokafka.errors as kafka_errors
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.protocol.types import (
+    Array,
     Boolean,
     CompactArray,
     CompactString,
+    Int8,
     Int16,
     Int32,
     Int64,
     Schema,
+    String,
     TaggedFields,
 )
 
@@ -354,14 +363,20 @@ class DescribeTransactionsRequest(Request[DescribeTransactionsRequest_v0]):  # t
 OFFSETS_TOPIC = "__consumer_offsets"
 
 
-def offsets_partition(group_id: str, partitions: int = 50) -> TopicPartition:
-    """The ``__consumer_offsets`` partition holding ``group_id``'s offsets: Java's
-    ``Utils.abs(groupId.hashCode()) % offsets.topic.num.partitions`` (default 50)."""
-    data = group_id.encode("utf-16-be")  # String.hashCode runs over UTF-16 code units
+def _java_partition(key: str, partitions: int) -> int:
+    """``Utils.abs(key.hashCode()) % partitions``: how the group and transaction coordinators
+    place a group id / transactional id on their internal topic."""
+    data = key.encode("utf-16-be")  # String.hashCode runs over UTF-16 code units
     h = 0
     for i in range(0, len(data), 2):
         h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
-    return TopicPartition(OFFSETS_TOPIC, (h & 0x7FFFFFFF) % partitions)
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def offsets_partition(group_id: str, partitions: int = 50) -> TopicPartition:
+    """The ``__consumer_offsets`` partition holding ``group_id``'s offsets (Java's
+    ``Utils.abs(groupId.hashCode()) % offsets.topic.num.partitions``, default 50)."""
+    return TopicPartition(OFFSETS_TOPIC, _java_partition(group_id, partitions))
 
 
 async def group_offsets_partition(client: Any, group_id: str) -> TopicPartition:
@@ -413,18 +428,24 @@ async def describe_producers(
     return out
 
 
-async def abort_transaction(client: Any, tp: TopicPartition, state: ProducerState) -> None:
-    """Write an abort marker for ``state``'s open transaction on ``tp`` (what Kafka's
-    ``Admin.abortTransaction(AbortTransactionSpec(tp, producerId, producerEpoch, coordinatorEpoch))``
-    does). The leader checks the epochs against its producer state, so a marker for a producer that
-    has since moved to a newer epoch is refused (INVALID_PRODUCER_EPOCH), not misapplied."""
+async def end_transaction(client: Any, tp: TopicPartition, state: ProducerState, *, commit: bool) -> None:
+    """Write a commit or abort marker for ``state``'s open transaction on ``tp`` to its leader (one
+    WriteTxnMarkers marker, as the coordinator itself would). The leader checks the epochs against
+    its producer state, so a marker for a producer that has since moved to a newer epoch is refused
+    (INVALID_PRODUCER_EPOCH), not misapplied. Raises :class:`TransactionAdminError`."""
     node = await _leader(client, tp)
-    resp = await client.send(node, WriteTxnMarkersRequest(tp, state, commit=False))
+    resp = await client.send(node, WriteTxnMarkersRequest(tp, state, commit=commit))
     for _pid, topics, _tags in resp.markers:
         for name, partitions, _ttags in topics:
             for index, error_code, _ptags in partitions:
                 if error_code:
                     raise TransactionAdminError("WriteTxnMarkers", TopicPartition(name, index), error_code)
+
+
+async def abort_transaction(client: Any, tp: TopicPartition, state: ProducerState) -> None:
+    """What Kafka's ``Admin.abortTransaction(AbortTransactionSpec(tp, producerId, producerEpoch,
+    coordinatorEpoch))`` does: an abort marker for ``state``'s open transaction on ``tp``."""
+    await end_transaction(client, tp, state, commit=False)
 
 
 async def end_offsets(client: Any, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
@@ -494,6 +515,142 @@ async def coordinator_transactions(
 
 
 # ---------------------------------------------------------------------------------------------
+# the coordinators' decisions: __transaction_state
+# ---------------------------------------------------------------------------------------------
+
+TRANSACTION_LOG_TOPIC = "__transaction_state"
+PREPARE_COMMIT, PREPARE_ABORT = 2, 3  # TransactionState ids (Kafka 4.3: 0 Empty ... 7 PrepareEpochFence)
+
+_TXN_LOG_VALUE_V0 = Schema(
+    ("producer_id", Int64),
+    ("producer_epoch", Int16),
+    ("transaction_timeout_ms", Int32),
+    ("transaction_status", Int8),
+    ("transaction_partitions", Array(("topic", String("utf-8")), ("partition_ids", Array(Int32)))),
+    ("transaction_last_update_timestamp_ms", Int64),
+    ("transaction_start_timestamp_ms", Int64),
+)
+_TXN_LOG_VALUE_V1 = Schema(  # flexible; its tagged fields (KIP-890 producer ids) are not needed
+    ("producer_id", Int64),
+    ("producer_epoch", Int16),
+    ("transaction_timeout_ms", Int32),
+    ("transaction_status", Int8),
+    (
+        "transaction_partitions",
+        CompactArray(
+            ("topic", CompactString("utf-8")), ("partition_ids", CompactArray(Int32)), ("tags", TaggedFields)
+        ),
+    ),
+    ("transaction_last_update_timestamp_ms", Int64),
+    ("transaction_start_timestamp_ms", Int64),
+    ("tags", TaggedFields),
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A PrepareCommit/PrepareAbort record of the transaction log: the coordinator's decision on
+    one transaction, whose markers it then (normally) writes to ``partitions``."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    commit: bool
+    partitions: frozenset[TopicPartition]
+    decided_ms: int  # transaction_last_update_timestamp_ms (the broker's clock)
+
+
+def _decode_txn_log(key: bytes | None, value: bytes | None) -> Decision | None:
+    if key is None or value is None:  # a tombstone (expired transactional id)
+        return None
+    kbuf = BytesIO(key)
+    if Int16.decode(kbuf) != 0:
+        return None
+    txn_id = String("utf-8").decode(kbuf)
+    vbuf = BytesIO(value)
+    version = Int16.decode(vbuf)
+    if version not in (0, 1):
+        log.warning("transaction log value version %s of %r not understood; skipped", version, txn_id)
+        return None
+    pid, epoch, _timeout, status, parts, updated, _started, *_ = (
+        _TXN_LOG_VALUE_V0 if version == 0 else _TXN_LOG_VALUE_V1
+    ).decode(vbuf)
+    if status not in (PREPARE_COMMIT, PREPARE_ABORT):
+        return None
+    tps = frozenset(TopicPartition(t[0], p) for t in parts or () for p in t[1])
+    return Decision(txn_id, pid, epoch, status == PREPARE_COMMIT, tps, updated)
+
+
+async def transaction_decisions(
+    bootstrap: str, transactional_ids: Iterable[str], *, since_ms: int | None = None
+) -> list[Decision]:
+    """Every commit/abort decision still in the transaction log for ``transactional_ids``, in log
+    order, from their ``__transaction_state`` partitions (compaction may have removed old ones; the
+    latest record of each id always stays). ``since_ms``: read only records appended from then on
+    (by the records' timestamps), instead of whole partitions that can hold millions."""
+    ids = set(transactional_ids)
+    if not ids:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    await consumer.start()
+    try:
+        count = len(await consumer._client._wait_on_metadata(TRANSACTION_LOG_TOPIC))
+        tps = sorted({TopicPartition(TRANSACTION_LOG_TOPIC, _java_partition(i, count)) for i in ids})
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        if since_ms is None:
+            await consumer.seek_to_beginning(*tps)
+            pending = {tp for tp in tps if ends[tp] > 0}
+        else:
+            found = await consumer.offsets_for_times({tp: max(since_ms, 0) for tp in tps})
+            pending = set()
+            for tp, at in found.items():
+                if at is not None:  # None: nothing appended since then
+                    consumer.seek(tp, at.offset)
+                    pending.add(tp)
+        out: list[Decision] = []
+        while pending:
+            for records in (await consumer.getmany(*pending, timeout_ms=500)).values():
+                for r in records:
+                    d = _decode_txn_log(r.key, r.value)
+                    if d is not None and d.transactional_id in ids:
+                        out.append(d)
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return out
+    finally:
+        await consumer.stop()
+
+
+def decide(
+    tp: TopicPartition, state: ProducerState, transactional_id: str | None, decisions: Sequence[Decision]
+) -> Decision | None:
+    """The coordinator's decision on the transaction left open on ``tp``: the last decision (in log
+    order) of that producer id, at its epoch or a later one (a timeout abort bumps it), naming
+    ``tp`` - provided it was taken no earlier than the producer's last write there (a transaction
+    is decided only once its writes are done; an older decision was for an earlier transaction,
+    whose markers did arrive). None if there is no such decision (never decided, or compacted
+    away).
+
+    Why the last one: were a later transaction of the same producer to write to ``tp`` after the
+    markers were skipped, the partition would count its writes into the same open transaction,
+    and the latest decision is the one that covers the latest writes. Timestamps have millisecond
+    resolution: a decision in the very millisecond of a later, undecided transaction's last write
+    would be taken for that transaction's."""
+    found: Decision | None = None
+    for d in decisions:
+        if (
+            d.transactional_id == transactional_id
+            and d.producer_id == state.producer_id
+            and d.producer_epoch >= state.producer_epoch
+            and tp in d.partitions
+        ):
+            found = d
+    return found if found is not None and found.decided_ms >= state.last_timestamp_ms else None
+
+
+# ---------------------------------------------------------------------------------------------
 # the reaper
 # ---------------------------------------------------------------------------------------------
 
@@ -506,9 +663,8 @@ class HangingTransactions:
     A producer with an open transaction there whose last write is older than
     ``transaction_timeout_ms + grace_ms`` is hanging: a live transaction would have been aborted by
     its coordinator by then (``transaction_timeout_ms`` must therefore be at least the producers'
-    ``transaction.timeout.ms``), so the partition's state is stale and an abort marker ends it.
-    Younger transactions are never touched: aborting a live one would lose its records when its
-    producer commits.
+    ``transaction.timeout.ms``), so the partition's state is stale. Younger transactions are never
+    touched: ending a live one from outside would contradict what its producer does next.
 
     Like find-hanging, an old one is then checked against its coordinator (List/Describe
     Transactions): it is left alone while the coordinator still has that partition in an
@@ -516,7 +672,13 @@ class HangingTransactions:
     commit delayed by a broker restart). Hanging means the coordinator is done with it (Complete*,
     Empty, a newer transaction without this partition) or does not know the producer id.
     ``check_coordinator=False`` skips that check (only the age rule decides); the tests need it
-    because a healthy broker's coordinator never forgets an abandoned transaction."""
+    because a healthy broker's coordinator never forgets an abandoned transaction.
+
+    Unlike ``kafka-transactions.sh abort``, the marker written is the coordinator's own decision,
+    read from ``__transaction_state`` (the first PrepareCommit/PrepareAbort of that producer naming
+    the partition after its last write there): a broker restart skips commit markers too, and an
+    abort would then drop records whose input offsets are committed. With no decision recorded
+    (never decided, compacted away, or ``check_coordinator=False``) the transaction is aborted."""
 
     def __init__(
         self,
@@ -533,6 +695,8 @@ class HangingTransactions:
         self._interval = interval
         self._clock = clock
         self._check_coordinator = check_coordinator
+        #: every transaction this reaper ended: (partition, producer state, committed?)
+        self.ended: list[tuple[TopicPartition, ProducerState, bool]] = []
         self._watched: set[TopicPartition] = set()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -570,7 +734,8 @@ class HangingTransactions:
                 log.warning("hanging transaction check failed", exc_info=True)
 
     async def check_once(self) -> list[tuple[TopicPartition, ProducerState]]:
-        """One pass over the watched partitions; returns the transactions it aborted."""
+        """One pass over the watched partitions; returns the hanging transactions it ended
+        (aborted, or committed when the coordinator had decided so: see :attr:`ended`)."""
         if self._client is None:
             raise RuntimeError("HangingTransactions.check_once() before start()")
         client = self._client
@@ -605,7 +770,7 @@ class HangingTransactions:
         except (DaggerError, kafka_errors.KafkaError) as e:
             log.warning("cannot ask the transaction coordinators, aborting nothing this time: %s", e)
             return []
-        aborted: list[tuple[TopicPartition, ProducerState]] = []
+        hanging: list[tuple[TopicPartition, ProducerState, CoordinatorTransaction | None]] = []
         for tp, s in candidates:
             txn = coordinator.get(s.producer_id)
             if txn is not None and txn.state in IN_PROGRESS_STATES and tp in txn.partitions:
@@ -616,20 +781,43 @@ class HangingTransactions:
                     s.producer_id, tp.topic, tp.partition, txn.state,
                 )  # fmt: skip
                 continue
+            hanging.append((tp, s, txn))
+        if not hanging:
+            return []
+        # The marker must be the coordinator's decision: a broker restart skips commit markers as
+        # well as abort ones, and aborting a committed transaction would lose its records (its
+        # offsets may well be committed). Only a transaction with no recorded decision is aborted.
+        try:
+            decisions = await transaction_decisions(
+                self._bootstrap,
+                {txn.transactional_id for _, _, txn in hanging if txn is not None},
+                # decisions come after the last writes; the margin covers producer/broker clock skew
+                since_ms=min(s.last_timestamp_ms for _, s, _ in hanging) - self._max_age_ms,
+            )
+        except (DaggerError, kafka_errors.KafkaError) as e:
+            log.warning("cannot read the transaction log, ending nothing this time: %s", e)
+            return []
+        ended: list[tuple[TopicPartition, ProducerState]] = []
+        for tp, s, txn in hanging:
+            decision = decide(tp, s, txn.transactional_id if txn is not None else None, decisions)
+            commit = decision is not None and decision.commit
             log.warning(
-                "aborting hanging transaction on %s/%s: producer id %s epoch %s, started at offset %s,"
-                " last write %.0f s ago (LSO %s < high watermark %s; coordinator: %s)",
+                "%s hanging transaction on %s/%s: producer id %s epoch %s, started at offset %s,"
+                " last write %.0f s ago (LSO %s < high watermark %s; coordinator: %s; decision: %s)",
+                "committing" if commit else "aborting",
                 tp.topic, tp.partition, s.producer_id, s.producer_epoch, s.current_txn_start_offset,
                 (now_ms - s.last_timestamp_ms) / 1000, offsets[tp][0], offsets[tp][1],
                 f"{txn.transactional_id} {txn.state}" if txn is not None
                 else "producer id unknown" if self._check_coordinator else "not asked",
+                "none recorded" if decision is None
+                else f"{'commit' if decision.commit else 'abort'} at {decision.decided_ms}",
             )  # fmt: skip
             try:
-                await abort_transaction(client, tp, s)
+                await end_transaction(client, tp, s, commit=commit)
             except (DaggerError, kafka_errors.KafkaError) as e:
-                log.warning(
-                    "abort of producer %s on %s/%s failed: %s", s.producer_id, tp.topic, tp.partition, e
-                )
+                log.warning("ending producer %s's transaction on %s/%s failed: %s", s.producer_id, tp.topic,
+                            tp.partition, e)  # fmt: skip
                 continue
-            aborted.append((tp, s))
-        return aborted
+            ended.append((tp, s))
+            self.ended.append((tp, s, commit))
+        return ended
