@@ -730,8 +730,10 @@ class HangingTransactions:
                 await self.check_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the broker may be down or restarting: try again next period
-                log.warning("hanging transaction check failed", exc_info=True)
+            except (kafka_errors.KafkaError, OSError, TimeoutError) as e:  # broker down or restarting
+                log.warning("hanging transaction check failed, next try in %.0f s: %r", self._interval, e)
+            except Exception:
+                log.exception("hanging transaction check failed")
 
     async def check_once(self) -> list[tuple[TopicPartition, ProducerState]]:
         """One pass over the watched partitions; returns the hanging transactions it ended
