@@ -519,6 +519,8 @@ async def coordinator_transactions(
 # ---------------------------------------------------------------------------------------------
 
 TRANSACTION_LOG_TOPIC = "__transaction_state"
+#: Upper bound on reading the transaction log for one check.
+READ_TIMEOUT_S = 120.0
 PREPARE_COMMIT, PREPARE_ABORT = 2, 3  # TransactionState ids (Kafka 4.3: 0 Empty ... 7 PrepareEpochFence)
 
 _TXN_LOG_VALUE_V0 = Schema(
@@ -611,13 +613,14 @@ async def transaction_decisions(
                     consumer.seek(tp, at.offset)
                     pending.add(tp)
         out: list[Decision] = []
-        while pending:
-            for records in (await consumer.getmany(*pending, timeout_ms=500)).values():
-                for r in records:
-                    d = _decode_txn_log(r.key, r.value)
-                    if d is not None and d.transactional_id in ids:
-                        out.append(d)
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        async with asyncio.timeout(READ_TIMEOUT_S):  # a broker gone mid-read must not stall the caller
+            while pending:
+                for records in (await consumer.getmany(*pending, timeout_ms=500)).values():
+                    for r in records:
+                        d = _decode_txn_log(r.key, r.value)
+                        if d is not None and d.transactional_id in ids:
+                            out.append(d)
+                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
         return out
     finally:
         await consumer.stop()
@@ -656,8 +659,8 @@ def decide(
 
 
 class HangingTransactions:
-    """Finds and aborts hanging transactions on the partitions a worker reads, the way
-    kafka-transactions.sh find-hanging/abort do.
+    """Finds and ends hanging transactions on the partitions a worker reads, the way
+    kafka-transactions.sh find-hanging/abort do (but with the coordinator's decision, see below).
 
     A partition is looked at when its LSO is below its high watermark (some transaction is open).
     A producer with an open transaction there whose last write is older than
@@ -675,9 +678,10 @@ class HangingTransactions:
     because a healthy broker's coordinator never forgets an abandoned transaction.
 
     Unlike ``kafka-transactions.sh abort``, the marker written is the coordinator's own decision,
-    read from ``__transaction_state`` (the first PrepareCommit/PrepareAbort of that producer naming
-    the partition after its last write there): a broker restart skips commit markers too, and an
-    abort would then drop records whose input offsets are committed. With no decision recorded
+    read from ``__transaction_state`` (the last PrepareCommit/PrepareAbort of that producer naming
+    the partition, if not older than its last write there, see :func:`decide`): a broker restart
+    skips commit markers too, and an abort would then drop records whose input offsets are
+    committed (measured: READY answers lost, workflows stuck EXECUTING). With no decision recorded
     (never decided, compacted away, or ``check_coordinator=False``) the transaction is aborted."""
 
     def __init__(
