@@ -48,9 +48,11 @@ from ..store.changelog import batch_records, restore_from_topic
 from ..store.sqlite import open_store
 from ..web.forward import Forwarder, ForwardError
 from . import codec
+from .hanging import HangingTransactions, group_offsets_partition
 from .kafka_admin import TopicSpec, ensure_topics, internal_topics
 from .kafka_eos import (
     COMMIT_TIMEOUT_S,
+    PRODUCER_SETTINGS,
     AssignmentGuard,
     PartitionTransactions,
     RebalanceListener,
@@ -70,6 +72,10 @@ log = logging.getLogger("daggerflow.kafka")
 EXACTLY_ONCE = "exactly_once"
 AT_LEAST_ONCE = "at_least_once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
+
+#: The producers' transaction timeout: the hanging-transaction check only ends transactions
+#: older than this (plus a grace), which the coordinator would have aborted if they were live.
+TRANSACTION_TIMEOUT_MS = int(PRODUCER_SETTINGS["transaction_timeout_ms"])
 
 #: Partitions restored at the same time (each restore holds a consumer).
 RESTORE_CONSUMERS = 4
@@ -333,6 +339,10 @@ class KafkaRuntime:
         self.restored_records = 0
         self.stats = CommitStats()
         self.standby: StandbyReplicas | None = None
+        self.hanging: HangingTransactions | None = None
+        self._user_topics: list[str] = []
+        self._watched: dict[int, list[TopicPartition]] = {}
+        self._groups: list[str] = []
         self._activating: set[int] = set()
         self._standby_lock = asyncio.Lock()
         self._standby_update: asyncio.Task[None] | None = None
@@ -355,6 +365,7 @@ class KafkaRuntime:
 
     async def start(self, listeners: dict[str, list[type]], agents: list[tuple[str, AgentHandler, str, int]],
                     user_topics: Iterable[str]) -> None:  # fmt: skip
+        user_topics = list(user_topics)
         cfg = self.config
         tune_aiokafka()
         await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
@@ -381,6 +392,18 @@ class KafkaRuntime:
             await restorer.start()
             self._restore_consumers.append(restorer)
             self._restore_pool.put_nowait(restorer)
+        # Hanging transactions (a broker restart can leave some: docs/kafka-runtime-notes.md
+        # §7) are found and ended by the owner of the partitions they block.
+        self._user_topics = sorted({*user_topics, *listeners, *(a[0] for a in agents)})
+        self._groups = [
+            cfg.app,
+            *(f"{cfg.app}.listener.{t}" for t in listeners),
+            *(f"{cfg.app}.agent.{a[2]}" for a in agents),
+        ]
+        self.hanging = HangingTransactions(
+            cfg.bootstrap, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS, grace_ms=15000, interval=5.0
+        )
+        await self.hanging.start()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
         self._transactions = PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app)
         self._listener = _Listener(
@@ -454,6 +477,9 @@ class KafkaRuntime:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             self.producer = None
+        if self.hanging is not None:
+            await self.hanging.stop()
+            self.hanging = None
         if self.owners is not None:
             await self.owners.stop()
             self.owners = None
@@ -506,6 +532,7 @@ class KafkaRuntime:
 
     async def _activate_task(self, p: int) -> None:
         await self._close(p)
+        await self._watch_hanging(p)  # before the restore, which reads the changelog up to its LSO
         store = self.open_store(p)
         try:
             restorer = await self._restore_pool.get()
@@ -570,12 +597,45 @@ class KafkaRuntime:
         if self._listener is not None:
             await self._listener.task_migrated(p)
 
+    async def _watch_hanging(self, p: int) -> None:
+        """Have the reaper watch what task p's owner answers for: p of the internal topics,
+        the partitions q = p (mod N) of the application's topics, and (task 0) the owners
+        and dead-letter topics and the groups' offsets partitions."""
+        if self.hanging is None or p in self._watched:
+            return
+        n = self.config.partitions
+        tps = [
+            TopicPartition(t.name, p)
+            for t in (self.topics.events, self.topics.correlation, self.topics.changelog)
+        ]
+        try:
+            client = self.producer.client
+            for topic in self._user_topics:
+                parts = client.cluster.partitions_for_topic(topic)
+                if parts is None:
+                    await client._wait_on_metadata(topic)
+                    parts = client.cluster.partitions_for_topic(topic) or set()
+                tps.extend(TopicPartition(topic, q) for q in sorted(parts) if q % n == p)
+            if p == 0:
+                tps.append(TopicPartition(self.owners_topic.name, 0))
+                tps.append(TopicPartition(self.topics.dead_letter.name, 0))
+                for group in self._groups:
+                    tps.append(await group_offsets_partition(client, group))
+        except Exception:
+            log.warning(
+                "listing the partitions of task %d for the hanging-transaction check failed", p, exc_info=True
+            )
+        self._watched[p] = tps
+        self.hanging.watch(tps)
+
     async def _revoked(self, partitions: frozenset[int]) -> None:
         for p in sorted(partitions):
-            await self._close(p)
+            await self._close(p, unwatch=True)
         self._standby_dirty.set()  # a revoked partition may now be one to keep warm
 
-    async def _close(self, p: int) -> None:
+    async def _close(self, p: int, *, unwatch: bool = False) -> None:
+        if unwatch and self.hanging is not None and p in self._watched:
+            self.hanging.unwatch(self._watched.pop(p))
         task = self.tasks.pop(p, None)
         if task is None:
             return
