@@ -679,7 +679,7 @@ async def run_config(args: argparse.Namespace, n_workers: int, guarantee: str, r
     logdir.mkdir(parents=True)
     print(f"\n== {n_workers} worker(s), {guarantee}: app {app}, logs {logdir}", flush=True)
     if args.wait_idle:
-        await wait_idle(args.wait_idle)
+        await wait_idle(args.wait_idle, args.idle_below)
     speed_before = cpu_speed()
     t_start = time.time()
     workers = [
@@ -870,6 +870,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         metavar="S",
         help="before each configuration wait up to S s for the machine (broker excluded) to be idle",
+    )
+    parser.add_argument(
+        "--idle-below",
+        type=float,
+        default=0.5,
+        metavar="CPUS",
+        help="--wait-idle: idle means fewer than this many CPUs busy, the broker excluded (default 0.5)",
     )
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep worker logs and state (printed path)")
