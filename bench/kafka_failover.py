@@ -8,16 +8,19 @@
 ``bench/kafka_pizza.py``: fresh app name, ``--no-web``), ``--preload`` completed workflows
 first (so that a partition has state to restore), then a continuous open-loop load at
 ``--rate`` workflows/s from a client engine in this process. After ``--before`` seconds one
-worker gets SIGKILL. For each partition it owned:
+worker gets SIGKILL. For every partition (not only the killed worker's: aiokafka's
+rebalances are eager, so all partitions stop until the new assignment):
 
-- *active again*: the first ``task P active`` line a surviving worker logs after the kill
-  (the log line's own timestamp);
+- *active again*: a surviving worker logged ``task P active`` after the kill in every
+  consumer group (main group, the READY listener's, the agent's; the log line's own
+  timestamp), the latest of those;
 - *processing again*: the first COMPLETED snapshot of an instance of that partition
   (``zlib.crc32(id) % partitions``) written after the kill, i.e. at an offset of
   ``{app}.updates`` at or beyond its high watermark at the kill, as seen by a
   ``read_committed`` consumer in this process.
 
-Failover time = from SIGKILL to the moment every one of those partitions is both. The
+Failover time = from SIGKILL to the moment every partition is both. Also printed: when the
+kill was detected (the first ``revoked tasks`` line of a survivor). The
 restore rate is taken from the survivors' ``restored <topic>/<p> ... N records in S s``
 lines. The load keeps running until ``--after`` seconds past the kill; then every created
 workflow must complete (nothing lost), and the killed worker is restarted with its data
