@@ -19,7 +19,7 @@ async def test_pizza_on_rocksdb_stores_across_a_sigkill(
     make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cluster = make_cluster(env={"DAGGERFLOW_STORE": "rocksdb://"})
-    w0, w1 = await cluster.start(2)
+    _, w1 = await cluster.start(2)
     first, second = order_ids(150), [f"r{i:05d}" for i in range(100)]
     watcher = UpdatesWatcher(cluster.bootstrap, cluster.topic("updates"))
     try:
