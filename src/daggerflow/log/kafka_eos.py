@@ -174,7 +174,9 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
     ``(future, count)`` per batch; the future's RecordMetadata has the batch's base offset.
     Uses aiokafka's ``create_batch``/``send_batch`` and the private ``_partition`` (verified
     with ``VERIFIED_AIOKAFKA``)."""
-    groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]] = {}
+    groups: dict[
+        tuple[str, int], list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]
+    ] = {}
     cluster = producer.client.cluster
     counts: dict[str, int] = {}  # partitions per topic, looked up once per call
     for topic, key, value, partition, headers in records:
@@ -194,7 +196,9 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
                 if cached is None:
                     if len(_partition_cache) > 100_000:
                         _partition_cache.clear()
-                    cached = _partition_cache[cache_key] = producer._partition(topic, None, None, None, key, value)
+                    cached = _partition_cache[cache_key] = producer._partition(
+                        topic, None, None, None, key, value
+                    )
                 partition = cached
         groups.setdefault((topic, partition), []).append((key, value, headers))
     sent: list[tuple[asyncio.Future[Any], int]] = []
@@ -285,7 +289,11 @@ class PartitionProducer:
         return txn_manager is not None and bool(txn_manager.is_in_transaction())
 
     def _as_migrated(self, exc: BaseException) -> TaskMigrated | None:
-        if isinstance(exc, ProducerFenced) or _producer_is_fatal(self._producer) or _sender_is_dead(self._producer):
+        if (
+            isinstance(exc, ProducerFenced)
+            or _producer_is_fatal(self._producer)
+            or _sender_is_dead(self._producer)
+        ):
             if self._migrated is None:
                 self._migrated = TaskMigrated(
                     self.partition, self.transactional_id, f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -349,7 +357,9 @@ class PartitionProducer:
 
     async def send_many(self, records: Iterable[Record]) -> list[tuple[asyncio.Future[Any], int]]:
         """``send_many`` in the open transaction; ``commit`` awaits the deliveries."""
-        sent: list[tuple[asyncio.Future[Any], int]] = await self._call(lambda: send_many(self._producer, records))
+        sent: list[tuple[asyncio.Future[Any], int]] = await self._call(
+            lambda: send_many(self._producer, records)
+        )
         for fut, _ in sent:
             fut.add_done_callback(_retrieve)
             self._pending.append(fut)
@@ -402,7 +412,9 @@ class PartitionProducer:
         stopping = asyncio.ensure_future(self._producer.stop())
         done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT_S)
         if not done:  # a producer whose connections are gone: abandon it
-            log.warning("the producer of task %d did not stop in %.0f s; abandoned", self.partition, STOP_TIMEOUT_S)
+            log.warning(
+                "the producer of task %d did not stop in %.0f s; abandoned", self.partition, STOP_TIMEOUT_S
+            )
             stopping.cancel()
         elif stopping.exception() is not None:  # fenced or disconnected: nothing left to release
             log.warning("stopping the producer of task %d failed: %r", self.partition, stopping.exception())
@@ -604,7 +616,10 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         on_revoked: RevokeHook | None = None,
         retry_backoff: float = 0.1,
         max_retry_backoff: float = 2.0,
+        name: str = "",
     ) -> None:
+        #: the consumer group, for the logs (a worker has several groups)
+        self.name = name
         self._consumer = consumer
         self._transactions = transactions
         self._guard = guard
@@ -655,7 +670,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         self._active -= partitions
         try:
             if partitions:
-                log.info("revoked tasks %s", sorted(partitions))
+                log.info("%s: revoked tasks %s", self.name, sorted(partitions))
                 if self._on_revoked is not None:
                     await self._on_revoked(partitions)
         finally:
@@ -678,7 +693,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
             if old is not None:
                 old.cancel()
             self._spawn(p, task_tps)
-        log.info("assigned tasks %s: activating in the background", sorted(by_task))
+        log.info("%s: assigned tasks %s: activating in the background", self.name, sorted(by_task))
 
     def _spawn(self, partition: int, tps: list[TopicPartition]) -> None:
         if self._closed:
@@ -736,7 +751,11 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_retry_backoff)
         if generation != self._generation or not set(tps) <= set(self._consumer.assignment()):
-            return  # revoked meanwhile (the cancellation normally comes first)
+            # Revoked meanwhile (the cancellation normally comes first). Logged: a partition
+            # dropped here and never assigned again would stay paused.
+            log.info("%s: activation of task %d dropped (generation %d, now %d; assignment %s)", self.name,
+                     partition, generation, self._generation, sorted(str(tp) for tp in self._consumer.assignment()))  # fmt: skip
+            return
         for tp in tps:  # no await from here on: seek and guard move together
             self._consumer.seek(tp, positions[tp])
             self._guard.activate(tp, positions[tp])
@@ -744,6 +763,9 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         self._active.add(partition)
         self.activation_count += 1
         log.info(
-            "task %d active at %s", partition, {f"{tp.topic}:{tp.partition}": positions[tp] for tp in tps}
+            "%s: task %d active at %s",
+            self.name,
+            partition,
+            {f"{tp.topic}:{tp.partition}": positions[tp] for tp in tps},
         )
         await self._notify()

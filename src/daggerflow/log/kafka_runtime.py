@@ -232,7 +232,7 @@ class TopicLoop:
         settings["auto_offset_reset"] = cfg.auto_offset_reset
         self.consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **settings)
         self.transactions = PartitionTransactions(cfg.bootstrap, self.group, self.group)
-        self.listener = _Listener(self.consumer, self.transactions, self.guard)
+        self.listener = _Listener(self.consumer, self.transactions, self.guard, name=self.group)
         self.consumer.subscribe([self.topic], listener=self.listener)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"daggerflow-{self.group}")
@@ -407,7 +407,12 @@ class KafkaRuntime:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
         self._transactions = PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app)
         self._listener = _Listener(
-            self._consumer, self._transactions, self._guard, restore=self._activate, on_revoked=self._revoked
+            self._consumer,
+            self._transactions,
+            self._guard,
+            restore=self._activate,
+            on_revoked=self._revoked,
+            name=cfg.app,
         )
         self._consumer.subscribe(
             [self.topics.events.name, self.topics.correlation.name], listener=self._listener
