@@ -698,6 +698,11 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
     def _spawn(self, partition: int, tps: list[TopicPartition]) -> None:
         if self._closed:
             return
+        # One activation per task: one spawned meanwhile (an assignment while
+        # ``task_migrated`` awaited) is replaced, never left running beside this one.
+        previous = self._activations.pop(partition, None)
+        if previous is not None:
+            previous.cancel()
         task = asyncio.create_task(
             self._activate(partition, tps, self._generation), name=f"daggerflow-activate-{partition}"
         )
@@ -750,11 +755,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_retry_backoff)
-        if generation != self._generation or not set(tps) <= set(self._consumer.assignment()):
+        current = self._activations.get(partition) is asyncio.current_task()
+        if not current or not set(tps) <= set(self._consumer.assignment()):
             # Revoked meanwhile (the cancellation normally comes first). Logged: a partition
             # dropped here and never assigned again would stay paused.
-            log.info("%s: activation of task %d dropped (generation %d, now %d; assignment %s)", self.name,
-                     partition, generation, self._generation, sorted(str(tp) for tp in self._consumer.assignment()))  # fmt: skip
+            log.info("%s: activation of task %d dropped (replaced: %s; assignment %s)", self.name, partition,
+                     not current, sorted(str(tp) for tp in self._consumer.assignment()))  # fmt: skip
             return
         for tp in tps:  # no await from here on: seek and guard move together
             self._consumer.seek(tp, positions[tp])
