@@ -228,12 +228,6 @@ async def test_worker_joining_mid_run(make_cluster: MakeCluster, monkeypatch: py
 # The broker restart runs last: it is the slowest and it restarts a (private) broker.
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue #3 note): after a broker crash-restart, about 1 run in 3 still leaves some "
-    "workflows stalled after the hanging-transaction reaper has ended the skipped-marker transactions; "
-    "not diagnosed yet (docs/kafka-runtime-notes.md §7)",
-)
 async def test_broker_restart_while_workers_run(
     private_broker: PrivateBroker, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
