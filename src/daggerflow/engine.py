@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
-from .model.instance import Instance, Node, copy_params
+from .model.instance import Instance, Node, copy_params, merge_listings
 from .model.template import (
     Overrides,
     ProcessLike,
@@ -83,11 +83,6 @@ def _dump_tasks() -> None:
         log.warning("task %s:\n%s", task.get_name(), out.getvalue())
 
 
-def _listing_order(instance: Instance) -> Any:
-    # The stores' order: creation time of the root, then id.
-    return (instance.root.time_created or 0.0, instance.id)
-
-
 class _either_class_or_instance:
     """``@Dagger.register_template(name)`` (Dagger's README) and
     ``@engine.register_template(name)`` both work: on the class, the engine is the one the
@@ -148,8 +143,6 @@ class Dagger:
                 "processing_guarantee, num_standby_replicas, role, and Dagger's faust-era options "
                 f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
             )
-        if broker is None and kwargs.get("kafka_broker_list") is not None:
-            pass  # Dagger's faust setting alone does not switch runtimes: broker= does
         if broker is not None:
             from .log.kafka_runtime import parse_broker
 
@@ -687,13 +680,14 @@ class Dagger:
     ) -> list[Instance]:
         """Instances held by this process (every instance when embedded)."""
         if self._kafka is not None:
-            found: list[Instance] = []
-            for store in self._kafka.stores():
-                found.extend(
+            return merge_listings(
+                (
                     store.list_instances(status=status, template=template, limit=offset + limit, offset=0)
-                )
-            found.sort(key=_listing_order)
-            return found[offset : offset + limit]
+                    for store in self._kafka.stores()
+                ),
+                offset=offset,
+                limit=limit,
+            )
         store = self._require_store()
         return store.list_instances(status=status, template=template, limit=limit, offset=offset)
 

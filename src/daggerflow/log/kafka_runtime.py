@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ..errors import ConfigurationError, PartitionMoved
 from ..machine.events import Event
-from ..model.instance import Correlation, Instance
+from ..model.instance import Correlation, Instance, merge_listings
 from ..runtime.background import cancel_and_wait
-from ..runtime.consumers import AgentHandler, ListenerMapper, run_agent
+from ..runtime.consumers import AgentHandler, ListenerMapper, dead_letter, run_agent
 from ..runtime.partition import PartitionTask
 from ..runtime.processor import Command, Incoming, IndexChange, Item, Settings
 from ..runtime.standby import StandbyReplicas, standby_partitions
@@ -146,22 +146,11 @@ def _outgoing(out: Outgoing) -> OutRecord:
     return (out.topic, _as_bytes(out.key), _as_bytes(out.value), None, headers)
 
 
-def _dead_letter_record(topic: str, source: str, partition: int, offset: int, key: Any, value: Any,
-                        consumer: str, error: str) -> OutRecord:  # fmt: skip
-    body = {
-        "topic": source,
-        "partition": partition,
-        "offset": offset,
-        "key": _as_text(key) if isinstance(key, bytes) else key,
-        "value": _as_text(value) if isinstance(value, bytes) else value,
-        "consumer": consumer,
-        "error": error,
-    }
-    if isinstance(body["value"], bytes):
-        body["value"] = body["value"].hex()
-    if isinstance(body["key"], bytes):
-        body["key"] = body["key"].hex()
-    return (topic, _as_bytes(key), json.dumps(body).encode(), None, None)
+def _message(tp: TopicPartition, record: Any) -> Message:
+    """A consumed record as the runtime's ``Message`` (values as text when UTF-8)."""
+    key = None if record.key is None else record.key.decode("utf-8", "replace")
+    return Message(tp.topic, record.offset, key, _as_text(record.value), _headers(record.headers),
+                   record.timestamp / 1000)  # fmt: skip
 
 
 def _last_offset(sent: list[tuple[asyncio.Future[Any], int]], topic: str, partition: int) -> int:
@@ -769,14 +758,9 @@ class KafkaRuntime:
             # Only daggerflow writes these topics; a record it cannot read is kept for a
             # human in the dead-letter topic and skipped, so the partition keeps going.
             log.error("dead-lettering %s@%d: %r", tp, record.offset, exc)
-            topic, key, value, _, _ = _dead_letter_record(
-                self.topics.dead_letter.name, tp.topic, tp.partition, record.offset, record.key,
-                record.value, self.config.app, f"{type(exc).__name__}: {exc}",
-            )  # fmt: skip
-            letter = Outgoing(
-                topic, key.decode("utf-8", "replace") if key else None, value.decode() if value else ""
-            )
-            message = Message(tp.topic, record.offset, None, None, {}, record.timestamp / 1000)
+            message = _message(tp, record)
+            letter = dead_letter(self.topics.dead_letter.name, message, self.config.app,
+                                 f"{type(exc).__name__}: {exc}", "", partition=tp.partition)  # fmt: skip
             return Incoming("", message, [], dead_letter=letter, source=source)
 
     # Stateless loops --------------------------------------------------------------------
@@ -798,8 +782,9 @@ class KafkaRuntime:
                     pairs, message_id = await mapper.mappings(value)
                 except Exception as exc:
                     log.warning("dead-lettering %s:%d@%d: %r", topic, tp.partition, record.offset, exc)
-                    outs.append(_dead_letter_record(dead, topic, tp.partition, record.offset, record.key, record.value,
-                                                    group, f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                    letter = dead_letter(dead, _message(tp, record), group, f"{type(exc).__name__}: {exc}",
+                                         traceback.format_exc(), partition=tp.partition)  # fmt: skip
+                    outs.append(_outgoing(letter))
                     continue
                 by_partition: dict[int, list[tuple[str, str]]] = {}
                 for pair in pairs:
@@ -826,17 +811,7 @@ class KafkaRuntime:
         width = max(1, concurrency)
 
         async def handle(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
-            messages = [
-                Message(
-                    tp.topic,
-                    r.offset,
-                    r.key.decode("utf-8", "replace") if r.key is not None else None,
-                    _as_text(r.value),
-                    _headers(r.headers),
-                    r.timestamp / 1000,
-                )
-                for r in records
-            ]
+            messages = [_message(tp, r) for r in records]
             outs: list[OutRecord] = []
             for start in range(0, len(messages), width):
                 chunk = messages[start : start + width]
@@ -961,13 +936,7 @@ class KafkaRuntime:
         local = self.engine.list_instances(status=status, template=template, limit=offset + limit, offset=0)
         remote = await list_everywhere(self.forwarder, self._other_urls(), status=status, template=template,
                                        limit=offset + limit, offset=0)  # fmt: skip
-        newest: dict[str, Instance] = {}
-        for inst in [*local, *remote]:  # a partition that just moved may be listed twice
-            known = newest.get(inst.id)
-            if known is None or inst.update_count > known.update_count:
-                newest[inst.id] = inst
-        merged = sorted(newest.values(), key=lambda i: (i.root.time_created or 0.0, i.id))
-        return merged[offset : offset + limit]
+        return merge_listings([local, remote], offset=offset, limit=limit)
 
     async def count_everywhere(self, *, status: str | None, template: str | None) -> int:
         from ..web.forward import count_everywhere

@@ -7,6 +7,7 @@ a node names its task class by the name it was registered under (``type_name``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -156,3 +157,20 @@ def copy_params(params: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of runtime parameters (plain JSON data), through msgpack."""
     result: dict[str, Any] = _any_decoder.decode(_encoder.encode(params))
     return result
+
+
+def listing_order(instance: Instance) -> tuple[float, str]:
+    """The order of instance lists: the stores' ``ORDER BY created, id``."""
+    return instance.root.time_created, instance.id
+
+
+def merge_listings(listings: Iterable[Iterable[Instance]], *, offset: int, limit: int) -> list[Instance]:
+    """One page of several listings (partitions, workers), as one store holding them all would
+    list it. An instance listed twice (its partition just moved) keeps its most advanced copy."""
+    newest: dict[str, Instance] = {}
+    for listing in listings:
+        for inst in listing:
+            known = newest.get(inst.id)
+            if known is None or inst.update_count > known.update_count:
+                newest[inst.id] = inst
+    return sorted(newest.values(), key=listing_order)[offset : offset + limit]

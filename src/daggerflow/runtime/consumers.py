@@ -56,9 +56,18 @@ class TopicSignals:
             await ev.wait()
 
 
-def dead_letter(topic: str, msg: Message, consumer: str, error: str, tb: str) -> Outgoing:
-    value = msg.value.decode("utf-8", "replace") if isinstance(msg.value, bytes) else msg.value
-    record = {
+def dead_letter(
+    topic: str, msg: Message, consumer: str, error: str, tb: str, *, partition: int | None = None
+) -> Outgoing:
+    """The dead-letter record of ``msg`` (JSON). ``partition``: of a Kafka topic. A value that
+    is not UTF-8 text is kept as hex, so the letter holds the exact bytes."""
+    value = msg.value
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            value = value.hex()
+    record: dict[str, Any] = {
         "topic": msg.topic,
         "offset": msg.offset,
         "key": msg.key,
@@ -67,6 +76,8 @@ def dead_letter(topic: str, msg: Message, consumer: str, error: str, tb: str) ->
         "error": error,
         "traceback": tb,
     }
+    if partition is not None:
+        record["partition"] = partition
     return Outgoing(topic, msg.key, _json.encode(record).decode())
 
 
@@ -244,7 +255,9 @@ async def run_agent(handler: AgentHandler, msg: Message, name: str, dead_letter_
         except Exception as exc:
             log.warning("agent %s failed on %s@%d: %r", name, msg.topic, msg.offset, exc)
             return [
-                dead_letter(dead_letter_topic, msg, name, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                dead_letter(
+                    dead_letter_topic, msg, name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                )
             ]
     return box
 

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from ..errors import DaggerError
-from ..model.instance import Instance, decode_instance
+from ..model.instance import Instance, decode_instance, listing_order, merge_listings
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def _filters(status: str | None, template: str | None) -> dict[str, str]:
     return params
 
 
-def list_order(instance: Instance) -> tuple[float, str]:
-    """The order of instance lists: the stores' ``ORDER BY created, id``."""
-    return instance.root.time_created, instance.id
+list_order = listing_order  # the order of every instance list (model.instance)
 
 
 async def list_everywhere(
@@ -157,19 +155,15 @@ async def list_everywhere(
         *(fwd.list_instances(url, status=status, template=template, limit=offset + limit) for url in unique),
         return_exceptions=True,
     )
-    # During a rebalance two workers can briefly both answer for a partition: keep one copy,
-    # the most advanced.
-    merged: dict[str, Instance] = {}
+    # During a rebalance two workers can briefly both answer for a partition: merge_listings
+    # keeps one copy, the most advanced.
+    pages: list[list[Instance]] = []
     for url, answer in zip(unique, answers, strict=True):
         if isinstance(answer, BaseException):
             _skip(url, answer)
-            continue
-        for inst in answer:
-            seen = merged.get(inst.id)
-            if seen is None or inst.update_count > seen.update_count:
-                merged[inst.id] = inst
-    ordered = sorted(merged.values(), key=list_order)
-    return ordered[offset : offset + limit]
+        else:
+            pages.append(answer)
+    return merge_listings(pages, offset=offset, limit=limit)
 
 
 async def count_everywhere(
