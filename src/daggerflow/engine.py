@@ -130,6 +130,7 @@ class Dagger:
         processing_guarantee: str = "exactly_once",
         num_standby_replicas: int = 0,
         role: str = "worker",
+        inline_jobs: bool = True,
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - _ACCEPTED_NO_EFFECT
@@ -140,7 +141,7 @@ class Dagger:
                 "delete_workflow_on_complete, web_port, web_host, consumer_auto_offset_reset, "
                 "clock, max_concurrent_jobs, max_batch_size, durability, unmatched_message_ttl, "
                 "dedupe_ttl, dead_letter_topic, shutdown_timeout, kafka_partitions, "
-                "processing_guarantee, num_standby_replicas, role, and Dagger's faust-era options "
+                "processing_guarantee, num_standby_replicas, role, inline_jobs, and Dagger's faust-era options "
                 f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
             )
         if broker is not None:
@@ -175,6 +176,7 @@ class Dagger:
         self.clock: Clock = clock or SystemClock()
         self.max_concurrent_jobs = max_concurrent_jobs
         self.max_batch_size = max_batch_size
+        self.inline_jobs = inline_jobs
         self.durability = durability
         self.unmatched_message_ttl = unmatched_message_ttl
         self.dedupe_ttl = dedupe_ttl
@@ -371,6 +373,7 @@ class Dagger:
         timers = TimerService(self.clock, self._timer_fired)
         self._timers = timers
         processor.on_job = jobs.submit
+        processor.run_inline = jobs.run_inline if self.inline_jobs else None
         processor.on_cancel = jobs.cancel
         processor.on_timer_set = timers.set
         processor.on_timer_cancel = timers.cancel

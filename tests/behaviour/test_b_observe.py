@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, ITemplateDAGInstance, ManualClock
 from daggerflow.templates import ITemplateDAG
@@ -73,18 +74,24 @@ async def failing_callback(workflow: ITemplateDAGInstance[Any, Any]) -> None:
 # §10.44-45 --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("inline_jobs", [True, False], ids=["inline-jobs", "jobs-after-commit"])
 async def test_update_count_lastupdated_callbacks_and_update_topic(
-    make_engine: EngineFactory, clock: ManualClock
+    make_engine: EngineFactory, clock: ManualClock, inline_jobs: bool
 ) -> None:
     """§10.44/§10.45: every persisted change increments ``update_count`` and sets
     ``lastupdated``; every update callback is awaited after the commit with the workflow
     (a failing callback does not stop the others); the update topic gets a snapshot per
-    change keyed by the partition-key value: EXECUTING snapshots, then a COMPLETED one
-    with ``update_count`` > 1."""
+    commit keyed by the partition-key value: EXECUTING snapshots, then a COMPLETED one
+    with ``update_count`` > 1. With ``inline_jobs`` the executor (which does not wait)
+    starts and finishes in the commit that delivers the message: no snapshot shows it
+    running; without, one does."""
     ref: list[Dagger] = []
     recorder = Recorder(ref)
     engine = make_engine(
-        clock=clock, task_update_topic="task_update_topic", task_update_callbacks=[failing_callback, recorder]
+        clock=clock,
+        task_update_topic="task_update_topic",
+        task_update_callbacks=[failing_callback, recorder],
+        inline_jobs=inline_jobs,
     )
     ref.append(engine)
     await engine.start()
@@ -131,7 +138,16 @@ async def test_update_count_lastupdated_callbacks_and_update_topic(
         assert statuses[0] == "NOT_STARTED" and statuses[-1] == "COMPLETED"
         assert statuses.count("COMPLETED") == 1
         executing = [s for _, s in mine if s["status"]["code"] == "EXECUTING"]
-        assert len(executing) >= 2  # waiting for the message, then running the executor
+        ship_running = [
+            s
+            for s in executing
+            for t in s["tasks"].values()
+            if t["task_name"].endswith(".ship_executor_task") and t["status"]["code"] == "EXECUTING"
+        ]
+        if inline_jobs:
+            assert len(executing) >= 1 and ship_running == []  # waiting for the message
+        else:
+            assert len(executing) >= 2 and len(ship_running) == 1  # ...then running the executor
         assert mine[-1][1]["update_count"] == done.update_count > 1
         assert [s["update_count"] for _, s in mine] == sorted({s["update_count"] for _, s in mine})
         completed = mine[-1][1]

@@ -559,6 +559,7 @@ class KafkaRuntime:
         jobs = self.engine._jobs
         assert jobs is not None
         task.processor.on_cancel = jobs.cancel
+        task.processor.run_inline = jobs.run_inline if self.engine.inline_jobs else None
         task.processor.on_committed = self.engine._committed
         pending = task.start(jobs.submit)
         self.tasks[p] = task

@@ -145,6 +145,28 @@ class _Continue:
                     return
 
 
+#: What a job started inline returns: its event (None: nothing to apply) and its messages.
+JobOutcome = tuple[JobDone | JobFailed | None, list[Outgoing]]
+
+
+class Started:
+    """``run_inline``'s answer for a job that had to wait: it reports its outcome when done."""
+
+
+STARTED = Started()
+
+
+class _Handover:
+    """Between ``run_inline`` and the job it started: the outcome, if the job finished
+    before ``start_eagerly`` returned; ``waited`` once it did not."""
+
+    __slots__ = ("outcome", "waited")
+
+    def __init__(self) -> None:
+        self.outcome: JobOutcome | None = None
+        self.waited = False
+
+
 class JobRunner:
     def __init__(self, ctx: JobContext, max_concurrency: int) -> None:
         self._ctx = ctx
@@ -162,6 +184,9 @@ class JobRunner:
         task = start_eagerly(self._run(job))
         if task is None:
             return  # finished without waiting for anything
+        self._track(job, task)
+
+    def _track(self, job: PendingJob, task: asyncio.Task[None]) -> None:
         self._all.add(task)
         task.add_done_callback(self._all.discard)
         if job.job != "stop":
@@ -196,6 +221,42 @@ class JobRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+
+    def run_inline(self, job: PendingJob, instance: Instance) -> JobOutcome | Started | None:
+        """Start ``job`` now, against ``instance`` (the state of the batch that starts it,
+        not yet committed), for the processor to apply its outcome in that same batch.
+
+        Returns the outcome if the job finished without waiting for anything (a command
+        task that only sends to its topic, an ``on_message`` that only looks at the
+        message): its messages then commit together with the start, and the job costs no
+        commit of its own. Returns ``STARTED`` if it had to wait: it goes on as a task and
+        reports its outcome like any job (the processor reads it after this batch). Returns
+        None if it was not started (shutting down, or the concurrency limit is reached):
+        the caller runs it the usual way, after the commit."""
+        if self._closing or self._sem.locked():
+            return None
+        node = instance.nodes.get(job.node)
+        if node is None:
+            return None
+        handover = _Handover()
+        task = start_eagerly(self._run_inline(job, instance, node, handover))
+        if task is None:
+            return handover.outcome
+        handover.waited = True
+        # The job diffs its parameters against the dict it started from, and later events of
+        # the batch change the instance's parameters in place (top-level keys only): give
+        # the instance a dict of its own.
+        instance.runtime_parameters = dict(instance.runtime_parameters)
+        self._track(job, task)
+        return STARTED
+
+    async def _run_inline(self, job: PendingJob, instance: Instance, node: Node, handover: _Handover) -> None:
+        async with self._sem:
+            outcome = await self._call(job, instance, node)
+        if not handover.waited:
+            handover.outcome = outcome  # still inside ``start_eagerly``: the caller applies it
+        elif outcome[0] is not None:
+            self._ctx.report(job.instance, outcome[0], outcome[1])
 
     async def _run(self, job: PendingJob) -> None:
         async with self._sem:

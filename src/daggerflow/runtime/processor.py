@@ -39,9 +39,13 @@ from ..model.snapshot import snapshot
 from ..store.base import Message, Outgoing, PendingJob, Store, WriteBatch
 from .background import cancel_and_wait
 from .clock import Clock
+from .jobs import JobOutcome, Started
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
+#: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
+#: a listener), and a template could loop; what is left runs after the commit.
+MAX_INLINE_ROUNDS = 32
 
 
 @dataclass
@@ -146,6 +150,9 @@ class Processor:
         self.cache: OrderedDict[str, tuple[Instance, bytes | None]] = OrderedDict()
         # Hooks the engine sets: run a job, arm/cancel timers, cancel a job, after-commit.
         self.on_job: Callable[[PendingJob], None] = lambda job: None
+        # Runs a job the batch started before the commit (``JobRunner.run_inline``); None:
+        # every job runs after the commit.
+        self.run_inline: Callable[[PendingJob, Instance], JobOutcome | Started | None] | None = None
         self.on_cancel: Callable[[str, str], None] = lambda i, n: None
         self.on_timer_set: Callable[[str, str, float], None] = lambda i, k, d: None
         self.on_timer_cancel: Callable[[str, str], None] = lambda i, k: None
@@ -255,6 +262,7 @@ class Processor:
         run = _BatchRun(self, batch, after)
         for item in items:
             run.handle(item)
+        run.run_jobs_inline()
         run.finish()
         return batch, after
 
@@ -310,6 +318,7 @@ class _BatchRun:
         self.buffer_taken: set[int] = set()
         self.started: set[tuple[str, str, int]] = set()  # jobs this batch started
         self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
+        self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
         self.seen: set[tuple[str, str]] = set()
 
     def handle(self, item: Item) -> None:
@@ -351,7 +360,7 @@ class _BatchRun:
         before = _active_jobs(inst)
         tr = apply(inst, event, self.ctx)
         if isinstance(event, (JobDone, JobFailed)):
-            self.batch.jobs_del.append((iid, event.node, event.seq))
+            self.end_job(iid, event.node, event.seq)
         if tr.error is not None and future is not None:
             self.after.errors.append((future, TaskInvalidState(tr.error)))
         elif future is not None:
@@ -450,6 +459,9 @@ class _BatchRun:
         added = self.index_added.get(at)
         if added and (iid, node) in added:
             added.remove((iid, node))
+            # Put by this batch (e.g. a listener indexed, then re-keyed by a job applied in
+            # the same batch): the stores apply deletes before puts, so take the put back.
+            self.batch.index_put = [e for e in self.batch.index_put if e != (at, iid, node)]
         self.index_removed.add((at, iid, node))
         self.batch.index_del.append((at, iid, node))
 
@@ -513,10 +525,49 @@ class _BatchRun:
                     (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
                 )
 
+    def run_jobs_inline(self) -> None:
+        """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).
+        A job that finishes without waiting (a command task that only sends, an
+        ``on_message`` that only reads the message) is applied in this batch: its messages
+        commit with its start, and it costs no commit, no job record and no snapshot of its
+        own. A job that waits goes on as a task; its record is committed, so it runs again
+        after a crash, like any job. User code thus runs before its start is durable: it may
+        run again if this commit fails, which a job may anyway."""
+        run = self.proc.run_inline
+        if run is None:
+            return
+        tried: set[tuple[str, str, int]] = set()
+        for _ in range(MAX_INLINE_ROUNDS):
+            fresh = [
+                job
+                for job in self.after.jobs
+                if (key := (job.instance, job.node, job.seq)) in self.started and key not in tried
+            ]
+            if not fresh:
+                return
+            for job in fresh:
+                key = (job.instance, job.node, job.seq)
+                tried.add(key)
+                inst = self.after.changed.get(job.instance)
+                node = inst.nodes.get(job.node) if inst is not None else None
+                if key in self.withdrawn or node is None or node.job != job.job or node.job_seq != job.seq:
+                    continue  # ended by an outcome applied meanwhile
+                assert inst is not None
+                outcome = run(job, inst)
+                if outcome is None:
+                    continue  # not started: after the commit, as usual
+                self.inlined.add(key)
+                if isinstance(outcome, Started):
+                    continue
+                event, box = outcome
+                if event is not None:
+                    self.apply_event(job.instance, event, None, box)
+
     def finish(self) -> None:
-        if self.withdrawn:
+        if self.withdrawn or self.inlined:
             gone = self.withdrawn
             self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
+            gone = gone | self.inlined
             self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
         for iid, changed in self.after.changed.items():
             if changed is not None:
