@@ -131,6 +131,7 @@ class Dagger:
         num_standby_replicas: int = 0,
         role: str = "worker",
         inline_jobs: bool = True,
+        commit_interval: float = 0.0,
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - _ACCEPTED_NO_EFFECT
@@ -141,7 +142,7 @@ class Dagger:
                 "delete_workflow_on_complete, web_port, web_host, consumer_auto_offset_reset, "
                 "clock, max_concurrent_jobs, max_batch_size, durability, unmatched_message_ttl, "
                 "dedupe_ttl, dead_letter_topic, shutdown_timeout, kafka_partitions, "
-                "processing_guarantee, num_standby_replicas, role, inline_jobs, and Dagger's faust-era options "
+                "processing_guarantee, num_standby_replicas, role, inline_jobs, commit_interval, and Dagger's faust-era options "
                 f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
             )
         if broker is not None:
@@ -177,6 +178,7 @@ class Dagger:
         self.max_concurrent_jobs = max_concurrent_jobs
         self.max_batch_size = max_batch_size
         self.inline_jobs = inline_jobs
+        self.commit_interval = commit_interval
         self.durability = durability
         self.unmatched_message_ttl = unmatched_message_ttl
         self.dedupe_ttl = dedupe_ttl
@@ -431,6 +433,7 @@ class Dagger:
             store_kind=store_kind,
             durability=self.durability,
             auto_offset_reset=self.consumer_auto_offset_reset,
+            commit_interval=self.commit_interval,
         )
 
     def _user_topics(self) -> set[str]:

@@ -40,6 +40,7 @@ def build(role: str = "worker") -> Dagger:
         task_update_topic=None if os.environ.get("DAGGERFLOW_UPDATES") == "off" else f"{app}.updates",
         store=os.environ.get("DAGGERFLOW_STORE"),  # "rocksdb://": RocksDB partition stores
         role=role,
+        commit_interval=float(os.environ.get("DAGGERFLOW_COMMIT_INTERVAL", "0")),
         web_port=None if role == "client" else 0,
     )
 

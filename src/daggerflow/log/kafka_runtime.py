@@ -113,6 +113,7 @@ class KafkaConfig:
     store_kind: str  # "sqlite" or "rocksdb"
     durability: str
     auto_offset_reset: str
+    commit_interval: float = 0.0
 
     @property
     def exactly_once(self) -> bool:
@@ -173,6 +174,10 @@ class CommitStats:
     # exactly-once: seconds enqueueing records; delivering them with the offsets and EndTxn
     phases: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
+    def brief(self) -> str:
+        n = max(1, self.commits)
+        return f"{self.commits} commits, {self.records / n:.1f} records and {1000 * self.kafka_seconds / n:.1f} ms each"
+
     def summary(self) -> str:
         n = max(1, self.commits)
         ms = [f"{1000 * x / n:.1f}" for x in self.phases]
@@ -214,6 +219,7 @@ class TopicLoop:
         self.listener: _Listener | None = None
         self._task: asyncio.Task[None] | None = None
         self._backoff: dict[TopicPartition, float] = {}
+        self.stats = CommitStats()
 
     async def start(self) -> None:
         cfg = self.runtime.config
@@ -240,8 +246,15 @@ class TopicLoop:
             await self.transactions.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        interval = self.runtime.config.commit_interval
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
+            wait = last + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the consumer fetches meanwhile: bigger chunks
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
+            last = loop.time()
             stamped = self.guard.stamp(batch)
             # Partitions commit concurrently: each has its own producer, and one after the
             # other a poll of 12 partitions took 12 transaction round trips.
@@ -289,6 +302,15 @@ class TopicLoop:
             await self._commit(tp, records, outs)
 
     async def _commit(self, tp: TopicPartition, records: list[Any], outs: list[OutRecord]) -> None:
+        started = time.perf_counter()
+        self.stats.commits += 1
+        self.stats.records += len(outs)
+        try:
+            await self._send_and_commit(tp, records, outs)
+        finally:
+            self.stats.kafka_seconds += time.perf_counter() - started
+
+    async def _send_and_commit(self, tp: TopicPartition, records: list[Any], outs: list[OutRecord]) -> None:
         offsets = {tp: records[-1].offset + 1}
         if self.runtime.config.exactly_once:
             assert self.transactions is not None
@@ -434,6 +456,7 @@ class KafkaRuntime:
     async def stop(self) -> None:
         log.info("partition tasks: %s", self.stats.summary())
         for loop in self._loops:
+            log.info("%s: %s", loop.group, loop.stats.brief())
             await loop.stop()
         self._loops.clear()
         await cancel_and_wait(self._fetch_task)
@@ -644,6 +667,7 @@ class KafkaRuntime:
         base = self.engine.processor_settings()
         base.owns_instance = lambda iid: codec.partition_for(iid, n) == p
         base.owns_correlation = lambda at: codec.partition_of_correlation(at, n) == p
+        base.commit_interval = self.config.commit_interval
         return base
 
     def _next_buffer_ids(self, count: int) -> list[int]:

@@ -110,6 +110,9 @@ class Settings:
     unmatched_ttl: Callable[[str], float] = lambda topic: 0.0
     max_batch: int = 1000
     cache_size: int = 20000
+    # Seconds between the starts of two commits (Kafka: each is a transaction, whose fixed
+    # cost is spread over the batch); 0: commit as soon as the previous commit is done.
+    commit_interval: float = 0.0
     # Kafka runtime: which instances and index entries this processor's partition holds.
     # What it does not hold becomes a forward (``WriteBatch.forwards``) to the owner.
     # None (embedded): everything is local.
@@ -165,6 +168,7 @@ class Processor:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_commit = 0.0
 
     # Inputs ---------------------------------------------------------------------------
 
@@ -229,6 +233,11 @@ class Processor:
             if self.queue.empty():
                 self._idle.set()
             items = [await self.queue.get()]
+            interval = self.settings.commit_interval
+            if interval > 0:
+                # Let the batch fill up until ``interval`` after the previous batch began.
+                await self.clock.sleep_until(self._last_commit + interval)
+                self._last_commit = self.clock.now()
             while len(items) < self.settings.max_batch and not self.queue.empty():
                 items.append(self.queue.get_nowait())
             if self.committer is None:
