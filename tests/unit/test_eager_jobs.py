@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from daggerflow.runtime.jobs import start_eagerly
+from daggerflow.runtime.jobs import gather_eagerly, start_eagerly
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="outside")
 
@@ -68,4 +68,43 @@ async def test_cancelling_the_task_cancels_the_job(started: bool) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert cleaned == ["finally"]
+
+
+async def test_gather_eagerly_keeps_order_and_only_waits_for_what_waits() -> None:
+    gate = asyncio.Event()
+    steps: list[str] = []
+
+    async def quick(n: int) -> int:
+        steps.append(f"quick{n}")
+        return n
+
+    async def slow(n: int) -> int:
+        steps.append(f"slow{n}-start")
+        await gate.wait()
+        steps.append(f"slow{n}-end")
+        return n
+
+    gathering = asyncio.ensure_future(gather_eagerly([quick(1), slow(2), quick(3)]))
+    await asyncio.sleep(0)  # the gather's first step: every coroutine ran up to its first wait
+    assert steps == ["quick1", "slow2-start", "quick3"]
+    gate.set()
+    assert await gathering == [1, 2, 3]
+
+
+async def test_gather_eagerly_propagates_the_first_error_and_cancels_the_rest() -> None:
+    cleaned: list[str] = []
+
+    async def hangs() -> int:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("finally")
+        return 0
+
+    async def fails() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await gather_eagerly([hangs(), fails()])
     assert cleaned == ["finally"]

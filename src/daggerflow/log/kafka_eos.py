@@ -60,6 +60,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ProducerFenced
 
 from daggerflow.errors import DaggerError
+from daggerflow.log.partitioner import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,6 @@ PRODUCER_SETTINGS: Mapping[str, Any] = {
     "max_batch_size": 1024 * 1024,
 }
 
-# (topic, key, partition count) -> partition under the producer's default partitioner.
-_partition_cache: dict[tuple[str, bytes, int], int] = {}
-
 #: (topic, key, value, partition or None for the producer's partitioner, headers or None)
 Record = tuple[str, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]] | None]
 
@@ -169,8 +167,9 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
     """Send records as one batch per (topic, partition): one future per batch instead of per
     record, which was most of the producer's CPU time (``send`` costs ~70 us a record).
 
-    Records without a partition get the producer's own partitioner (Kafka's murmur2 of the
-    key), so keyed messages land where any Kafka client would put them. Returns
+    Keyed records without a partition get Kafka's default partitioner (``log.partitioner``:
+    murmur2 of the key), so they land where any Kafka client would put them; records with
+    neither get the producer's own choice. Returns
     ``(future, count)`` per batch; the future's RecordMetadata has the batch's base offset.
     Uses aiokafka's ``create_batch``/``send_batch`` and the private ``_partition`` (verified
     with ``VERIFIED_AIOKAFKA``)."""
@@ -189,17 +188,7 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
             if key is None:
                 partition = producer._partition(topic, None, None, None, key, value)
             else:
-                # murmur2 is pure Python: an instance's several messages (snapshots) share a key.
-                # The partition count is part of the cache key, as it is of the hash's result.
-                cache_key = (topic, key, count)
-                cached = _partition_cache.get(cache_key)
-                if cached is None:
-                    if len(_partition_cache) > 100_000:
-                        _partition_cache.clear()
-                    cached = _partition_cache[cache_key] = producer._partition(
-                        topic, None, None, None, key, value
-                    )
-                partition = cached
+                partition = partition_for_key(key, count)
         groups.setdefault((topic, partition), []).append((key, value, headers))
     sent: list[tuple[asyncio.Future[Any], int]] = []
     for (topic, partition), group in groups.items():

@@ -40,6 +40,7 @@ from ..machine.events import Event
 from ..model.instance import Correlation, Instance, merge_listings
 from ..runtime.background import cancel_and_wait
 from ..runtime.consumers import AgentHandler, ListenerMapper, dead_letter, run_agent
+from ..runtime.jobs import gather_eagerly
 from ..runtime.partition import PartitionTask
 from ..runtime.processor import Command, Incoming, IndexChange, Item, Settings
 from ..runtime.standby import StandbyReplicas, standby_partitions
@@ -840,7 +841,7 @@ class KafkaRuntime:
             outs: list[OutRecord] = []
             for start in range(0, len(messages), width):
                 chunk = messages[start : start + width]
-                boxes = await asyncio.gather(*(run_agent(fn, m, name, dead) for m in chunk))
+                boxes = await gather_eagerly(run_agent(fn, m, name, dead) for m in chunk)
                 for box in boxes:
                     outs.extend(_outgoing(o) for o in box)
             return outs

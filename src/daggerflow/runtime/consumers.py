@@ -21,6 +21,7 @@ import msgspec
 from ..store.base import Message, Outgoing, Store
 from . import outbox
 from .background import cancel_and_wait
+from .jobs import gather_eagerly
 from .processor import AgentCommit, Incoming, Processor
 
 log = logging.getLogger(__name__)
@@ -282,10 +283,7 @@ class AgentConsumer(Consumer):
         first_pending = loop.time()
         for start in range(0, len(messages), self.concurrency):
             chunk = messages[start : start + self.concurrency]
-            if len(chunk) == 1:
-                boxes = [await self._one(chunk[0])]
-            else:
-                boxes = list(await asyncio.gather(*(self._one(m) for m in chunk)))
+            boxes = await gather_eagerly(self._one(m) for m in chunk)
             for box in boxes:
                 sent.extend(box)
             last = start + len(chunk) >= len(messages)

@@ -7,8 +7,8 @@ import asyncio
 import contextvars
 import logging
 import traceback
-from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -113,19 +113,54 @@ def start_eagerly(coro: Coroutine[Any, None, None]) -> asyncio.Task[None] | None
     return task
 
 
-async def _resume(coro: Coroutine[Any, None, None], awaited: Any) -> None:
-    await _Continue(coro, awaited)
+T = TypeVar("T")
+
+
+async def gather_eagerly(coros: Iterable[Coroutine[Any, None, T]]) -> list[T]:
+    """``asyncio.gather`` for coroutines that mostly finish without waiting (an agent that
+    only sends): each runs at once, in its own context copy, up to its first real wait;
+    only those that wait become tasks. Results in order; the first exception propagates
+    (the other tasks are cancelled)."""
+    results: list[Any] = []
+    waiting: list[tuple[int, asyncio.Task[Any]]] = []
+    loop = asyncio.get_running_loop()
+    try:
+        for coro in coros:
+            context = contextvars.copy_context()
+            try:
+                awaited = context.run(coro.send, None)
+            except StopIteration as done:
+                results.append(done.value)
+                continue
+            task = loop.create_task(_resume(coro, awaited), context=context)
+            task.add_done_callback(lambda t, c=coro: c.close() if t.cancelled() else None)  # type: ignore[misc]
+            waiting.append((len(results), task))
+            results.append(None)
+        for index, task in waiting:
+            results[index] = await task
+    except BaseException as exc:
+        for _, task in waiting:
+            task.cancel()
+        if waiting and not isinstance(exc, asyncio.CancelledError):
+            await asyncio.wait([task for _, task in waiting])  # their finally blocks have run
+        raise
+    return results
+
+
+async def _resume(coro: Coroutine[Any, None, T], awaited: Any) -> T:
+    result: T = await _Continue(coro, awaited)
+    return result
 
 
 class _Continue:
     """Awaitable that drives an already started coroutine from where it stopped: it hands
     the awaited future to the task running it and passes results and exceptions back."""
 
-    def __init__(self, coro: Coroutine[Any, None, None], awaited: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, None, Any], awaited: Any) -> None:
         self._coro = coro
         self._awaited = awaited
 
-    def __await__(self) -> Generator[Any, Any, None]:
+    def __await__(self) -> Generator[Any, Any, Any]:
         coro, pending = self._coro, self._awaited
         while True:
             try:
@@ -136,13 +171,13 @@ class _Continue:
             except BaseException as exc:  # e.g. CancelledError from task.cancel()
                 try:
                     pending = coro.throw(exc)
-                except StopIteration:
-                    return
+                except StopIteration as done:
+                    return done.value
             else:
                 try:
                     pending = coro.send(value)
-                except StopIteration:
-                    return
+                except StopIteration as done:
+                    return done.value
 
 
 #: What a job started inline returns: its event (None: nothing to apply) and its messages.
