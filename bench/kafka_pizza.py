@@ -58,7 +58,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,6 +67,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pizza import cpu_speed, cpu_ticks, machine, percentile
+
+from daggerflow.log import codec
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -90,14 +91,14 @@ RE_READY = re.compile(r"worker ready")
 # (the main group's events+correlation, each listener topic's group, each agent's group); the
 # first topic named tells which group ("kind"). Revocations do not name their group, so the
 # current owner of a (kind, partition) is the worker that logged its activation last.
-RE_ACTIVE = re.compile(r"\btask (\d+) active at \{'([^':]+):")
+RE_ACTIVE = re.compile(r"kafka_eos: (\S+): task (\d+) active at \{")
 RE_REBALANCE = re.compile(r"\b(?:revoked|assigned) tasks \[")
 RE_RESTORED = re.compile(r"restored (\S+)/(\d+)\b.*?\b(\d+) records in ([0-9.]+) ?s")
 
 
 def partition_of(instance_id: str, partitions: int) -> int:
-    """The runtime's instance -> partition mapping (``daggerflow.log.codec.partition_for``)."""
-    return zlib.crc32(instance_id.encode()) % partitions
+    """The runtime's instance -> partition mapping."""
+    return codec.partition_for(instance_id, partitions)
 
 
 def ids_covering(partitions: int, prefix: str) -> list[str]:
@@ -188,12 +189,11 @@ class Restored:
     at: float
 
 
-def group_kind(topic: str) -> str:
-    """The consumer group an activation belongs to, from the first topic it names:
-    ``events`` (the main group: events + correlation), else the listener's or agent's topic."""
-    if topic.endswith(("-events", "-correlation")):
-        return "events"
-    return topic.split(".", 1)[-1]
+def group_kind(group: str) -> str:
+    """The consumer group an activation line names: ``events`` for the main group (``{app}``:
+    events, correlation and the listener topics it reads), else the rest of the group's name
+    (``listener.<topic>``, ``agent.<name>``)."""
+    return group.split(".", 1)[1] if "." in group else "events"
 
 
 @dataclass
@@ -229,7 +229,7 @@ class WorkerLog:
             if self.ready_at is None and RE_READY.search(line):
                 self.ready_at = t
             if m := RE_ACTIVE.search(line):
-                p, kind = int(m.group(1)), group_kind(m.group(2))
+                p, kind = int(m.group(2)), group_kind(m.group(1))
                 self.active[(kind, p)] = t
                 self.activations.append((t, p, kind))
                 self.last_change = max(self.last_change, t)

@@ -16,6 +16,7 @@ marker's instance completes, the message before it has been through its index ow
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,10 +37,25 @@ MakeCluster = Callable[..., Cluster]
 
 @contextlib.asynccontextmanager
 async def corr_cluster(
-    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch, workers: int = 2
+    make_cluster: MakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int = 2,
+    precreate: dict[str, int] | None = None,
 ) -> AsyncIterator[tuple[Cluster, Any, UpdatesWatcher]]:
-    """Workers of a fresh corr_app application, a client engine of it and its update topic."""
+    """Workers of a fresh corr_app application, a client engine of it and its update topic.
+    ``precreate``: listener topics (short names) to create first with that many partitions:
+    with another count than the application's, a topic is not co-partitioned with the
+    correlation index and is re-routed by its own consumer group."""
     cluster = make_cluster(target=CORR_APP, partitions=PARTITIONS)
+    if precreate:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(cluster.topic(t), n, 1) for t, n in precreate.items()])
+        finally:
+            await admin.close()
     await cluster.start(workers)
     for key, value in cluster.env(cluster.root / "client").items():
         monkeypatch.setenv(key, value)
@@ -177,13 +193,22 @@ async def test_an_early_message_waits_for_its_instance_within_the_ttl(
         assert last is not None and messages_of(last) == [second]
 
 
+@pytest.mark.parametrize("partitions", [PARTITIONS, 5], ids=["read-by-tasks", "re-routed"])
 async def test_a_message_id_seen_twice_is_delivered_once(
-    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch, partitions: int
 ) -> None:
     """The dedupe listener names messages (get_message_id): m1, m1, m2 on one key, then m1
     again on another key (another partition of the listener topic, possibly) and m3 with
-    ``last``: the instance ran for m1, m2 and m3 once each."""
-    async with corr_cluster(make_cluster, monkeypatch) as (cluster, client, watcher):
+    ``last``: the instance ran for m1, m2 and m3 once each. Both ways a listener topic is
+    read: co-partitioned with the index (the application's partition count: the partition
+    tasks read it) and not (5 partitions: its own group re-routes it)."""
+    precreate = {"dedupe": partitions} if partitions != PARTITIONS else None
+    async with corr_cluster(make_cluster, monkeypatch, precreate=precreate) as (cluster, client, watcher):
+        for worker in cluster.running:
+            found = re.search(r"listener topics read by the partition tasks: (.*)", worker.log())
+            assert found is not None, worker.tail()
+            assert cluster.topic("boxes") in found.group(1)
+            assert (cluster.topic("dedupe") in found.group(1)) == (partitions == PARTITIONS)
         value = f"D-{uuid.uuid4().hex[:6]}"
         await start_waiting(client, watcher, "DedupeWait", {"d1": value})
         topic = cluster.topic("dedupe")

@@ -10,23 +10,27 @@ encoders at the edges). No aiokafka here, so the processor can use it without th
   code) and ``IndexOp`` index changes (from instance owners).
 
 The runtime chooses partitions itself (``partition_for``) and sends with an explicit
-partition: only daggerflow writes these topics, so the hash only has to agree between
-daggerflow processes. crc32 is in C; Kafka's murmur2 in aiokafka is pure Python.
+partition. The hash is Kafka's default partitioner (murmur2 of the key), the one every Kafka
+client uses for keyed messages: a listener topic whose producers key it by the correlation
+value, with the application's partition count, is then co-partitioned with the correlation
+index, and the worker reads it directly in the partition's task (no routing hop).
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, cast
 
 import msgspec
 
 from ..machine.events import Create, Deliver, Stop, Submit
 from ..model.instance import Correlation
+from .partitioner import partition_for_key
 
 
 def partition_for(key: str, partitions: int) -> int:
-    return zlib.crc32(key.encode()) % partitions
+    """The partition of an instance id or correlation value: where Kafka's default
+    partitioner puts a message keyed by it."""
+    return partition_for_key(key.encode(), partitions)
 
 
 def correlation_key(at: Correlation) -> str:

@@ -155,6 +155,10 @@ def _message(tp: TopicPartition, record: Any) -> Message:
                    record.timestamp / 1000)  # fmt: skip
 
 
+#: A listener record mapped by user code: (pairs, message id, None) or ([], None, (error, traceback)).
+_Mapped = tuple[list[tuple[str, str]], str | None, tuple[str, str] | None]
+
+
 def _last_offset(sent: list[tuple[asyncio.Future[Any], int]], topic: str, partition: int) -> int:
     """The offset of the last record sent to ``topic``/``partition`` (deliveries done)."""
     last = -1
@@ -345,6 +349,8 @@ class KafkaRuntime:
         self._restore_pool: asyncio.Queue[Any] = asyncio.Queue()
         self._restore_consumers: list[Any] = []
         self._loops: list[TopicLoop] = []
+        # Listener topics co-partitioned with the correlation index, read by the main group.
+        self._direct: dict[str, ListenerMapper] = {}
         self._fetch_task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
         self._last_buffer_id = 0
@@ -407,9 +413,20 @@ class KafkaRuntime:
         # Hanging transactions (a broker restart can leave some: docs/kafka-runtime-notes.md
         # §7) are found and ended by the owner of the partitions they block.
         self._user_topics = sorted({*user_topics, *listeners, *(a[0] for a in agents)})
+        # A listener topic with the application's partition count is co-partitioned with the
+        # correlation index (both use Kafka's default partitioner): the main group reads it,
+        # and a message keyed by its correlation value is matched without a routing hop.
+        # (The main group starts new partitions at the earliest offset, so with "latest"
+        # the topics keep their own groups.)
+        for topic, classes in listeners.items():
+            if cfg.auto_offset_reset == "earliest" and len(await self.producer.partitions_for(topic)) == cfg.partitions:
+                self._direct[topic] = ListenerMapper(topic, classes)
+        routed = [t for t in listeners if t not in self._direct]
+        if self._direct:
+            log.info("listener topics read by the partition tasks: %s", sorted(self._direct))
         self._groups = [
             cfg.app,
-            *(f"{cfg.app}.listener.{t}" for t in listeners),
+            *(f"{cfg.app}.listener.{t}" for t in routed),
             *(f"{cfg.app}.agent.{a[2]}" for a in agents),
         ]
         self.hanging = HangingTransactions(
@@ -427,7 +444,7 @@ class KafkaRuntime:
             name=cfg.app,
         )
         self._consumer.subscribe(
-            [self.topics.events.name, self.topics.correlation.name], listener=self._listener
+            [self.topics.events.name, self.topics.correlation.name, *self._direct], listener=self._listener
         )
         if cfg.standbys > 0:
             self.standby = StandbyReplicas(cfg.bootstrap, self.topics.changelog.name, self.open_store)
@@ -436,7 +453,8 @@ class KafkaRuntime:
             self._standby_update = asyncio.create_task(self._update_standbys(), name="daggerflow-standbys")
         await self._consumer.start()
         self._fetch_task = asyncio.create_task(self._fetch(), name="daggerflow-kafka-fetch")
-        for topic, classes in listeners.items():
+        for topic in routed:
+            classes = listeners[topic]
             self._loops.append(
                 TopicLoop(self, f"{cfg.app}.listener.{topic}", topic, self._router(topic, classes))
             )
@@ -742,6 +760,11 @@ class KafkaRuntime:
         if kind == "event":
             return (self.topics.events.name, target.encode(), codec.encode(payload),
                     codec.partition_for(target, n), None)  # fmt: skip
+        if kind == "routed":
+            routed: codec.Routed = payload
+            first = Correlation(routed.topic, *routed.mappings[0])
+            return (self.topics.correlation.name, codec.correlation_key(first).encode(), codec.encode(routed),
+                    target, None)  # fmt: skip
         at: Correlation = target
         change: IndexChange = payload
         op = codec.IndexOp(at, change.instance, change.node, change.put)
@@ -760,6 +783,11 @@ class KafkaRuntime:
                 task = self.tasks.get(fetched.tp.partition)
                 if task is None or task.closed:
                     continue  # being re-activated: it seeks back to its committed offsets
+                mapper = self._direct.get(fetched.tp.topic)
+                if mapper is not None:
+                    for item in await self._listener_items(mapper, fetched.tp, records):
+                        task.submit(item)
+                    continue
                 for record in records:
                     task.submit(self._item(fetched.tp, record))
                 if task.processor.queue.qsize() > MAX_QUEUED:
@@ -791,41 +819,79 @@ class KafkaRuntime:
 
     # Stateless loops --------------------------------------------------------------------
 
+    async def _mapped(self, mapper: ListenerMapper, records: list[Any]) -> list[_Mapped]:
+        """Each record's correlation pairs and message id (user code, run eagerly), or the
+        error that makes it a dead letter."""
+
+        async def one(record: Any) -> _Mapped:
+            try:
+                pairs, message_id = await mapper.mappings(_as_text(record.value))
+            except Exception as exc:
+                log.warning("dead-lettering %s:%d@%d: %r", mapper.topic, record.partition, record.offset, exc)
+                return [], None, (f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            return pairs, None if message_id is None else str(message_id), None
+
+        return await gather_eagerly(one(record) for record in records)
+
+    def _routed(
+        self, mapper: ListenerMapper, tp: TopicPartition, record: Any, pairs: list[tuple[str, str]],
+        message_id: str | None,
+    ) -> dict[int, codec.Routed]:  # fmt: skip
+        """The message for each correlation partition that indexes some of its pairs."""
+        n = self.config.partitions
+        by_partition: dict[int, list[tuple[str, str]]] = {}
+        for pair in pairs:
+            at = Correlation(mapper.topic, pair[0], pair[1])
+            by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
+        key = _as_text(record.key)
+        text_key = key if isinstance(key, str) else None
+        value = _as_text(record.value)
+        topic, offset, only_one = mapper.topic, record.offset, mapper.match_only_one
+        return {
+            part: codec.Routed(topic, tp.partition, offset, text_key, value, found, only_one, message_id)
+            for part, found in by_partition.items()
+        }
+
+    async def _listener_items(self, mapper: ListenerMapper, tp: TopicPartition, records: list[Any]) -> list[Item]:
+        """A listener topic read directly by the task of its partition (co-partitioned with
+        the correlation index): this partition's pairs are matched here, the others go to
+        their index owners as forwards in the same transaction, with the input offset."""
+        items: list[Item] = []
+        group = f"{self.config.app}.listener.{mapper.topic}"
+        for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
+            source = (tp, record.offset)
+            if error is not None:
+                letter = dead_letter(self.topics.dead_letter.name, _message(tp, record), group, error[0], error[1],
+                                     partition=tp.partition)  # fmt: skip
+                items.append(Incoming("", _message(tp, record), [], dead_letter=letter, source=source))
+                continue
+            routed = self._routed(mapper, tp, record, pairs, message_id)
+            own = routed.pop(tp.partition, None)
+            message = Message(mapper.topic, record.offset, own.key if own else None, _as_text(record.value), {},
+                              record.timestamp / 1000)  # fmt: skip
+            # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
+            items.append(Incoming("", message, list(own.mappings) if own else [], mapper.match_only_one,
+                                  message_id if own else None, source=source, routes=list(routed.items())))  # fmt: skip
+        return items
+
     def _router(
         self, topic: str, classes: list[type]
     ) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
+        """A listener topic that is not co-partitioned with the correlation index (another
+        partition count): its own consumer group re-routes each message to the index owners."""
         mapper = ListenerMapper(topic, classes)
-        n = self.config.partitions
-        correlation = self.topics.correlation.name
         dead = self.topics.dead_letter.name
         group = f"{self.config.app}.listener.{topic}"
 
         async def route(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
             outs: list[OutRecord] = []
-            for record in records:
-                value = _as_text(record.value)
-                try:
-                    pairs, message_id = await mapper.mappings(value)
-                except Exception as exc:
-                    log.warning("dead-lettering %s:%d@%d: %r", topic, tp.partition, record.offset, exc)
-                    letter = dead_letter(dead, _message(tp, record), group, f"{type(exc).__name__}: {exc}",
-                                         traceback.format_exc(), partition=tp.partition)  # fmt: skip
+            for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
+                if error is not None:
+                    letter = dead_letter(dead, _message(tp, record), group, error[0], error[1], partition=tp.partition)
                     outs.append(_outgoing(letter))
                     continue
-                by_partition: dict[int, list[tuple[str, str]]] = {}
-                for pair in pairs:
-                    at = Correlation(topic, pair[0], pair[1])
-                    by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
-                key = _as_text(record.key)
-                for part, found in by_partition.items():
-                    routed = codec.Routed(
-                        topic, tp.partition, record.offset, key if isinstance(key, str) else None, value,
-                        found, mapper.match_only_one, None if message_id is None else str(message_id),
-                    )  # fmt: skip
-                    first = Correlation(topic, found[0][0], found[0][1])
-                    outs.append(
-                        (correlation, codec.correlation_key(first).encode(), codec.encode(routed), part, None)
-                    )
+                for part, routed in self._routed(mapper, tp, record, pairs, message_id).items():
+                    outs.append(self._forward_record(("routed", part, routed)))
             return outs
 
         return route

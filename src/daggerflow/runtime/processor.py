@@ -71,6 +71,10 @@ class Incoming:
     dead_letter: Outgoing | None = None
     future: asyncio.Future[Any] | None = None
     source: tuple[Any, int] | None = None
+    # Kafka runtime, a listener topic read directly: the message's correlation pairs that
+    # other partitions index, as (partition, record) forwards (``mappings`` holds this
+    # partition's own pairs). They go out in this batch, whatever happens here.
+    routes: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -502,6 +506,8 @@ class _BatchRun:
         if item.dead_letter is not None:
             self.batch.appends.append(item.dead_letter)
             return
+        for partition, routed in item.routes:
+            self.batch.forwards.append(("routed", partition, routed))
         if item.message_id is not None:
             key = (msg.topic, item.message_id)
             if key in self.seen or self.proc.store.has_seen(*key):
