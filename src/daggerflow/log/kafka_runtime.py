@@ -326,7 +326,7 @@ class TopicLoop:
             await producer.send_many(outs)
             await producer.commit(offsets)
         else:
-            sent = await send_many(self.runtime.producer, outs)
+            sent = await send_many(await self.runtime.plain_producer(self.group, tp.partition), outs)
             await asyncio.gather(*(fut for fut, _ in sent))
             await self.consumer.commit(offsets)
 
@@ -340,6 +340,10 @@ class KafkaRuntime:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.tasks: dict[int, PartitionTask] = {}
         self.producer: Any = None
+        # At-least-once: a plain producer per (consumer group, partition), so that partitions
+        # commit side by side (on one shared producer they queued behind each other: ~0.5 s
+        # per commit instead of ~0.1 s).
+        self._plain: dict[tuple[str, int], Any] = {}
         self._consumer: Any = None
         self._transactions: PartitionTransactions | None = None
         self._guard = AssignmentGuard()
@@ -509,6 +513,10 @@ class KafkaRuntime:
         for restorer in self._restore_consumers:
             await stop_consumer(restorer)
         self._restore_consumers.clear()
+        for plain in self._plain.values():
+            with contextlib.suppress(Exception):
+                await plain.stop()
+        self._plain.clear()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -734,7 +742,7 @@ class KafkaRuntime:
                         raise
                 else:
                     async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                        sent = await send_many(self.producer, [*changes, *outs])
+                        sent = await send_many(await self.plain_producer(self.config.app, p), [*changes, *outs])
                         await asyncio.gather(*(fut for fut, _ in sent))
                         if offsets:
                             await self._consumer.commit(offsets)
@@ -915,6 +923,16 @@ class KafkaRuntime:
         return handle
 
     # Calls from the engine ------------------------------------------------------------------
+
+    async def plain_producer(self, group: str, partition: int) -> Any:
+        """The at-least-once producer of a partition of a consumer group (made on first use)."""
+        producer = self._plain.get((group, partition))
+        if producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.config.bootstrap, enable_idempotence=True, acks="all",
+                                        linger_ms=0, max_batch_size=PRODUCER_SETTINGS["max_batch_size"])  # fmt: skip
+            await producer.start()
+            self._plain[(group, partition)] = producer
+        return producer
 
     async def send_plain(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                          partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:  # fmt: skip
