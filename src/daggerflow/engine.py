@@ -861,9 +861,10 @@ class Dagger:
         """Forget expired dedupe ids and buffered messages, once a minute."""
         while True:
             await self.clock.sleep_until(self.clock.now() + HOUSEKEEPING_INTERVAL)
-            stores = self._kafka.stores() if self._kafka is not None else [self._store] if self._store else []
-            for store in stores:
-                store.purge(self.clock.now(), self.dedupe_ttl)
+            if self._kafka is not None:
+                self._kafka.purge()  # through each partition's changelog
+            elif self._store is not None:
+                self._store.purge(self.clock.now(), self.dedupe_ttl)
 
     async def _notify_updates(self) -> None:
         assert self._updates is not None

@@ -5,6 +5,7 @@ temp dir; the engine workload runs on a real embedded engine (ManualClock)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -427,3 +428,47 @@ async def test_an_engine_workload_restores_exactly(kind: str, tmp_path: Path) ->
                 finally:
                     restored.close()
         await workload.finish()
+
+
+async def test_a_purge_batch_forgets_expired_rows_with_tombstones(opener: Opener) -> None:
+    """The Kafka runtime purges with a batch (``Purge``): expired dedupe ids and buffered
+    messages leave the store and get changelog tombstones, so a restore of the whole
+    changelog into a fresh store does not bring them back; live rows stay."""
+    from daggerflow.runtime.processor import Processor, Purge, Settings
+    from daggerflow.store.changelog import BUFFERED, SEEN
+    from daggerflow.store.keys import text_field, u64
+
+    store = opener("purge")
+    seed = WriteBatch()
+    seed.seen_at[("t", "old")] = 100.0
+    seed.seen_at[("t", "new")] = 5000.0
+    seed.buffer_put = [(Correlation("t", "k", "v1"), "p1", 150.0), (Correlation("t", "k", "v2"), "p2", 9000.0)]
+    seed.buffer_ids = [1, 2]
+    store.commit(seed, 100.0)
+    assert store.expired(1000.0, 500.0, 10) == ([("t", "old")], [1])
+    assert store.expired(1000.0, 500.0, 0) == ([], [])
+
+    committed: list[WriteBatch] = []
+
+    async def commit(batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+        committed.append(batch)
+        return store.commit(batch, ts)
+
+    processor = Processor(store, ManualClock(1000.0), Settings())
+    done = asyncio.get_running_loop().create_future()
+    await processor.process_async([Purge(1000.0, 500.0, future=done)], commit)
+    assert done.result() == 2
+    [batch] = committed
+    assert batch.seen_del == [("t", "old")] and batch.buffer_del == [1]
+    records = batch_records(batch, 1000.0)
+    assert (SEEN + text_field("t") + text_field("old"), None) in records
+    assert (BUFFERED + u64(1), None) in records
+    assert not store.has_seen("t", "old") and store.has_seen("t", "new")
+    assert store.expired(1000.0, 500.0, 10) == ([], [])
+
+    fresh = opener("fresh")
+    fresh.commit(records_batch([*batch_records(seed, 100.0), *records]), 1000.0)
+    assert not fresh.has_seen("t", "old") and fresh.has_seen("t", "new")
+    assert fresh.expired(1000.0, 500.0, 10) == ([], [])
+    assert [payload for _, payload in fresh.buffered(Correlation("t", "k", "v2"), 1000.0)] == ["p2"]
+    assert fresh.buffered(Correlation("t", "k", "v1"), 100.0) == []

@@ -42,7 +42,7 @@ from ..runtime.background import cancel_and_wait
 from ..runtime.consumers import AgentHandler, ListenerMapper, dead_letter, run_agent
 from ..runtime.jobs import gather_eagerly
 from ..runtime.partition import PartitionTask
-from ..runtime.processor import Command, Incoming, IndexChange, Item, Settings
+from ..runtime.processor import Command, Incoming, IndexChange, Item, Purge, Settings
 from ..runtime.standby import StandbyReplicas, standby_partitions
 from ..store.base import Message, Outgoing, Store, WriteBatch
 from ..store.changelog import batch_records, restore_from_topic
@@ -585,7 +585,6 @@ class KafkaRuntime:
             finally:
                 self._restore_pool.put_nowait(restorer)
             self.restored_records += result.records
-            store.purge(self.engine.clock.now(), self.engine.dedupe_ttl)
             assert self._transactions is not None
             producer = self._transactions[p]
             known = self.owners.owner(p) if self.owners is not None else None
@@ -619,6 +618,13 @@ class KafkaRuntime:
         watcher.add_done_callback(self._watchers.discard)
         for job in pending:
             jobs.submit(job)
+        # Expired rows go with tombstones, so a restore elsewhere does not bring them back.
+        task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
+
+    def purge(self) -> None:
+        """Forget expired dedupe ids and buffered messages on every active partition."""
+        for task in self.tasks.values():
+            task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
 
     async def _watch(self, p: int, task: PartitionTask) -> None:
         """A task whose commit failed is closed as a zombie and activated again (fence,
@@ -784,7 +790,9 @@ class KafkaRuntime:
     async def _fetch(self) -> None:
         while True:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=2000)
-            for fetched in self._guard.stamp(batch):
+            # Listener topics last: a task's correlation records of this fetch go to it first
+            # (``_listener_items`` checks that it has every index change already).
+            for fetched in sorted(self._guard.stamp(batch), key=lambda f: f.tp.topic in self._direct):
                 records = self._guard.admit(fetched)
                 if not records:
                     continue
@@ -866,6 +874,7 @@ class KafkaRuntime:
         their index owners as forwards in the same transaction, with the input offset."""
         items: list[Item] = []
         group = f"{self.config.app}.listener.{mapper.topic}"
+        current = await self._index_current(tp)
         for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
             source = (tp, record.offset)
             if error is not None:
@@ -874,13 +883,37 @@ class KafkaRuntime:
                 items.append(Incoming("", _message(tp, record), [], dead_letter=letter, source=source))
                 continue
             routed = self._routed(mapper, tp, record, pairs, message_id)
-            own = routed.pop(tp.partition, None)
+            # This partition's own pairs are matched here only if every index change sent to
+            # it before this message was read is applied (else they take the routed way).
+            own = routed.pop(tp.partition, None) if current else None
             message = Message(mapper.topic, record.offset, own.key if own else None, _as_text(record.value), {},
                               record.timestamp / 1000)  # fmt: skip
             # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
             items.append(Incoming("", message, list(own.mappings) if own else [], mapper.match_only_one,
-                                  message_id if own else None, source=source, routes=list(routed.items())))  # fmt: skip
+                                  message_id if own else None, source=source, routes=list(routed.items()),
+                                  unmatched_route=None if own is None else (tp.partition, own)))  # fmt: skip
         return items
+
+    async def _index_current(self, listener: TopicPartition) -> bool:
+        """Whether task p has been handed every record of its correlation partition that was
+        committed before the listener records just fetched from ``listener`` were produced.
+
+        A listener topic read directly and the correlation topic are two inputs of one task,
+        with no order between them: an index change committed before a message was sent can
+        still be unread. It is read when the correlation partition's position is at its last
+        stable offset, and that offset was polled no earlier than the listener partition was
+        (so after the message was produced)."""
+        consumer = self._consumer
+        index = TopicPartition(self.topics.correlation.name, listener.partition)
+        try:
+            lso = consumer.last_stable_offset(index)
+            polled = consumer.last_poll_timestamp(index)
+            listener_polled = consumer.last_poll_timestamp(listener)
+            if lso is None or polled is None or listener_polled is None or polled < listener_polled:
+                return False
+            return bool(await consumer.position(index) >= lso)
+        except Exception:  # not assigned (moving): route
+            return False
 
     def _router(
         self, topic: str, classes: list[type]

@@ -75,6 +75,11 @@ class Incoming:
     # other partitions index, as (partition, record) forwards (``mappings`` holds this
     # partition's own pairs). They go out in this batch, whatever happens here.
     routes: list[tuple[int, Any]] = field(default_factory=list)
+    # ...and the forward that carries this partition's own pairs through the correlation
+    # topic if none of them matches here: an index entry for them may still be on its way
+    # in that topic (read in its order, the routed copy finds it). Nothing is recorded for
+    # the message here then (no dedupe id, no buffering): its routed copy does that.
+    unmatched_route: tuple[int, Any] | None = None
 
 
 @dataclass
@@ -100,7 +105,20 @@ class AgentCommit:
     future: asyncio.Future[Any] | None = None
 
 
-Item = Command | Incoming | AgentCommit | IndexChange
+@dataclass
+class Purge:
+    """Forget expired dedupe ids and buffered messages in a batch of their own kind, so that
+    a changelog gets their tombstones (Kafka runtime; the embedded store purges in place).
+    At most ``limit`` of each per batch: the next purge takes the rest."""
+
+    now: float
+    seen_ttl: float
+    limit: int = 10_000
+    future: asyncio.Future[Any] | None = None
+    source: None = None
+
+
+Item = Command | Incoming | AgentCommit | IndexChange | Purge
 
 #: Commits a batch somewhere other than the local store alone (the Kafka runtime's
 #: transaction); returns what ``Store.commit`` returns.
@@ -344,6 +362,8 @@ class _BatchRun:
             self.incoming(item)
         elif isinstance(item, IndexChange):
             self.index_change(item)
+        elif isinstance(item, Purge):
+            self.purge(item)
         else:
             self.batch.appends.extend(item.outbox)
             self.batch.positions[item.consumer] = item.next_offset
@@ -452,6 +472,16 @@ class _BatchRun:
         if item.future is not None:
             self.after.results.append((item.future, None))
 
+    def purge(self, item: Purge) -> None:
+        seen, buffered = self.proc.store.expired(item.now, item.seen_ttl, item.limit)
+        forget = [key for key in seen if key not in self.seen]  # (not if seen again in this batch)
+        self.batch.seen_del.extend(forget)
+        dropped = [buf_id for buf_id in buffered if buf_id not in self.buffer_taken]
+        self.buffer_taken.update(dropped)
+        self.batch.buffer_del.extend(dropped)
+        if item.future is not None:
+            self.after.results.append((item.future, len(forget) + len(dropped)))
+
     def end_job(self, iid: str, node: str, seq: int) -> None:
         """A job is no longer wanted. If this batch started it, it is neither stored nor
         run (the stores apply deletes before puts, so a delete alone would not undo it)."""
@@ -508,12 +538,13 @@ class _BatchRun:
             return
         for partition, routed in item.routes:
             self.batch.forwards.append(("routed", partition, routed))
-        if item.message_id is not None:
-            key = (msg.topic, item.message_id)
+        key = None if item.message_id is None else (msg.topic, item.message_id)
+        if key is not None:
             if key in self.seen or self.proc.store.has_seen(*key):
                 return  # a redelivered or duplicate message: ignored (design §3)
-            self.seen.add(key)
-            self.batch.seen.append(key)
+            if item.unmatched_route is None:
+                self.seen.add(key)
+                self.batch.seen.append(key)
         matched = False
         for key_name, value in item.mappings:
             at = Correlation(msg.topic, key_name, value)
@@ -533,6 +564,13 @@ class _BatchRun:
                 matched = True
                 if item.match_only_one:
                     break
+        if item.unmatched_route is not None:
+            if not matched:
+                self.batch.forwards.append(("routed", *item.unmatched_route))
+                return
+            if key is not None:
+                self.seen.add(key)
+                self.batch.seen.append(key)
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
         if not matched and ttl > 0:
             for key_name, value in item.mappings:

@@ -62,11 +62,13 @@ class WriteBatch:
     buffer_ids: list[int] = field(default_factory=list)
     # Dedupe ids with their own first-seen time (a changelog restore); ``seen`` uses ``ts``.
     seen_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Dedupe ids to forget (expired: a purge that goes through the changelog).
+    seen_del: list[tuple[str, str]] = field(default_factory=list)
     # Changelog partition -> offset of the last changelog record this batch applies.
     changelog_offsets: dict[int, int] = field(default_factory=dict)
     # Kafka runtime only (stores ignore these): input partition -> next offset to read, and
     # what goes to other partitions' owners: ("event", instance id, event) or
-    # ("index", correlation, change).
+    # ("index", correlation, change) or ("routed", correlation partition, routed message).
     input_offsets: dict[Any, int] = field(default_factory=dict)
     forwards: list[tuple[str, Any, Any]] = field(default_factory=list)
 
@@ -128,6 +130,12 @@ class Store(Protocol):
 
     def purge(self, now: float, seen_ttl: float) -> None:
         """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
+        ...
+
+    def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
+        """What ``purge`` would drop, at most ``limit`` of each: dedupe ids (topic, id) and
+        buffered message ids. The Kafka runtime purges with a batch (``seen_del``,
+        ``buffer_del``), so that the changelog gets the tombstones."""
         ...
 
     def close(self) -> None: ...

@@ -121,6 +121,8 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
     for consumer, offset in batch.positions.items():
         out.append((POSITION + text_field(consumer), _pack.encode((FORMAT_VERSION, offset))))
     seen: dict[bytes, bytes | None] = {}
+    for topic, message_id in batch.seen_del:
+        seen[SEEN + text_field(topic) + text_field(message_id)] = None
     for topic, message_id in batch.seen:
         seen[SEEN + text_field(topic) + text_field(message_id)] = _pack.encode((FORMAT_VERSION, ts))
     for (topic, message_id), first in batch.seen_at.items():
@@ -224,8 +226,9 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
     elif tag == SEEN:
         topic, message_id = text_fields(key[1:])
         if value is None:
-            raise ChangelogError(f"a dedupe id has no tombstone: {key!r}")
-        batch.seen_at[(topic, message_id)] = float(_fields(value, 2)[1])
+            batch.seen_del.append((topic, message_id))  # purged (expired)
+        else:
+            batch.seen_at[(topic, message_id)] = float(_fields(value, 2)[1])
     elif tag == BUFFERED:
         if len(key) != 9:
             raise ChangelogError(f"bad buffered-message key {key!r}")

@@ -475,6 +475,12 @@ class RocksDBStore:
             appended.append((out.topic, offset))
         for consumer, position in batch.positions.items():
             wb.put(b"p" + _s(consumer), _u64(position))
+        for topic, message_id in batch.seen_del:
+            ids = _s(topic) + _s(message_id)
+            old = db.get(b"n" + ids)
+            if old is not None:
+                wb.delete(b"N" + _f64(_F64.unpack(old)[0]) + ids)
+                wb.delete(b"n" + ids)
         for topic, message_id in batch.seen:
             ids = _s(topic) + _s(message_id)
             wb.put(b"n" + ids, _F64.pack(ts))
@@ -547,6 +553,29 @@ class RocksDBStore:
             wb.delete(b"x" + _s(topic) + _s(name) + _s(value) + sid + _s(node))
         for key in self._keys(b"T" + sid):
             wb.delete(key)
+
+    def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
+        buffered: list[int] = []
+        for key, value in self._scan(b"B"):
+            if len(buffered) >= limit:
+                break
+            if _unpack.decode(value)[1] <= now:
+                buffered.append(int(_U64.unpack(key[-8:])[0]))
+        seen: list[tuple[str, str]] = []
+        cutoff = _f64(now - seen_ttl)
+        scan = self._scan(b"N")
+        try:
+            for key, _ in scan:
+                if key[1:9] >= cutoff or len(seen) >= limit:
+                    break
+                first = self.db.get(b"n" + key[9:])
+                # Only if this is the entry's own time (an id seen again keeps a newer one).
+                if first is not None and _f64(_F64.unpack(first)[0]) == key[1:9]:
+                    topic, message_id = _fields(key[9:])
+                    seen.append((topic, message_id))
+        finally:
+            scan.close()
+        return seen, buffered
 
     def purge(self, now: float, seen_ttl: float) -> None:
         """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""

@@ -346,6 +346,8 @@ class SQLiteStore:
                 )
             if batch.positions:
                 db.executemany("INSERT OR REPLACE INTO positions VALUES (?,?)", list(batch.positions.items()))
+            if batch.seen_del:
+                db.executemany("DELETE FROM seen WHERE topic=? AND id=?", batch.seen_del)
             if batch.seen:
                 db.executemany(
                     "INSERT OR IGNORE INTO seen VALUES (?,?,?)", [(t, i, ts) for t, i in batch.seen]
@@ -380,6 +382,11 @@ class SQLiteStore:
         if assigned:
             batch.buffer_ids = assigned
         return appended
+
+    def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
+        seen = self.db.execute("SELECT topic, id FROM seen WHERE ts < ? LIMIT ?", (now - seen_ttl, limit))
+        buffered = self.db.execute("SELECT id FROM buffered WHERE expires <= ? LIMIT ?", (now, limit))
+        return [(str(t), str(i)) for t, i in seen], [int(i) for (i,) in buffered]
 
     def purge(self, now: float, seen_ttl: float) -> None:
         """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""

@@ -1,0 +1,53 @@
+"""Listener messages read directly by a partition task (Kafka runtime, co-partitioned topic):
+the processor side. Pairs that match nothing here go the routed way (an index entry may still
+be on its way in the correlation topic), without recording anything; pairs that match are
+applied, and their dedupe id recorded, in the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from daggerflow import DAGBuilderHelper, Dagger, ManualClock
+from daggerflow.runtime.processor import Incoming, Processor, Settings
+from daggerflow.store.base import Message
+from daggerflow.store.sqlite import SQLiteStore
+
+from ..behaviour.support_29_56 import JsonKeyListener
+
+
+def _message(offset: int) -> Message:
+    return Message("boxes", offset, "k", '{"box": "b1"}', {}, 0.0)
+
+
+async def test_unmatched_pairs_are_routed_and_nothing_is_recorded(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "p.db"))
+    try:
+        processor = Processor(store, ManualClock(), Settings(unmatched_ttl=lambda topic: 600.0))
+        routed = object()  # what the runtime would send: opaque to the processor
+        batch, _ = processor._prepare(
+            [Incoming("", _message(7), [("box", "b1")], False, "m1", unmatched_route=(3, routed))]
+        )
+        assert batch.forwards == [("routed", 3, routed)]
+        assert batch.seen == [] and batch.buffer_put == []  # the routed copy does that
+    finally:
+        store.close()
+
+
+async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Callable[..., Dagger]) -> None:
+    engine = make_engine()
+    helper = DAGBuilderHelper(engine)
+    wait = helper.generic_listener_task_builder(topic="boxes", task_type=JsonKeyListener, process_name="P")
+    process = helper.generic_process_builder(process_name="P", root_task=helper.build_and_link_tasks([wait]))
+    engine.add_template("Box", helper.generic_template(template_name="Box", root_process=process))
+    async with engine:
+        await engine.template_dags["Box"].create_instance("i1", submit_task=True, order_id="b1")
+        processor = engine._processor
+        assert processor is not None
+        message = Message("boxes", 7, "k", '{"order_id": "b1"}', {}, 0.0)
+        batch, _ = processor._prepare(
+            [Incoming("", message, [("order_id", "b1")], False, "m1", unmatched_route=(3, object()))]
+        )
+        assert batch.forwards == []  # matched here: nothing routed
+        assert batch.seen == [("boxes", "m1")]
+        assert "i1" in batch.instances  # the delivery was applied in this batch
