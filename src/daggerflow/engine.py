@@ -541,7 +541,7 @@ class Dagger:
             waiter = asyncio.create_task(stop.wait())
             vital: asyncio.Task[None] | None
             if self._kafka is not None:
-                # Partition tasks recover on their own; only the fetch loop failing is fatal.
+                # Partition tasks recover on their own; the fetch or a topic loop ending is fatal.
                 vital = self._kafka.vital_task()
             else:
                 assert self._processor is not None
@@ -551,6 +551,8 @@ class Dagger:
             waiter.cancel()
             if vital.done() and not vital.cancelled() and vital.exception() is not None:
                 raise vital.exception()  # type: ignore[misc]
+            # (it ends while stopping, the loops being stopped: that is not news)
+            vital.add_done_callback(lambda t: t.cancelled() or t.exception())
             log.info("signal received: draining")
         finally:
             await self.stop()

@@ -397,3 +397,23 @@ async def test_reaper_aborts_only_transactions_older_than_the_threshold(
         assert await committed_values(broker, tp) == []
     finally:
         await reaper.stop()
+
+
+async def test_end_fenced_ends_what_an_older_epoch_left_open(broker: str, topic: str, client: Any) -> None:
+    """What a new owner does after fencing (``HangingTransactions.end_fenced``): a transaction
+    of an older epoch of the fenced producer id still open on a partition is ended at once
+    (no age rule), here aborted (no decision recorded: the producer never committed); other
+    producers' transactions and the same producer's current epoch are left alone."""
+    tp = TopicPartition(topic, 0)
+    pid, epoch = await abandoned_txn(broker, tp, 2)
+    other_pid, _ = await abandoned_txn(broker, tp, 1)
+    reaper = HangingTransactions(broker, transaction_timeout_ms=LONG_TXN_MS)
+    await reaper.start()
+    try:
+        # The current epoch itself is not "older": nothing to end.
+        assert await reaper.end_fenced("some-txn-id", pid, epoch, [tp]) == []
+        ended = await reaper.end_fenced("some-txn-id", pid, epoch + 1, [tp])
+        assert [(t, s.producer_id, committed) for t, s, committed in ended] == [(tp, pid, False)]
+        assert open_txns(await describe_producers(client, [tp]), tp) == {other_pid: 2}
+    finally:
+        await reaper.stop()

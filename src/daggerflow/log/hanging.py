@@ -739,6 +739,52 @@ class HangingTransactions:
             except Exception:
                 log.exception("hanging transaction check failed")
 
+    async def end_fenced(
+        self, transactional_id: str, producer_id: int, epoch: int, tps: Sequence[TopicPartition]
+    ) -> list[tuple[TopicPartition, ProducerState, bool]]:
+        """End, at once, the transactions that ``transactional_id``'s earlier epochs left open on
+        ``tps``, just after a new owner fenced it (InitProducerId gave it ``producer_id`` and
+        ``epoch``).
+
+        The coordinator finishes a transaction (markers written) before it answers InitProducerId,
+        so an older epoch's transaction still open on a partition is one whose markers the broker
+        skipped (a restart: docs/kafka-runtime-notes.md section 7). No age rule is needed, and none may
+        wait: the new owner restores from the changelog and reads its committed offsets next, and
+        a committed transaction whose changelog or offsets marker is missing would have its
+        inputs processed a second time (measured: an order sent twice after a broker restart).
+        Each is ended with the coordinator's decision (:func:`decide`), else aborted. Returns what
+        it ended: (partition, producer state, committed?)."""
+        if self._client is None:
+            raise RuntimeError("HangingTransactions.end_fenced() before start()")
+        client = self._client
+        states = await describe_producers(client, tps)
+        fenced = [
+            (tp, s)
+            for tp, found in sorted(states.items())
+            for s in found
+            if s.producer_id == producer_id and s.producer_epoch < epoch and s.current_txn_start_offset >= 0
+        ]
+        if not fenced:
+            return []
+        decisions = await transaction_decisions(
+            self._bootstrap, [transactional_id], since_ms=min(s.last_timestamp_ms for _, s in fenced) - self._max_age_ms
+        )
+        ended: list[tuple[TopicPartition, ProducerState, bool]] = []
+        for tp, s in fenced:
+            decision = decide(tp, s, transactional_id, decisions)
+            commit = decision is not None and decision.commit
+            log.warning(
+                "%s the transaction %s (producer id %s epoch %s) left open on %s/%s by a fenced owner: "
+                "its markers were skipped (decision: %s)",
+                "committing" if commit else "aborting", transactional_id, s.producer_id, s.producer_epoch,
+                tp.topic, tp.partition,
+                "none recorded" if decision is None else f"{'commit' if decision.commit else 'abort'} at {decision.decided_ms}",
+            )  # fmt: skip
+            await end_transaction(client, tp, s, commit=commit)
+            ended.append((tp, s, commit))
+            self.ended.append((tp, s, commit))
+        return ended
+
     async def check_once(self) -> list[tuple[TopicPartition, ProducerState]]:
         """One pass over the watched partitions; returns the hanging transactions it ended
         (aborted, or committed when the coordinator had decided so: see :attr:`ended`)."""

@@ -272,6 +272,14 @@ class PartitionProducer:
         """True once a call raised ``TaskMigrated``: the producer must be stopped and replaced."""
         return self._migrated is not None
 
+    def identity(self) -> tuple[int, int] | None:
+        """(producer id, epoch) from the InitProducerId that fenced the previous owner, or None
+        if not known (reads the private ``_txn_manager``, like ``in_transaction``)."""
+        txn_manager = getattr(self._producer, "_txn_manager", None)
+        if txn_manager is None or txn_manager.producer_id < 0:
+            return None
+        return int(txn_manager.producer_id), int(txn_manager.producer_epoch)
+
     @property
     def in_transaction(self) -> bool:
         txn_manager = getattr(self._producer, "_txn_manager", None)

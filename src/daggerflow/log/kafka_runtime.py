@@ -262,11 +262,15 @@ class TopicLoop:
             last = loop.time()
             stamped = self.guard.stamp(batch)
             # Partitions commit concurrently: each has its own producer, and one after the
-            # other a poll of 12 partitions took 12 transaction round trips.
-            if len(stamped) == 1:
-                await self._chunk(stamped[0])
-            elif stamped:
-                await asyncio.gather(*(self._chunk(fetched) for fetched in stamped))
+            # other a poll of 12 partitions took 12 transaction round trips. A chunk that
+            # fails unexpectedly is logged and read again; it never ends the loop, which would
+            # leave every partition of this group unread (seen after a broker restart: a seek
+            # of a partition revoked meanwhile raised, and the loop died silently).
+            results = await asyncio.gather(*(self._chunk(fetched) for fetched in stamped), return_exceptions=True)
+            for fetched, result in zip(stamped, results, strict=True):
+                if isinstance(result, Exception):
+                    log.error("%s: handling %s failed; re-activating it", self.group, fetched.tp, exc_info=result)
+                    await self._restart(fetched.tp)
 
     async def _chunk(self, fetched: Any) -> None:
         records = self.guard.admit(fetched)
@@ -295,11 +299,22 @@ class TopicLoop:
                     assert self.listener is not None
                     await self.listener.task_migrated(tp.partition)
                     return
+            if tp not in self.consumer.assignment():
+                return  # revoked meanwhile: its new owner starts from the committed offset
             self.guard.rewind(tp, records[0].offset)
             self.consumer.seek(tp, records[0].offset)
             backoff = self._backoff.get(tp, 0.1)
             self._backoff[tp] = min(backoff * 2, 5.0)
             await asyncio.sleep(backoff)
+
+    async def _restart(self, tp: TopicPartition) -> None:
+        """After an unexpected failure: re-activate the partition (fence, committed offsets),
+        as after ``TaskMigrated``; a partition no longer ours is left to its new owner."""
+        assert self.listener is not None
+        try:
+            await self.listener.task_migrated(tp.partition)
+        except Exception:
+            log.exception("%s: re-activating partition %d failed", self.group, tp.partition)
 
     async def _process(self, tp: TopicPartition, records: list[Any]) -> None:
         outs = await self.handle(tp, records)
@@ -353,6 +368,8 @@ class KafkaRuntime:
         self._restore_pool: asyncio.Queue[Any] = asyncio.Queue()
         self._restore_consumers: list[Any] = []
         self._loops: list[TopicLoop] = []
+        # Every partition a partition task's transaction can write (``_end_fenced``), once known.
+        self._txn_partitions: list[TopicPartition] | None = None
         # Listener topics co-partitioned with the correlation index, read by the main group.
         self._direct: dict[str, ListenerMapper] = {}
         self._fetch_task: asyncio.Task[None] | None = None
@@ -577,6 +594,7 @@ class KafkaRuntime:
     async def _activate_task(self, p: int) -> None:
         await self._close(p)
         await self._watch_hanging(p)  # before the restore, which reads the changelog up to its LSO
+        await self._end_fenced(p)  # ...and what the previous owner's skipped markers left open
         store = self.open_store(p)
         try:
             restorer = await self._restore_pool.get()
@@ -678,6 +696,35 @@ class KafkaRuntime:
             )
         self._watched[p] = tps
         self.hanging.watch(tps)
+
+    async def _end_fenced(self, p: int) -> None:
+        """End the transactions of p's earlier owners that a broker restart left open (their
+        markers skipped), before restoring p and reading its offsets: see
+        ``HangingTransactions.end_fenced``. Every partition such a transaction can have written
+        is looked at (internal and application topics, the group's offsets). A failure is
+        logged and left to the reaper's periodic pass."""
+        if self.hanging is None or self._transactions is None:
+            return
+        producer = self._transactions.get(p)
+        identity = producer.identity() if producer is not None else None
+        if identity is None:
+            return
+        try:
+            if self._txn_partitions is None:
+                client = self.producer.client
+                tps: list[TopicPartition] = [await group_offsets_partition(client, self.config.app)]
+                tps += [TopicPartition(self.owners_topic.name, 0), TopicPartition(self.topics.dead_letter.name, 0)]
+                for topic in [self.topics.events.name, self.topics.correlation.name, self.topics.changelog.name,
+                              *self._user_topics]:  # fmt: skip
+                    parts = client.cluster.partitions_for_topic(topic)
+                    if parts is None:
+                        await client._wait_on_metadata(topic)
+                        parts = client.cluster.partitions_for_topic(topic) or set()
+                    tps += [TopicPartition(topic, q) for q in sorted(parts)]
+                self._txn_partitions = tps
+            await self.hanging.end_fenced(self._transactions.transactional_id(p), *identity, self._txn_partitions)
+        except Exception:
+            log.warning("checking task %d's partitions for transactions left open failed", p, exc_info=True)
 
     async def _revoked(self, partitions: frozenset[int]) -> None:
         for p in sorted(partitions):
@@ -874,7 +921,7 @@ class KafkaRuntime:
         their index owners as forwards in the same transaction, with the input offset."""
         items: list[Item] = []
         group = f"{self.config.app}.listener.{mapper.topic}"
-        current = await self._index_current(tp)
+        current = self._index_current(tp)
         for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
             source = (tp, record.offset)
             if error is not None:
@@ -894,7 +941,7 @@ class KafkaRuntime:
                                   unmatched_route=None if own is None else (tp.partition, own)))  # fmt: skip
         return items
 
-    async def _index_current(self, listener: TopicPartition) -> bool:
+    def _index_current(self, listener: TopicPartition) -> bool:
         """Whether task p has been handed every record of its correlation partition that was
         committed before the listener records just fetched from ``listener`` were produced.
 
@@ -911,7 +958,11 @@ class KafkaRuntime:
             listener_polled = consumer.last_poll_timestamp(listener)
             if lso is None or polled is None or listener_polled is None or polled < listener_polled:
                 return False
-            return bool(await consumer.position(index) >= lso)
+            # The fetch position, without waiting: ``consumer.position()`` waits (up to the
+            # request timeout) for a position being reset, and this runs in the fetch loop of
+            # every task. (aiokafka's subscription state, as ``consumer.position`` reads it.)
+            state = consumer._subscription.subscription.assignment.state_value(index)
+            return bool(state is not None and state.has_valid_position and state.position >= lso)
         except Exception:  # not assigned (moving): route
             return False
 
@@ -1090,11 +1141,16 @@ class KafkaRuntime:
         )
 
     def vital_task(self) -> asyncio.Task[None]:
-        """The task whose end means the worker stopped working (its fetch loop); a client
-        has none, so this is one that ends only when cancelled."""
+        """The task whose end means the worker stopped working: its fetch loop or one of its
+        listener/agent loops ended (they only end by failing: better a worker that exits and
+        is restarted than one whose group's partitions nobody reads). A client has none, so
+        this is one that ends only when cancelled."""
         if self._fetch_task is None:
             self._fetch_task = asyncio.create_task(_forever(), name="daggerflow-client")
-        return self._fetch_task
+        loops = [loop._task for loop in self._loops if loop._task is not None]
+        if not loops:
+            return self._fetch_task
+        return asyncio.create_task(_first_to_end([self._fetch_task, *loops]), name="daggerflow-vital")
 
     def stores(self) -> list[Store]:
         return [t.store for t in self.tasks.values() if not t.closed]
@@ -1102,6 +1158,15 @@ class KafkaRuntime:
     @property
     def active_partitions(self) -> frozenset[int]:
         return self._listener.active if self._listener is not None else frozenset()
+
+
+async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for the first of ``tasks`` to end, and end like it (its exception, if any)."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    raise RuntimeError(f"{sorted(t.get_name() for t in done)} ended")
 
 
 async def _forever() -> None:
