@@ -757,7 +757,13 @@ class HangingTransactions:
         if self._client is None:
             raise RuntimeError("HangingTransactions.end_fenced() before start()")
         client = self._client
-        states = await describe_producers(client, tps)
+        # Only partitions with some transaction open (LSO below the high watermark): one
+        # ListOffsets, and DescribeProducers (a large answer) only where it can find something.
+        offsets = await end_offsets(client, tps)
+        candidates = [tp for tp, (lso, hw) in offsets.items() if lso < hw]
+        if not candidates:
+            return []
+        states = await describe_producers(client, candidates)
         fenced = [
             (tp, s)
             for tp, found in sorted(states.items())

@@ -232,10 +232,16 @@ class TopicLoop:
         settings["auto_offset_reset"] = cfg.auto_offset_reset
         self.consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **settings)
         self.transactions = PartitionTransactions(cfg.bootstrap, self.group, self.group)
-        self.listener = _Listener(self.consumer, self.transactions, self.guard, name=self.group)
+        self.listener = _Listener(self.consumer, self.transactions, self.guard, name=self.group,
+                                  restore=self._before_reading)  # fmt: skip
         self.consumer.subscribe([self.topic], listener=self.listener)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"daggerflow-{self.group}")
+
+    async def _before_reading(self, p: int) -> None:
+        # After the fence, before the committed offsets: what a broker restart left open.
+        assert self.transactions is not None
+        await self.runtime.end_fenced(self.transactions, self.group, p)
 
     async def wait_assigned(self) -> None:
         assert self.listener is not None
@@ -594,7 +600,9 @@ class KafkaRuntime:
     async def _activate_task(self, p: int) -> None:
         await self._close(p)
         await self._watch_hanging(p)  # before the restore, which reads the changelog up to its LSO
-        await self._end_fenced(p)  # ...and what the previous owner's skipped markers left open
+        assert self._transactions is not None
+        # ...and what the previous owner's skipped markers left open
+        await self.end_fenced(self._transactions, self.config.app, p)
         store = self.open_store(p)
         try:
             restorer = await self._restore_pool.get()
@@ -697,23 +705,22 @@ class KafkaRuntime:
         self._watched[p] = tps
         self.hanging.watch(tps)
 
-    async def _end_fenced(self, p: int) -> None:
-        """End the transactions of p's earlier owners that a broker restart left open (their
-        markers skipped), before restoring p and reading its offsets: see
-        ``HangingTransactions.end_fenced``. Every partition such a transaction can have written
-        is looked at (internal and application topics, the group's offsets). A failure is
-        logged and left to the reaper's periodic pass."""
-        if self.hanging is None or self._transactions is None:
+    async def end_fenced(self, transactions: PartitionTransactions, group: str, p: int) -> None:
+        """End the transactions of p's earlier owners (in consumer group ``group``) that a broker
+        restart left open, their markers skipped, before p is restored and its offsets read:
+        see ``HangingTransactions.end_fenced``. Every partition such a transaction can have
+        written is looked at (internal and application topics, the group's offsets). A failure
+        is logged and left to the reaper's periodic pass."""
+        if self.hanging is None:
             return
-        producer = self._transactions.get(p)
+        producer = transactions.get(p)
         identity = producer.identity() if producer is not None else None
         if identity is None:
             return
         try:
+            client = self.producer.client
             if self._txn_partitions is None:
-                client = self.producer.client
-                tps: list[TopicPartition] = [await group_offsets_partition(client, self.config.app)]
-                tps += [TopicPartition(self.owners_topic.name, 0), TopicPartition(self.topics.dead_letter.name, 0)]
+                tps = [TopicPartition(self.owners_topic.name, 0), TopicPartition(self.topics.dead_letter.name, 0)]
                 for topic in [self.topics.events.name, self.topics.correlation.name, self.topics.changelog.name,
                               *self._user_topics]:  # fmt: skip
                     parts = client.cluster.partitions_for_topic(topic)
@@ -722,9 +729,10 @@ class KafkaRuntime:
                         parts = client.cluster.partitions_for_topic(topic) or set()
                     tps += [TopicPartition(topic, q) for q in sorted(parts)]
                 self._txn_partitions = tps
-            await self.hanging.end_fenced(self._transactions.transactional_id(p), *identity, self._txn_partitions)
+            offsets = await group_offsets_partition(client, group)
+            await self.hanging.end_fenced(transactions.transactional_id(p), *identity, [offsets, *self._txn_partitions])
         except Exception:
-            log.warning("checking task %d's partitions for transactions left open failed", p, exc_info=True)
+            log.warning("%s: checking task %d's partitions for transactions left open failed", group, p, exc_info=True)
 
     async def _revoked(self, partitions: frozenset[int]) -> None:
         for p in sorted(partitions):
