@@ -645,12 +645,15 @@ class KafkaRuntime:
         for job in pending:
             jobs.submit(job)
         # Expired rows go with tombstones, so a restore elsewhere does not bring them back.
-        task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
+        self._purge(task)
 
     def purge(self) -> None:
         """Forget expired dedupe ids and buffered messages on every active partition."""
         for task in self.tasks.values():
-            task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
+            self._purge(task)
+
+    def _purge(self, task: PartitionTask) -> None:
+        task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
 
     async def _watch(self, p: int, task: PartitionTask) -> None:
         """A task whose commit failed is closed as a zombie and activated again (fence,
@@ -688,11 +691,7 @@ class KafkaRuntime:
         try:
             client = self.producer.client
             for topic in self._user_topics:
-                parts = client.cluster.partitions_for_topic(topic)
-                if parts is None:
-                    await client._wait_on_metadata(topic)
-                    parts = client.cluster.partitions_for_topic(topic) or set()
-                tps.extend(TopicPartition(topic, q) for q in sorted(parts) if q % n == p)
+                tps.extend(TopicPartition(topic, q) for q in await self._partitions_of(topic) if q % n == p)
             if p == 0:
                 tps.append(TopicPartition(self.owners_topic.name, 0))
                 tps.append(TopicPartition(self.topics.dead_letter.name, 0))
@@ -723,16 +722,21 @@ class KafkaRuntime:
                 tps = [TopicPartition(self.owners_topic.name, 0), TopicPartition(self.topics.dead_letter.name, 0)]
                 for topic in [self.topics.events.name, self.topics.correlation.name, self.topics.changelog.name,
                               *self._user_topics]:  # fmt: skip
-                    parts = client.cluster.partitions_for_topic(topic)
-                    if parts is None:
-                        await client._wait_on_metadata(topic)
-                        parts = client.cluster.partitions_for_topic(topic) or set()
-                    tps += [TopicPartition(topic, q) for q in sorted(parts)]
+                    tps += [TopicPartition(topic, q) for q in await self._partitions_of(topic)]
                 self._txn_partitions = tps
             offsets = await group_offsets_partition(client, group)
             await self.hanging.end_fenced(transactions.transactional_id(p), *identity, [offsets, *self._txn_partitions])
         except Exception:
             log.warning("%s: checking task %d's partitions for transactions left open failed", group, p, exc_info=True)
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        """A topic's partitions, from the producer's metadata (fetched if not known yet)."""
+        client = self.producer.client
+        parts = client.cluster.partitions_for_topic(topic)
+        if parts is None:
+            await client._wait_on_metadata(topic)
+            parts = client.cluster.partitions_for_topic(topic) or set()
+        return sorted(parts)
 
     async def _revoked(self, partitions: frozenset[int]) -> None:
         for p in sorted(partitions):
@@ -890,22 +894,22 @@ class KafkaRuntime:
 
     # Stateless loops --------------------------------------------------------------------
 
-    async def _mapped(self, mapper: ListenerMapper, records: list[Any]) -> list[_Mapped]:
-        """Each record's correlation pairs and message id (user code, run eagerly), or the
-        error that makes it a dead letter."""
+    async def _mapped(self, mapper: ListenerMapper, records: list[Any], values: list[Any]) -> list[_Mapped]:
+        """Each record's correlation pairs and message id (user code, run eagerly, on the
+        record's ``values`` entry), or the error that makes it a dead letter."""
 
-        async def one(record: Any) -> _Mapped:
+        async def one(record: Any, value: Any) -> _Mapped:
             try:
-                pairs, message_id = await mapper.mappings(_as_text(record.value))
+                pairs, message_id = await mapper.mappings(value)
             except Exception as exc:
                 log.warning("dead-lettering %s:%d@%d: %r", mapper.topic, record.partition, record.offset, exc)
                 return [], None, (f"{type(exc).__name__}: {exc}", traceback.format_exc())
             return pairs, None if message_id is None else str(message_id), None
 
-        return await gather_eagerly(one(record) for record in records)
+        return await gather_eagerly(one(r, v) for r, v in zip(records, values, strict=True))
 
     def _routed(
-        self, mapper: ListenerMapper, tp: TopicPartition, record: Any, pairs: list[tuple[str, str]],
+        self, mapper: ListenerMapper, tp: TopicPartition, record: Any, value: Any, pairs: list[tuple[str, str]],
         message_id: str | None,
     ) -> dict[int, codec.Routed]:  # fmt: skip
         """The message for each correlation partition that indexes some of its pairs."""
@@ -916,7 +920,6 @@ class KafkaRuntime:
             by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
         key = _as_text(record.key)
         text_key = key if isinstance(key, str) else None
-        value = _as_text(record.value)
         topic, offset, only_one = mapper.topic, record.offset, mapper.match_only_one
         return {
             part: codec.Routed(topic, tp.partition, offset, text_key, value, found, only_one, message_id)
@@ -930,18 +933,20 @@ class KafkaRuntime:
         items: list[Item] = []
         group = f"{self.config.app}.listener.{mapper.topic}"
         current = self._index_current(tp)
-        for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
+        values = [_as_text(r.value) for r in records]
+        mapped = await self._mapped(mapper, records, values)
+        for record, value, (pairs, message_id, error) in zip(records, values, mapped, strict=True):
             source = (tp, record.offset)
             if error is not None:
                 letter = dead_letter(self.topics.dead_letter.name, _message(tp, record), group, error[0], error[1],
                                      partition=tp.partition)  # fmt: skip
                 items.append(Incoming("", _message(tp, record), [], dead_letter=letter, source=source))
                 continue
-            routed = self._routed(mapper, tp, record, pairs, message_id)
+            routed = self._routed(mapper, tp, record, value, pairs, message_id)
             # This partition's own pairs are matched here only if every index change sent to
             # it before this message was read is applied (else they take the routed way).
             own = routed.pop(tp.partition, None) if current else None
-            message = Message(mapper.topic, record.offset, own.key if own else None, _as_text(record.value), {},
+            message = Message(mapper.topic, record.offset, own.key if own else None, value, {},
                               record.timestamp / 1000)  # fmt: skip
             # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
             items.append(Incoming("", message, list(own.mappings) if own else [], mapper.match_only_one,
@@ -985,12 +990,14 @@ class KafkaRuntime:
 
         async def route(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
             outs: list[OutRecord] = []
-            for record, (pairs, message_id, error) in zip(records, await self._mapped(mapper, records), strict=True):
+            values = [_as_text(r.value) for r in records]
+            mapped = await self._mapped(mapper, records, values)
+            for record, value, (pairs, message_id, error) in zip(records, values, mapped, strict=True):
                 if error is not None:
                     letter = dead_letter(dead, _message(tp, record), group, error[0], error[1], partition=tp.partition)
                     outs.append(_outgoing(letter))
                     continue
-                for part, routed in self._routed(mapper, tp, record, pairs, message_id).items():
+                for part, routed in self._routed(mapper, tp, record, value, pairs, message_id).items():
                     outs.append(self._forward_record(("routed", part, routed)))
             return outs
 

@@ -101,19 +101,25 @@ def start_eagerly(coro: Coroutine[Any, None, None]) -> asyncio.Task[None] | None
     runs in a copy of the context, and the task continues in that same copy, so context
     variables set by the job (its outbox) never leak into the caller.
     """
+    return _first_step(coro)[0]
+
+
+T = TypeVar("T")
+
+
+def _first_step(coro: Coroutine[Any, None, T]) -> tuple[asyncio.Task[T] | None, T | None]:
+    """Run ``coro`` up to its first real wait in a copy of the context: (None, its result)
+    if it finished, else (the task that continues it in that same context, None)."""
     context = contextvars.copy_context()
     try:
         awaited = context.run(coro.send, None)
-    except StopIteration:
-        return None
+    except StopIteration as done:
+        return None, done.value
     task = asyncio.get_running_loop().create_task(_resume(coro, awaited), context=context)
     # A task cancelled before its first step never reaches ``coro``: close it then, so its
     # finally blocks (and the semaphore it holds) run now rather than at garbage collection.
     task.add_done_callback(lambda t: coro.close() if t.cancelled() else None)
-    return task
-
-
-T = TypeVar("T")
+    return task, None
 
 
 async def gather_eagerly(coros: Iterable[Coroutine[Any, None, T]]) -> list[T]:
@@ -123,19 +129,12 @@ async def gather_eagerly(coros: Iterable[Coroutine[Any, None, T]]) -> list[T]:
     (the other tasks are cancelled)."""
     results: list[Any] = []
     waiting: list[tuple[int, asyncio.Task[Any]]] = []
-    loop = asyncio.get_running_loop()
     try:
         for coro in coros:
-            context = contextvars.copy_context()
-            try:
-                awaited = context.run(coro.send, None)
-            except StopIteration as done:
-                results.append(done.value)
-                continue
-            task = loop.create_task(_resume(coro, awaited), context=context)
-            task.add_done_callback(lambda t, c=coro: c.close() if t.cancelled() else None)  # type: ignore[misc]
-            waiting.append((len(results), task))
-            results.append(None)
+            task, result = _first_step(coro)
+            if task is not None:
+                waiting.append((len(results), task))
+            results.append(result)
         for index, task in waiting:
             results[index] = await task
     except BaseException as exc:

@@ -539,12 +539,8 @@ class _BatchRun:
         for partition, routed in item.routes:
             self.batch.forwards.append(("routed", partition, routed))
         key = None if item.message_id is None else (msg.topic, item.message_id)
-        if key is not None:
-            if key in self.seen or self.proc.store.has_seen(*key):
-                return  # a redelivered or duplicate message: ignored (design §3)
-            if item.unmatched_route is None:
-                self.seen.add(key)
-                self.batch.seen.append(key)
+        if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
+            return  # a redelivered or duplicate message: ignored (design §3)
         matched = False
         for key_name, value in item.mappings:
             at = Correlation(msg.topic, key_name, value)
@@ -564,13 +560,12 @@ class _BatchRun:
                 matched = True
                 if item.match_only_one:
                     break
-        if item.unmatched_route is not None:
-            if not matched:
-                self.batch.forwards.append(("routed", *item.unmatched_route))
-                return
-            if key is not None:
-                self.seen.add(key)
-                self.batch.seen.append(key)
+        if item.unmatched_route is not None and not matched:
+            self.batch.forwards.append(("routed", *item.unmatched_route))
+            return
+        if key is not None:
+            self.seen.add(key)
+            self.batch.seen.append(key)
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
         if not matched and ttl > 0:
             for key_name, value in item.mappings:
