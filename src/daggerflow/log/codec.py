@@ -18,7 +18,7 @@ index, and the worker reads it directly in the partition's task (no routing hop)
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
@@ -81,8 +81,8 @@ def encode(record: EventRecord | CorrelationRecord) -> bytes:
 
 
 def decode_event(data: bytes) -> EventRecord:
-    return cast(EventRecord, _event_decoder.decode(data))
+    return _event_decoder.decode(data)
 
 
 def decode_correlation(data: bytes) -> CorrelationRecord:
-    return cast(CorrelationRecord, _correlation_decoder.decode(data))
+    return _correlation_decoder.decode(data)
