@@ -36,11 +36,12 @@ from aiokafka.errors import for_code
 
 from daggerflow import Dagger
 from daggerflow.demo.pizza import register_pizza_workflow
+from daggerflow.kafka.restore import restore_from_topic
 from daggerflow.model.instance import Instance
 from daggerflow.model.template import instantiate
 from daggerflow.store.base import WriteBatch
-from daggerflow.store.changelog import batch_records, restore_from_topic
-from daggerflow.store.sqlite import open_store
+from daggerflow.store.changelog import batch_records
+from daggerflow.store.factory import open_store
 
 
 def pizza_instances(n: int) -> list[Instance]:

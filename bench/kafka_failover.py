@@ -15,7 +15,7 @@ rebalances are eager, so all partitions stop until the new assignment):
   consumer group (main group, the READY listener's, the agent's; the log line's own
   timestamp), the latest of those;
 - *processing again*: the first COMPLETED snapshot of an instance of that partition
-  (``daggerflow.log.codec.partition_for``: Kafka's murmur2) written after the kill, i.e. at an offset of
+  (``daggerflow.kafka.codec.partition_for``: Kafka's murmur2) written after the kill, i.e. at an offset of
   ``{app}.updates`` at or beyond its high watermark at the kill, as seen by a
   ``read_committed`` consumer in this process.
 

@@ -68,7 +68,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pizza import cpu_speed, cpu_ticks, machine, percentile
 
-from daggerflow.log import codec
+from daggerflow.kafka import codec
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

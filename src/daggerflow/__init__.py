@@ -37,7 +37,7 @@ from .model.status import (
     TaskStatusEnum,
     TaskType,
 )
-from .runtime.clock import Clock, ManualClock, SystemClock
+from .pipeline.clock import Clock, ManualClock, SystemClock
 from .tasks import (
     KT,
     VT,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskType
 from .model.instance import RetryPolicy
-from .model.status import Kind, TaskOperator
+from .model.status import TaskOperator
 from .model.template import (
     DynamicProcessTemplate,
     ParallelProcessTemplate,
@@ -30,44 +30,18 @@ from .tasks import (
     ExecutorTask,
     IMonitoredTask,
     IntervalTask,
-    ITask,
     KafkaCommandTask,
     KafkaListenerTask,
     MonitoringTask,
     SensorTask,
     TriggerTask,
+    kind_of,
+    type_name_of,
 )
 from .templates import ITemplateDAG
 
 if TYPE_CHECKING:
     from .engine import Dagger
-
-
-def type_name_of(cls: type) -> str:
-    """The name a task class is stored under: its ``type_name`` or its class name."""
-    explicit = cls.__dict__.get("type_name")
-    return explicit if isinstance(explicit, str) and explicit else cls.__name__
-
-
-def kind_of(cls: type) -> Kind:
-    """The node kind a task class runs as."""
-    if not isinstance(cls, type) or not issubclass(cls, ITask):
-        raise InvalidTaskType(f"{cls!r} is not a daggerflow task class (subclass of ITask)")
-    if issubclass(cls, MonitoringTask):
-        return Kind.MONITOR
-    if issubclass(cls, IntervalTask):
-        return Kind.INTERVAL
-    if issubclass(cls, TriggerTask):
-        return Kind.TRIGGER
-    if issubclass(cls, KafkaCommandTask):
-        return Kind.COMMAND
-    if issubclass(cls, KafkaListenerTask):
-        return Kind.LISTENER
-    if issubclass(cls, SensorTask):
-        return Kind.SENSOR
-    if issubclass(cls, DecisionTask):
-        return Kind.DECISION
-    return Kind.EXECUTOR
 
 
 # Task builders ----------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def worker(
     try:
         engine = load_engine(target)
         if broker:
-            from .log.kafka_runtime import parse_broker
+            from .kafka.runtime import parse_broker
 
             parse_broker(broker)
             engine.broker = broker

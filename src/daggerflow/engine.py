@@ -16,7 +16,8 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ConfigurationError, NotSerializable, TaskInvalidState, TemplateDoesNotExist
+from .embedded.log import AgentConsumer, Consumer, ListenerConsumer, TopicSignals
+from .errors import ConfigurationError, NotOwner, NotSerializable, TaskInvalidState, TemplateDoesNotExist
 from .machine import Create, Stop, Submit
 from .model.instance import Instance, Node, copy_params, merge_listings
 from .model.template import (
@@ -26,20 +27,20 @@ from .model.template import (
     instantiate,
     walk_templates,
 )
-from .runtime.background import cancel_and_wait
-from .runtime.clock import Clock, SystemClock
-from .runtime.consumers import AgentConsumer, AgentHandler, Consumer, ListenerConsumer, TopicSignals
-from .runtime.jobs import JobRunner, check_serialisable
-from .runtime.processor import Processor, Settings
-from .runtime.timers import TimerService
+from .pipeline.background import cancel_and_wait
+from .pipeline.clock import Clock, SystemClock
+from .pipeline.ingress import AgentHandler
+from .pipeline.jobs import JobRunner, check_serialisable
+from .pipeline.processor import Processor, Settings
+from .pipeline.timers import TimerService
 from .store.base import Store
-from .store.sqlite import check_store_url, open_store
-from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
+from .store.factory import check_store_url, open_store
+from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance, type_name_of
 from .templates import ITemplateDAG
 from .topics import Topic, Topics
 
 if TYPE_CHECKING:
-    from .log.kafka_runtime import KafkaRuntime
+    from .kafka.runtime import KafkaRuntime
 
 log = logging.getLogger("daggerflow")
 
@@ -146,7 +147,7 @@ class Dagger:
                 f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
             )
         if broker is not None:
-            from .log.kafka_runtime import parse_broker
+            from .kafka.runtime import parse_broker
 
             parse_broker(broker)  # a clear error now, not at start()
         if processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -266,8 +267,6 @@ class Dagger:
             ) from None
 
     def register_task_type(self, cls: type) -> str:
-        from .builders import type_name_of
-
         name = type_name_of(cls)
         existing = self._task_types.get(name)
         if existing is not None and existing is not cls:
@@ -418,7 +417,7 @@ class Dagger:
         self.web_url = self._web.url
 
     def _kafka_config(self) -> Any:
-        from .log.kafka_runtime import KafkaConfig, parse_broker
+        from .kafka.runtime import KafkaConfig, parse_broker
 
         assert self.broker is not None
         store_kind = "rocksdb" if (self.store_url or "").startswith("rocksdb") else "sqlite"
@@ -448,7 +447,7 @@ class Dagger:
         return names
 
     async def _start_kafka(self) -> None:
-        from .log.kafka_runtime import KafkaRuntime
+        from .kafka.runtime import KafkaRuntime
 
         runtime = KafkaRuntime(self, self._kafka_config())
         self._kafka = runtime
@@ -671,8 +670,6 @@ class Dagger:
         partition (it moved, or is being activated): "ask the owner again", not "no such
         instance"."""
         if self._kafka is not None and self._kafka.local_task(instance_id) is None:
-            from .log.owners import NotOwner
-
             raise NotOwner(f"this worker does not hold the partition of {instance_id!r} now")
         return self.committed(instance_id)
 

@@ -8,8 +8,14 @@ DaggerError
  ├── ConfigurationError         an engine option or store URL that is not supported
  ├── NotSerializable            a runtime parameter or message that is not JSON-serialisable
  ├── StoreError                 the database is corrupt, foreign or from a newer version
- └── PartitionMoved             (Kafka) the partition of an instance moved to another worker
-                                while a call waited on it; the call may be sent again
+ │    ├── StateCorrupted        a partition's local store cannot be opened or read: wipe it
+ │    │                         and restore it from the changelog (Kafka)
+ │    └── ChangelogError        a changelog record this version cannot read
+ ├── PartitionMoved             (Kafka) the partition of an instance moved to another worker
+ │                              while a call waited on it; the call may be sent again
+ ├── NotOwner                   (Kafka) this worker does not hold the instance's partition now
+ ├── TaskMigrated               (Kafka) a partition task was fenced: close it and rejoin
+ └── ForwardError               (Kafka) a read forwarded to the owning worker failed
 """
 
 from __future__ import annotations
@@ -49,3 +55,49 @@ class StoreError(DaggerError):
 
 class PartitionMoved(DaggerError):
     pass
+
+
+class StateCorrupted(StoreError):
+    """A partition's local store (or its checkpoint) cannot be opened or read. On Kafka the
+    changelog, not the file, is the source of truth: the file is wiped and restored."""
+
+
+class ChangelogError(StoreError):
+    """A changelog record this version cannot read (unknown tag, newer format, garbage)."""
+
+
+class NotOwner(DaggerError):
+    """Raised by a process asked for an instance of a partition it does not own (any more).
+
+    The internal REST route answers it with 421 Misdirected Request, which the forwarding side
+    tells apart from "this instance does not exist" (404): the owner moved, ask the new one.
+    """
+
+
+class TaskMigrated(DaggerError):
+    """The task of ``partition`` was fenced: another producer with its transactional id started
+    (a new owner), or the broker aborted its transaction for exceeding the transaction timeout.
+
+    Its open transaction is aborted and its producer is unusable. Close the task as a zombie: drop
+    its uncommitted state, acknowledge nothing of the batch, and rejoin (re-activate).
+    """
+
+    def __init__(self, partition: int, transactional_id: str, reason: str) -> None:
+        super().__init__(
+            f"task {partition} ({transactional_id}) migrated: {reason}; close it as a zombie and rejoin"
+        )
+        self.partition = partition
+        self.transactional_id = transactional_id
+
+
+class ForwardError(DaggerError):
+    """A forwarded read failed: the owner did not answer, or answered with an error.
+
+    ``status`` is the HTTP status, or None when there was no answer (connection refused,
+    timeout); 421 means the worker no longer owns the partition.
+    """
+
+    def __init__(self, url: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"forwarding to {url}: {message}")
+        self.url = url
+        self.status = status

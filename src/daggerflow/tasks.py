@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from .errors import InvalidTaskType
 from .model.instance import Instance, Node, RetryPolicy, copy_params
-from .model.status import TaskOperator, TaskStatus, TaskStatusEnum, task_type_of
+from .model.status import Kind, TaskOperator, TaskStatus, TaskStatusEnum, task_type_of
 
 if TYPE_CHECKING:
     from .engine import Dagger
@@ -299,3 +300,30 @@ class ITemplateDAGInstance(ITask[KT, VT]):
 
 class DefaultTemplateDAGInstance(ITemplateDAGInstance[KT, VT]):
     pass
+
+
+def type_name_of(cls: type) -> str:
+    """The name a task class is stored under: its ``type_name`` or its class name."""
+    explicit = cls.__dict__.get("type_name")
+    return explicit if isinstance(explicit, str) and explicit else cls.__name__
+
+
+def kind_of(cls: type) -> Kind:
+    """The node kind a task class runs as."""
+    if not isinstance(cls, type) or not issubclass(cls, ITask):
+        raise InvalidTaskType(f"{cls!r} is not a daggerflow task class (subclass of ITask)")
+    if issubclass(cls, MonitoringTask):
+        return Kind.MONITOR
+    if issubclass(cls, IntervalTask):
+        return Kind.INTERVAL
+    if issubclass(cls, TriggerTask):
+        return Kind.TRIGGER
+    if issubclass(cls, KafkaCommandTask):
+        return Kind.COMMAND
+    if issubclass(cls, KafkaListenerTask):
+        return Kind.LISTENER
+    if issubclass(cls, SensorTask):
+        return Kind.SENSOR
+    if issubclass(cls, DecisionTask):
+        return Kind.DECISION
+    return Kind.EXECUTOR

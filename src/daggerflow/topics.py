@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .errors import NotSerializable
-from .runtime import outbox
-from .store.base import Outgoing
+from .model.records import Outgoing
+from .pipeline import outbox
 
 if TYPE_CHECKING:
     from .engine import Dagger

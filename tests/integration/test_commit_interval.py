@@ -10,7 +10,7 @@ from pathlib import Path
 from daggerflow import Dagger, ManualClock
 from daggerflow.machine import Create
 from daggerflow.model.template import instantiate
-from daggerflow.runtime.processor import Command, Processor, Settings
+from daggerflow.pipeline.processor import Command, Processor, Settings
 from daggerflow.store.sqlite import SQLiteStore
 
 from .test_inline_jobs import _engine  # a template to instantiate

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daggerflow import DAGBuilderHelper, Dagger, ManualClock
-from daggerflow.runtime.processor import Incoming, Processor, Settings
+from daggerflow.pipeline.processor import Incoming, Processor, Settings
 from daggerflow.store.base import Message
 from daggerflow.store.sqlite import SQLiteStore
 

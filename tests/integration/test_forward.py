@@ -12,15 +12,15 @@ import httpx
 import pytest
 
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, ManualClock
-from daggerflow.log.owners import NotOwner
-from daggerflow.model.instance import Instance
-from daggerflow.web.forward import (
+from daggerflow.errors import NotOwner
+from daggerflow.kafka.remote import (
     Forwarder,
     ForwardError,
     count_everywhere,
     list_everywhere,
     list_order,
 )
+from daggerflow.model.instance import Instance
 
 
 class Quick(ExecutorTask[str, str]):

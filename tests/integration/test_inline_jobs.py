@@ -14,7 +14,7 @@ from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, KafkaCommandTask
 from daggerflow.machine import Create
 from daggerflow.model.instance import Instance
 from daggerflow.model.template import instantiate
-from daggerflow.runtime.processor import Command
+from daggerflow.pipeline.processor import Command
 
 GATE: dict[str, asyncio.Event] = {}
 RUNS: list[str] = []

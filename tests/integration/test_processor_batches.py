@@ -8,7 +8,7 @@ from typing import Any
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask
 from daggerflow.machine import Create, Stop
 from daggerflow.model.template import instantiate
-from daggerflow.runtime.processor import Command
+from daggerflow.pipeline.processor import Command
 
 RUNS: list[str] = []
 

@@ -1,4 +1,4 @@
-"""A consume-transform-produce worker built from daggerflow.log.kafka_eos, for test_kafka_eos.py.
+"""A consume-transform-produce worker built from daggerflow.kafka.eos, for test_kafka_eos.py.
 
     python tests/kafka/eos_worker.py --bootstrap B --app A --group G --input IN --output OUT \
         --changelog CL --partitions P [--instance-id ID] [--batch 100] [--hold-after-produce K] [--exit-when-done]
@@ -25,7 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from daggerflow.log.kafka_eos import (
+from daggerflow.kafka.eos import (
     AssignmentGuard,
     Fetched,
     PartitionTransactions,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from daggerflow import Dagger, ManualClock
-from daggerflow.store.changelog import Record, restore_from_topic
-from daggerflow.store.sqlite import open_store
+from daggerflow.kafka.restore import restore_from_topic
+from daggerflow.store.changelog import Record
+from daggerflow.store.factory import open_store
 
 from ..changelog_support import Capture, OrderWorkload, dump, logical, workload_engine_options
 

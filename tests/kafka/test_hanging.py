@@ -1,4 +1,4 @@
-"""daggerflow.log.hanging against a real broker: DescribeProducers, the WriteTxnMarkers abort and
+"""daggerflow.kafka.hanging against a real broker: DescribeProducers, the WriteTxnMarkers abort and
 the reaper's age rule on transactions left open by abandoned producers.
 
 An abandoned transaction is made with a transactional producer (transaction timeout 10 min, so the
@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 
-from daggerflow.log.hanging import (
+from daggerflow.kafka.hanging import (
     Decision,
     HangingTransactions,
     ProducerState,
@@ -337,7 +337,7 @@ async def test_reaper_leaves_what_the_coordinator_still_owns(
     await reaper.start()
     try:
         reaper.watch([tp])
-        with caplog.at_level(logging.INFO, logger="daggerflow.log.hanging"):
+        with caplog.at_level(logging.INFO, logger="daggerflow.kafka.hanging"):
             assert await reaper.check_once() == []
         assert any(
             f"producer {pid} on {topic}/0" in r.getMessage() and "Ongoing" in r.getMessage()
@@ -371,7 +371,7 @@ async def test_reaper_aborts_only_transactions_older_than_the_threshold(
     try:
         assert await reaper.check_once() == []  # nothing watched yet
         reaper.watch([tp])
-        with caplog.at_level(logging.WARNING, logger="daggerflow.log.hanging"):
+        with caplog.at_level(logging.WARNING, logger="daggerflow.kafka.hanging"):
             aborted = await reaper.check_once()
         assert [(t, s.producer_id, s.producer_epoch, s.current_txn_start_offset) for t, s in aborted] == [
             (tp, old_pid, old_epoch, 0)

@@ -85,7 +85,7 @@ async def start_waiting(
 
 def partition_of(topic: str, value: str) -> int:
     """The correlation partition of (topic, "box_id", value), as the runtime computes it."""
-    from daggerflow.log.codec import partition_of_correlation
+    from daggerflow.kafka.codec import partition_of_correlation
     from daggerflow.model.instance import Correlation
 
     return partition_of_correlation(Correlation(topic, "box_id", value), PARTITIONS)
@@ -102,7 +102,7 @@ def value_on_partition(topic: str, partition: int, prefix: str) -> str:
 
 def ids_on_every_partition(prefix: str) -> list[str]:
     """One instance id per partition (instances are partitioned by id)."""
-    from daggerflow.log.codec import partition_for
+    from daggerflow.kafka.codec import partition_for
 
     found: dict[int, str] = {}
     i = 0

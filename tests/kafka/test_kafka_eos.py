@@ -1,4 +1,4 @@
-"""daggerflow.log against a real broker: topic admin, fencing as TaskMigrated, and a
+"""daggerflow.kafka against a real broker: topic admin, fencing as TaskMigrated, and a
 consume-transform-produce loop that stays exactly-once across SIGKILLs of its worker process.
 
 Skipped when no broker answers at KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092), failed
@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from daggerflow.errors import ConfigurationError
-from daggerflow.log.kafka_admin import TopicSpec, ensure_topics, internal_topics
-from daggerflow.log.kafka_eos import PartitionTransactions, TaskMigrated
+from daggerflow.errors import ConfigurationError, TaskMigrated
+from daggerflow.kafka.admin import TopicSpec, ensure_topics, internal_topics
+from daggerflow.kafka.eos import PartitionTransactions
 
 WORKER = Path(__file__).resolve().parent / "eos_worker.py"
 

@@ -24,9 +24,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from daggerflow import Dagger
 from daggerflow.demo.pizza import TEMPLATE
 from daggerflow.errors import ConfigurationError
-from daggerflow.log.codec import partition_for
-from daggerflow.log.kafka_admin import TopicSpec, ensure_topics
-from daggerflow.log.owners import Owner, OwnersView, owner_record, parse_owner
+from daggerflow.kafka.admin import TopicSpec, ensure_topics
+from daggerflow.kafka.codec import partition_for
+from daggerflow.kafka.owners import Owner, OwnersView, owner_record, parse_owner
 
 from .cluster import Cluster, wait_until
 

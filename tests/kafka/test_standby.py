@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from daggerflow.kafka.restore import restore_from_topic
 from daggerflow.model.instance import Correlation, Instance, Node
 from daggerflow.store.base import PendingJob, Store, WriteBatch
-from daggerflow.store.changelog import Record, batch_records, restore_from_topic
-from daggerflow.store.sqlite import open_store
+from daggerflow.store.changelog import Record, batch_records
+from daggerflow.store.factory import open_store
 
 from ..changelog_support import dump
 
@@ -33,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import for_code  # noqa: E402
 
-from daggerflow.runtime.standby import StandbyReplicas  # noqa: E402
+from daggerflow.kafka.standby import StandbyReplicas  # noqa: E402
 
 PARTITIONS = 2
 KINDS = ["sqlite", pytest.param("rocksdb", marks=pytest.mark.skipif(not HAS_ROCKSDB, reason="no rocksdict"))]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from daggerflow.builders import kind_of, type_name_of
 from daggerflow.machine import (
     CancelJob,
     CancelTimer,
@@ -49,6 +48,8 @@ from daggerflow.tasks import (
     KafkaListenerTask,
     SensorTask,
     TriggerTask,
+    kind_of,
+    type_name_of,
 )
 
 T0 = 1_000_000.0

@@ -24,7 +24,8 @@ from daggerflow.store.changelog import (
     index_key,
     records_batch,
 )
-from daggerflow.store.sqlite import SCHEMA_VERSION, SQLiteStore, open_store
+from daggerflow.store.factory import open_store
+from daggerflow.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 from ..changelog_support import Capture, OrderWorkload, Probes, dump, logical, workload_engine_options
 
@@ -434,7 +435,7 @@ async def test_a_purge_batch_forgets_expired_rows_with_tombstones(opener: Opener
     """The Kafka runtime purges with a batch (``Purge``): expired dedupe ids and buffered
     messages leave the store and get changelog tombstones, so a restore of the whole
     changelog into a fresh store does not bring them back; live rows stay."""
-    from daggerflow.runtime.processor import Processor, Purge, Settings
+    from daggerflow.pipeline.processor import Processor, Purge, Settings
     from daggerflow.store.changelog import BUFFERED, SEEN
     from daggerflow.store.keys import text_field, u64
 

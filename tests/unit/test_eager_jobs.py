@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from daggerflow.runtime.jobs import gather_eagerly, start_eagerly
+from daggerflow.pipeline.eager import gather_eagerly, start_eagerly
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="outside")
 

@@ -1,4 +1,4 @@
-"""Pure parts of daggerflow.log, without a broker: the assignment guard, the rebalance listener's
+"""Pure parts of daggerflow.kafka, without a broker: the assignment guard, the rebalance listener's
 ordering (with a recording stand-in for the consumer and the producers), the internal topic specs
 and the aiokafka version pin. The broker-level behaviour is in tests/kafka/test_kafka_eos.py."""
 
@@ -20,8 +20,8 @@ import aiokafka.producer.sender
 from aiokafka import TopicPartition
 
 from daggerflow.errors import ConfigurationError
-from daggerflow.log.kafka_admin import TopicSpec, internal_topics
-from daggerflow.log.kafka_eos import (
+from daggerflow.kafka.admin import TopicSpec, internal_topics
+from daggerflow.kafka.eos import (
     VERIFIED_AIOKAFKA,
     AssignmentGuard,
     PartitionTransactions,

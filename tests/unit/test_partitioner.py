@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from daggerflow.log.partitioner import murmur2, partition_for_key
+from daggerflow.kafka.partitioner import murmur2, partition_for_key
 
 
 def test_same_hash_and_partition_as_aiokafka() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("aiokafka")  # runtime/standby.py is part of the kafka extra
 
-from daggerflow.runtime.standby import standby_partitions
+from daggerflow.kafka.standby import standby_partitions
 
 
 def spread(members: list[str], n: int = 12) -> dict[int, str]:

@@ -17,7 +17,7 @@ from daggerflow import Dagger
 from daggerflow.errors import ConfigurationError, StoreError
 from daggerflow.model.instance import Correlation, Instance, Node
 from daggerflow.store.base import Outgoing, PendingJob, Store, WriteBatch
-from daggerflow.store.sqlite import open_store
+from daggerflow.store.factory import open_store
 
 try:
     import rocksdict
@@ -348,7 +348,7 @@ def test_commits_survive_a_killed_process(kind: str, tmp_path: Path) -> None:
     url = url_for(kind, tmp_path / "killed")
     code = (
         "import os\n"
-        "from daggerflow.store.sqlite import open_store\n"
+        "from daggerflow.store.factory import open_store\n"
         "from daggerflow.store.base import Outgoing, WriteBatch\n"
         f"s = open_store({url!r}, datadir='.', application_name='t')\n"
         "s.commit(WriteBatch(positions={'c': 3}, appends=[Outgoing('t', None, 'v')]), 1.0)\n"

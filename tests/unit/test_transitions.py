@@ -32,7 +32,7 @@ from daggerflow.machine import (
 from daggerflow.model.instance import Correlation, RetryPolicy
 from daggerflow.model.status import COMPLETE_BY_KEY, TaskOperator
 from daggerflow.model.template import Overrides, WorkflowSpec, instantiate
-from daggerflow.runtime.jobs import is_retryable
+from daggerflow.pipeline.jobs import is_retryable
 from daggerflow.tasks import MonitoredProcessTemplateDAGInstance
 
 from .machine_helpers import (

@@ -2,6 +2,7 @@
 (``daggerflow.store.rocksdb``, imported only when a ``rocksdb://`` store is opened)."""
 
 from .base import Message, Store, WriteBatch
-from .sqlite import SQLiteStore, open_store
+from .factory import open_store
+from .sqlite import SQLiteStore
 
 __all__ = ["Message", "SQLiteStore", "Store", "WriteBatch", "open_store"]

@@ -11,33 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..model.instance import Correlation, Instance
+from ..model.records import Message, Outgoing, PendingJob
 
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    offset: int
-    key: str | None
-    value: Any  # str, bytes, or JSON text
-    headers: dict[str, str]
-    timestamp: float
-
-
-@dataclass(frozen=True)
-class PendingJob:
-    instance: str
-    node: str
-    job: str
-    seq: int
-    payload: Any
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str
-    key: str | None
-    value: Any
-    headers: dict[str, str] = field(default_factory=dict)
+__all__ = ["Message", "Outgoing", "PendingJob", "Store", "WriteBatch"]
 
 
 @dataclass

@@ -47,8 +47,6 @@ databases written before the ``L`` range existed need no migration: no ``L`` key
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,7 @@ from .keys import text_field as _s
 from .keys import text_fields as _fields
 from .keys import u64 as _u64
 from .keys import unescape as _unescape
+from .lockfile import LockFile
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -92,7 +91,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
 class RocksDBStore:
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
-        self._lock_fd: int | None = None
+        self._lockfile = LockFile(path)
         self._heads: dict[str, int] = {}
         self._next_buffer_id: int | None = None
         # Instance id -> (status, created, template) of recent commits: the ``r`` record,
@@ -100,11 +99,11 @@ class RocksDBStore:
         self._listed: dict[str, tuple[str, float, str]] = {}
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._lock(path)
+        self._lockfile.acquire(path)
         try:
             self.db = self._open(target)
         except StoreError:
-            self._unlock()
+            self._lockfile.release()
             raise
         self._write = WriteOptions()
         self._write.sync = durability == "full"
@@ -112,23 +111,8 @@ class RocksDBStore:
             self._check_and_init()
         except StoreError:
             self.db.close()
-            self._unlock()
+            self._lockfile.release()
             raise
-
-    def _lock(self, path: str) -> None:
-        lock = path.rstrip("/") + ".lock"
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{path} is in use by another daggerflow worker (lock {lock} is held)") from None
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def _open(self, target: Path) -> Rdict:
         if target.exists() and not target.is_dir():
@@ -606,4 +590,4 @@ class RocksDBStore:
         try:
             self.db.close()
         finally:
-            self._unlock()
+            self._lockfile.release()

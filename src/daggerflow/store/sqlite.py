@@ -8,20 +8,18 @@ survives power loss at the cost of an fsync per commit.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import msgspec
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from .base import Message, PendingJob, Store, WriteBatch
+from .base import Message, PendingJob, WriteBatch
+from .lockfile import LockFile
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +75,11 @@ def _headers_text(headers: dict[str, str] | None) -> str | None:
 class SQLiteStore:
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
-        self._lock_fd: int | None = None
+        self._lockfile = LockFile(path)
         self._heads: dict[str, int] = {}
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock(path)
+            self._lockfile.acquire(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._check_and_migrate()
@@ -89,7 +87,7 @@ class SQLiteStore:
             # Release the file (connection and lock) so a fixed file can be opened again.
             if hasattr(self, "db"):
                 self.db.close()
-            self._unlock()
+            self._lockfile.release()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{path} is not a usable daggerflow database: {exc}") from exc
@@ -103,22 +101,6 @@ class SQLiteStore:
             # stall the processor for milliseconds every ~1,000 pages.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = _Checkpointer(path)
-
-    def _lock(self, path: str) -> None:
-        fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"{path} is in use by another daggerflow worker (lock {path}.lock is held)"
-            ) from None
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def _check_and_migrate(self) -> None:
         db = self.db
@@ -400,7 +382,7 @@ class SQLiteStore:
                 self._checkpointer.stop()
             self.db.close()
         finally:
-            self._unlock()
+            self._lockfile.release()
 
 
 class _Checkpointer:
@@ -444,57 +426,3 @@ class _Tx:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
-
-
-SUPPORTED_STORES = (
-    "sqlite:///PATH (default, under the data dir), memory:// (tests), "
-    "rocksdb:///PATH (a directory; needs the rocksdb extra)"
-)
-_ROCKSDB_EXTRA = "store 'rocksdb://' needs the rocksdb extra: pip install 'daggerflow[rocksdb]'"
-
-
-def _parse_store_url(url: str | None, datadir: str, application_name: str) -> tuple[str, str]:
-    """``(kind, path)`` for a store URL, or a ConfigurationError naming what is supported.
-
-    SQLAlchemy's convention: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``;
-    the same for ``rocksdb:///relative/dir`` and ``rocksdb:////absolute/dir`` (and
-    ``rocksdb://relative/dir``)."""
-    if url is None or url in ("sqlite://", "sqlite:"):
-        return "sqlite", os.path.join(datadir, f"{application_name}.db")
-    parsed = urlparse(url)
-    if parsed.scheme == "memory":
-        return "sqlite", ":memory:"
-    if parsed.scheme == "sqlite":
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        return "sqlite", path or os.path.join(datadir, f"{application_name}.db")
-    if parsed.scheme == "rocksdb":
-        path = url[len("rocksdb:///") :] if url.startswith("rocksdb:///") else url[len("rocksdb://") :]
-        if not path:
-            raise ConfigurationError(
-                f"store {url!r} needs a directory: rocksdb:///relative/dir or "
-                f"rocksdb:////absolute/dir; supported stores: {SUPPORTED_STORES}"
-            )
-        try:
-            import rocksdict  # noqa: F401
-        except ImportError:
-            raise ConfigurationError(_ROCKSDB_EXTRA) from None
-        return "rocksdb", path
-    raise ConfigurationError(f"store {url!r} is not supported; supported stores: {SUPPORTED_STORES}")
-
-
-def check_store_url(url: str | None) -> None:
-    """Raise ConfigurationError now for a store URL that ``open_store`` would refuse."""
-    _parse_store_url(url, ".", "dagger")
-
-
-def open_store(url: str | None, *, datadir: str, application_name: str, durability: str = "normal") -> Store:
-    """Open the store named by a URL: ``sqlite:///path``, ``sqlite://`` (default file under
-    ``datadir``), ``memory://`` or ``rocksdb:///dir``. Anything else is a clear error."""
-    kind, path = _parse_store_url(url, datadir, application_name)
-    if kind == "rocksdb":
-        from .rocksdb import RocksDBStore
-
-        return RocksDBStore(path, durability=durability)
-    if path == ":memory:":
-        return SQLiteStore(path)
-    return SQLiteStore(path, durability=durability)

@@ -7,7 +7,7 @@ Dagger's routes keep their shapes (``/service/ready``, ``/tasks/instances``,
 The instance routes answer for every instance of the application, wherever it is owned: they
 call the engine's async reads, which on the Kafka runtime forward to the owners. The
 ``/internal/v1`` routes are what they forward to: this process's own partitions only, instances
-as msgpack (``daggerflow.web.forward``).
+as msgpack (``daggerflow.kafka.remote``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import DaggerError, NotSerializable, TemplateDoesNotExist
-from ..log.owners import NotOwner
+from ..errors import DaggerError, ForwardError, NotOwner, NotSerializable, TemplateDoesNotExist
 from ..model.instance import encode_instance
 from ..model.snapshot import snapshot, summary
 from ..model.status import TaskStatusEnum
 from ..topics import encode_value
-from .forward import INTERNAL_HEADER, MISDIRECTED, MSGPACK, ForwardError
+from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
     from ..engine import Dagger

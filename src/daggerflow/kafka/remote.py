@@ -6,7 +6,7 @@ partitions only: ``/internal/v1/instances/{id}``, ``/internal/v1/instances`` and
 JSON snapshot, so the caller gets back exactly the ``Instance`` the owner holds.
 
 A process that does not own an instance finds its owner's URL in the owners view
-(``daggerflow.log.owners``) and calls ``Forwarder.get_instance``; listings and counts ask every
+(``daggerflow.kafka.owners``) and calls ``Forwarder.get_instance``; listings and counts ask every
 owner and merge (``list_everywhere``, ``count_everywhere``).
 """
 
@@ -20,33 +20,14 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from ..errors import DaggerError
+from ..errors import ForwardError
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
+from ..web.wire import INTERNAL_HEADER
 
 log = logging.getLogger(__name__)
 
-#: The internal routes set this header on every answer, so that a 404 of the route itself
-#: ("no such instance here") is told apart from a 404 of a server without the route.
-INTERNAL_HEADER = "x-daggerflow-internal"
-MSGPACK = "application/msgpack"
-#: The status of the internal instance route on a worker that does not own the instance's
-#: partition (any more): the caller should find the new owner, not conclude "no such instance".
-MISDIRECTED = 421
 
 _list_decoder = msgspec.msgpack.Decoder(list[Instance])
-
-
-class ForwardError(DaggerError):
-    """A forwarded read failed: the owner did not answer, or answered with an error.
-
-    ``status`` is the HTTP status, or None when there was no answer (connection refused,
-    timeout); 421 means the worker no longer owns the partition.
-    """
-
-    def __init__(self, url: str, message: str, status: int | None = None) -> None:
-        super().__init__(f"forwarding to {url}: {message}")
-        self.url = url
-        self.status = status
 
 
 class Forwarder:

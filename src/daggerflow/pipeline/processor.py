@@ -35,8 +35,9 @@ from ..machine import (
 )
 from ..machine.events import Event
 from ..model.instance import Correlation, Instance, copy_instance, decode_instance, encode_instance
+from ..model.records import Message, Outgoing, PendingJob
 from ..model.snapshot import snapshot
-from ..store.base import Message, Outgoing, PendingJob, Store, WriteBatch
+from ..store.base import Store, WriteBatch
 from .background import cancel_and_wait
 from .clock import Clock
 from .jobs import JobOutcome, Started

@@ -59,8 +59,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ProducerFenced
 
-from daggerflow.errors import DaggerError
-from daggerflow.log.partitioner import partition_for_key
+from ..errors import TaskMigrated
+from .partitioner import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -227,22 +227,6 @@ def consumer_settings(group_id: str, *, group_instance_id: str | None = None) ->
 # ---------------------------------------------------------------------------------------------
 # transactional producers
 # ---------------------------------------------------------------------------------------------
-
-
-class TaskMigrated(DaggerError):
-    """The task of ``partition`` was fenced: another producer with its transactional id started
-    (a new owner), or the broker aborted its transaction for exceeding the transaction timeout.
-
-    Its open transaction is aborted and its producer is unusable. Close the task as a zombie: drop
-    its uncommitted state, acknowledge nothing of the batch, and rejoin (re-activate).
-    """
-
-    def __init__(self, partition: int, transactional_id: str, reason: str) -> None:
-        super().__init__(
-            f"task {partition} ({transactional_id}) migrated: {reason}; close it as a zombie and rejoin"
-        )
-        self.partition = partition
-        self.transactional_id = transactional_id
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

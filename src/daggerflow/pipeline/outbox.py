@@ -11,7 +11,7 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..store.base import Outgoing
+from ..model.records import Outgoing
 
 _current: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar(
     "daggerflow_outbox", default=None

@@ -4,18 +4,18 @@ pipeline, with bounded concurrency; each outcome goes back to the processor as a
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import traceback
-from collections.abc import Callable, Coroutine, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from ..machine.events import JobDone, JobFailed
 from ..model.instance import Instance, Node, RetryPolicy, copy_params
-from ..store.base import Outgoing, PendingJob
+from ..model.records import Outgoing, PendingJob
 from . import outbox
+from .eager import start_eagerly
 
 if TYPE_CHECKING:
     from ..tasks import ITask, ITemplateDAGInstance
@@ -90,93 +90,6 @@ def is_retryable(exc: BaseException, policy: RetryPolicy | None) -> bool:
         f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__
     }
     return not names & set(policy.non_retryable)
-
-
-def start_eagerly(coro: Coroutine[Any, None, None]) -> asyncio.Task[None] | None:
-    """Run ``coro`` now, up to its first real wait, and return a task that continues it,
-    or None if it finished (Python 3.12's eager tasks, by hand for 3.11).
-
-    Most jobs never wait: a command task appends to its outbox and returns. Running them
-    at once saves the task, the scheduling and an event-loop turn per job. The first step
-    runs in a copy of the context, and the task continues in that same copy, so context
-    variables set by the job (its outbox) never leak into the caller.
-    """
-    return _first_step(coro)[0]
-
-
-T = TypeVar("T")
-
-
-def _first_step(coro: Coroutine[Any, None, T]) -> tuple[asyncio.Task[T] | None, T | None]:
-    """Run ``coro`` up to its first real wait in a copy of the context: (None, its result)
-    if it finished, else (the task that continues it in that same context, None)."""
-    context = contextvars.copy_context()
-    try:
-        awaited = context.run(coro.send, None)
-    except StopIteration as done:
-        return None, done.value
-    task = asyncio.get_running_loop().create_task(_resume(coro, awaited), context=context)
-    # A task cancelled before its first step never reaches ``coro``: close it then, so its
-    # finally blocks (and the semaphore it holds) run now rather than at garbage collection.
-    task.add_done_callback(lambda t: coro.close() if t.cancelled() else None)
-    return task, None
-
-
-async def gather_eagerly(coros: Iterable[Coroutine[Any, None, T]]) -> list[T]:
-    """``asyncio.gather`` for coroutines that mostly finish without waiting (an agent that
-    only sends): each runs at once, in its own context copy, up to its first real wait;
-    only those that wait become tasks. Results in order; the first exception propagates
-    (the other tasks are cancelled)."""
-    results: list[Any] = []
-    waiting: list[tuple[int, asyncio.Task[Any]]] = []
-    try:
-        for coro in coros:
-            task, result = _first_step(coro)
-            if task is not None:
-                waiting.append((len(results), task))
-            results.append(result)
-        for index, task in waiting:
-            results[index] = await task
-    except BaseException as exc:
-        for _, task in waiting:
-            task.cancel()
-        if waiting and not isinstance(exc, asyncio.CancelledError):
-            await asyncio.wait([task for _, task in waiting])  # their finally blocks have run
-        raise
-    return results
-
-
-async def _resume(coro: Coroutine[Any, None, T], awaited: Any) -> T:
-    result: T = await _Continue(coro, awaited)
-    return result
-
-
-class _Continue:
-    """Awaitable that drives an already started coroutine from where it stopped: it hands
-    the awaited future to the task running it and passes results and exceptions back."""
-
-    def __init__(self, coro: Coroutine[Any, None, Any], awaited: Any) -> None:
-        self._coro = coro
-        self._awaited = awaited
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending = self._coro, self._awaited
-        while True:
-            try:
-                value = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # e.g. CancelledError from task.cancel()
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    pending = coro.send(value)
-                except StopIteration as done:
-                    return done.value
 
 
 #: What a job started inline returns: its event (None: nothing to apply) and its messages.

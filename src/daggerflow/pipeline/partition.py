@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import PartitionMoved
 from ..machine import TimerFired
-from ..store.base import PendingJob, Store
+from ..model.records import PendingJob
+from ..store.base import Store
 from .clock import Clock
 from .processor import Committer, Item, Processor, Settings
 from .timers import TimerService

@@ -9,7 +9,7 @@ every partition that was ever active; a later record for a partition replaces th
 ``OwnersView`` reads it without a consumer group (every process needs all of it, and a group
 would split it), ``read_committed`` so that a record written by a zombie whose transaction was
 aborted is never seen. Any process uses it to find the REST URL of an instance's owner and
-forward reads there (``daggerflow.web.forward``), and the standby logic watches it.
+forward reads there (``daggerflow.kafka.remote``), and the standby logic watches it.
 
 Only ``OwnersView`` needs aiokafka (the ``kafka`` extra); it is imported when the view starts,
 so that the record helpers can be used, and this module imported, without it.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError, DaggerError
+from ..errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ class Owner:
     url: str | None
     worker: str
     since: float
-
-
-class NotOwner(DaggerError):
-    """Raised by a process asked for an instance of a partition it does not own (any more).
-
-    The internal REST route answers it with 421 Misdirected Request, which the forwarding side
-    tells apart from "this instance does not exist" (404): the owner moved, ask the new one.
-    """
 
 
 def owner_record(owner: Owner) -> tuple[bytes, bytes]:
@@ -169,7 +161,7 @@ class OwnersView:
                 await task
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            from ..log.kafka_eos import stop_consumer
+            from .eos import stop_consumer
 
             await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
 

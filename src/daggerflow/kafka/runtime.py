@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,35 +34,35 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ..errors import ConfigurationError, PartitionMoved
+from ..errors import ConfigurationError, ForwardError, PartitionMoved, TaskMigrated
 from ..machine.events import Event
 from ..model.instance import Correlation, Instance, merge_listings
-from ..runtime.background import cancel_and_wait
-from ..runtime.consumers import AgentHandler, ListenerMapper, dead_letter, run_agent
-from ..runtime.jobs import gather_eagerly
-from ..runtime.partition import PartitionTask
-from ..runtime.processor import Command, Incoming, IndexChange, Item, Purge, Settings
-from ..runtime.standby import StandbyReplicas, standby_partitions
-from ..store.base import Message, Outgoing, Store, WriteBatch
-from ..store.changelog import batch_records, restore_from_topic
-from ..store.sqlite import open_store
-from ..web.forward import Forwarder, ForwardError
+from ..model.records import Message, Outgoing
+from ..pipeline.background import cancel_and_wait
+from ..pipeline.ingress import AgentHandler, ListenerMapper, chunks, dead_letter, map_messages, run_agents
+from ..pipeline.partition import PartitionTask
+from ..pipeline.processor import Command, Incoming, IndexChange, Item, Purge, Settings
+from ..store.base import Store, WriteBatch
+from ..store.changelog import batch_records
+from ..store.factory import open_store
 from . import codec
-from .hanging import HangingTransactions, group_offsets_partition
-from .kafka_admin import TopicSpec, ensure_topics, internal_topics
-from .kafka_eos import (
+from .admin import TopicSpec, ensure_topics, internal_topics
+from .eos import (
     COMMIT_TIMEOUT_S,
     PRODUCER_SETTINGS,
     AssignmentGuard,
     PartitionTransactions,
     RebalanceListener,
-    TaskMigrated,
     consumer_settings,
     send_many,
     stop_consumer,
     tune_aiokafka,
 )
+from .hanging import HangingTransactions, group_offsets_partition
 from .owners import Owner, OwnersView, owner_record
+from .remote import Forwarder
+from .restore import restore_from_topic
+from .standby import StandbyReplicas, standby_partitions
 
 if TYPE_CHECKING:
     from ..engine import Dagger
@@ -152,11 +151,7 @@ def _message(tp: TopicPartition, record: Any) -> Message:
     """A consumed record as the runtime's ``Message`` (values as text when UTF-8)."""
     key = None if record.key is None else record.key.decode("utf-8", "replace")
     return Message(tp.topic, record.offset, key, _as_text(record.value), _headers(record.headers),
-                   record.timestamp / 1000)  # fmt: skip
-
-
-#: A listener record mapped by user code: (pairs, message id, None) or ([], None, (error, traceback)).
-_Mapped = tuple[list[tuple[str, str]], str | None, tuple[str, str] | None]
+                   record.timestamp / 1000, tp.partition)  # fmt: skip
 
 
 def _last_offset(sent: list[tuple[asyncio.Future[Any], int]], topic: str, partition: int) -> int:
@@ -894,35 +889,19 @@ class KafkaRuntime:
 
     # Stateless loops --------------------------------------------------------------------
 
-    async def _mapped(self, mapper: ListenerMapper, records: list[Any], values: list[Any]) -> list[_Mapped]:
-        """Each record's correlation pairs and message id (user code, run eagerly, on the
-        record's ``values`` entry), or the error that makes it a dead letter."""
-
-        async def one(record: Any, value: Any) -> _Mapped:
-            try:
-                pairs, message_id = await mapper.mappings(value)
-            except Exception as exc:
-                log.warning("dead-lettering %s:%d@%d: %r", mapper.topic, record.partition, record.offset, exc)
-                return [], None, (f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            return pairs, None if message_id is None else str(message_id), None
-
-        return await gather_eagerly(one(r, v) for r, v in zip(records, values, strict=True))
-
     def _routed(
-        self, mapper: ListenerMapper, tp: TopicPartition, record: Any, value: Any, pairs: list[tuple[str, str]],
-        message_id: str | None,
-    ) -> dict[int, codec.Routed]:  # fmt: skip
+        self, mapper: ListenerMapper, msg: Message, pairs: list[tuple[str, str]], message_id: str | None
+    ) -> dict[int, codec.Routed]:
         """The message for each correlation partition that indexes some of its pairs."""
         n = self.config.partitions
         by_partition: dict[int, list[tuple[str, str]]] = {}
         for pair in pairs:
             at = Correlation(mapper.topic, pair[0], pair[1])
             by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
-        key = _as_text(record.key)
-        text_key = key if isinstance(key, str) else None
-        topic, offset, only_one = mapper.topic, record.offset, mapper.match_only_one
+        assert msg.partition is not None
+        topic, only_one = mapper.topic, mapper.match_only_one
         return {
-            part: codec.Routed(topic, tp.partition, offset, text_key, value, found, only_one, message_id)
+            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, only_one, message_id)
             for part, found in by_partition.items()
         }
 
@@ -933,24 +912,20 @@ class KafkaRuntime:
         items: list[Item] = []
         group = f"{self.config.app}.listener.{mapper.topic}"
         current = self._index_current(tp)
-        values = [_as_text(r.value) for r in records]
-        mapped = await self._mapped(mapper, records, values)
-        for record, value, (pairs, message_id, error) in zip(records, values, mapped, strict=True):
-            source = (tp, record.offset)
-            if error is not None:
-                letter = dead_letter(self.topics.dead_letter.name, _message(tp, record), group, error[0], error[1],
-                                     partition=tp.partition)  # fmt: skip
-                items.append(Incoming("", _message(tp, record), [], dead_letter=letter, source=source))
+        messages = [_message(tp, r) for r in records]
+        for msg, mapped in zip(messages, await map_messages(mapper, messages), strict=True):
+            source = (tp, msg.offset)
+            if mapped.error is not None:
+                letter = mapped.letter(self.topics.dead_letter.name, msg, group, partition=tp.partition)
+                items.append(Incoming("", msg, [], dead_letter=letter, source=source))
                 continue
-            routed = self._routed(mapper, tp, record, value, pairs, message_id)
+            routed = self._routed(mapper, msg, mapped.pairs, mapped.message_id)
             # This partition's own pairs are matched here only if every index change sent to
             # it before this message was read is applied (else they take the routed way).
             own = routed.pop(tp.partition, None) if current else None
-            message = Message(mapper.topic, record.offset, own.key if own else None, value, {},
-                              record.timestamp / 1000)  # fmt: skip
             # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
-            items.append(Incoming("", message, list(own.mappings) if own else [], mapper.match_only_one,
-                                  message_id if own else None, source=source, routes=list(routed.items()),
+            items.append(Incoming("", msg, list(own.mappings) if own else [], mapper.match_only_one,
+                                  mapped.message_id if own else None, source=source, routes=list(routed.items()),
                                   unmatched_route=None if own is None else (tp.partition, own)))  # fmt: skip
         return items
 
@@ -990,14 +965,12 @@ class KafkaRuntime:
 
         async def route(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
             outs: list[OutRecord] = []
-            values = [_as_text(r.value) for r in records]
-            mapped = await self._mapped(mapper, records, values)
-            for record, value, (pairs, message_id, error) in zip(records, values, mapped, strict=True):
-                if error is not None:
-                    letter = dead_letter(dead, _message(tp, record), group, error[0], error[1], partition=tp.partition)
-                    outs.append(_outgoing(letter))
+            messages = [_message(tp, r) for r in records]
+            for msg, mapped in zip(messages, await map_messages(mapper, messages), strict=True):
+                if mapped.error is not None:
+                    outs.append(_outgoing(mapped.letter(dead, msg, group, partition=tp.partition)))
                     continue
-                for part, routed in self._routed(mapper, tp, record, value, pairs, message_id).items():
+                for part, routed in self._routed(mapper, msg, mapped.pairs, mapped.message_id).items():
                     outs.append(self._forward_record(("routed", part, routed)))
             return outs
 
@@ -1007,16 +980,12 @@ class KafkaRuntime:
         self, fn: AgentHandler, name: str, concurrency: int
     ) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
         dead = self.topics.dead_letter.name
-        width = max(1, concurrency)
 
         async def handle(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
-            messages = [_message(tp, r) for r in records]
             outs: list[OutRecord] = []
-            for start in range(0, len(messages), width):
-                chunk = messages[start : start + width]
-                boxes = await gather_eagerly(run_agent(fn, m, name, dead) for m in chunk)
-                for box in boxes:
-                    outs.extend(_outgoing(o) for o in box)
+            messages = [_message(tp, r) for r in records]
+            for chunk in chunks(messages, concurrency):
+                outs.extend(_outgoing(o) for o in await run_agents(fn, chunk, name, dead))
             return outs
 
         return handle
@@ -1140,7 +1109,7 @@ class KafkaRuntime:
     async def list_everywhere(
         self, *, status: str | None, template: str | None, limit: int, offset: int
     ) -> list[Instance]:
-        from ..web.forward import list_everywhere
+        from .remote import list_everywhere
 
         local = self.engine.list_instances(status=status, template=template, limit=offset + limit, offset=0)
         remote = await list_everywhere(self.forwarder, self._other_urls(), status=status, template=template,
@@ -1148,7 +1117,7 @@ class KafkaRuntime:
         return merge_listings([local, remote], offset=offset, limit=limit)
 
     async def count_everywhere(self, *, status: str | None, template: str | None) -> int:
-        from ..web.forward import count_everywhere
+        from .remote import count_everywhere
 
         local = self.engine.count_instances(status=status, template=template)
         return local + await count_everywhere(

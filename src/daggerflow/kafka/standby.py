@@ -154,7 +154,7 @@ class StandbyReplicas:
         # aiokafka 0.14's stop() hang (see stop_consumer).
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            from ..log.kafka_eos import stop_consumer
+            from .eos import stop_consumer
 
             await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
 

@@ -1,0 +1,1 @@
+"""The embedded runtime: one process, one partition; SQLite is the log and the store."""

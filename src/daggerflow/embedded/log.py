@@ -1,0 +1,148 @@
+"""The embedded runtime's topic readers: one per listener topic, one per agent, each with a
+durable position in the SQLite store, woken when a topic gets new messages.
+
+A listener consumer maps its messages (``pipeline.ingress``) and hands them to the
+processor, which looks up the waiting instances and commits the consumer's position in the
+same batch. An agent consumer runs its handler and commits what it sent with its position,
+also through the processor, the store's only writer.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from typing import Any
+
+from ..model.records import Message, Outgoing
+from ..pipeline.background import cancel_and_wait
+from ..pipeline.ingress import AgentHandler, ListenerMapper, chunks, map_messages, run_agents
+from ..pipeline.processor import AgentCommit, Incoming, Processor
+from ..store.base import Store
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 500
+COMMIT_INTERVAL = 0.02  # seconds an agent may hold handled messages before committing
+
+
+class TopicSignals:
+    """Wakes readers when a topic gets new messages."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, topic: str) -> asyncio.Event:
+        ev = self._events.get(topic)
+        if ev is None:
+            ev = self._events[topic] = asyncio.Event()
+        return ev
+
+    def notify(self, topic: str) -> None:
+        ev = self._events.get(topic)
+        if ev is not None:
+            ev.set()
+
+    async def wait(self, store: Store, topic: str, offset: int) -> None:
+        ev = self.event(topic)
+        while store.end_offset(topic) <= offset:
+            ev.clear()
+            if store.end_offset(topic) > offset:
+                return
+            await ev.wait()
+
+
+class Consumer(abc.ABC):
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        store: Store,
+        processor: Processor,
+        signals: TopicSignals,
+        start_at_end: bool,
+        dead_letter_topic: str,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.store = store
+        self.processor = processor
+        self.signals = signals
+        self.start_at_end = start_at_end
+        self.dead_letter_topic = dead_letter_topic
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        # The starting position is fixed here, not when the task first runs: with
+        # start_at_end ("latest") a message appended once start() has returned is consumed.
+        self._task = asyncio.create_task(self._run(self.initial_position()), name=f"daggerflow-{self.name}")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    def initial_position(self) -> int:
+        pos = self.store.position(self.name)
+        if pos is not None:
+            return pos
+        return self.store.end_offset(self.topic) if self.start_at_end else 0
+
+    async def _run(self, position: int) -> None:
+        while True:
+            messages = self.store.read(self.topic, position, READ_BATCH)
+            if not messages:
+                await self.signals.wait(self.store, self.topic, position)
+                continue
+            await self.handle(messages)
+            position = messages[-1].offset + 1
+
+    @abc.abstractmethod
+    async def handle(self, messages: list[Message]) -> None:
+        """Process messages read in order; return once their positions are committed."""
+
+
+class ListenerConsumer(Consumer):
+    def __init__(self, *args: Any, classes: list[type], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mapper = ListenerMapper(self.topic, classes)
+
+    async def handle(self, messages: list[Message]) -> None:
+        match_only_one = self.mapper.match_only_one
+        loop = asyncio.get_running_loop()
+        last: asyncio.Future[Any] | None = None
+        for msg, mapped in zip(messages, await map_messages(self.mapper, messages), strict=True):
+            last = loop.create_future()
+            if mapped.error is not None:
+                letter = mapped.letter(self.dead_letter_topic, msg, self.name)
+                self.processor.submit(Incoming(self.name, msg, [], dead_letter=letter, future=last))
+            else:
+                self.processor.submit(
+                    Incoming(self.name, msg, mapped.pairs, match_only_one, mapped.message_id, future=last)
+                )
+        if last is not None:
+            await last  # backpressure: read on once this chunk is committed
+
+
+class AgentConsumer(Consumer):
+    """Runs ``handler(value)`` for each message; what it sends commits with its position."""
+
+    def __init__(self, *args: Any, handler: AgentHandler, concurrency: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler = handler
+        self.concurrency = max(1, concurrency)
+
+    async def handle(self, messages: list[Message]) -> None:
+        # Handle up to ``concurrency`` messages at a time, but commit many at once: the
+        # outboxes and the new position go in one commit (exactly-once output); a commit
+        # is due when the read batch is done or COMMIT_INTERVAL has passed.
+        loop = asyncio.get_running_loop()
+        sent: list[Outgoing] = []
+        first_pending = loop.time()
+        for chunk in chunks(messages, self.concurrency):
+            sent.extend(await run_agents(self.handler, chunk, self.name, self.dead_letter_topic))
+            if chunk[-1] is messages[-1] or loop.time() - first_pending >= COMMIT_INTERVAL:
+                fut: asyncio.Future[Any] = loop.create_future()
+                self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))
+                await fut
+                sent = []
+                first_pending = loop.time()

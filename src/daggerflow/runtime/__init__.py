@@ -1,1 +1,0 @@
-"""The processing pipeline shared by both runtimes: processor, jobs, timers, consumers."""

@@ -1,0 +1,31 @@
+"""The lock file that keeps a second worker out of a store (SQLite file or RocksDB directory)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from ..errors import StoreError
+
+
+class LockFile:
+    """An exclusive ``flock`` on ``{path}.lock``, held while the store is open. The kernel
+    drops it when the process dies, so a crashed worker never leaves a stale lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path.rstrip("/") + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self, store: str) -> None:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{store} is in use by another daggerflow worker (lock {self.path} is held)") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
