@@ -275,7 +275,7 @@ class OrderWorkload:
         # wait_for() cannot wait for a deletion that already happened: test after commits.
         await capture.until(settled, timeout=30)
         await asyncio.wait_for(self.all_blocked.wait(), 30)
-        store = engine._require_store()
+        store = engine.runtime.store
         ghost = await engine.topics[READY].send(value=json.dumps({"order_id": "ghost", "msg_id": "m-ghost"}))
         again = await engine.topics[READY].send(value=json.dumps({"order_id": "o2", "msg_id": "ready-o2"}))
         assert ghost is not None and again is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidTaskType
 from .model.instance import RetryPolicy
@@ -38,10 +38,18 @@ from .tasks import (
     kind_of,
     type_name_of,
 )
-from .templates import ITemplateDAG
+from .templates import InstanceFactory, ITemplateDAG
 
-if TYPE_CHECKING:
-    from .engine import Dagger
+
+class BuilderHost(InstanceFactory, Protocol):
+    """What the builders register on their engine as they build (``Dagger`` is one):
+    listener classes, task types, topics."""
+
+    def add_listener(self, topic: str, cls: type) -> None: ...
+
+    def register_task_type(self, cls: type) -> str: ...
+
+    def create_topic(self, topic_name: str) -> Any: ...
 
 
 # Task builders ----------------------------------------------------------------------------
@@ -51,7 +59,7 @@ class TaskTemplateBuilder:
     _required_base: type[Any] | None = None
     _forbidden: tuple[type, ...] = ()
 
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         self.app = app
         self._name = "task"
         self._type: type | None = None
@@ -142,7 +150,7 @@ class DefaultTaskTemplateBuilder(TaskTemplateBuilder):
 class KafkaCommandTaskTemplateBuilder(TaskTemplateBuilder):
     _required_base: type[Any] | None = KafkaCommandTask
 
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._topic: str | None = None
 
@@ -159,7 +167,7 @@ class KafkaCommandTaskTemplateBuilder(TaskTemplateBuilder):
 class KafkaListenerTaskTemplateBuilder(KafkaCommandTaskTemplateBuilder):
     _required_base: type[Any] | None = KafkaListenerTask
 
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._concurrency = 1
 
@@ -187,7 +195,7 @@ class DecisionTaskTemplateBuilder(TaskTemplateBuilder):
 class TriggerTaskTemplateBuilder(TaskTemplateBuilder):
     _required_base = TriggerTask
 
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._time_to_execute_key: str | None = None
 
@@ -202,7 +210,7 @@ class TriggerTaskTemplateBuilder(TaskTemplateBuilder):
 class IntervalTaskTemplateBuilder(TriggerTaskTemplateBuilder):
     _required_base = IntervalTask
 
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._force_key: str | None = None
         self._period_key: str | None = None
@@ -228,7 +236,7 @@ class ParallelCompositeTaskTemplateBuilder(TaskTemplateBuilder):
 
     def __init__(
         self,
-        app: Dagger | None = None,
+        app: BuilderHost | None = None,
         no_of_parallel_tasks: int = 0,
         task_template: TaskLike | None = None,
     ) -> None:
@@ -267,7 +275,7 @@ def _built_task(t: TaskLike | TaskTemplateBuilder) -> TaskLike:
 
 
 class IProcessTemplateDAGBuilder:
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         self.app = app
         self._name = "process"
         self._next: list[ProcessLike] = []
@@ -295,7 +303,7 @@ class IProcessTemplateDAGBuilder:
 
 
 class ProcessTemplateDagBuilder(IProcessTemplateDAGBuilder):
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._root: TaskLike | None = None
         self._type: type = DefaultProcessTemplateDAGInstance
@@ -343,7 +351,7 @@ class DynamicProcessTemplateDagBuilder(IProcessTemplateDAGBuilder):
 
 
 class ParallelCompositeProcessTemplateDagBuilder(IProcessTemplateDAGBuilder):
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         super().__init__(app)
         self._children: list[ProcessLike] = []
         self._operator = TaskOperator.JOIN_ALL
@@ -389,7 +397,7 @@ def _with_next(t: ProcessLike, successor: ProcessLike) -> ProcessLike:
 
 
 class DefaultTemplateBuilder:
-    def __init__(self, app: Dagger | None = None) -> None:
+    def __init__(self, app: BuilderHost | None = None) -> None:
         self.app = app
         self._name: str | None = None
         self._root: ProcessLike | None = None
@@ -416,7 +424,7 @@ class DefaultTemplateBuilder:
 class DAGBuilderHelper:
     """Dagger's convenience façade over the builders."""
 
-    def __init__(self, dagger_app: Dagger | None = None) -> None:
+    def __init__(self, dagger_app: BuilderHost | None = None) -> None:
         self.app = dagger_app
 
     def build_and_link_tasks(self, tasks_builder_list: Sequence[TaskTemplateBuilder | TaskLike]) -> TaskLike:

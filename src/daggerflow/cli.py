@@ -173,31 +173,24 @@ def worker(
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         engine = load_engine(target)
+        overrides: dict[str, Any] = {
+            "datadir": datadir,
+            "application_name": app_name,
+            "kafka_partitions": partitions,
+            "processing_guarantee": guarantee,
+            "num_standby_replicas": standbys,
+            "store": store,
+            "web_port": web_port,
+            "web_host": web_host,
+        }
+        changes = {k: v for k, v in overrides.items() if v is not None}
         if broker:
-            from .kafka.runtime import parse_broker
-
-            parse_broker(broker)
-            engine.broker = broker
-        if datadir is not None:
-            engine.datadir = datadir
-        if app_name is not None:
-            engine.application_name = app_name
-        if partitions is not None:
-            engine.kafka_partitions = partitions
-        if guarantee is not None:
-            engine.processing_guarantee = guarantee
-        if standbys is not None:
-            engine.num_standby_replicas = standbys
-        if engine.broker is not None:
-            engine.role = "worker"
-        if store is not None:
-            engine.store_url = store
-        if web_port is not None:
-            engine.web_port = web_port
-        if web_host is not None:
-            engine.web_host = web_host
+            changes["broker"] = broker
         if no_web:
-            engine.web_port = None
+            changes["web_port"] = None
+        if changes.get("broker", engine.config.broker) is not None:
+            changes["role"] = "worker"  # a worker process, whatever the module's engine says
+        engine.reconfigure(**changes)
         engine.main()
     except DaggerError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc

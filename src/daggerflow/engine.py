@@ -1,87 +1,44 @@
 """``Dagger``: the engine object users create, with Dagger's constructor and methods.
 
-It wires the pipeline (store, processor, jobs, timers, consumers, REST API) and exposes the
-Python API. Several engines can live in one process: nothing here is global.
+A thin facade: it holds the configuration (``config.EngineConfig``), what the application
+registered (``registry.Registry``) and, while started, one ``Runtime`` (embedded or Kafka)
+to which every instance and topic call is delegated. Several engines can live in one
+process: nothing here is global.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
-import os
 import random
-import signal
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from .embedded.log import AgentConsumer, Consumer, ListenerConsumer, TopicSignals
-from .errors import ConfigurationError, NotOwner, NotSerializable, TaskInvalidState, TemplateDoesNotExist
+from .config import EngineConfig, check_options
+from .errors import ConfigurationError, NotSerializable, TaskInvalidState
 from .machine import Create, Stop, Submit
-from .model.instance import Instance, Node, copy_params, merge_listings
-from .model.template import (
-    Overrides,
-    ProcessLike,
-    TaskTemplate,
-    instantiate,
-    walk_templates,
-)
+from .machine.events import Event
+from .model.instance import Instance, Node, copy_params
+from .model.records import Message, Outgoing
+from .model.template import Overrides, instantiate
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
-from .pipeline.ingress import AgentHandler
+from .pipeline.ingress import AgentSpec
 from .pipeline.jobs import JobRunner, check_serialisable
-from .pipeline.processor import Processor, Settings
-from .pipeline.timers import TimerService
-from .store.base import Store
-from .store.factory import check_store_url, open_store
-from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance, type_name_of
+from .pipeline.notify import CommitObserver
+from .pipeline.partition import TaskContext
+from .pipeline.ports import Runtime
+from .registry import Registry
+from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topic, Topics
-
-if TYPE_CHECKING:
-    from .kafka.runtime import KafkaRuntime
 
 log = logging.getLogger("daggerflow")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
-
-# Dagger's constructor options that have no effect here: they configured faust, Aerospike or
-# a timer poll that this design does not need. Accepted so Dagger code keeps working.
-_ACCEPTED_NO_EFFECT = {
-    "package_name",
-    "tasks_topic",
-    "bootstrap_topic",
-    "beacon",
-    "loop",
-    "kafka_broker_list",
-    "tracing_sensor",
-    "datadog_sensor",
-    "trigger_interval",
-    "max_tasks_per_trigger",
-    "restart_tasks_on_boot",
-    "enable_changelog",
-    "max_correletable_keys_in_values",
-    "schema_registry_url",
-    "message_serializer",
-    "logging_config",
-    "serializer",
-    "value_serializer",
-    "key_serializer",
-    "web_in_thread",
-}
-
-
-def _dump_tasks() -> None:
-    """Log the stack of every asyncio task (``kill -USR1`` a worker that seems stuck)."""
-    import io
-
-    for task in asyncio.all_tasks():
-        out = io.StringIO()
-        task.print_stack(file=out)
-        log.warning("task %s:\n%s", task.get_name(), out.getvalue())
 
 
 class _either_class_or_instance:
@@ -135,84 +92,58 @@ class Dagger:
         commit_interval: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        unknown = set(kwargs) - _ACCEPTED_NO_EFFECT
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Dagger option(s): {', '.join(sorted(unknown))}. Supported: broker, store, "
-                "datadir, application_name, task_update_topic, task_update_callbacks, "
-                "delete_workflow_on_complete, web_port, web_host, consumer_auto_offset_reset, "
-                "clock, max_concurrent_jobs, max_batch_size, durability, unmatched_message_ttl, "
-                "dedupe_ttl, dead_letter_topic, shutdown_timeout, kafka_partitions, "
-                "processing_guarantee, num_standby_replicas, role, inline_jobs, commit_interval, and Dagger's faust-era options "
-                f"(accepted, no effect): {', '.join(sorted(_ACCEPTED_NO_EFFECT))}"
-            )
-        if broker is not None:
-            from .kafka.runtime import parse_broker
-
-            parse_broker(broker)  # a clear error now, not at start()
-        if processing_guarantee not in ("exactly_once", "at_least_once"):
-            raise ConfigurationError("processing_guarantee must be 'exactly_once' or 'at_least_once'")
-        if role not in ("worker", "client"):
-            raise ConfigurationError("role must be 'worker' (processes partitions) or 'client'")
-        if kafka_partitions < 1 or num_standby_replicas < 0:
-            raise ConfigurationError("kafka_partitions must be >= 1 and num_standby_replicas >= 0")
-        # Fail at construction, naming what is supported (e.g. store="aerospike://").
-        if not (broker is not None and store in ("sqlite://", "rocksdb://")):
-            check_store_url(store)  # on Kafka, "sqlite://"/"rocksdb://" choose the partition stores' kind
+        check_options(kwargs)
         if aerospike_config is not None:
             raise ConfigurationError("aerospike_config is not supported: there is no Aerospike store")
-        if consumer_auto_offset_reset not in ("earliest", "latest"):
-            raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
-        if durability not in ("normal", "full"):
-            raise ConfigurationError("durability must be 'normal' or 'full'")
-        self.broker = broker
-        self.store_url = store
-        self.datadir = datadir or os.environ.get("DAGGERFLOW_DATA", "daggerflow-data")
-        self.application_name = application_name
-        self.task_update_topic_name = task_update_topic
-        self.task_update_callbacks = list(task_update_callbacks or [])
-        self.delete_workflow_on_complete = delete_workflow_on_complete
-        self.web_port = web_port
-        self.web_host = web_host
-        self.consumer_auto_offset_reset = consumer_auto_offset_reset
+        self.config = EngineConfig(
+            broker=broker,
+            store=store,
+            datadir=datadir or "",
+            application_name=application_name,
+            task_update_topic=task_update_topic,
+            task_update_callbacks=tuple(task_update_callbacks or ()),
+            delete_workflow_on_complete=delete_workflow_on_complete,
+            web_port=web_port,
+            web_host=web_host,
+            consumer_auto_offset_reset=consumer_auto_offset_reset,
+            max_concurrent_jobs=max_concurrent_jobs,
+            max_batch_size=max_batch_size,
+            durability=durability,
+            unmatched_message_ttl=unmatched_message_ttl,
+            dedupe_ttl=dedupe_ttl,
+            dead_letter_topic=dead_letter_topic,
+            shutdown_timeout=shutdown_timeout,
+            kafka_partitions=kafka_partitions,
+            processing_guarantee=processing_guarantee,
+            num_standby_replicas=num_standby_replicas,
+            role=role,
+            inline_jobs=inline_jobs,
+            commit_interval=commit_interval,
+        )
         self.clock: Clock = clock or SystemClock()
-        self.max_concurrent_jobs = max_concurrent_jobs
-        self.max_batch_size = max_batch_size
-        self.inline_jobs = inline_jobs
-        self.commit_interval = commit_interval
-        self.durability = durability
-        self.unmatched_message_ttl = unmatched_message_ttl
-        self.dedupe_ttl = dedupe_ttl
-        self.dead_letter_topic = dead_letter_topic
-        self.shutdown_timeout = shutdown_timeout
-        self.kafka_partitions = kafka_partitions
-        self.processing_guarantee = processing_guarantee
-        self.num_standby_replicas = num_standby_replicas
-        self.role = role
-        self.options = dict(kwargs)
-        self._kafka: KafkaRuntime | None = None
-
-        self.template_dags: dict[str, ITemplateDAG] = {}
-        self.process_templates: dict[str, ProcessLike] = {}
         self.topics: Topics = Topics(self)
-        self._task_types: dict[str, type[ITask[Any, Any]]] = {}
-        self._listeners: dict[str, list[type]] = {}
-        self._agents: list[tuple[str, AgentHandler, str, int]] = []
-        self._consumers: dict[str, Consumer] = {}
-        self._waiters: dict[str, list[tuple[Callable[[Instance], bool], asyncio.Future[Instance]]]] = {}
-        self._updates: asyncio.Queue[ITemplateDAGInstance[Any, Any]] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._store: Store | None = None
-        self._processor: Processor | None = None
+        self._registry = Registry(self.topics)
+        self.template_dags = self._registry.templates
+        self.process_templates = self._registry.process_templates
+        self.runtime: Runtime | None = None
+        self._observer: CommitObserver | None = None
         self._jobs: JobRunner | None = None
-        self._timers: TimerService | None = None
-        self._signals = TopicSignals()
+        self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
         self.web_url: str | None = None
-        self.started_flag = False
         if task_update_topic:
             self.create_topic(task_update_topic)
         self.task_update_topic = self.topics[task_update_topic] if task_update_topic else None
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change options before the engine starts (the CLI's overrides), validated again."""
+        if self.runtime is not None:
+            raise TaskInvalidState("the engine's options cannot change while it runs")
+        self.config = self.config.replace(**changes)
+
+    @property
+    def running(self) -> bool:
+        return self.runtime is not None and self.runtime.running
 
     # Registration ---------------------------------------------------------------------
 
@@ -225,7 +156,7 @@ class Dagger:
             if not isinstance(template, ITemplateDAG):
                 raise TypeError(f"{fn.__name__} must return a template (DAGBuilderHelper.generic_template)")
             engine = self if self is not None else template.app
-            if engine is None:
+            if not isinstance(engine, Dagger):
                 raise ConfigurationError(
                     f"template {template_name!r} is not bound to an engine: build it with "
                     "DAGBuilderHelper(engine) or use @engine.register_template"
@@ -241,10 +172,8 @@ class Dagger:
             built = fn(process_template_name)
             process = built.build() if hasattr(built, "build") else built
             engine = self if self is not None else getattr(built, "app", None)
-            if engine is None:
-                raise ConfigurationError(
-                    f"process template {process_template_name!r} is not bound to an engine"
-                )
+            if not isinstance(engine, Dagger):
+                raise ConfigurationError(f"process template {process_template_name!r} is not bound to an engine")
             engine.register_task_types_of(process)
             engine.process_templates[process_template_name] = process
             return fn
@@ -259,45 +188,18 @@ class Dagger:
         self.template_dags[name] = template
 
     def get_template(self, template_name: str) -> ITemplateDAG:
-        try:
-            return self.template_dags[template_name]
-        except KeyError:
-            raise TemplateDoesNotExist(
-                f"no template named {template_name!r}; registered: {sorted(self.template_dags)}"
-            ) from None
+        return self._registry.template(template_name)
 
     def register_task_type(self, cls: type) -> str:
-        name = type_name_of(cls)
-        existing = self._task_types.get(name)
-        if existing is not None and existing is not cls:
-            same = existing.__qualname__ == cls.__qualname__ and existing.__module__ == cls.__module__
-            if not same:
-                raise ConfigurationError(
-                    f"two task classes are registered as {name!r} ({existing.__module__}."
-                    f"{existing.__qualname__} and {cls.__module__}.{cls.__qualname__}); "
-                    "give one a distinct `type_name`"
-                )
-        self._task_types[name] = cls
-        return name
+        return self._registry.register_task_type(cls)
 
     def register_task_types_of(self, template: Any) -> None:
         """Register every task class a template uses, and its listener topics."""
-        for t in walk_templates(template):
-            if isinstance(t, TaskTemplate):
-                self.register_task_type(t.task_class)
-                if t.topic and t.kind.value in ("listener", "sensor"):
-                    self.add_listener(t.topic, t.task_class)
+        if self._registry.register_task_types_of(template):
+            self._subscriptions_changed()
 
     def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]:
-        if type_name is None:
-            raise KeyError("node has no task type")
-        try:
-            return self._task_types[type_name]
-        except KeyError:
-            raise KeyError(
-                f"task type {type_name!r} is not registered in this process (is the module that "
-                "defines its template imported?)"
-            ) from None
+        return self._registry.task_class(type_name)
 
     def create_topic(
         self,
@@ -316,11 +218,8 @@ class Dagger:
         return self.topics[topic_name]
 
     def add_listener(self, topic: str, cls: type) -> None:
-        classes = self._listeners.setdefault(topic, [])
-        if cls not in classes:
-            classes.append(cls)
-        if self.started_flag and f"listener:{topic}" not in self._consumers:
-            self._start_consumer(self._listener_consumer(topic))
+        if self._registry.add_listener(topic, cls):
+            self._subscriptions_changed()
 
     def agent(self, topic: str | Topic, *, name: str | None = None, concurrency: int = 1) -> Callable[[F], F]:
         """Subscribe ``async def handler(value)`` to a topic. What it sends is committed
@@ -329,189 +228,79 @@ class Dagger:
 
         def decorator(fn: F) -> F:
             self.create_topic(topic_name)
-            consumer_name = name or f"{fn.__module__}.{fn.__qualname__}"
-            self._agents.append((topic_name, fn, consumer_name, concurrency))
-            if self.started_flag:
-                self._start_consumer(self._agent_consumer(topic_name, fn, consumer_name, concurrency))
+            spec = AgentSpec(topic_name, fn, name or f"{fn.__module__}.{fn.__qualname__}", concurrency)
+            self._registry.agents.append(spec)
+            self._subscriptions_changed()
             return fn
 
         return decorator
 
+    def _subscriptions_changed(self) -> None:
+        if self.runtime is not None:
+            self.runtime.subscriptions_changed()
+
     # Lifecycle ------------------------------------------------------------------------
 
-    def processor_settings(self) -> Settings:
-        ttl = self.unmatched_message_ttl
-        return Settings(
-            delete_on_complete=self.delete_workflow_on_complete,
-            task_update_topic=self.task_update_topic_name,
-            unmatched_ttl=(lambda t: float(ttl.get(t, 0.0)))
-            if isinstance(ttl, dict)
-            else (lambda t: float(ttl)),
-            max_batch=self.max_batch_size,
-        )
+    def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
+        cfg = self.config
+        context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
+        if cfg.broker is None:
+            from .embedded.runtime import EmbeddedRuntime
 
-    @property
-    def is_kafka(self) -> bool:
-        return self.broker is not None
+            return EmbeddedRuntime(cfg.embedded_config(), cfg.pipeline_settings(), self._registry, context, observer)
+        from .kafka.runtime import KafkaRuntime  # the kafka extra: imported only when asked for
+
+        return KafkaRuntime(cfg.kafka_config(), cfg.pipeline_settings(), self._registry, context, observer)
 
     async def start(self) -> None:
-        if self.started_flag:
+        """Start the REST API (first: a Kafka worker publishes its URL with its partitions,
+        and the API answers "not ready" until the runtime is), then the runtime."""
+        if self.runtime is not None:
             return
-        if self.broker is not None:
-            await self._start_kafka()
-            return
-        store = open_store(
-            self.store_url,
-            datadir=self.datadir,
-            application_name=self.application_name,
-            durability=self.durability,
-        )
-        self._store = store
-        processor = Processor(store, self.clock, self.processor_settings())
-        self._processor = processor
-        jobs = JobRunner(self, self.max_concurrent_jobs)
-        self._jobs = jobs
-        timers = TimerService(self.clock, self._timer_fired)
-        self._timers = timers
-        processor.on_job = jobs.submit
-        processor.run_inline = jobs.run_inline if self.inline_jobs else None
-        processor.on_cancel = jobs.cancel
-        processor.on_timer_set = timers.set
-        processor.on_timer_cancel = timers.cancel
-        processor.on_committed = self._committed
-        store.purge(self.clock.now(), self.dedupe_ttl)
-        for instance, key, due in store.all_timers():
-            timers.set(instance, key, due)
-        processor.start()
-        timers.start()
-        for job in store.pending_jobs():
-            jobs.submit(job)
-        self._updates = asyncio.Queue()
-        self._tasks.append(asyncio.create_task(self._notify_updates(), name="daggerflow-updates"))
+        cfg = self.config
+        self._jobs = JobRunner(_JobContext(self), cfg.max_concurrent_jobs)
+        self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
+        runtime = self._build_runtime(self._jobs, self._observer)
+        self.runtime = runtime
+        self._observer.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="daggerflow-housekeeping"))
-        self.started_flag = True
-        for topic in self._listeners:
-            self._start_consumer(self._listener_consumer(topic))
-        for topic, fn, consumer_name, concurrency in self._agents:
-            self._start_consumer(self._agent_consumer(topic, fn, consumer_name, concurrency))
-        await self._start_web()
-        log.info(
-            "daggerflow engine %r started (store %s, web %s)",
-            self.application_name,
-            store.path,
-            self.web_url or "off",
-        )
-
-    async def _start_web(self) -> None:
-        if self.web_port is None:
-            return
-        from .web.server import WebServer
-
-        self._web = WebServer(self, self.web_host, self.web_port)
         try:
-            await self._web.start()
+            if cfg.web_port is not None and cfg.role == "worker":
+                await self._start_web()
+            await runtime.start(self.web_url)
         except BaseException:
-            self._web = None
             await self.stop()  # do not leave a half-started engine holding the store
             raise
-        self.web_url = self._web.url
+        if cfg.broker is not None:
+            log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
+                     self.web_url or "off")  # fmt: skip
 
-    def _kafka_config(self) -> Any:
-        from .kafka.runtime import KafkaConfig, parse_broker
+    async def _start_web(self) -> None:
+        from .web.server import WebServer
 
-        assert self.broker is not None
-        store_kind = "rocksdb" if (self.store_url or "").startswith("rocksdb") else "sqlite"
-        return KafkaConfig(
-            bootstrap=parse_broker(self.broker),
-            app=self.application_name,
-            partitions=self.kafka_partitions,
-            guarantee=self.processing_guarantee,
-            standbys=self.num_standby_replicas,
-            role=self.role,
-            datadir=self.datadir,
-            store_kind=store_kind,
-            durability=self.durability,
-            auto_offset_reset=self.consumer_auto_offset_reset,
-            commit_interval=self.commit_interval,
-        )
-
-    def _user_topics(self) -> set[str]:
-        """Topics the templates send to or listen on (created up front in Kafka)."""
-        names = set(self._listeners) | {a[0] for a in self._agents} | set(self.topics)
-        for template in self.template_dags.values():
-            for t in walk_templates(template.spec.root_process):
-                if isinstance(t, TaskTemplate) and t.topic:
-                    names.add(t.topic)
-        if self.task_update_topic_name:
-            names.add(self.task_update_topic_name)
-        return names
-
-    async def _start_kafka(self) -> None:
-        from .kafka.runtime import KafkaRuntime
-
-        runtime = KafkaRuntime(self, self._kafka_config())
-        self._kafka = runtime
-        self._jobs = JobRunner(self, self.max_concurrent_jobs)
-        self._updates = asyncio.Queue()
-        self._tasks.append(asyncio.create_task(self._notify_updates(), name="daggerflow-updates"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="daggerflow-housekeeping"))
-        self.started_flag = True
-        try:
-            if self.role == "worker":
-                await self._start_web()  # first: owners publish its URL
-            await runtime.start(self._listeners, self._agents, self._user_topics())
-        except BaseException:
-            await self.stop()
-            raise
-        log.info("daggerflow engine %r started on Kafka as a %s (web %s)", self.application_name, self.role,
-                 self.web_url or "off")  # fmt: skip
-
-    async def _stop_kafka(self) -> None:
-        assert self._kafka is not None
-        if self._jobs is not None:
-            await self._jobs.drain(self.shutdown_timeout)
-        await self._kafka.stop()
-        self._kafka = None
+        web = WebServer(self, self.config.web_host, self.config.web_port or 0)
+        await web.start()
+        self._web = web
+        self.web_url = web.url
 
     async def stop(self) -> None:
         """Drain and commit: stop reading, let running jobs finish (up to
-        ``shutdown_timeout``), commit their outcomes, then close the store."""
-        if not self.started_flag:
+        ``shutdown_timeout``), commit their outcomes, then close the state."""
+        runtime = self.runtime
+        if runtime is None:
             return
-        self.started_flag = False
         if self._web is not None:
             await self._web.stop()
             self._web = None
-        if self._kafka is not None:
-            await self._stop_kafka()
+        try:
+            await runtime.stop()
+        finally:
+            self.runtime = None
             for task in self._tasks:
                 await cancel_and_wait(task)
             self._tasks.clear()
-            self._fail_waiters()
-            return
-        for consumer in list(self._consumers.values()):
-            await consumer.stop()
-        self._consumers.clear()
-        assert self._jobs is not None and self._processor is not None and self._timers is not None
-        await self._timers.stop()
-        await self._jobs.drain(self.shutdown_timeout)
-        if self._processor.failed is None:
-            await self._processor.wait_idle()
-        await self._processor.stop()
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks.clear()
-        self._fail_waiters()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def _fail_waiters(self) -> None:
-        for waiters in self._waiters.values():
-            for _, fut in waiters:
-                if not fut.done():
-                    fut.cancel()
-        self._waiters.clear()
+            if self._observer is not None:
+                await self._observer.stop()
 
     async def __aenter__(self) -> Dagger:
         await self.start()
@@ -522,54 +311,26 @@ class Dagger:
 
     def main(self, override_logging: bool = False) -> None:
         """Run the worker and the REST API until SIGINT/SIGTERM, then drain and exit."""
-        if not logging.getLogger().handlers or override_logging:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        asyncio.run(self.run_until_signalled())
+        from .worker import run_worker
 
-    async def run_until_signalled(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)  # what is each task waiting on?
-        await self.start()
-        # A worker owns its process: move what start-up built (modules, templates) out of
-        # the collector's reach, which halved the full-collection pause in the benchmark.
-        gc.freeze()
-        try:
-            waiter = asyncio.create_task(stop.wait())
-            vital: asyncio.Task[None] | None
-            if self._kafka is not None:
-                # Partition tasks recover on their own; the fetch or a topic loop ending is fatal.
-                vital = self._kafka.vital_task()
-            else:
-                assert self._processor is not None
-                vital = self._processor._task
-            assert vital is not None
-            _done, _ = await asyncio.wait({waiter, vital}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if vital.done() and not vital.cancelled() and vital.exception() is not None:
-                raise vital.exception()  # type: ignore[misc]
-            # (it ends while stopping, the loops being stopped: that is not news)
-            vital.add_done_callback(lambda t: t.cancelled() or t.exception())
-            log.info("signal received: draining")
-        finally:
-            await self.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-                loop.remove_signal_handler(sig)
+        run_worker(self, override_logging=override_logging)
+
+    async def _housekeeping(self) -> None:
+        """Forget expired dedupe ids and buffered messages, once a minute."""
+        while True:
+            await self.clock.sleep_until(self.clock.now() + HOUSEKEEPING_INTERVAL)
+            if self.runtime is not None and self.runtime.running:
+                self.runtime.purge()
+
+    def _runtime(self) -> Runtime:
+        runtime = self.runtime
+        if runtime is None or not runtime.running:
+            raise TaskInvalidState(
+                "the engine is not running: use `async with engine:`, `await engine.start()` or `engine.main()`"
+            )
+        return runtime
 
     # Instances ------------------------------------------------------------------------
-
-    def _require_started(self) -> Processor:
-        if self._processor is None or not self.started_flag:
-            raise TaskInvalidState(
-                "the engine is not running: use `async with engine:`, "
-                "`await engine.start()` or `engine.main()`"
-            )
-        failed = self._processor.failed
-        if failed is not None:
-            raise TaskInvalidState(f"the engine's processor stopped after an error: {failed!r}")
-        return self._processor
 
     async def create_instance(
         self,
@@ -583,7 +344,7 @@ class Dagger:
         submit_task: bool = False,
         overrides: Overrides | None = None,
     ) -> ITemplateDAGInstance[Any, Any]:
-        self._require_running()
+        runtime = self._runtime()
         problem = check_serialisable(runtime_parameters, "runtime parameter")
         if problem is not None:
             raise NotSerializable(problem)
@@ -604,12 +365,9 @@ class Dagger:
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
-        if self._kafka is not None:
-            applied, result = await self._kafka.call(instance_id, Create(instance, submit_task))
-            # Sent to the owner (another worker): what it creates, unless the id exists there.
-            return self.view(result if applied and result is not None else instance)
-        created: Instance = await self._require_started().call(instance_id, Create(instance, submit_task))
-        return self.view(created)
+        applied, result = await runtime.call(instance_id, Create(instance, submit_task))
+        # Sent to the owner (another worker): what it creates, unless the id exists there.
+        return self.view(result if applied and result is not None else instance)
 
     async def submit(self, task: Any, *, repartition: bool = False) -> ITemplateDAGInstance[Any, Any]:
         """Start a created instance. Submitting a terminal instance raises TaskInvalidState.
@@ -617,39 +375,27 @@ class Dagger:
         On Kafka, when another worker owns the instance, the submit is sent to it and this
         returns the instance as last known (``task`` itself if it is an instance view)."""
         instance_id = str(getattr(task, "id", task))
-        if self._kafka is not None:
-            applied, result = await self._kafka.call(instance_id, Submit())
-            if applied and result is not None:
-                return self.view(result)
-            if isinstance(task, ITemplateDAGInstance):
-                return task
-            known = await self.get_instance_state(instance_id)
-            if known is None:
-                raise TaskInvalidState(
-                    f"submit of {instance_id!r} was sent, but the instance is not known yet"
-                )
-            return self.view(known)
-        submitted: Instance | None = await self._require_started().call(instance_id, Submit())
-        assert submitted is not None
-        return self.view(submitted)
+        applied, result = await self._runtime().call(instance_id, Submit())
+        if applied and result is not None:
+            return self.view(result)
+        if isinstance(task, ITemplateDAGInstance):
+            return task
+        known = await self.get_instance_state(instance_id)
+        if known is None:
+            raise TaskInvalidState(f"submit of {instance_id!r} was sent, but the instance is not known yet")
+        return self.view(known)
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None:
         """Stop a workflow: every non-terminal node becomes STOPPED; a no-op when terminal."""
         instance_id = str(getattr(instance_id, "id", instance_id))
-        if self._kafka is not None:
-            self._require_running()
-            if await self.get_instance_state(instance_id) is None:
-                return None
-            applied, result = await self._kafka.call(instance_id, Stop())
-            if applied:
-                return None if result is None else self.view(result)
-            known = await self.get_instance_state(instance_id)
-            return None if known is None else self.view(known)
-        processor = self._require_started()
-        if processor.committed(instance_id) is None:
+        runtime = self._runtime()
+        if await runtime.get_instance(instance_id) is None:
             return None
-        stopped: Instance | None = await processor.call(instance_id, Stop())
-        return None if stopped is None else self.view(stopped)
+        applied, result = await runtime.call(instance_id, Stop())
+        if applied:
+            return None if result is None else self.view(result)
+        known = await runtime.get_instance(instance_id)
+        return None if known is None else self.view(known)
 
     async def get_instance(self, id: Any, log: bool = True) -> ITemplateDAGInstance[Any, Any] | None:
         instance = await self.get_instance_state(str(getattr(id, "id", id)))
@@ -658,73 +404,33 @@ class Dagger:
     async def get_instance_state(self, instance_id: str) -> Instance | None:
         """The committed state of any instance: from this process if it holds it, else (on
         Kafka) from the worker that owns it, through its REST API."""
-        local = self.committed(instance_id)
-        if local is not None or self._kafka is None:
-            return local
-        return await self._kafka.remote_instance(instance_id)
+        return None if self.runtime is None else await self.runtime.get_instance(instance_id)
 
     def local_instance(self, instance_id: str) -> Instance | None:
-        """The committed instance if this process holds it (REST forwarding answers with it).
-
-        On Kafka, raises ``NotOwner`` when this worker has no active task for the instance's
-        partition (it moved, or is being activated): "ask the owner again", not "no such
-        instance"."""
-        if self._kafka is not None and self._kafka.local_task(instance_id) is None:
-            raise NotOwner(f"this worker does not hold the partition of {instance_id!r} now")
-        return self.committed(instance_id)
+        """The committed instance if this process holds it (REST forwarding answers with it);
+        on Kafka, ``NotOwner`` when this worker does not hold its partition now."""
+        return self._runtime().local_instance(instance_id)
 
     def committed(self, instance_id: str) -> Instance | None:
-        if self._kafka is not None:
-            return self._kafka.committed(instance_id)
-        if self._processor is not None:
-            return self._processor.committed(instance_id)
-        return None
+        return None if self.runtime is None else self.runtime.committed(instance_id)
 
     def list_instances(
         self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Instance]:
         """Instances held by this process (every instance when embedded)."""
-        if self._kafka is not None:
-            return merge_listings(
-                (
-                    store.list_instances(status=status, template=template, limit=offset + limit, offset=0)
-                    for store in self._kafka.stores()
-                ),
-                offset=offset,
-                limit=limit,
-            )
-        store = self._require_store()
-        return store.list_instances(status=status, template=template, limit=limit, offset=offset)
+        return self._runtime().list_local(status=status, template=template, limit=limit, offset=offset)
 
     def count_instances(self, *, status: str | None = None, template: str | None = None) -> int:
-        if self._kafka is not None:
-            return sum(s.count_instances(status=status, template=template) for s in self._kafka.stores())
-        return self._require_store().count_instances(status=status, template=template)
+        return self._runtime().count_local(status=status, template=template)
 
     async def list_instances_async(
         self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Instance]:
         """Like ``list_instances``, across every worker on Kafka."""
-        if self._kafka is not None:
-            return await self._kafka.list_everywhere(
-                status=status, template=template, limit=limit, offset=offset
-            )
-        return self.list_instances(status=status, template=template, limit=limit, offset=offset)
+        return await self._runtime().list_all(status=status, template=template, limit=limit, offset=offset)
 
     async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int:
-        if self._kafka is not None:
-            return await self._kafka.count_everywhere(status=status, template=template)
-        return self.count_instances(status=status, template=template)
-
-    def _require_running(self) -> None:
-        if self._kafka is not None and self.started_flag:
-            return
-        self._require_started()
-
-    def _require_store(self) -> Store:
-        if self._store is None:
-            raise TaskInvalidState("the engine is not running")
-        return self._store
+        return await self._runtime().count_all(status=status, template=template)
 
     async def wait_for(
         self,
@@ -735,15 +441,7 @@ class Dagger:
         """Wait until the committed instance satisfies ``predicate`` (default: terminal)."""
         check = predicate or (lambda inst: inst.is_terminal())
         iid = str(getattr(instance_id, "id", instance_id))
-        current = self.committed(iid)
-        if current is not None and check(current):
-            return self.view(current)
-        if self._kafka is not None and self._kafka.local_task(iid) is None:
-            return self.view(await self._kafka.poll_until(iid, check, timeout))
-        fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(iid, []).append((check, fut))
-        result = await asyncio.wait_for(fut, timeout)
-        return self.view(result)
+        return self.view(await self._runtime().wait_for(iid, check, timeout))
 
     def view(
         self, instance: Instance, runtime_parameters: dict[str, Any] | None = None
@@ -754,15 +452,10 @@ class Dagger:
         cls = getattr(template, "template_type", None) or DefaultTemplateDAGInstance
         if not (isinstance(cls, type) and issubclass(cls, ITemplateDAGInstance)):
             cls = DefaultTemplateDAGInstance
-        return cls(
-            instance=instance,
-            runtime_parameters=runtime_parameters,
-            engine=self,
-            task_factory=self._task_view,
-        )
+        return cls(instance=instance, runtime_parameters=runtime_parameters, engine=self, task_factory=self._task_view)
 
     def _task_view(self, node: Node) -> ITask[Any, Any]:
-        cls = self._task_types.get(node.type_name or "", ITask)
+        cls = self._registry.task_types.get(node.type_name or "", ITask)
         try:
             return cls(node)
         except Exception:
@@ -773,128 +466,41 @@ class Dagger:
     async def append(
         self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
     ) -> int:
-        if self._kafka is not None:
-            return await self._kafka.append(topic, key, value, headers)
-        store = self._require_store()
-        offset = store.append(topic, key, value, headers, self.clock.now())
-        self._signals.notify(topic)
-        return offset
+        return await self._runtime().append(topic, key, value, headers)
 
-    def read_topic(self, topic: str, start: int, limit: int) -> list[Any]:
-        return self._require_store().read(topic, start, limit)
+    def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
+        return self._runtime().read_topic(topic, start, limit)
 
-    # Internals ------------------------------------------------------------------------
-
-    def _listener_consumer(self, topic: str) -> Consumer:
-        return ListenerConsumer(
-            f"listener:{topic}",
-            topic,
-            self._require_store(),
-            self._require_started(),
-            self._signals,
-            self.consumer_auto_offset_reset == "latest",
-            self.dead_letter_topic,
-            classes=self._listeners[topic],
-        )
-
-    def _agent_consumer(self, topic: str, fn: AgentHandler, name: str, concurrency: int) -> Consumer:
-        return AgentConsumer(
-            f"agent:{name}",
-            topic,
-            self._require_store(),
-            self._require_started(),
-            self._signals,
-            self.consumer_auto_offset_reset == "latest",
-            self.dead_letter_topic,
-            handler=fn,
-            concurrency=concurrency,
-        )
-
-    def _start_consumer(self, consumer: Consumer) -> None:
-        self._consumers[consumer.name] = consumer
-        consumer.start()
-
-    def _timer_fired(self, instance: str, key: str) -> None:
-        from .machine import TimerFired
-
-        if self._processor is not None:
-            self._processor.submit_event(instance, TimerFired(key))
-
-    def report(self, instance: str, event: Any, box: list[Any]) -> None:
-        if self._kafka is not None:
-            self._kafka.report(instance, event, box)
-        elif self._processor is not None:
-            self._processor.submit_event(instance, event, box)
-
-    def _committed(
-        self,
-        changed: dict[str, Instance | None],
-        deleted: dict[str, Instance],
-        appended: list[tuple[str, int]],
-    ) -> None:
-        for topic in {t for t, _ in appended}:
-            self._signals.notify(topic)
-        for iid, inst in changed.items():
-            if inst is None:
-                inst = deleted.get(iid)  # waiters see the final state of a deleted instance
-            waiters = self._waiters.get(iid)
-            if waiters and inst is not None:
-                remaining = []
-                for check, fut in waiters:
-                    if fut.done():
-                        continue
-                    if check(inst):
-                        fut.set_result(inst)
-                    else:
-                        remaining.append((check, fut))
-                if remaining:
-                    self._waiters[iid] = remaining
-                else:
-                    del self._waiters[iid]
-            if self.task_update_callbacks and inst is not None and self._updates is not None:
-                # A copy: the cached record changes in place with later commits, and a
-                # callback that lags behind must still see the state of this commit.
-                self._updates.put_nowait(self.view(inst))
-
-    async def _housekeeping(self) -> None:
-        """Forget expired dedupe ids and buffered messages, once a minute."""
-        while True:
-            await self.clock.sleep_until(self.clock.now() + HOUSEKEEPING_INTERVAL)
-            if self._kafka is not None:
-                self._kafka.purge()  # through each partition's changelog
-            elif self._store is not None:
-                self._store.purge(self.clock.now(), self.dedupe_ttl)
-
-    async def _notify_updates(self) -> None:
-        assert self._updates is not None
-        while True:
-            view = await self._updates.get()
-            for callback in self.task_update_callbacks:
-                try:
-                    await callback(view)
-                except Exception:
-                    log.exception("task_update_callback %r failed", callback)
-
-    # Introspection for the REST API and metrics -------------------------------------------
+    def topic_names(self) -> list[str]:
+        """Every topic this engine knows: those user code named, and the runtime's."""
+        return sorted(set(self.topics) | set(self._runtime().topic_names()))
 
     def stats(self) -> dict[str, Any]:
-        if self._kafka is not None:
-            tasks = list(self._kafka.tasks.values())
-            return {
-                "running": self.started_flag,
-                "transitions": sum(t.processor.transitions for t in tasks),
-                "batches": sum(t.processor.batches for t in tasks),
-                "queued": sum(t.processor.queue.qsize() for t in tasks),
-                "jobs_running": len(self._jobs) if self._jobs else 0,
-                "timers": sum(len(t.timers) for t in tasks),
-                "partitions": sorted(self._kafka.active_partitions),
-            }
-        p = self._processor
-        return {
-            "running": self.started_flag,
-            "transitions": p.transitions if p else 0,
-            "batches": p.batches if p else 0,
-            "queued": p.queue.qsize() if p else 0,
-            "jobs_running": len(self._jobs) if self._jobs else 0,
-            "timers": len(self._timers) if self._timers else 0,
-        }
+        if self.runtime is None:
+            return {"running": False, "transitions": 0, "batches": 0, "queued": 0, "jobs_running": 0, "timers": 0}
+        return self.runtime.stats()
+
+
+class _JobContext:
+    """The job runner's view of the engine: task classes and instance views from the facade,
+    committed state and outcomes through the runtime."""
+
+    def __init__(self, engine: Dagger) -> None:
+        self._engine = engine
+
+    def committed(self, instance_id: str) -> Instance | None:
+        return self._engine.committed(instance_id)
+
+    def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]:
+        return self._engine.task_class(type_name)
+
+    def view(self, instance: Instance, runtime_parameters: dict[str, Any] | None = None) -> ITemplateDAGInstance[Any, Any]:
+        return self._engine.view(instance, runtime_parameters)
+
+    def report(self, instance: str, event: Event, box: list[Outgoing]) -> None:
+        runtime = self._engine.runtime
+        if runtime is not None:
+            runtime.submit_outcome(instance, event, box)
+
+
+

@@ -9,18 +9,21 @@ FAILURE (or SKIPPED) inside ``execute`` ends the task with that status, as in Da
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from .errors import InvalidTaskType
 from .model.instance import Instance, Node, RetryPolicy, copy_params
 from .model.status import Kind, TaskOperator, TaskStatus, TaskStatusEnum, task_type_of
 
-if TYPE_CHECKING:
-    from .engine import Dagger
-
 KT = TypeVar("KT")
 VT = TypeVar("VT")
 TaskLookupKey = tuple[Any, Any]
+
+
+class InstanceStopper(Protocol):
+    """What an instance view calls on its engine (``Dagger`` is one)."""
+
+    async def stop_instance(self, instance_id: Any) -> Any: ...
 
 
 class ITask(Generic[KT, VT]):
@@ -241,7 +244,7 @@ class ITemplateDAGInstance(ITask[KT, VT]):
         node: Node | None = None,
         instance: Instance | None = None,
         runtime_parameters: dict[str, Any] | None = None,
-        engine: Dagger | None = None,
+        engine: InstanceStopper | None = None,
         task_factory: Callable[[Node], ITask[Any, Any]] | None = None,
     ) -> None:
         if instance is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .model.template import (
     DynamicProcessTemplate,
@@ -17,8 +17,29 @@ from .model.template import (
 )
 
 if TYPE_CHECKING:
-    from .engine import Dagger
     from .tasks import ITemplateDAGInstance
+
+
+class InstanceFactory(Protocol):
+    """What a template calls on its engine (``Dagger`` is one): create instances, and
+    register the task classes of processes given at creation."""
+
+    async def create_instance(
+        self,
+        template: ITemplateDAG,
+        instance_id: str,
+        runtime_parameters: dict[str, Any],
+        *,
+        partition_key_lookup: str | None = None,
+        repartition: bool = False,
+        seed: random.Random | int | str | None = None,
+        submit_task: bool = False,
+        overrides: Overrides | None = None,
+    ) -> ITemplateDAGInstance[Any, Any]: ...
+
+    async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None: ...
+
+    def register_task_types_of(self, template: Any) -> None: ...
 
 
 def _as_process(p: Any) -> ProcessLike:
@@ -30,7 +51,7 @@ class ITemplateDAG:
     """A registered workflow definition. Immutable: per-instance variation goes through
     ``create_instance(dynamic_processes=..., parallel_processes=...)``."""
 
-    def __init__(self, spec: WorkflowSpec, app: Dagger | None, template_type: type | None = None) -> None:
+    def __init__(self, spec: WorkflowSpec, app: InstanceFactory | None, template_type: type | None = None) -> None:
         self.spec = spec
         self.app = app
         self.template_type = template_type

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from .errors import NotSerializable
 from .model.records import Outgoing
 from .pipeline import outbox
-
-if TYPE_CHECKING:
-    from .engine import Dagger
 
 _json = msgspec.json.Encoder()
 
@@ -29,8 +26,16 @@ def encode_value(value: Any) -> str | bytes:
         ) from exc
 
 
+class Appender(Protocol):
+    """What a topic calls to send outside a job (``Dagger`` is one): append to the log."""
+
+    async def append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
+    ) -> int: ...
+
+
 class Topic:
-    def __init__(self, engine: Dagger, name: str) -> None:
+    def __init__(self, engine: Appender, name: str) -> None:
         self.engine = engine
         self.name = name
 
@@ -57,7 +62,7 @@ class Topic:
 class Topics(dict[str, Topic]):
     """Name -> topic. A missing name creates the topic: topics are just logs here."""
 
-    def __init__(self, engine: Dagger) -> None:
+    def __init__(self, engine: Appender) -> None:
         super().__init__()
         self._engine = engine
 

@@ -65,7 +65,7 @@ def has_timer(inst: Instance) -> bool:
 
 def rows(engine: Dagger, table: str) -> int:
     """Row count of one of the store's tables (instances, correlation, timers, jobs...)."""
-    store = engine._require_store()
+    store = engine.runtime.store
     if isinstance(store, RocksDBStore):
         return len(store.table(table))
     assert isinstance(store, SQLiteStore)
@@ -73,7 +73,7 @@ def rows(engine: Dagger, table: str) -> int:
 
 
 def index_entries(engine: Dagger, topic: str | None = None) -> list[tuple[str, str, str, str, str]]:
-    store = engine._require_store()
+    store = engine.runtime.store
     if isinstance(store, RocksDBStore):
         return [e for e in store.table("correlation") if topic is None or e[0] == topic]  # type: ignore[misc]
     assert isinstance(store, SQLiteStore)

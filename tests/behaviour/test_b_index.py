@@ -101,7 +101,7 @@ async def test_stale_index_entries_are_pruned(engine: Dagger) -> None:
     under the same value still gets the message."""
     template = _listener_template(engine, "Pruned", "boxes", BoxListener)
     await template.create_instance("live", submit_task=True, box_id="BOX-9")
-    store = engine._require_store()
+    store = engine.runtime.store
     # Simulate leftovers (e.g. a workflow removed behind the engine's back).
     at = Correlation("boxes", "box_id", "BOX-9")
     store.commit(WriteBatch(index_put=[(at, "deleted-workflow", "n1"), (at, "live", "no-such-task")]), 0.0)
@@ -111,7 +111,7 @@ async def test_stale_index_entries_are_pruned(engine: Dagger) -> None:
     assert (await engine.wait_for("live", timeout=5)).status.code == "COMPLETED"
     assert index_entries(engine) == []
     assert engine.committed("deleted-workflow") is None  # nothing was resurrected
-    assert engine._processor is not None and engine._processor.failed is None
+    assert engine.runtime.processor is not None and engine.runtime.processor.failed is None
 
 
 # §10.53 -----------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class SharedOrderListenerToo(SharedOrderListener):
 
 
 def _listener_consumers(engine: Dagger) -> list[str]:
-    return sorted(k for k in engine._consumers if k.startswith("listener:"))
+    return sorted(k for k in engine.runtime.consumers if k.startswith("listener:"))
 
 
 async def test_one_consumer_per_listener_topic(make_engine: Any) -> None:
@@ -270,7 +270,7 @@ async def test_one_consumer_per_listener_topic(make_engine: Any) -> None:
     await engine.start()
     try:
         assert _listener_consumers(engine) == ["listener:shared_topic"]
-        consumer = engine._consumers["listener:shared_topic"]
+        consumer = engine.runtime.consumers["listener:shared_topic"]
         third = _listener_template(engine, "SharedC", "shared_topic", SharedOrderListenerToo)
         helper = DAGBuilderHelper(engine)
         two_listeners = helper.generic_process_builder(
@@ -292,7 +292,7 @@ async def test_one_consumer_per_listener_topic(make_engine: Any) -> None:
         engine.add_template("SharedD", fourth)
         _listener_template(engine, "Elsewhere", "other_topic", SharedOrderListener)
         assert _listener_consumers(engine) == ["listener:other_topic", "listener:shared_topic"]
-        assert engine._consumers["listener:shared_topic"] is consumer
+        assert engine.runtime.consumers["listener:shared_topic"] is consumer
 
         await first.create_instance("a", submit_task=True, order_id="O-1")
         await second.create_instance("b", submit_task=True, box_id="B-1")
@@ -382,13 +382,13 @@ async def test_listener_types_sharing_a_topic_do_not_break_each_other(engine: Da
     assert (await engine.wait_for("o", timeout=5)).status.code == "COMPLETED"
     await engine.topics["strict_topic"].send(value={"box_id": "B-5"})
     assert (await engine.wait_for("b", timeout=5)).status.code == "COMPLETED"
-    assert engine.read_topic(engine.dead_letter_topic, 0, 10) == []
+    assert engine.read_topic(engine.config.dead_letter_topic, 0, 10) == []
 
     await boxes.create_instance("b2", submit_task=True, box_id="B-6")
     await engine.topics["strict_topic"].send(value={"neither": 1})
     await engine.topics["strict_topic"].send(value={"box_id": "B-6"})
     assert (await engine.wait_for("b2", timeout=5)).status.code == "COMPLETED"
-    dead = engine.read_topic(engine.dead_letter_topic, 0, 10)
+    dead = engine.read_topic(engine.config.dead_letter_topic, 0, 10)
     assert len(dead) == 1
     record = json.loads(dead[0].value)
     assert record["topic"] == "strict_topic" and json.loads(record["value"]) == {"neither": 1}

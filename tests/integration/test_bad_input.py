@@ -336,7 +336,7 @@ async def expect_store_error(make_engine: Callable[..., Dagger], name: str, matc
     engine = make_engine(name=name)
     with pytest.raises(StoreError, match=match):
         await engine.start()
-    assert not engine.started_flag
+    assert not engine.running
 
 
 @sqlite_files
@@ -415,7 +415,7 @@ async def test_two_engines_on_one_database(make_engine: Callable[..., Dagger]) -
         second = make_engine(name="shared")
         with pytest.raises(StoreError, match="in use by another daggerflow worker"):
             await second.start()
-        assert not second.started_flag
+        assert not second.running
         await start_instance(first, "quick", "q1")  # the first one is unaffected
         assert (await first.wait_for("q1", timeout=5)).status.code == "COMPLETED"
     finally:

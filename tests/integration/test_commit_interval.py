@@ -10,7 +10,8 @@ from pathlib import Path
 from daggerflow import Dagger, ManualClock
 from daggerflow.machine import Create
 from daggerflow.model.template import instantiate
-from daggerflow.pipeline.processor import Command, Processor, Settings
+from daggerflow.pipeline.items import InstanceEvent, Settings
+from daggerflow.pipeline.processor import Processor
 from daggerflow.store.sqlite import SQLiteStore
 
 from .test_inline_jobs import _engine  # a template to instantiate
@@ -31,7 +32,7 @@ async def test_inputs_within_the_interval_share_a_batch(make_engine: Callable[..
     try:
         def create(iid: str) -> None:
             inst = instantiate(spec, iid, {"order_id": iid}, now=clock.now())
-            processor.submit(Command(iid, Create(inst)))
+            processor.submit(InstanceEvent(iid, Create(inst)))
 
         create("a")
         await processor.wait_idle()
@@ -43,7 +44,7 @@ async def test_inputs_within_the_interval_share_a_batch(make_engine: Callable[..
         clock.advance(1.0)
         await processor.wait_idle()
         assert processor.batches == 2  # b, c and d in one batch
-        assert all(processor.committed(i) is not None for i in "abcd")
+        assert all(processor.committed_instance(i) is not None for i in "abcd")
     finally:
         await processor.stop()
         store.close()

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daggerflow import DAGBuilderHelper, Dagger, ManualClock
-from daggerflow.pipeline.processor import Incoming, Processor, Settings
+from daggerflow.pipeline.items import Incoming, Settings
+from daggerflow.pipeline.processor import Processor
 from daggerflow.store.base import Message
 from daggerflow.store.sqlite import SQLiteStore
 
@@ -42,7 +43,7 @@ async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Calla
     engine.add_template("Box", helper.generic_template(template_name="Box", root_process=process))
     async with engine:
         await engine.template_dags["Box"].create_instance("i1", submit_task=True, order_id="b1")
-        processor = engine._processor
+        processor = engine.runtime.processor
         assert processor is not None
         message = Message("boxes", 7, "k", '{"order_id": "b1"}', {}, 0.0)
         batch, _ = processor._prepare(

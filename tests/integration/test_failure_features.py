@@ -530,7 +530,7 @@ async def test_dedupe_ids_are_forgotten_after_dedupe_ttl(
         await engine.wait_for("d1", waiting, timeout=5)
         await engine.topics["ready"].send(value=json.dumps({"order_id": "o1", "msg_id": "m1", "last": False}))
         await engine.wait_for("d1", lambda i: "seen" in i.runtime_parameters, timeout=5)
-        store = engine._require_store()
+        store = engine.runtime.store
         assert store.has_seen("ready", "m1")
 
         clock.advance(181.0)  # past the TTL and past a housekeeping tick

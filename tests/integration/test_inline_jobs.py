@@ -14,7 +14,7 @@ from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, KafkaCommandTask
 from daggerflow.machine import Create
 from daggerflow.model.instance import Instance
 from daggerflow.model.template import instantiate
-from daggerflow.pipeline.processor import Command
+from daggerflow.pipeline.items import InstanceEvent
 
 GATE: dict[str, asyncio.Event] = {}
 RUNS: list[str] = []
@@ -83,9 +83,9 @@ def _create(engine: Dagger, template: str, iid: str) -> Instance:
     """Apply a create-and-submit as ONE batch, synchronously; return the committed state."""
     spec = engine.template_dags[template].spec
     inst = instantiate(spec, iid, {"order_id": iid}, now=engine.clock.now())
-    processor = engine._processor
+    processor = engine.runtime.processor
     assert processor is not None
-    processor.process([Command(iid, Create(inst, submit=True))])
+    processor.process([InstanceEvent(iid, Create(inst, submit=True))])
     committed = engine.committed(iid)
     assert committed is not None
     return committed
@@ -99,7 +99,7 @@ async def test_jobs_that_do_not_wait_finish_in_the_batch_that_starts_them(
     engine = _engine(make_engine, inline_jobs=inline)
     async with engine:
         state = _create(engine, "Chain", "c1")
-        store = engine._require_store()
+        store = engine.runtime.store
         if inline:
             # Both tasks ran, their outcomes and the command message committed in that one
             # batch: no job record, and the message is in the topic already.
@@ -126,12 +126,12 @@ async def test_a_job_that_waits_is_stored_and_reports_later(make_engine: Callabl
         assert state.status == "EXECUTING"
         # Started before the commit, still running: its record is committed, so a crash
         # now would run it again after the restart.
-        assert [j.job for j in engine._require_store().pending_jobs()] == ["execute"]
+        assert [j.job for j in engine.runtime.store.pending_jobs()] == ["execute"]
         assert RUNS == ["wait:g1"]
         GATE["g1"].set()
         done = await engine.wait_for("g1", timeout=5)
         assert done.status.code == "COMPLETED" and done.runtime_parameters["waited"] is True
-        assert engine._require_store().pending_jobs() == []
+        assert engine.runtime.store.pending_jobs() == []
     assert RUNS == ["wait:g1"]  # ran once
 
 
@@ -159,7 +159,7 @@ async def test_user_code_failing_inline_fails_the_task_with_its_error(make_engin
         boom = next(n for n in state.nodes.values() if n.name.endswith("boom_executor_task"))
         assert boom.status == "FAILURE" and boom.error is not None and "ValueError: no oven" in boom.error
         assert state.status == "FAILURE"
-        assert engine._require_store().pending_jobs() == []
+        assert engine.runtime.store.pending_jobs() == []
 
 
 async def test_at_the_concurrency_limit_jobs_run_after_the_commit(make_engine: Callable[..., Dagger]) -> None:
@@ -172,7 +172,7 @@ async def test_at_the_concurrency_limit_jobs_run_after_the_commit(make_engine: C
         _create(engine, "Gated", "l1")  # holds the only slot
         state = _create(engine, "Chain", "l2")
         assert state.status == "EXECUTING"
-        assert {j.instance for j in engine._require_store().pending_jobs()} == {"l1", "l2"}
+        assert {j.instance for j in engine.runtime.store.pending_jobs()} == {"l1", "l2"}
         assert RUNS == ["wait:l1"]
         GATE["l1"].set()
         assert (await engine.wait_for("l2", timeout=5)).status.code == "COMPLETED"

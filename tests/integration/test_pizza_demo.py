@@ -30,7 +30,7 @@ async def test_demo_runs_every_order_to_completion(db_url: str, kitchen_delay: f
 
     async def after(report: DemoReport, engine: Dagger) -> None:
         # Called while the engine still runs: its state is there to inspect.
-        after_calls.append((engine.count_instances(status="COMPLETED"), engine.started_flag))
+        after_calls.append((engine.count_instances(status="COMPLETED"), engine.running))
 
     report = await run_pizza_demo(
         12,

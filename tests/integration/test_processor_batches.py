@@ -8,7 +8,7 @@ from typing import Any
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask
 from daggerflow.machine import Create, Stop
 from daggerflow.model.template import instantiate
-from daggerflow.pipeline.processor import Command
+from daggerflow.pipeline.items import InstanceEvent
 
 RUNS: list[str] = []
 
@@ -30,12 +30,12 @@ async def test_job_started_and_stopped_in_one_batch_leaves_nothing(
     async with engine:
         spec = engine.template_dags["Pay"].spec
         inst = instantiate(spec, "p1", {"order_id": "o1"}, now=engine.clock.now())
-        processor = engine._processor
+        processor = engine.runtime.processor
         assert processor is not None
         # Both events in one batch: the create starts the charge job, the stop ends it.
-        processor.process([Command("p1", Create(inst, submit=True)), Command("p1", Stop())])
+        processor.process([InstanceEvent("p1", Create(inst, submit=True)), InstanceEvent("p1", Stop())])
         assert engine.committed("p1").status == "STOPPED"  # type: ignore[union-attr]
-        store = engine._require_store()
+        store = engine.runtime.store
         assert store.pending_jobs() == []
         # A later instance runs normally, so the job runner is idle, not stuck.
         other = await engine.template_dags["Pay"].create_instance("p2", submit_task=True, order_id="o2")

@@ -25,7 +25,7 @@ async def test_a_taken_web_port_is_a_configuration_error(
     engine = make_engine(web_port=busy_port)
     with pytest.raises(ConfigurationError, match=f"cannot serve the REST API on 127.0.0.1:{busy_port}"):
         await engine.start()
-    assert not engine.started_flag
+    assert not engine.running
     # The failed start released the database: another engine on the same file starts.
     async with make_engine(web_port=0) as again:
         assert again.web_url is not None and again.web_url != f"http://127.0.0.1:{busy_port}"

@@ -137,7 +137,7 @@ async def test_engine_changelog_restores_from_kafka(
     workload = OrderWorkload(engine, WORKFLOWS)
     try:
         async with engine:
-            store = engine._require_store()
+            store = engine.runtime.store
             capture = Capture(store, sink=sink.put)
             await workload.run(capture)
             await sink.drained()

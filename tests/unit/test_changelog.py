@@ -401,7 +401,7 @@ async def test_an_engine_workload_restores_exactly(kind: str, tmp_path: Path) ->
     engine = Dagger(store=url, web_port=None, clock=ManualClock(), **workload_engine_options())
     workload = OrderWorkload(engine, 60)
     async with engine:
-        store = engine._require_store()
+        store = engine.runtime.store
         capture = Capture(store)
         await workload.run(capture)
         expected_raw, expected = dump(store), logical(store, capture.probes)
@@ -435,7 +435,8 @@ async def test_a_purge_batch_forgets_expired_rows_with_tombstones(opener: Opener
     """The Kafka runtime purges with a batch (``Purge``): expired dedupe ids and buffered
     messages leave the store and get changelog tombstones, so a restore of the whole
     changelog into a fresh store does not bring them back; live rows stay."""
-    from daggerflow.pipeline.processor import Processor, Purge, Settings
+    from daggerflow.pipeline.items import Purge, Settings
+    from daggerflow.pipeline.processor import Processor
     from daggerflow.store.changelog import BUFFERED, SEEN
     from daggerflow.store.keys import text_field, u64
 

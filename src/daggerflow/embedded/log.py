@@ -17,7 +17,8 @@ from typing import Any
 from ..model.records import Message, Outgoing
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.ingress import AgentHandler, ListenerMapper, chunks, map_messages, run_agents
-from ..pipeline.processor import AgentCommit, Incoming, Processor
+from ..pipeline.items import AgentCommit, Incoming
+from ..pipeline.processor import Processor
 from ..store.base import Store
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -30,23 +31,26 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ..errors import ConfigurationError, ForwardError, PartitionMoved, TaskMigrated
+from ..errors import ForwardError, NotOwner, PartitionMoved, TaskInvalidState, TaskMigrated
 from ..machine.events import Event
 from ..model.instance import Correlation, Instance, merge_listings
 from ..model.records import Message, Outgoing
 from ..pipeline.background import cancel_and_wait
-from ..pipeline.ingress import AgentHandler, ListenerMapper, chunks, dead_letter, map_messages, run_agents
-from ..pipeline.partition import PartitionTask
-from ..pipeline.processor import Command, Incoming, IndexChange, Item, Purge, Settings
+from ..pipeline.ingress import AgentSpec, ListenerMapper, chunks, dead_letter, map_messages, run_agents
+from ..pipeline.items import Incoming, IndexChange, InstanceEvent, Item, Settings
+from ..pipeline.notify import CommitObserver
+from ..pipeline.partition import PartitionTask, TaskContext
+from ..pipeline.ports import Subscriptions
 from ..store.base import Store, WriteBatch
 from ..store.changelog import batch_records
 from ..store.factory import open_store
 from . import codec
 from .admin import TopicSpec, ensure_topics, internal_topics
+from .config import KafkaConfig
 from .eos import (
     COMMIT_TIMEOUT_S,
     PRODUCER_SETTINGS,
@@ -60,18 +64,11 @@ from .eos import (
 )
 from .hanging import HangingTransactions, group_offsets_partition
 from .owners import Owner, OwnersView, owner_record
-from .remote import Forwarder
+from .remote import Forwarder, count_everywhere, list_everywhere
 from .restore import restore_from_topic
 from .standby import StandbyReplicas, standby_partitions
 
-if TYPE_CHECKING:
-    from ..engine import Dagger
-
 log = logging.getLogger("daggerflow.kafka")
-
-EXACTLY_ONCE = "exactly_once"
-AT_LEAST_ONCE = "at_least_once"
-GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 
 #: The producers' transaction timeout: the hanging-transaction check only ends transactions
 #: older than this (plus a grace), which the coordinator would have aborted if they were live.
@@ -85,39 +82,6 @@ MAX_QUEUED = 5000
 
 # (topic, key, value, partition or None, headers or None)
 OutRecord = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
-
-
-def parse_broker(url: str) -> str:
-    """``kafka://host:port[,host:port...]`` (or a bare bootstrap list) -> the bootstrap list."""
-    rest = url.strip()
-    if rest.startswith("kafka://"):
-        rest = rest[len("kafka://") :]
-    elif "://" in rest:
-        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
-    rest = rest.rstrip("/")
-    hosts = [h for h in rest.split(",") if h]
-    if not hosts or any(":" not in h for h in hosts):
-        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
-    return ",".join(hosts)
-
-
-@dataclass(frozen=True)
-class KafkaConfig:
-    bootstrap: str
-    app: str
-    partitions: int
-    guarantee: str
-    standbys: int
-    role: str  # "worker" or "client"
-    datadir: str
-    store_kind: str  # "sqlite" or "rocksdb"
-    durability: str
-    auto_offset_reset: str
-    commit_interval: float = 0.0
-
-    @property
-    def exactly_once(self) -> bool:
-        return self.guarantee == EXACTLY_ONCE
 
 
 def _as_bytes(value: Any) -> bytes | None:
@@ -348,9 +312,23 @@ class TopicLoop:
 
 
 class KafkaRuntime:
-    def __init__(self, engine: Dagger, config: KafkaConfig) -> None:
-        self.engine = engine
+    """The ``Runtime`` on Kafka: the partitions this worker owns, each a ``PartitionTask``."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        settings: Settings,
+        subscriptions: Subscriptions,
+        context: TaskContext,
+        observer: CommitObserver,
+    ) -> None:
         self.config = config
+        self.settings = settings
+        self.subscriptions = subscriptions
+        self.context = context
+        self.observer = observer
+        self.web_url: str | None = None
+        self._running = False
         self.topics = internal_topics(config.app, config.partitions)
         self.owners_topic = TopicSpec(f"{config.app}-owners", 1, {"cleanup.policy": "compact"})
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -377,7 +355,7 @@ class KafkaRuntime:
         self._watchers: set[asyncio.Task[None]] = set()
         self._last_buffer_id = 0
         self.restored_records = 0
-        self.stats = CommitStats()
+        self.commit_stats = CommitStats()
         self.standby: StandbyReplicas | None = None
         self.hanging: HangingTransactions | None = None
         self._user_topics: list[str] = []
@@ -403,13 +381,20 @@ class KafkaRuntime:
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, listeners: dict[str, list[type]], agents: list[tuple[str, AgentHandler, str, int]],
-                    user_topics: Iterable[str]) -> None:  # fmt: skip
-        user_topics = list(user_topics)
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self, web_url: str | None) -> None:
+        self.web_url = web_url
+        listeners = dict(self.subscriptions.listeners)
+        agents = list(self.subscriptions.agents)
+        user_topics = self.subscriptions.user_topics()
         cfg = self.config
+        self._running = True
         tune_aiokafka()
         await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
-        await ensure_user_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a[0] for a in agents)}),
+        await ensure_user_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a.topic for a in agents)}),
                                  cfg.partitions)  # fmt: skip
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
@@ -434,7 +419,7 @@ class KafkaRuntime:
             self._restore_pool.put_nowait(restorer)
         # Hanging transactions (a broker restart can leave some: docs/kafka-runtime-notes.md
         # §7) are found and ended by the owner of the partitions they block.
-        self._user_topics = sorted({*user_topics, *listeners, *(a[0] for a in agents)})
+        self._user_topics = sorted({*user_topics, *listeners, *(a.topic for a in agents)})
         # A listener topic with the application's partition count is co-partitioned with the
         # correlation index (both use Kafka's default partitioner): the main group reads it,
         # and a message keyed by its correlation value is matched without a routing hop.
@@ -449,7 +434,7 @@ class KafkaRuntime:
         self._groups = [
             cfg.app,
             *(f"{cfg.app}.listener.{t}" for t in routed),
-            *(f"{cfg.app}.agent.{a[2]}" for a in agents),
+            *(f"{cfg.app}.agent.{a.name}" for a in agents),
         ]
         self.hanging = HangingTransactions(
             cfg.bootstrap, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS, grace_ms=15000, interval=5.0
@@ -480,10 +465,8 @@ class KafkaRuntime:
             self._loops.append(
                 TopicLoop(self, f"{cfg.app}.listener.{topic}", topic, self._router(topic, classes))
             )
-        for topic, fn, name, concurrency in agents:
-            self._loops.append(
-                TopicLoop(self, f"{cfg.app}.agent.{name}", topic, self._agent(fn, name, concurrency))
-            )
+        for agent in agents:
+            self._loops.append(TopicLoop(self, f"{cfg.app}.agent.{agent.name}", agent.topic, self._agent(agent)))
         for loop in self._loops:
             await loop.start()
         waits = [self._listener.assigned_once.wait(), *(loop.wait_assigned() for loop in self._loops)]
@@ -495,7 +478,9 @@ class KafkaRuntime:
                  cfg.bootstrap, cfg.partitions, cfg.guarantee)  # fmt: skip
 
     async def stop(self) -> None:
-        log.info("partition tasks: %s", self.stats.summary())
+        self._running = False
+        await self.context.jobs.drain(self.config.shutdown_timeout)
+        log.info("partition tasks: %s", self.commit_stats.summary())
         for loop in self._loops:
             log.info("%s: %s", loop.group, loop.stats.brief())
             await loop.stop()
@@ -512,12 +497,12 @@ class KafkaRuntime:
             if t.failed is None and not t.closed
         ]
         if idle:
-            _, late = await asyncio.wait(idle, timeout=self.engine.shutdown_timeout)
+            _, late = await asyncio.wait(idle, timeout=self.config.shutdown_timeout)
             for waiter in late:
                 waiter.cancel()
             if late:
                 log.warning("%d partition tasks still busy after %.0f s; their inputs are read again by "
-                            "the next owner", len(late), self.engine.shutdown_timeout)  # fmt: skip
+                            "the next owner", len(late), self.config.shutdown_timeout)  # fmt: skip
         if self._listener is not None:
             await self._listener.close()  # no activation may start (or retry) from here on
         if self._consumer is not None:
@@ -609,7 +594,7 @@ class KafkaRuntime:
             assert self._transactions is not None
             producer = self._transactions[p]
             known = self.owners.owner(p) if self.owners is not None else None
-            if known is None or known.worker != self.worker_id or known.url != self.engine.web_url:
+            if known is None or known.worker != self.worker_id or known.url != self.web_url:
                 await self._publish_owner(p, producer)
         except BaseException:
             store.close()
@@ -620,40 +605,27 @@ class KafkaRuntime:
         """Publish this worker as p's owner with p's fenced producer (a zombie cannot
         overwrite it). Skipped by the caller when the owners topic already says so."""
         await producer.begin()
-        key, value = owner_record(Owner(p, self.engine.web_url, self.worker_id, time.time()))
+        key, value = owner_record(Owner(p, self.web_url, self.worker_id, time.time()))
         await producer.send(self.owners_topic.name, value, key=key)
         await producer.commit()
 
     def _start_task(self, p: int, store: Store) -> None:
-        task = PartitionTask(p, store, self.engine.clock, self._settings(p), self._committer(p, store))
-        jobs = self.engine._jobs
-        assert jobs is not None
-        task.processor.on_cancel = jobs.cancel
-        task.processor.run_inline = jobs.run_inline if self.engine.inline_jobs else None
-        task.processor.on_committed = self.engine._committed
-        pending = task.start(jobs.submit)
-        self.tasks[p] = task
-        assert task.processor._task is not None
+        task = PartitionTask(p, store, self._settings(p), self.context, self._committer(p, store))
+        self.tasks[p] = task  # before it starts: a resumed job may report at once
+        task.start()
         watcher = asyncio.create_task(self._watch(p, task), name=f"daggerflow-watch-{p}")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
-        for job in pending:
-            jobs.submit(job)
-        # Expired rows go with tombstones, so a restore elsewhere does not bring them back.
-        self._purge(task)
 
     def purge(self) -> None:
         """Forget expired dedupe ids and buffered messages on every active partition."""
         for task in self.tasks.values():
-            self._purge(task)
-
-    def _purge(self, task: PartitionTask) -> None:
-        task.submit(Purge(self.engine.clock.now(), self.engine.dedupe_ttl))
+            task.purge()
 
     async def _watch(self, p: int, task: PartitionTask) -> None:
         """A task whose commit failed is closed as a zombie and activated again (fence,
         restore, committed offsets): its uncommitted inputs are read again."""
-        processing = task.processor._task
+        processing = task.processor.task
         assert processing is not None
         try:
             await asyncio.shield(processing)
@@ -744,18 +716,16 @@ class KafkaRuntime:
         task = self.tasks.pop(p, None)
         if task is None:
             return
-        jobs = self.engine._jobs
-        if jobs is not None:
-            jobs.cancel_where(lambda iid: self.partition_of(iid) == p)
+        self.context.jobs.cancel_where(lambda iid: self.partition_of(iid) == p)
         await task.close()
 
     def _settings(self, p: int) -> Settings:
         n = self.config.partitions
-        base = self.engine.processor_settings()
-        base.owns_instance = lambda iid: codec.partition_for(iid, n) == p
-        base.owns_correlation = lambda at: codec.partition_of_correlation(at, n) == p
-        base.commit_interval = self.config.commit_interval
-        return base
+        return dataclasses.replace(
+            self.settings,
+            owns_instance=lambda iid: codec.partition_for(iid, n) == p,
+            owns_correlation=lambda at: codec.partition_of_correlation(at, n) == p,
+        )
 
     def _next_buffer_ids(self, count: int) -> list[int]:
         # Unique within the partition across owners: microseconds since the epoch, moving on.
@@ -790,8 +760,8 @@ class KafkaRuntime:
                             t_sent = time.perf_counter()
                             # Deliveries and offsets at once, then EndTxn (PartitionProducer.commit).
                             await producer.commit(offsets)
-                        self.stats.phases[0] += t_sent - started
-                        self.stats.phases[1] += time.perf_counter() - t_sent
+                        self.commit_stats.phases[0] += t_sent - started
+                        self.commit_stats.phases[1] += time.perf_counter() - t_sent
                     except TaskMigrated:
                         raise
                     except BaseException:
@@ -812,12 +782,12 @@ class KafkaRuntime:
             batch.appends = []  # they went to Kafka; the local store keeps no topics
             batch.positions.clear()
             result = store.commit(batch, ts)
-            self.stats.commits += 1
-            self.stats.kafka_seconds += kafka_done - started
-            self.stats.store_seconds += time.perf_counter() - kafka_done
-            self.stats.records += len(records) + len(outs)
+            self.commit_stats.commits += 1
+            self.commit_stats.kafka_seconds += kafka_done - started
+            self.commit_stats.store_seconds += time.perf_counter() - kafka_done
+            self.commit_stats.records += len(records) + len(outs)
             if not records:
-                self.stats.stateless += 1
+                self.commit_stats.stateless += 1
             return result
 
         return commit
@@ -868,7 +838,7 @@ class KafkaRuntime:
         try:
             if tp.topic == self.topics.events.name:
                 event = codec.decode_event(record.value)
-                return Command(record.key.decode(), event, source=source)
+                return InstanceEvent(record.key.decode(), event, source=source)
             routed = codec.decode_correlation(record.value)
             if isinstance(routed, codec.IndexOp):
                 return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source)
@@ -976,10 +946,9 @@ class KafkaRuntime:
 
         return route
 
-    def _agent(
-        self, fn: AgentHandler, name: str, concurrency: int
-    ) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
+    def _agent(self, agent: AgentSpec) -> Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]:
         dead = self.topics.dead_letter.name
+        fn, name, concurrency = agent.handler, agent.name, agent.concurrency
 
         async def handle(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:
             outs: list[OutRecord] = []
@@ -1035,9 +1004,9 @@ class KafkaRuntime:
 
     def committed(self, instance_id: str) -> Instance | None:
         task = self.local_task(instance_id)
-        return None if task is None else task.processor.committed(instance_id)
+        return None if task is None else task.processor.committed_instance(instance_id)
 
-    def report(self, instance_id: str, event: Any, box: list[Any]) -> None:
+    def submit_outcome(self, instance_id: str, event: Event, box: list[Outgoing]) -> None:
         task = self.local_task(instance_id)
         if task is not None:
             task.processor.submit_event(instance_id, event, box)
@@ -1056,13 +1025,13 @@ class KafkaRuntime:
         while True:
             task = self.local_task(instance_id)
             if task is not None:
-                return task.processor.committed(instance_id)
+                return task.processor.committed_instance(instance_id)
             owner = self.owners.owner(p)
             left = deadline - time.monotonic()
             if (
                 owner is not None
                 and owner.url is not None
-                and owner.url != self.engine.web_url
+                and owner.url != self.web_url
                 and owner != tried
             ):
                 try:
@@ -1104,25 +1073,79 @@ class KafkaRuntime:
     def _other_urls(self) -> list[str]:
         if self.owners is None:
             return []
-        return [u for u in self.owners.urls() if u != self.engine.web_url]
+        return [u for u in self.owners.urls() if u != self.web_url]
 
-    async def list_everywhere(
-        self, *, status: str | None, template: str | None, limit: int, offset: int
-    ) -> list[Instance]:
-        from .remote import list_everywhere
+    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+        """The instances of the partitions this worker holds."""
+        return merge_listings(
+            (s.list_instances(status=status, template=template, limit=offset + limit, offset=0) for s in self.stores()),
+            offset=offset,
+            limit=limit,
+        )
 
-        local = self.engine.list_instances(status=status, template=template, limit=offset + limit, offset=0)
+    def count_local(self, *, status: str | None, template: str | None) -> int:
+        return sum(s.count_instances(status=status, template=template) for s in self.stores())
+
+    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+        """Every worker's instances, merged in listing order (their REST APIs are asked)."""
+        local = self.list_local(status=status, template=template, limit=offset + limit, offset=0)
         remote = await list_everywhere(self.forwarder, self._other_urls(), status=status, template=template,
                                        limit=offset + limit, offset=0)  # fmt: skip
         return merge_listings([local, remote], offset=offset, limit=limit)
 
-    async def count_everywhere(self, *, status: str | None, template: str | None) -> int:
-        from .remote import count_everywhere
-
-        local = self.engine.count_instances(status=status, template=template)
+    async def count_all(self, *, status: str | None, template: str | None) -> int:
+        local = self.count_local(status=status, template=template)
         return local + await count_everywhere(
             self.forwarder, self._other_urls(), status=status, template=template
         )
+
+    def local_instance(self, instance_id: str) -> Instance | None:
+        """The committed instance if this worker holds its partition now (REST forwarding
+        answers with it); ``NotOwner`` ("ask the owner again", not "no such instance") when
+        the partition moved or is being activated."""
+        if self.local_task(instance_id) is None:
+            raise NotOwner(f"this worker does not hold the partition of {instance_id!r} now")
+        return self.committed(instance_id)
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """The committed state of any instance: from this worker if it holds it, else from
+        the worker that owns it, through its REST API."""
+        local = self.committed(instance_id)
+        if local is not None:
+            return local
+        return await self.remote_instance(instance_id)
+
+    async def wait_for(self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None) -> Instance:
+        current = self.committed(instance_id)
+        if current is not None and check(current):
+            return current
+        if self.local_task(instance_id) is None:
+            return await self.poll_until(instance_id, check, timeout)
+        return await self.observer.wait(instance_id, check, timeout)
+
+    def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
+        raise TaskInvalidState(
+            f"topic {topic!r} is a Kafka topic: read it with a Kafka consumer (the REST API reads embedded topics)"
+        )
+
+    def topic_names(self) -> list[str]:
+        """The application's topics (those its templates, listeners and agents use)."""
+        return sorted(self.subscriptions.user_topics() | set(self.subscriptions.listeners))
+
+    def subscriptions_changed(self) -> None:
+        log.warning("listeners or agents registered after start are read from the next start on")
+
+    def stats(self) -> dict[str, Any]:
+        tasks = [t for t in self.tasks.values() if not t.closed]
+        return {
+            "running": self._running,
+            "transitions": sum(t.processor.transitions for t in tasks),
+            "batches": sum(t.processor.batches for t in tasks),
+            "queued": sum(t.processor.queue.qsize() for t in tasks),
+            "jobs_running": len(self.context.jobs),
+            "timers": sum(len(t.timers) for t in tasks),
+            "partitions": sorted(self.active_partitions),
+        }
 
     def vital_task(self) -> asyncio.Task[None]:
         """The task whose end means the worker stopped working: its fetch loop or one of its

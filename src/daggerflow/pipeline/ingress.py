@@ -30,6 +30,16 @@ _json = msgspec.json.Encoder()
 AgentHandler = Callable[[Any], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent as registered: ``handler(value)`` for each message of ``topic``."""
+
+    topic: str
+    handler: AgentHandler
+    name: str
+    concurrency: int = 1
+
+
 def dead_letter(
     topic: str, msg: Message, consumer: str, error: str, tb: str, *, partition: int | None = None
 ) -> Outgoing:

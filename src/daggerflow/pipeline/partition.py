@@ -1,30 +1,46 @@
-"""One partition's task in the Kafka runtime (Kafka Streams' StreamTask).
+"""A partition's task (Kafka Streams' StreamTask), the unit both runtimes are built from.
 
-A task owns partition ``p`` of the co-partitioned internal topics: a local store restored
-from the changelog, a ``Processor`` over it whose commits go through ``committer`` (the
-Kafka transaction, then the local store), and the timers of the instances it holds. Jobs
-run in the engine's shared ``JobRunner``; their outcomes come back through ``submit``.
+A task owns partition ``p`` of the instances: a store, a ``Processor`` over it and the timers
+of the instances it holds. The embedded runtime is one task, partition 0, committing to its
+store directly; the Kafka runtime runs one per assigned partition, each committing through
+``committer`` (the Kafka transaction, then the local store). Jobs run in the engine's shared
+``JobRunner``; their outcomes come back through ``submit``.
 
-Closing a task drops what it has not committed: queued inputs are read again by the next
-owner from the committed offsets, and callers waiting on them get ``PartitionMoved``.
+Starting a task resumes what its store holds (timers, jobs a crash interrupted, expired rows
+to purge) the same way on both runtimes. Closing it drops what it has not committed: queued
+inputs are read again by the next owner from the committed offsets, and callers waiting on
+them get ``PartitionMoved``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PartitionMoved
 from ..machine import TimerFired
-from ..model.records import PendingJob
 from ..store.base import Store
 from .clock import Clock
-from .processor import Committer, Item, Processor, Settings
+from .items import Committer, Item, Purge, Settings
+from .jobs import JobRunner
+from .processor import CommitHook, Hooks, Processor
 from .timers import TimerService
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every partition task of a worker shares: the clock, the job runner, the
+    post-commit hook, and the options that are not the processor's."""
+
+    clock: Clock
+    jobs: JobRunner
+    on_committed: CommitHook
+    inline_jobs: bool
+    dedupe_ttl: float
 
 
 class PartitionTask:
@@ -32,32 +48,46 @@ class PartitionTask:
         self,
         partition: int,
         store: Store,
-        clock: Clock,
         settings: Settings,
-        committer: Committer,
+        context: TaskContext,
+        committer: Committer | None = None,
     ) -> None:
         self.partition = partition
         self.store = store
-        self.processor = Processor(store, clock, settings)
-        self.processor.committer = committer
-        self.timers = TimerService(clock, self._timer_fired)
-        self.processor.on_timer_set = self.timers.set
-        self.processor.on_timer_cancel = self.timers.cancel
+        self.context = context
+        jobs = context.jobs
+        self.timers = TimerService(context.clock, self._timer_fired)
+        hooks = Hooks(
+            run_job=jobs.submit,
+            run_inline=jobs.run_inline if context.inline_jobs else None,
+            cancel_job=jobs.cancel,
+            set_timer=self.timers.set,
+            cancel_timer=self.timers.cancel,
+            committed=context.on_committed,
+        )
+        self.processor = Processor(store, context.clock, settings, hooks, committer)
         self.closed = False
 
     def _timer_fired(self, instance: str, key: str) -> None:
         self.processor.submit_event(instance, TimerFired(key))
 
-    def start(self, on_job: Callable[[PendingJob], None]) -> list[PendingJob]:
-        """Arm the stored timers and start processing; return the stored pending jobs,
-        which the caller runs (a previous owner may have started them: jobs are
-        at-least-once, their outcomes exactly-once)."""
-        self.processor.on_job = on_job
+    def start(self) -> None:
+        """Arm the stored timers, start processing, run the stored pending jobs (a crash or
+        a previous owner may have started them: jobs are at-least-once, their outcomes
+        exactly-once), and purge what expired meanwhile. The caller must be able to find
+        this task for an instance before it starts: a job may finish at once and report."""
         for instance, key, due in self.store.all_timers():
             self.timers.set(instance, key, due)
         self.processor.start()
         self.timers.start()
-        return self.store.pending_jobs()
+        for job in self.store.pending_jobs():
+            self.context.jobs.submit(job)
+        self.purge()
+
+    def purge(self) -> None:
+        """Forget expired dedupe ids and buffered messages, through a batch of their own, so
+        that a changelog gets their tombstones and a restore does not bring them back."""
+        self.submit(Purge(self.context.clock.now(), self.context.dedupe_ttl))
 
     def submit(self, item: Item) -> None:
         if not self.closed:
@@ -66,6 +96,13 @@ class PartitionTask:
     @property
     def failed(self) -> BaseException | None:
         return self.processor.failed
+
+    async def drain(self) -> None:
+        """Stop the timers and let the processor commit what it has queued (a failed
+        processor has nothing more to commit)."""
+        await self.timers.stop()
+        if self.processor.failed is None:
+            await self.processor.wait_idle()
 
     async def close(self) -> None:
         """Stop processing (an in-flight commit is cancelled: its transaction is aborted by

@@ -1,10 +1,12 @@
 """The processing loop: read a batch of inputs, apply them, commit once, then act.
 
 Inputs come from API calls (create, submit, stop), job outcomes, timers and topic
-consumers. Each batch is applied and committed synchronously, with no ``await`` in
-between, so readers on the event loop only ever see committed state. After the commit the
-processor starts jobs, arms timers, resolves the callers' futures and publishes updates:
-nothing leaves the process before the state that caused it is durable.
+consumers. Each batch is applied (``batch.BatchApplier``) and committed with no ``await``
+in between on the embedded runtime, so readers on the event loop only ever see committed
+state; a runtime whose commit is asynchronous (Kafka's transaction) passes a ``committer``,
+and readers see the previous state until it completes. After the commit the processor
+starts jobs, arms timers, resolves the callers' futures and tells its ``Hooks``: nothing
+leaves the process before the state that caused it is durable.
 """
 
 from __future__ import annotations
@@ -12,180 +14,69 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
-from ..errors import PartitionMoved, TaskInvalidState
-from ..machine import (
-    CancelJob,
-    CancelTimer,
-    Context,
-    Deliver,
-    IndexDel,
-    IndexPut,
-    InstanceDeleted,
-    JobDone,
-    JobFailed,
-    RunJob,
-    SetTimer,
-    apply,
-)
+from ..errors import PartitionMoved
 from ..machine.events import Event
-from ..model.instance import Correlation, Instance, copy_instance, decode_instance, encode_instance
-from ..model.records import Message, Outgoing, PendingJob
-from ..model.snapshot import snapshot
+from ..model.instance import Instance, copy_instance, decode_instance
+from ..model.records import Outgoing, PendingJob
 from ..store.base import Store, WriteBatch
 from .background import cancel_and_wait
+from .batch import BatchApplier, PostCommit
 from .clock import Clock
+from .items import Committer, InstanceEvent, Item, Settings
 from .jobs import JobOutcome, Started
 
 log = logging.getLogger(__name__)
-_json = msgspec.json.Encoder()
-#: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
-#: a listener), and a template could loop; what is left runs after the commit.
-MAX_INLINE_ROUNDS = 32
+
+#: Told after each commit what changed: (changed instances, None for deleted ones; the final
+#: state of deleted ones; the (topic, offset) of every message appended).
+CommitHook = Callable[[dict[str, Instance | None], dict[str, Instance], list[tuple[str, int]]], None]
 
 
-@dataclass
-class Command:
-    """An event for one instance; ``outbox`` holds what a job sent while it ran."""
-
-    instance: str
-    event: Event
-    future: asyncio.Future[Any] | None = None
-    outbox: list[Outgoing] | None = None
-    source: tuple[Any, int] | None = None  # (input partition, offset) it was read from
+def _nothing(*args: Any) -> None:
+    return None
 
 
-@dataclass
-class Incoming:
-    """A listener message with its correlation pairs already computed by the consumer."""
+@dataclass(frozen=True)
+class Hooks:
+    """What a processor asks of its surroundings, given once at construction."""
 
-    consumer: str
-    message: Message
-    mappings: list[tuple[str, str]]
-    match_only_one: bool = False
-    message_id: str | None = None
-    dead_letter: Outgoing | None = None
-    future: asyncio.Future[Any] | None = None
-    source: tuple[Any, int] | None = None
-    # Kafka runtime, a listener topic read directly: the message's correlation pairs that
-    # other partitions index, as (partition, record) forwards (``mappings`` holds this
-    # partition's own pairs). They go out in this batch, whatever happens here.
-    routes: list[tuple[int, Any]] = field(default_factory=list)
-    # ...and the forward that carries this partition's own pairs through the correlation
-    # topic if none of them matches here: an index entry for them may still be on its way
-    # in that topic (read in its order, the routed copy finds it). Nothing is recorded for
-    # the message here then (no dedupe id, no buffering): its routed copy does that.
-    unmatched_route: tuple[int, Any] | None = None
-
-
-@dataclass
-class IndexChange:
-    """A correlation index entry added or removed by an instance owner on another partition
-    (Kafka runtime: the index is partitioned by correlation, instances by id)."""
-
-    at: Correlation
-    instance: str
-    node: str
-    put: bool
-    source: tuple[Any, int] | None = None
-    future: asyncio.Future[Any] | None = None
-
-
-@dataclass
-class AgentCommit:
-    """An agent handled messages up to ``next_offset``; commit what it sent with that."""
-
-    consumer: str
-    next_offset: int
-    outbox: list[Outgoing]
-    future: asyncio.Future[Any] | None = None
-
-
-@dataclass
-class Purge:
-    """Forget expired dedupe ids and buffered messages in a batch of their own kind, so that
-    a changelog gets their tombstones (Kafka runtime; the embedded store purges in place).
-    At most ``limit`` of each per batch: the next purge takes the rest."""
-
-    now: float
-    seen_ttl: float
-    limit: int = 10_000
-    future: asyncio.Future[Any] | None = None
-    source: None = None
-
-
-Item = Command | Incoming | AgentCommit | IndexChange | Purge
-
-#: Commits a batch somewhere other than the local store alone (the Kafka runtime's
-#: transaction); returns what ``Store.commit`` returns.
-Committer = Callable[[WriteBatch, float], Awaitable[list[tuple[str, int]]]]
-
-
-@dataclass
-class Settings:
-    delete_on_complete: bool = False
-    task_update_topic: str | None = None
-    unmatched_ttl: Callable[[str], float] = lambda topic: 0.0
-    max_batch: int = 1000
-    cache_size: int = 20000
-    # Seconds between the starts of two commits (Kafka: each is a transaction, whose fixed
-    # cost is spread over the batch); 0: commit as soon as the previous commit is done.
-    commit_interval: float = 0.0
-    # Kafka runtime: which instances and index entries this processor's partition holds.
-    # What it does not hold becomes a forward (``WriteBatch.forwards``) to the owner.
-    # None (embedded): everything is local.
-    owns_instance: Callable[[str], bool] | None = None
-    owns_correlation: Callable[[Correlation], bool] | None = None
-
-
-@dataclass
-class _After:
-    """Everything to do once the batch is committed."""
-
-    results: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
-    errors: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
-    jobs: list[PendingJob] = field(default_factory=list)
-    cancels: list[tuple[str, str]] = field(default_factory=list)
-    timers_set: list[tuple[str, str, float]] = field(default_factory=list)
-    timers_cancel: list[tuple[str, str]] = field(default_factory=list)
-    changed: dict[str, Instance | None] = field(default_factory=dict)
-    deleted: dict[str, Instance] = field(default_factory=dict)  # final state of deleted ones
-
-
-def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
-    if instance is None:
-        return set()
-    return {(n.id, n.job_seq) for n in instance.nodes.values() if n.job is not None}
+    #: Run a job the batch started, after the commit (``JobRunner.submit``).
+    run_job: Callable[[PendingJob], None] = _nothing
+    #: Run a job before the commit, for its outcome to join the batch (``JobRunner.run_inline``);
+    #: None: every job runs after the commit.
+    run_inline: Callable[[PendingJob, Instance], JobOutcome | Started | None] | None = None
+    cancel_job: Callable[[str, str], None] = _nothing
+    set_timer: Callable[[str, str, float], None] = _nothing
+    cancel_timer: Callable[[str, str], None] = _nothing
+    committed: CommitHook = _nothing
 
 
 class Processor:
-    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        hooks: Hooks | None = None,
+        committer: Committer | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self.hooks = hooks or Hooks()
+        # None: the store's own commit, synchronous; else an asynchronous commit that ends
+        # with the store's (the Kafka transaction, then the local store as its checkpoint).
+        self.committer = committer
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         # Committed instances, with their encoded bytes when known. A cached instance is
         # never changed: a batch applies events to a private copy (decoded from the bytes)
         # and replaces the entry after its commit. So anything handed out (API results,
         # job views, snapshots) stays as it was committed, without copying on every read.
         self.cache: OrderedDict[str, tuple[Instance, bytes | None]] = OrderedDict()
-        # Hooks the engine sets: run a job, arm/cancel timers, cancel a job, after-commit.
-        self.on_job: Callable[[PendingJob], None] = lambda job: None
-        # Runs a job the batch started before the commit (``JobRunner.run_inline``); None:
-        # every job runs after the commit.
-        self.run_inline: Callable[[PendingJob, Instance], JobOutcome | Started | None] | None = None
-        self.on_cancel: Callable[[str, str], None] = lambda i, n: None
-        self.on_timer_set: Callable[[str, str, float], None] = lambda i, k, d: None
-        self.on_timer_cancel: Callable[[str, str], None] = lambda i, k: None
-        self.on_committed: Callable[
-            [dict[str, Instance | None], dict[str, Instance], list[tuple[str, int]]], None
-        ] = lambda changed, deleted, appended: None
-        self.committer: Committer | None = None
         self.transitions = 0
         self.batches = 0
         self._task: asyncio.Task[None] | None = None
@@ -200,16 +91,16 @@ class Processor:
         self.queue.put_nowait(item)
 
     def submit_event(self, instance: str, event: Event, box: list[Outgoing] | None = None) -> None:
-        self.submit(Command(instance, event, None, box))
+        self.submit(InstanceEvent(instance, event, None, box))
 
     async def call(self, instance: str, event: Event) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.submit(Command(instance, event, fut))
+        self.submit(InstanceEvent(instance, event, fut))
         return await fut
 
     # State ----------------------------------------------------------------------------
 
-    def committed(self, instance_id: str) -> Instance | None:
+    def committed_instance(self, instance_id: str) -> Instance | None:
         """The last committed state of an instance. Read-only: it is shared."""
         entry = self.cache.get(instance_id)
         if entry is not None:
@@ -222,7 +113,7 @@ class Processor:
 
     def private_copy(self, instance_id: str) -> Instance | None:
         """A copy of the committed state that a batch may change."""
-        inst = self.committed(instance_id)
+        inst = self.committed_instance(instance_id)
         if inst is None:
             return None
         data = self.cache[instance_id][1]
@@ -244,6 +135,11 @@ class Processor:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The processing loop, while started: it ends only by failing (or being stopped)."""
+        return self._task
 
     @property
     def failed(self) -> BaseException | None:
@@ -275,7 +171,7 @@ class Processor:
         except BaseException as exc:
             self._failed(items, exc)
             raise
-        self._committed(batch, after, appended)
+        self._post_commit(batch, after, appended)
 
     async def process_async(self, items: list[Item], committer: Committer) -> None:
         """``process`` with an asynchronous commit. Readers see the previous committed
@@ -286,16 +182,17 @@ class Processor:
         except BaseException as exc:
             self._failed(items, exc)
             raise
-        self._committed(batch, after, appended)
+        self._post_commit(batch, after, appended)
 
-    def _prepare(self, items: list[Item]) -> tuple[WriteBatch, _After]:
+    def _prepare(self, items: list[Item]) -> tuple[WriteBatch, PostCommit]:
         batch = WriteBatch()
-        after = _After()
-        run = _BatchRun(self, batch, after)
+        after = PostCommit()
+        run = BatchApplier(self, batch, after, self.clock.now(), self.hooks.run_inline)
         for item in items:
             run.handle(item)
         run.run_jobs_inline()
         run.finish()
+        self.transitions += run.transitions
         return batch, after
 
     @staticmethod
@@ -312,7 +209,7 @@ class Processor:
         if not isinstance(exc, asyncio.CancelledError):
             log.error("commit failed; the processor stops", exc_info=exc)
 
-    def _committed(self, batch: WriteBatch, after: _After, appended: list[tuple[str, int]]) -> None:
+    def _post_commit(self, batch: WriteBatch, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         self.batches += 1
         for iid, changed in after.changed.items():
             if changed is None:
@@ -325,308 +222,13 @@ class Processor:
         for fut, error in after.errors:
             if not fut.done():
                 fut.set_exception(error)
+        hooks = self.hooks
         for instance, key in after.timers_cancel:
-            self.on_timer_cancel(instance, key)
+            hooks.cancel_timer(instance, key)
         for instance, key, due in after.timers_set:
-            self.on_timer_set(instance, key, due)
+            hooks.set_timer(instance, key, due)
         for instance, node in after.cancels:
-            self.on_cancel(instance, node)
+            hooks.cancel_job(instance, node)
         for job in after.jobs:
-            self.on_job(job)
-        self.on_committed(after.changed, after.deleted, appended)
-
-
-class _BatchRun:
-    """Applies one batch's items; keeps the batch's own index changes visible to itself."""
-
-    def __init__(self, proc: Processor, batch: WriteBatch, after: _After) -> None:
-        self.proc = proc
-        self.batch = batch
-        self.after = after
-        self.now = proc.clock.now()
-        self.ctx = Context(self.now, proc.settings.delete_on_complete)
-        self.index_added: dict[Correlation, list[tuple[str, str]]] = {}
-        self.index_removed: set[tuple[Correlation, str, str]] = set()
-        self.buffer_taken: set[int] = set()
-        self.started: set[tuple[str, str, int]] = set()  # jobs this batch started
-        self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
-        self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
-        self.seen: set[tuple[str, str]] = set()
-
-    def handle(self, item: Item) -> None:
-        if not isinstance(item, AgentCommit) and item.source is not None:
-            tp, offset = item.source
-            self.batch.input_offsets[tp] = offset + 1
-        if isinstance(item, Command):
-            self.apply_event(item.instance, item.event, item.future, item.outbox)
-        elif isinstance(item, Incoming):
-            self.incoming(item)
-        elif isinstance(item, IndexChange):
-            self.index_change(item)
-        elif isinstance(item, Purge):
-            self.purge(item)
-        else:
-            self.batch.appends.extend(item.outbox)
-            self.batch.positions[item.consumer] = item.next_offset
-            if item.future is not None:
-                self.after.results.append((item.future, item.next_offset))
-
-    def load(self, iid: str) -> Instance | None:
-        """The instance as this batch sees it: its own changes, else the committed state."""
-        if iid in self.after.changed:
-            return self.after.changed[iid]
-        return self.proc.committed(iid)
-
-    def load_private(self, iid: str) -> Instance | None:
-        """Like ``load``, but safe to change: a copy unless this batch already owns one."""
-        if iid in self.after.changed:
-            return self.after.changed[iid]
-        return self.proc.private_copy(iid)
-
-    def apply_event(
-        self,
-        iid: str,
-        event: Event,
-        future: asyncio.Future[Any] | None = None,
-        box: list[Outgoing] | None = None,
-    ) -> bool:
-        inst = self.load_private(iid)
-        before = _active_jobs(inst)
-        tr = apply(inst, event, self.ctx)
-        if isinstance(event, (JobDone, JobFailed)):
-            self.end_job(iid, event.node, event.seq)
-        if tr.error is not None and future is not None:
-            self.after.errors.append((future, TaskInvalidState(tr.error)))
-        elif future is not None:
-            self.after.results.append((future, tr.instance))
-        if isinstance(event, JobDone) and event.job == "stop" and box:
-            self.batch.appends.extend(box)  # a stop() hook's messages: the stop is committed
-        if not tr.changed or tr.instance is None:
-            return False
-        inst = tr.instance
-        self.proc.transitions += 1
-        inst.update_count += 1
-        self.after.changed[iid] = inst
-        self.batch.instances[iid] = inst
-        if box:
-            self.batch.appends.extend(box)
-        after_jobs = _active_jobs(inst)
-        for node, seq in before - after_jobs:
-            self.end_job(iid, node, seq)
-        follow_ups: list[Deliver] = []
-        for effect in tr.effects:
-            if isinstance(effect, RunJob):
-                job = PendingJob(iid, effect.node, effect.job, effect.seq, effect.payload)
-                if (effect.node, effect.seq) in after_jobs:
-                    self.batch.jobs_put.append(job)
-                    self.started.add((iid, effect.node, effect.seq))
-                self.after.jobs.append(job)
-            elif isinstance(effect, SetTimer):
-                self.batch.set_timer(iid, effect.key, effect.due)
-                self.after.timers_set.append((iid, effect.key, effect.due))
-            elif isinstance(effect, CancelTimer):
-                self.batch.cancel_timer(iid, effect.key)
-                self.after.timers_cancel.append((iid, effect.key))
-            elif isinstance(effect, IndexPut):
-                if self.owns_correlation(effect.at):
-                    self.index_put(effect.at, iid, effect.node)
-                    follow_ups.extend(self.buffered_for(effect.at, effect.node))
-                else:
-                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, True)))
-            elif isinstance(effect, IndexDel):
-                if self.owns_correlation(effect.at):
-                    self.index_del(effect.at, iid, effect.node)
-                else:
-                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, False)))
-            elif isinstance(effect, CancelJob):
-                self.after.cancels.append((iid, effect.node))
-            elif isinstance(effect, InstanceDeleted):
-                self.batch.instances[iid] = None
-                self.after.changed[iid] = None
-                self.after.deleted[iid] = inst
-        for deliver in follow_ups:
-            self.apply_event(iid, deliver)
-        return True
-
-    def owns_correlation(self, at: Correlation) -> bool:
-        owns = self.proc.settings.owns_correlation
-        return owns is None or owns(at)
-
-    def owns_instance(self, iid: str) -> bool:
-        owns = self.proc.settings.owns_instance
-        return owns is None or owns(iid)
-
-    def deliver(self, iid: str, event: Deliver) -> None:
-        """Apply a delivery here, or forward it to the instance's owner."""
-        if self.owns_instance(iid):
-            self.apply_event(iid, event)
-        else:
-            self.batch.forwards.append(("event", iid, event))
-
-    def index_change(self, item: IndexChange) -> None:
-        if item.put:
-            self.index_put(item.at, item.instance, item.node)
-            for deliver in self.buffered_for(item.at, item.node):
-                self.deliver(item.instance, deliver)
-        else:
-            self.index_del(item.at, item.instance, item.node)
-        if item.future is not None:
-            self.after.results.append((item.future, None))
-
-    def purge(self, item: Purge) -> None:
-        seen, buffered = self.proc.store.expired(item.now, item.seen_ttl, item.limit)
-        forget = [key for key in seen if key not in self.seen]  # (not if seen again in this batch)
-        self.batch.seen_del.extend(forget)
-        dropped = [buf_id for buf_id in buffered if buf_id not in self.buffer_taken]
-        self.buffer_taken.update(dropped)
-        self.batch.buffer_del.extend(dropped)
-        if item.future is not None:
-            self.after.results.append((item.future, len(forget) + len(dropped)))
-
-    def end_job(self, iid: str, node: str, seq: int) -> None:
-        """A job is no longer wanted. If this batch started it, it is neither stored nor
-        run (the stores apply deletes before puts, so a delete alone would not undo it)."""
-        key = (iid, node, seq)
-        if key in self.started:
-            self.withdrawn.add(key)
-        else:
-            self.batch.jobs_del.append(key)
-
-    # Correlation ----------------------------------------------------------------------
-
-    def index_put(self, at: Correlation, iid: str, node: str) -> None:
-        self.index_removed.discard((at, iid, node))
-        self.index_added.setdefault(at, []).append((iid, node))
-        self.batch.index_put.append((at, iid, node))
-
-    def index_del(self, at: Correlation, iid: str, node: str) -> None:
-        added = self.index_added.get(at)
-        if added and (iid, node) in added:
-            added.remove((iid, node))
-            # Put by this batch (e.g. a listener indexed, then re-keyed by a job applied in
-            # the same batch): the stores apply deletes before puts, so take the put back.
-            self.batch.index_put = [e for e in self.batch.index_put if e != (at, iid, node)]
-        self.index_removed.add((at, iid, node))
-        self.batch.index_del.append((at, iid, node))
-
-    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
-        found = [e for e in self.proc.store.lookup(at) if (at, *e) not in self.index_removed]
-        for entry in self.index_added.get(at, []):
-            if entry not in found:
-                found.append(entry)
-        return found
-
-    def buffered_for(self, at: Correlation, node: str) -> list[Deliver]:
-        if self.proc.settings.unmatched_ttl(at.topic) <= 0:
-            return []
-        out = []
-        for buf_id, payload in self.proc.store.buffered(at, self.now):
-            if buf_id in self.buffer_taken:
-                continue
-            self.buffer_taken.add(buf_id)
-            self.batch.buffer_del.append(buf_id)
-            out.append(Deliver(node, payload, at.topic))
-        return out
-
-    def incoming(self, item: Incoming) -> None:
-        msg = item.message
-        if item.consumer:
-            self.batch.positions[item.consumer] = msg.offset + 1
-        if item.future is not None:
-            self.after.results.append((item.future, msg.offset))
-        if item.dead_letter is not None:
-            self.batch.appends.append(item.dead_letter)
-            return
-        for partition, routed in item.routes:
-            self.batch.forwards.append(("routed", partition, routed))
-        key = None if item.message_id is None else (msg.topic, item.message_id)
-        if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
-            return  # a redelivered or duplicate message: ignored (design §3)
-        matched = False
-        for key_name, value in item.mappings:
-            at = Correlation(msg.topic, key_name, value)
-            for iid, node in self.lookup(at):
-                if not self.owns_instance(iid):
-                    # Its owner decides (a late delivery to a finished node is ignored there).
-                    self.batch.forwards.append(("event", iid, Deliver(node, msg.value, msg.topic)))
-                    matched = True
-                    if item.match_only_one:
-                        break
-                    continue
-                target = self.load(iid)
-                if target is None or node not in target.nodes:
-                    self.index_del(at, iid, node)  # prune entries of deleted instances
-                    continue
-                self.apply_event(iid, Deliver(node, msg.value, msg.topic))
-                matched = True
-                if item.match_only_one:
-                    break
-        if item.unmatched_route is not None and not matched:
-            self.batch.forwards.append(("routed", *item.unmatched_route))
-            return
-        if key is not None:
-            self.seen.add(key)
-            self.batch.seen.append(key)
-        ttl = self.proc.settings.unmatched_ttl(msg.topic)
-        if not matched and ttl > 0:
-            for key_name, value in item.mappings:
-                self.batch.buffer_put.append(
-                    (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
-                )
-
-    def run_jobs_inline(self) -> None:
-        """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).
-        A job that finishes without waiting (a command task that only sends, an
-        ``on_message`` that only reads the message) is applied in this batch: its messages
-        commit with its start, and it costs no commit, no job record and no snapshot of its
-        own. A job that waits goes on as a task; its record is committed, so it runs again
-        after a crash, like any job. User code thus runs before its start is durable: it may
-        run again if this commit fails, which a job may anyway."""
-        run = self.proc.run_inline
-        if run is None:
-            return
-        tried: set[tuple[str, str, int]] = set()
-        for _ in range(MAX_INLINE_ROUNDS):
-            fresh = [
-                job
-                for job in self.after.jobs
-                if (key := (job.instance, job.node, job.seq)) in self.started and key not in tried
-            ]
-            if not fresh:
-                return
-            for job in fresh:
-                key = (job.instance, job.node, job.seq)
-                tried.add(key)
-                inst = self.after.changed.get(job.instance)
-                node = inst.nodes.get(job.node) if inst is not None else None
-                if key in self.withdrawn or node is None or node.job != job.job or node.job_seq != job.seq:
-                    continue  # ended by an outcome applied meanwhile
-                assert inst is not None
-                outcome = run(job, inst)
-                if outcome is None:
-                    continue  # not started: after the commit, as usual
-                self.inlined.add(key)
-                if isinstance(outcome, Started):
-                    continue
-                event, box = outcome
-                if event is not None:
-                    self.apply_event(job.instance, event, None, box)
-
-    def finish(self) -> None:
-        if self.withdrawn or self.inlined:
-            gone = self.withdrawn
-            self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
-            gone = gone | self.inlined
-            self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
-        for iid, changed in self.after.changed.items():
-            if changed is not None:
-                self.batch.encoded[iid] = encode_instance(changed)
-        topic = self.proc.settings.task_update_topic
-        if topic is None:
-            return
-        for iid, changed in self.after.changed.items():
-            # A workflow deleted on completion still publishes its final (COMPLETED) state.
-            inst = changed if changed is not None else self.after.deleted.get(iid)
-            if inst is not None:
-                value = _json.encode(snapshot(inst)).decode()
-                self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
+            hooks.run_job(job)
+        hooks.committed(after.changed, after.deleted, appended)

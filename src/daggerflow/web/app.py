@@ -31,7 +31,7 @@ from ..topics import encode_value
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
-    from ..engine import Dagger
+    from .api import EngineAPI
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**63 - 1  # SQLite's largest INTEGER: bigger offsets would be a 500, not a 400
@@ -93,9 +93,9 @@ async def _json_body(request: Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def create_app(engine: Dagger) -> Starlette:
+def create_app(engine: EngineAPI) -> Starlette:
     async def ready(request: Request) -> Response:
-        return JSONResponse({"is_ready": bool(engine.started_flag)})
+        return JSONResponse({"is_ready": engine.running})
 
     async def instances(request: Request) -> Response:
         status, template, limit, offset = _filters(request)
@@ -206,7 +206,7 @@ def create_app(engine: Dagger) -> Starlette:
         return await (post_message if request.method == "POST" else get_messages)(request)
 
     async def topics(request: Request) -> Response:
-        return JSONResponse(sorted(set(engine.topics) | set(engine._require_store().topics())))
+        return JSONResponse(engine.topic_names())
 
     async def stats(request: Request) -> Response:
         return JSONResponse(engine.stats())

@@ -8,10 +8,10 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from ..engine import Dagger
+    from .api import EngineAPI
 
 
-def render(engine: Dagger) -> tuple[bytes, str]:
+def render(engine: EngineAPI) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     stats = engine.stats()
     for name, help_text in (

@@ -14,7 +14,7 @@ from ..errors import ConfigurationError
 from .app import create_app
 
 if TYPE_CHECKING:
-    from ..engine import Dagger
+    from .api import EngineAPI
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -26,7 +26,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class WebServer:
-    def __init__(self, engine: Dagger, host: str, port: int) -> None:
+    def __init__(self, engine: EngineAPI, host: str, port: int) -> None:
         config = uvicorn.Config(
             create_app(engine), host=host, port=port, log_level="warning", lifespan="off", access_log=False
         )

@@ -1,0 +1,164 @@
+"""The engine's configuration: one frozen, validated object.
+
+``Dagger(**options)`` builds an ``EngineConfig``; the CLI derives another with
+``dataclasses.replace`` (``Dagger.reconfigure``), which validates again, so an option set
+from the command line is checked exactly like one given in code. Each runtime gets the part
+it needs: ``pipeline_settings()`` for the processors, ``embedded_config()`` or
+``kafka_config()`` for the runtime itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+from .pipeline.items import Settings
+from .store.factory import check_store_url
+
+if TYPE_CHECKING:
+    from .embedded.runtime import EmbeddedConfig
+    from .kafka.config import KafkaConfig
+
+# Dagger's constructor options that have no effect here: they configured faust, Aerospike or
+# a timer poll that this design does not need. Accepted so Dagger code keeps working.
+ACCEPTED_NO_EFFECT = frozenset(
+    {
+        "package_name",
+        "tasks_topic",
+        "bootstrap_topic",
+        "beacon",
+        "loop",
+        "kafka_broker_list",
+        "tracing_sensor",
+        "datadog_sensor",
+        "trigger_interval",
+        "max_tasks_per_trigger",
+        "restart_tasks_on_boot",
+        "enable_changelog",
+        "max_correletable_keys_in_values",
+        "schema_registry_url",
+        "message_serializer",
+        "logging_config",
+        "serializer",
+        "value_serializer",
+        "key_serializer",
+        "web_in_thread",
+    }
+)
+
+UpdateCallback = Callable[[Any], Awaitable[Any]]
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Dagger's faust-era options are accepted and ignored; any other unknown option is an
+    error that lists what is supported."""
+    unknown = set(options) - ACCEPTED_NO_EFFECT
+    if unknown:
+        supported = ", ".join(f.name for f in dataclasses.fields(EngineConfig))
+        raise ConfigurationError(
+            f"unknown Dagger option(s): {', '.join(sorted(unknown))}. Supported: {supported}, clock, "
+            f"and Dagger's faust-era options (accepted, no effect): {', '.join(sorted(ACCEPTED_NO_EFFECT))}"
+        )
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    broker: str | None = None
+    store: str | None = None
+    datadir: str = ""  # "" -> $DAGGERFLOW_DATA, else "daggerflow-data"
+    application_name: str = "dagger"
+    task_update_topic: str | None = None
+    task_update_callbacks: tuple[UpdateCallback, ...] = ()
+    delete_workflow_on_complete: bool = False
+    web_port: int | None = 6066
+    web_host: str = "127.0.0.1"
+    consumer_auto_offset_reset: str = "earliest"
+    max_concurrent_jobs: int = 1000
+    max_batch_size: int = 1000
+    durability: str = "normal"
+    unmatched_message_ttl: float | dict[str, float] = 0.0
+    dedupe_ttl: float = 7 * 24 * 3600.0
+    dead_letter_topic: str = "daggerflow-dead-letter"
+    shutdown_timeout: float = 10.0
+    kafka_partitions: int = 12
+    processing_guarantee: str = "exactly_once"
+    num_standby_replicas: int = 0
+    role: str = "worker"
+    inline_jobs: bool = True
+    commit_interval: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.datadir:
+            object.__setattr__(self, "datadir", os.environ.get("DAGGERFLOW_DATA", "daggerflow-data"))
+        object.__setattr__(self, "task_update_callbacks", tuple(self.task_update_callbacks))
+        if self.broker is not None:
+            from .kafka.config import parse_broker
+
+            parse_broker(self.broker)  # a clear error now, not at start()
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigurationError("processing_guarantee must be 'exactly_once' or 'at_least_once'")
+        if self.role not in ("worker", "client"):
+            raise ConfigurationError("role must be 'worker' (processes partitions) or 'client'")
+        if self.kafka_partitions < 1 or self.num_standby_replicas < 0:
+            raise ConfigurationError("kafka_partitions must be >= 1 and num_standby_replicas >= 0")
+        # On Kafka, "sqlite://"/"rocksdb://" choose the kind of the partition stores.
+        if not (self.broker is not None and self.store in ("sqlite://", "rocksdb://")):
+            check_store_url(self.store)  # naming what is supported (e.g. store="aerospike://")
+        if self.consumer_auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
+        if self.durability not in ("normal", "full"):
+            raise ConfigurationError("durability must be 'normal' or 'full'")
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        """A copy with ``changes``, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def kafka(self) -> bool:
+        return self.broker is not None
+
+    def pipeline_settings(self) -> Settings:
+        ttl = self.unmatched_message_ttl
+        return Settings(
+            delete_on_complete=self.delete_workflow_on_complete,
+            task_update_topic=self.task_update_topic,
+            unmatched_ttl=(lambda t: float(ttl.get(t, 0.0))) if isinstance(ttl, dict) else (lambda t: float(ttl)),
+            max_batch=self.max_batch_size,
+            commit_interval=self.commit_interval,
+        )
+
+    def embedded_config(self) -> EmbeddedConfig:
+        from .embedded.runtime import EmbeddedConfig
+
+        return EmbeddedConfig(
+            store=self.store,
+            datadir=self.datadir,
+            application_name=self.application_name,
+            durability=self.durability,
+            dead_letter_topic=self.dead_letter_topic,
+            start_at_end=self.consumer_auto_offset_reset == "latest",
+            shutdown_timeout=self.shutdown_timeout,
+        )
+
+    def kafka_config(self) -> KafkaConfig:
+        from .kafka.config import KafkaConfig, parse_broker
+
+        assert self.broker is not None
+        return KafkaConfig(
+            bootstrap=parse_broker(self.broker),
+            app=self.application_name,
+            partitions=self.kafka_partitions,
+            guarantee=self.processing_guarantee,
+            standbys=self.num_standby_replicas,
+            role=self.role,
+            datadir=self.datadir,
+            store_kind="rocksdb" if (self.store or "").startswith("rocksdb") else "sqlite",
+            durability=self.durability,
+            auto_offset_reset=self.consumer_auto_offset_reset,
+            commit_interval=self.commit_interval,
+            shutdown_timeout=self.shutdown_timeout,
+        )

@@ -1,0 +1,208 @@
+"""The ``Runtime`` in one process: one partition task (partition 0) over one store, which is
+also the log of the topics. The store commits each batch itself (no committer), so the
+embedded runtime is the one-partition case of the pipeline the Kafka runtime partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import TaskInvalidState
+from ..machine.events import Event
+from ..model.instance import Instance
+from ..model.records import Message, Outgoing
+from ..pipeline.ingress import AgentSpec
+from ..pipeline.items import Settings
+from ..pipeline.notify import CommitObserver
+from ..pipeline.partition import PartitionTask, TaskContext
+from ..pipeline.ports import Subscriptions
+from ..pipeline.processor import Processor
+from ..store.base import Store
+from ..store.factory import open_store
+from .log import AgentConsumer, Consumer, ListenerConsumer, TopicSignals
+
+log = logging.getLogger("daggerflow")
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    store: str | None
+    datadir: str
+    application_name: str
+    durability: str
+    dead_letter_topic: str
+    start_at_end: bool  # consumers without a position start at the end ("latest")
+    shutdown_timeout: float
+
+
+class EmbeddedRuntime:
+    def __init__(
+        self,
+        config: EmbeddedConfig,
+        settings: Settings,
+        subscriptions: Subscriptions,
+        context: TaskContext,
+        observer: CommitObserver,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.subscriptions = subscriptions
+        self.observer = observer
+        self.context = dataclasses.replace(context, on_committed=self._committed)
+        self.signals = TopicSignals()
+        self.consumers: dict[str, Consumer] = {}
+        self._task: PartitionTask | None = None
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def start(self, web_url: str | None) -> None:
+        cfg = self.config
+        store = open_store(cfg.store, datadir=cfg.datadir, application_name=cfg.application_name,
+                           durability=cfg.durability)  # fmt: skip
+        self._task = PartitionTask(0, store, self.settings, self.context)
+        self._task.start()
+        self.subscriptions_changed()
+        log.info("daggerflow engine %r started (store %s, web %s)", cfg.application_name, store.path,
+                 web_url or "off")  # fmt: skip
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        for consumer in list(self.consumers.values()):
+            await consumer.stop()
+        self.consumers.clear()
+        await task.timers.stop()  # no new jobs from timers while the running ones drain
+        await self.context.jobs.drain(self.config.shutdown_timeout)
+        await task.drain()
+        self._task = None
+        await task.close()
+
+    def vital_task(self) -> asyncio.Task[None]:
+        task = self.processor.task
+        assert task is not None
+        return task
+
+    def subscriptions_changed(self) -> None:
+        """Start a consumer for each listener topic and agent that has none yet."""
+        if self._task is None:
+            return
+        for topic, classes in self.subscriptions.listeners.items():
+            self._start_consumer(ListenerConsumer(*self._consumer_args(f"listener:{topic}", topic), classes=classes))
+        for agent in self.subscriptions.agents:
+            self._start_consumer(self._agent_consumer(agent))
+
+    def _agent_consumer(self, agent: AgentSpec) -> Consumer:
+        args = self._consumer_args(f"agent:{agent.name}", agent.topic)
+        return AgentConsumer(*args, handler=agent.handler, concurrency=agent.concurrency)
+
+    def _consumer_args(self, name: str, topic: str) -> tuple[str, str, Store, Processor, TopicSignals, bool, str]:
+        return (name, topic, self.store, self.processor, self.signals, self.config.start_at_end,
+                self.config.dead_letter_topic)  # fmt: skip
+
+    def _start_consumer(self, consumer: Consumer) -> None:
+        if consumer.name in self.consumers:
+            return
+        self.consumers[consumer.name] = consumer
+        consumer.start()
+
+    def _committed(
+        self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]
+    ) -> None:
+        for topic in {t for t, _ in appended}:
+            self.signals.notify(topic)
+        self.observer(changed, deleted, appended)
+
+    # The partition ----------------------------------------------------------------------------
+
+    @property
+    def processor(self) -> Processor:
+        """The processor, while it runs (else a clear error for the caller)."""
+        task = self._task
+        if task is None:
+            raise TaskInvalidState(
+                "the engine is not running: use `async with engine:`, `await engine.start()` or `engine.main()`"
+            )
+        failed = task.processor.failed
+        if failed is not None:
+            raise TaskInvalidState(f"the engine's processor stopped after an error: {failed!r}")
+        return task.processor
+
+    @property
+    def store(self) -> Store:
+        if self._task is None:
+            raise TaskInvalidState("the engine is not running")
+        return self._task.store
+
+    async def call(self, instance_id: str, event: Event) -> tuple[bool, Instance | None]:
+        result: Instance | None = await self.processor.call(instance_id, event)
+        return True, result
+
+    def submit_outcome(self, instance_id: str, event: Event, box: list[Outgoing]) -> None:
+        if self._task is not None:
+            self._task.processor.submit_event(instance_id, event, box)
+
+    def committed(self, instance_id: str) -> Instance | None:
+        return None if self._task is None else self._task.processor.committed_instance(instance_id)
+
+    def local_instance(self, instance_id: str) -> Instance | None:
+        return self.committed(instance_id)
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        return self.committed(instance_id)
+
+    async def wait_for(self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None) -> Instance:
+        current = self.committed(instance_id)
+        if current is not None and check(current):
+            return current
+        return await self.observer.wait(instance_id, check, timeout)
+
+    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+        return self.store.list_instances(status=status, template=template, limit=limit, offset=offset)
+
+    def count_local(self, *, status: str | None, template: str | None) -> int:
+        return self.store.count_instances(status=status, template=template)
+
+    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+        return self.list_local(status=status, template=template, limit=limit, offset=offset)
+
+    async def count_all(self, *, status: str | None, template: str | None) -> int:
+        return self.count_local(status=status, template=template)
+
+    # Topics ---------------------------------------------------------------------------------
+
+    async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int:
+        offset = self.store.append(topic, key, value, headers, self.context.clock.now())
+        self.signals.notify(topic)
+        return offset
+
+    def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
+        return self.store.read(topic, start, limit)
+
+    def topic_names(self) -> list[str]:
+        return sorted(self.store.topics())
+
+    def purge(self) -> None:
+        if self._task is not None:
+            self._task.purge()
+
+    def stats(self) -> dict[str, Any]:
+        task = self._task
+        p = task.processor if task is not None else None
+        return {
+            "running": task is not None,
+            "transitions": p.transitions if p else 0,
+            "batches": p.batches if p else 0,
+            "queued": p.queue.qsize() if p else 0,
+            "jobs_running": len(self.context.jobs),
+            "timers": len(task.timers) if task else 0,
+        }

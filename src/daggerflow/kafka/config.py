@@ -1,0 +1,44 @@
+"""The Kafka runtime's options (no aiokafka here: the facade validates them without the extra)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError
+
+EXACTLY_ONCE = "exactly_once"
+AT_LEAST_ONCE = "at_least_once"
+
+
+def parse_broker(url: str) -> str:
+    """``kafka://host:port[,host:port...]`` (or a bare bootstrap list) -> the bootstrap list."""
+    rest = url.strip()
+    if rest.startswith("kafka://"):
+        rest = rest[len("kafka://") :]
+    elif "://" in rest:
+        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
+    rest = rest.rstrip("/")
+    hosts = [h for h in rest.split(",") if h]
+    if not hosts or any(":" not in h for h in hosts):
+        raise ConfigurationError(f"broker={url!r}: expected kafka://host:port[,host:port...]")
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str
+    app: str
+    partitions: int
+    guarantee: str
+    standbys: int
+    role: str  # "worker" or "client"
+    datadir: str
+    store_kind: str  # "sqlite" or "rocksdb"
+    durability: str
+    auto_offset_reset: str
+    commit_interval: float = 0.0
+    shutdown_timeout: float = 10.0  # seconds partition tasks may take to commit what they hold
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == EXACTLY_ONCE

@@ -1,0 +1,382 @@
+"""Applying one batch of items: events through the pure machine, their effects into one
+``WriteBatch`` (state, index, timers, jobs, messages), and what to do after the commit.
+
+The batch keeps its own index changes visible to itself (an entry put and then looked up in
+the same batch), matches listener messages against the index, deduplicates and buffers
+them, and runs the jobs it started inline when they finish without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from ..errors import TaskInvalidState
+from ..machine import (
+    CancelJob,
+    CancelTimer,
+    Context,
+    Deliver,
+    IndexDel,
+    IndexPut,
+    InstanceDeleted,
+    JobDone,
+    JobFailed,
+    RunJob,
+    SetTimer,
+    apply,
+)
+from ..machine.events import Event
+from ..model.instance import Correlation, Instance, encode_instance
+from ..model.records import Outgoing, PendingJob
+from ..model.snapshot import snapshot
+from ..store.base import Store, WriteBatch
+from .items import AgentCommit, Incoming, IndexChange, InstanceEvent, Item, Purge, Settings
+from .jobs import JobOutcome, Started
+
+_json = msgspec.json.Encoder()
+#: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
+#: a listener), and a template could loop; what is left runs after the commit.
+MAX_INLINE_ROUNDS = 32
+
+
+class CommittedState(Protocol):
+    """What a batch reads of its processor: the committed state, the store, the settings."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def committed_instance(self, instance_id: str) -> Instance | None: ...
+
+    def private_copy(self, instance_id: str) -> Instance | None: ...
+
+
+#: ``JobRunner.run_inline``: runs a job the batch started before the commit.
+RunInline = Callable[[PendingJob, Instance], JobOutcome | Started | None]
+
+
+@dataclass
+class PostCommit:
+    """Everything to do once the batch is committed."""
+
+    results: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
+    errors: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
+    jobs: list[PendingJob] = field(default_factory=list)
+    cancels: list[tuple[str, str]] = field(default_factory=list)
+    timers_set: list[tuple[str, str, float]] = field(default_factory=list)
+    timers_cancel: list[tuple[str, str]] = field(default_factory=list)
+    changed: dict[str, Instance | None] = field(default_factory=dict)
+    deleted: dict[str, Instance] = field(default_factory=dict)  # final state of deleted ones
+
+
+def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
+    if instance is None:
+        return set()
+    return {(n.id, n.job_seq) for n in instance.nodes.values() if n.job is not None}
+
+
+class BatchApplier:
+    """Applies one batch's items; keeps the batch's own index changes visible to itself."""
+
+    def __init__(
+        self, proc: CommittedState, batch: WriteBatch, after: PostCommit, now: float, run_inline: RunInline | None
+    ) -> None:
+        self.proc = proc
+        self.batch = batch
+        self.after = after
+        self.now = now
+        self.run_inline_hook = run_inline
+        self.transitions = 0
+        self.ctx = Context(self.now, proc.settings.delete_on_complete)
+        self.index_added: dict[Correlation, list[tuple[str, str]]] = {}
+        self.index_removed: set[tuple[Correlation, str, str]] = set()
+        self.buffer_taken: set[int] = set()
+        self.started: set[tuple[str, str, int]] = set()  # jobs this batch started
+        self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
+        self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
+        self.seen: set[tuple[str, str]] = set()
+
+    def handle(self, item: Item) -> None:
+        if not isinstance(item, AgentCommit) and item.source is not None:
+            tp, offset = item.source
+            self.batch.input_offsets[tp] = offset + 1
+        if isinstance(item, InstanceEvent):
+            self.apply_event(item.instance, item.event, item.future, item.outbox)
+        elif isinstance(item, Incoming):
+            self.incoming(item)
+        elif isinstance(item, IndexChange):
+            self.index_change(item)
+        elif isinstance(item, Purge):
+            self.purge(item)
+        else:
+            self.batch.appends.extend(item.outbox)
+            self.batch.positions[item.consumer] = item.next_offset
+            if item.future is not None:
+                self.after.results.append((item.future, item.next_offset))
+
+    def load(self, iid: str) -> Instance | None:
+        """The instance as this batch sees it: its own changes, else the committed state."""
+        if iid in self.after.changed:
+            return self.after.changed[iid]
+        return self.proc.committed_instance(iid)
+
+    def load_private(self, iid: str) -> Instance | None:
+        """Like ``load``, but safe to change: a copy unless this batch already owns one."""
+        if iid in self.after.changed:
+            return self.after.changed[iid]
+        return self.proc.private_copy(iid)
+
+    def apply_event(
+        self,
+        iid: str,
+        event: Event,
+        future: asyncio.Future[Any] | None = None,
+        box: list[Outgoing] | None = None,
+    ) -> bool:
+        inst = self.load_private(iid)
+        before = _active_jobs(inst)
+        tr = apply(inst, event, self.ctx)
+        if isinstance(event, (JobDone, JobFailed)):
+            self.end_job(iid, event.node, event.seq)
+        if tr.error is not None and future is not None:
+            self.after.errors.append((future, TaskInvalidState(tr.error)))
+        elif future is not None:
+            self.after.results.append((future, tr.instance))
+        if isinstance(event, JobDone) and event.job == "stop" and box:
+            self.batch.appends.extend(box)  # a stop() hook's messages: the stop is committed
+        if not tr.changed or tr.instance is None:
+            return False
+        inst = tr.instance
+        self.transitions += 1
+        inst.update_count += 1
+        self.after.changed[iid] = inst
+        self.batch.instances[iid] = inst
+        if box:
+            self.batch.appends.extend(box)
+        after_jobs = _active_jobs(inst)
+        for node, seq in before - after_jobs:
+            self.end_job(iid, node, seq)
+        follow_ups: list[Deliver] = []
+        for effect in tr.effects:
+            if isinstance(effect, RunJob):
+                job = PendingJob(iid, effect.node, effect.job, effect.seq, effect.payload)
+                if (effect.node, effect.seq) in after_jobs:
+                    self.batch.jobs_put.append(job)
+                    self.started.add((iid, effect.node, effect.seq))
+                self.after.jobs.append(job)
+            elif isinstance(effect, SetTimer):
+                self.batch.set_timer(iid, effect.key, effect.due)
+                self.after.timers_set.append((iid, effect.key, effect.due))
+            elif isinstance(effect, CancelTimer):
+                self.batch.cancel_timer(iid, effect.key)
+                self.after.timers_cancel.append((iid, effect.key))
+            elif isinstance(effect, IndexPut):
+                if self.owns_correlation(effect.at):
+                    self.index_put(effect.at, iid, effect.node)
+                    follow_ups.extend(self.buffered_for(effect.at, effect.node))
+                else:
+                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, True)))
+            elif isinstance(effect, IndexDel):
+                if self.owns_correlation(effect.at):
+                    self.index_del(effect.at, iid, effect.node)
+                else:
+                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, False)))
+            elif isinstance(effect, CancelJob):
+                self.after.cancels.append((iid, effect.node))
+            elif isinstance(effect, InstanceDeleted):
+                self.batch.instances[iid] = None
+                self.after.changed[iid] = None
+                self.after.deleted[iid] = inst
+        for deliver in follow_ups:
+            self.apply_event(iid, deliver)
+        return True
+
+    def owns_correlation(self, at: Correlation) -> bool:
+        owns = self.proc.settings.owns_correlation
+        return owns is None or owns(at)
+
+    def owns_instance(self, iid: str) -> bool:
+        owns = self.proc.settings.owns_instance
+        return owns is None or owns(iid)
+
+    def deliver(self, iid: str, event: Deliver) -> None:
+        """Apply a delivery here, or forward it to the instance's owner."""
+        if self.owns_instance(iid):
+            self.apply_event(iid, event)
+        else:
+            self.batch.forwards.append(("event", iid, event))
+
+    def index_change(self, item: IndexChange) -> None:
+        if item.put:
+            self.index_put(item.at, item.instance, item.node)
+            for deliver in self.buffered_for(item.at, item.node):
+                self.deliver(item.instance, deliver)
+        else:
+            self.index_del(item.at, item.instance, item.node)
+        if item.future is not None:
+            self.after.results.append((item.future, None))
+
+    def purge(self, item: Purge) -> None:
+        seen, buffered = self.proc.store.expired(item.now, item.seen_ttl, item.limit)
+        forget = [key for key in seen if key not in self.seen]  # (not if seen again in this batch)
+        self.batch.seen_del.extend(forget)
+        dropped = [buf_id for buf_id in buffered if buf_id not in self.buffer_taken]
+        self.buffer_taken.update(dropped)
+        self.batch.buffer_del.extend(dropped)
+        if item.future is not None:
+            self.after.results.append((item.future, len(forget) + len(dropped)))
+
+    def end_job(self, iid: str, node: str, seq: int) -> None:
+        """A job is no longer wanted. If this batch started it, it is neither stored nor
+        run (the stores apply deletes before puts, so a delete alone would not undo it)."""
+        key = (iid, node, seq)
+        if key in self.started:
+            self.withdrawn.add(key)
+        else:
+            self.batch.jobs_del.append(key)
+
+    # Correlation ----------------------------------------------------------------------
+
+    def index_put(self, at: Correlation, iid: str, node: str) -> None:
+        self.index_removed.discard((at, iid, node))
+        self.index_added.setdefault(at, []).append((iid, node))
+        self.batch.index_put.append((at, iid, node))
+
+    def index_del(self, at: Correlation, iid: str, node: str) -> None:
+        added = self.index_added.get(at)
+        if added and (iid, node) in added:
+            added.remove((iid, node))
+            # Put by this batch (e.g. a listener indexed, then re-keyed by a job applied in
+            # the same batch): the stores apply deletes before puts, so take the put back.
+            self.batch.index_put = [e for e in self.batch.index_put if e != (at, iid, node)]
+        self.index_removed.add((at, iid, node))
+        self.batch.index_del.append((at, iid, node))
+
+    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+        found = [e for e in self.proc.store.lookup(at) if (at, *e) not in self.index_removed]
+        for entry in self.index_added.get(at, []):
+            if entry not in found:
+                found.append(entry)
+        return found
+
+    def buffered_for(self, at: Correlation, node: str) -> list[Deliver]:
+        if self.proc.settings.unmatched_ttl(at.topic) <= 0:
+            return []
+        out = []
+        for buf_id, payload in self.proc.store.buffered(at, self.now):
+            if buf_id in self.buffer_taken:
+                continue
+            self.buffer_taken.add(buf_id)
+            self.batch.buffer_del.append(buf_id)
+            out.append(Deliver(node, payload, at.topic))
+        return out
+
+    def incoming(self, item: Incoming) -> None:
+        msg = item.message
+        if item.consumer:
+            self.batch.positions[item.consumer] = msg.offset + 1
+        if item.future is not None:
+            self.after.results.append((item.future, msg.offset))
+        if item.dead_letter is not None:
+            self.batch.appends.append(item.dead_letter)
+            return
+        for partition, routed in item.routes:
+            self.batch.forwards.append(("routed", partition, routed))
+        key = None if item.message_id is None else (msg.topic, item.message_id)
+        if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
+            return  # a redelivered or duplicate message: ignored (design §3)
+        matched = False
+        for key_name, value in item.mappings:
+            at = Correlation(msg.topic, key_name, value)
+            for iid, node in self.lookup(at):
+                if not self.owns_instance(iid):
+                    # Its owner decides (a late delivery to a finished node is ignored there).
+                    self.batch.forwards.append(("event", iid, Deliver(node, msg.value, msg.topic)))
+                    matched = True
+                    if item.match_only_one:
+                        break
+                    continue
+                target = self.load(iid)
+                if target is None or node not in target.nodes:
+                    self.index_del(at, iid, node)  # prune entries of deleted instances
+                    continue
+                self.apply_event(iid, Deliver(node, msg.value, msg.topic))
+                matched = True
+                if item.match_only_one:
+                    break
+        if item.unmatched_route is not None and not matched:
+            self.batch.forwards.append(("routed", *item.unmatched_route))
+            return
+        if key is not None:
+            self.seen.add(key)
+            self.batch.seen.append(key)
+        ttl = self.proc.settings.unmatched_ttl(msg.topic)
+        if not matched and ttl > 0:
+            for key_name, value in item.mappings:
+                self.batch.buffer_put.append(
+                    (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
+                )
+
+    def run_jobs_inline(self) -> None:
+        """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).
+        A job that finishes without waiting (a command task that only sends, an
+        ``on_message`` that only reads the message) is applied in this batch: its messages
+        commit with its start, and it costs no commit, no job record and no snapshot of its
+        own. A job that waits goes on as a task; its record is committed, so it runs again
+        after a crash, like any job. User code thus runs before its start is durable: it may
+        run again if this commit fails, which a job may anyway."""
+        run = self.run_inline_hook
+        if run is None:
+            return
+        tried: set[tuple[str, str, int]] = set()
+        for _ in range(MAX_INLINE_ROUNDS):
+            fresh = [
+                job
+                for job in self.after.jobs
+                if (key := (job.instance, job.node, job.seq)) in self.started and key not in tried
+            ]
+            if not fresh:
+                return
+            for job in fresh:
+                key = (job.instance, job.node, job.seq)
+                tried.add(key)
+                inst = self.after.changed.get(job.instance)
+                node = inst.nodes.get(job.node) if inst is not None else None
+                if key in self.withdrawn or node is None or node.job != job.job or node.job_seq != job.seq:
+                    continue  # ended by an outcome applied meanwhile
+                assert inst is not None
+                outcome = run(job, inst)
+                if outcome is None:
+                    continue  # not started: after the commit, as usual
+                self.inlined.add(key)
+                if isinstance(outcome, Started):
+                    continue
+                event, box = outcome
+                if event is not None:
+                    self.apply_event(job.instance, event, None, box)
+
+    def finish(self) -> None:
+        if self.withdrawn or self.inlined:
+            gone = self.withdrawn
+            self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
+            gone = gone | self.inlined
+            self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
+        for iid, changed in self.after.changed.items():
+            if changed is not None:
+                self.batch.encoded[iid] = encode_instance(changed)
+        topic = self.proc.settings.task_update_topic
+        if topic is None:
+            return
+        for iid, changed in self.after.changed.items():
+            # A workflow deleted on completion still publishes its final (COMPLETED) state.
+            inst = changed if changed is not None else self.after.deleted.get(iid)
+            if inst is not None:
+                value = _json.encode(snapshot(inst)).decode()
+                self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))

@@ -1,0 +1,113 @@
+"""What a processor reads: the items of its queue, and the settings it runs with.
+
+An item is an event for one instance (``InstanceEvent``), a listener message with its
+correlation pairs (``Incoming``), an index change from another partition (``IndexChange``),
+an agent's output to commit (``AgentCommit``) or a purge of expired rows (``Purge``). Items
+read from a log carry their ``source`` (input partition, offset), committed with the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..machine.events import Event
+from ..model.instance import Correlation
+from ..model.records import Message, Outgoing
+from ..store.base import WriteBatch
+
+
+@dataclass
+class InstanceEvent:
+    """An event for one instance; ``outbox`` holds what a job sent while it ran."""
+
+    instance: str
+    event: Event
+    future: asyncio.Future[Any] | None = None
+    outbox: list[Outgoing] | None = None
+    source: tuple[Any, int] | None = None  # (input partition, offset) it was read from
+
+
+@dataclass
+class Incoming:
+    """A listener message with its correlation pairs already computed by the consumer."""
+
+    consumer: str
+    message: Message
+    mappings: list[tuple[str, str]]
+    match_only_one: bool = False
+    message_id: str | None = None
+    dead_letter: Outgoing | None = None
+    future: asyncio.Future[Any] | None = None
+    source: tuple[Any, int] | None = None
+    # Kafka runtime, a listener topic read directly: the message's correlation pairs that
+    # other partitions index, as (partition, record) forwards (``mappings`` holds this
+    # partition's own pairs). They go out in this batch, whatever happens here.
+    routes: list[tuple[int, Any]] = field(default_factory=list)
+    # ...and the forward that carries this partition's own pairs through the correlation
+    # topic if none of them matches here: an index entry for them may still be on its way
+    # in that topic (read in its order, the routed copy finds it). Nothing is recorded for
+    # the message here then (no dedupe id, no buffering): its routed copy does that.
+    unmatched_route: tuple[int, Any] | None = None
+
+
+@dataclass
+class IndexChange:
+    """A correlation index entry added or removed by an instance owner on another partition
+    (Kafka runtime: the index is partitioned by correlation, instances by id)."""
+
+    at: Correlation
+    instance: str
+    node: str
+    put: bool
+    source: tuple[Any, int] | None = None
+    future: asyncio.Future[Any] | None = None
+
+
+@dataclass
+class AgentCommit:
+    """An agent handled messages up to ``next_offset``; commit what it sent with that."""
+
+    consumer: str
+    next_offset: int
+    outbox: list[Outgoing]
+    future: asyncio.Future[Any] | None = None
+
+
+@dataclass
+class Purge:
+    """Forget expired dedupe ids and buffered messages in a batch of their own kind, so that
+    a changelog gets their tombstones (Kafka runtime; the embedded store purges in place).
+    At most ``limit`` of each per batch: the next purge takes the rest."""
+
+    now: float
+    seen_ttl: float
+    limit: int = 10_000
+    future: asyncio.Future[Any] | None = None
+    source: None = None
+
+
+Item = InstanceEvent | Incoming | AgentCommit | IndexChange | Purge
+
+#: Commits a batch somewhere other than the local store alone (the Kafka runtime's
+#: transaction); returns what ``Store.commit`` returns.
+Committer = Callable[[WriteBatch, float], Awaitable[list[tuple[str, int]]]]
+
+
+@dataclass
+class Settings:
+    delete_on_complete: bool = False
+    task_update_topic: str | None = None
+    unmatched_ttl: Callable[[str], float] = lambda topic: 0.0
+    max_batch: int = 1000
+    cache_size: int = 20000
+    # Seconds between the starts of two commits (Kafka: each is a transaction, whose fixed
+    # cost is spread over the batch); 0: commit as soon as the previous commit is done.
+    commit_interval: float = 0.0
+    # Kafka runtime: which instances and index entries this processor's partition holds.
+    # What it does not hold becomes a forward (``WriteBatch.forwards``) to the owner.
+    # None (embedded): everything is local.
+    owns_instance: Callable[[str], bool] | None = None
+    owns_correlation: Callable[[Correlation], bool] | None = None

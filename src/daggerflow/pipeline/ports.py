@@ -1,0 +1,87 @@
+"""The pipeline's boundary with the facade: what a runtime offers (``Runtime``) and what it
+is told about the application (``Subscriptions``). Both runtimes implement ``Runtime``; the
+facade (``engine.Dagger``) holds one and delegates every instance and topic call to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..machine.events import Event
+from ..model.instance import Instance
+from ..model.records import Message, Outgoing
+from .ingress import AgentSpec
+
+
+class Subscriptions(Protocol):
+    """The registry as a runtime sees it: which topics to read, and for what."""
+
+    @property
+    def listeners(self) -> Mapping[str, list[type]]: ...
+
+    @property
+    def agents(self) -> Sequence[AgentSpec]: ...
+
+    def user_topics(self) -> set[str]: ...
+
+
+class Runtime(Protocol):
+    """One way of running the pipeline: embedded (one partition in SQLite) or on Kafka."""
+
+    @property
+    def running(self) -> bool: ...
+
+    async def start(self, web_url: str | None) -> None:
+        """Open the state, resume it and start reading. ``web_url``: where this worker's REST
+        API answers (the Kafka runtime publishes it with the partitions it owns)."""
+
+    async def stop(self) -> None:
+        """Stop reading, drain running jobs (up to the shutdown timeout), commit what is
+        queued, close the state."""
+
+    def vital_task(self) -> asyncio.Task[None]:
+        """A task whose end (by failing) means this worker no longer works."""
+
+    def subscriptions_changed(self) -> None:
+        """The registry got new listeners or agents while running."""
+
+    async def call(self, instance_id: str, event: Event) -> tuple[bool, Instance | None]:
+        """Apply ``event`` to an instance: (True, the committed result) where this process
+        owns the instance, else (False, None) once it was handed to the owner."""
+
+    def submit_outcome(self, instance_id: str, event: Event, box: list[Outgoing]) -> None:
+        """A job's outcome (and what it sent), for the instance's processor."""
+
+    def committed(self, instance_id: str) -> Instance | None:
+        """The committed state, if this process holds the instance."""
+
+    def local_instance(self, instance_id: str) -> Instance | None:
+        """Like ``committed``, but raises ``NotOwner`` where another worker owns it."""
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """The committed state, wherever it is held."""
+
+    async def wait_for(
+        self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
+    ) -> Instance: ...
+
+    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
+
+    def count_local(self, *, status: str | None, template: str | None) -> int: ...
+
+    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
+
+    async def count_all(self, *, status: str | None, template: str | None) -> int: ...
+
+    async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int: ...
+
+    def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
+
+    def topic_names(self) -> list[str]: ...
+
+    def purge(self) -> None:
+        """Forget expired dedupe ids and buffered messages (housekeeping)."""
+
+    def stats(self) -> dict[str, Any]: ...

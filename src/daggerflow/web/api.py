@@ -1,0 +1,51 @@
+"""The engine as the REST application sees it: the members its handlers call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..model.instance import Instance
+    from ..model.records import Message
+    from ..tasks import ITemplateDAGInstance
+    from ..templates import ITemplateDAG
+
+
+class EngineAPI(Protocol):
+    """What the REST application calls on its engine (``Dagger`` is one)."""
+
+    async def append(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
+    ) -> int: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def template_dags(self) -> dict[str, ITemplateDAG]: ...
+
+    def get_template(self, template_name: str) -> ITemplateDAG: ...
+
+    async def get_instance_state(self, instance_id: str) -> Instance | None: ...
+
+    def local_instance(self, instance_id: str) -> Instance | None: ...
+
+    async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None: ...
+
+    def list_instances(
+        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Instance]: ...
+
+    def count_instances(self, *, status: str | None = None, template: str | None = None) -> int: ...
+
+    async def list_instances_async(
+        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Instance]: ...
+
+    async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int: ...
+
+    def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
+
+    def topic_names(self) -> list[str]: ...
+
+    def stats(self) -> dict[str, Any]: ...
