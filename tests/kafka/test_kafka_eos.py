@@ -25,7 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from daggerflow.errors import ConfigurationError, TaskMigrated
 from daggerflow.kafka.admin import TopicSpec, ensure_topics, internal_topics
-from daggerflow.kafka.eos import PartitionTransactions
+from daggerflow.kafka.transactions import PartitionTransactions
 
 WORKER = Path(__file__).resolve().parent / "eos_worker.py"
 

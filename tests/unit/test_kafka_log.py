@@ -21,13 +21,10 @@ from aiokafka import TopicPartition
 
 from daggerflow.errors import ConfigurationError
 from daggerflow.kafka.admin import TopicSpec, internal_topics
-from daggerflow.kafka.eos import (
-    VERIFIED_AIOKAFKA,
-    AssignmentGuard,
-    PartitionTransactions,
-    RebalanceListener,
-    tune_aiokafka,
-)
+from daggerflow.kafka.compat import VERIFIED_AIOKAFKA, tune_aiokafka
+from daggerflow.kafka.guard import AssignmentGuard
+from daggerflow.kafka.rebalance import RebalanceListener
+from daggerflow.kafka.transactions import PartitionTransactions
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = TopicPartition("in", 1)

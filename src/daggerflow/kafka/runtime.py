@@ -47,22 +47,16 @@ from ..store.changelog import batch_records
 from ..store.factory import open_store
 from . import codec
 from .admin import TopicSpec, ensure_topics, internal_topics
-from .eos import (
-    COMMIT_TIMEOUT_S,
-    PRODUCER_SETTINGS,
-    AssignmentGuard,
-    PartitionTransactions,
-    RebalanceListener,
-    consumer_settings,
-    send_many,
-    stop_consumer,
-    tune_aiokafka,
-)
+from .compat import partition_state, stop_consumer, tune_aiokafka, wait_on_metadata
+from .guard import AssignmentGuard
 from .hanging import HangingTransactions, group_offsets_partition
 from .owners import Owner, OwnersView, owner_record
+from .rebalance import RebalanceListener
 from .remote import Forwarder
 from .restore import restore_from_topic
+from .settings import PRODUCER_SETTINGS, consumer_settings
 from .standby import StandbyReplicas, standby_partitions
+from .transactions import COMMIT_TIMEOUT_S, PartitionTransactions, send_many
 
 if TYPE_CHECKING:
     from ..engine import Dagger
@@ -70,8 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("daggerflow.kafka")
 
 EXACTLY_ONCE = "exactly_once"
-AT_LEAST_ONCE = "at_least_once"
-GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 
 #: The producers' transaction timeout: the hanging-transaction check only ends transactions
 #: older than this (plus a grace), which the coordinator would have aborted if they were live.
@@ -729,7 +721,7 @@ class KafkaRuntime:
         client = self.producer.client
         parts = client.cluster.partitions_for_topic(topic)
         if parts is None:
-            await client._wait_on_metadata(topic)
+            await wait_on_metadata(client, topic)
             parts = client.cluster.partitions_for_topic(topic) or set()
         return sorted(parts)
 
@@ -949,7 +941,7 @@ class KafkaRuntime:
             # The fetch position, without waiting: ``consumer.position()`` waits (up to the
             # request timeout) for a position being reset, and this runs in the fetch loop of
             # every task. (aiokafka's subscription state, as ``consumer.position`` reads it.)
-            state = consumer._subscription.subscription.assignment.state_value(index)
+            state = partition_state(consumer, index)
             return bool(state is not None and state.has_valid_position and state.position >= lso)
         except Exception:  # not assigned (moving): route
             return False
