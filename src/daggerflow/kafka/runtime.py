@@ -46,7 +46,7 @@ from ..store.base import Store, WriteBatch
 from ..store.changelog import batch_records
 from ..store.factory import open_store
 from . import codec
-from .admin import TopicSpec, ensure_topics, internal_topics
+from .admin import TopicSpec, ensure_application_topics, ensure_topics, internal_topics
 from .compat import partition_state, stop_consumer, tune_aiokafka, wait_on_metadata
 from .guard import AssignmentGuard
 from .hanging import HangingTransactions, group_offsets_partition
@@ -401,8 +401,8 @@ class KafkaRuntime:
         cfg = self.config
         tune_aiokafka()
         await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
-        await ensure_user_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a[0] for a in agents)}),
-                                 cfg.partitions)  # fmt: skip
+        await ensure_application_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a[0] for a in agents)}),
+                                        cfg.partitions)  # fmt: skip
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
         )
@@ -1147,22 +1147,3 @@ async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _forever() -> None:
     await asyncio.Event().wait()
-
-
-async def ensure_user_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    """Create the application's own topics that do not exist yet (listener, agent, command
-    and update topics), with ``partitions`` partitions; existing ones are left as they are."""
-    if not names:
-        return
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
-            log.info("created topics %s", missing)
-    finally:
-        await admin.close()
