@@ -16,10 +16,11 @@ Facts this relies on (``docs/kafka-runtime-notes.md`` §6, measured with aiokafk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,18 +141,12 @@ async def ensure_topics(
     A topic created concurrently by another worker (TopicAlreadyExists) is accepted, then
     verified like any existing one. Returns the verified shapes by topic name.
     """
-    from aiokafka.admin import AIOKafkaAdminClient
-
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"duplicate topic names in {names}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    await admin.start()
-    try:
+    async with _admin_client(bootstrap, timeout) as admin:
         await _create_missing(admin, specs, timeout)
         shapes = await _wait_for_shapes(admin, names, timeout)
-    finally:
-        await admin.close()
 
     problems: list[str] = []
     for spec in specs:
@@ -200,13 +195,20 @@ async def ensure_application_topics(
     concurrently by another worker (TopicAlreadyExists) is fine."""
     if not names:
         return
+    specs = [TopicSpec(n, partitions) for n in dict.fromkeys(names)]
+    async with _admin_client(bootstrap, timeout) as admin:
+        await _create_missing(admin, specs, timeout)
+
+
+@contextlib.asynccontextmanager
+async def _admin_client(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+    """A started ``AIOKafkaAdminClient`` whose requests time out after ``timeout`` seconds."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    specs = [TopicSpec(n, partitions) for n in dict.fromkeys(names)]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
-        await _create_missing(admin, specs, timeout)
+        yield admin
     finally:
         await admin.close()
 
@@ -222,7 +224,10 @@ async def _create_missing(admin: Any, specs: Sequence[TopicSpec], timeout: float
     if not missing:
         return
     response = await admin.create_topics(
-        [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs)) for s in missing],
+        [
+            NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
+            for s in missing
+        ],
         timeout_ms=int(timeout * 1000),
     )
     refused = refusals(response.topic_errors, {s.name: s for s in missing})
