@@ -91,7 +91,7 @@ RE_READY = re.compile(r"worker ready")
 # (the main group's events+correlation, each listener topic's group, each agent's group); the
 # first topic named tells which group ("kind"). Revocations do not name their group, so the
 # current owner of a (kind, partition) is the worker that logged its activation last.
-RE_ACTIVE = re.compile(r"kafka_eos: (\S+): task (\d+) active at \{")
+RE_ACTIVE = re.compile(r"kafka\.rebalance: (\S+): task (\d+) active at \{")
 RE_REBALANCE = re.compile(r"\b(?:revoked|assigned) tasks \[")
 RE_RESTORED = re.compile(r"restored (\S+)/(\d+)\b.*?\b(\d+) records in ([0-9.]+) ?s")
 

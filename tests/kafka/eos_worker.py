@@ -1,4 +1,4 @@
-"""A consume-transform-produce worker built from daggerflow.kafka.eos, for test_kafka_eos.py.
+"""A consume-transform-produce worker built from daggerflow.kafka's exactly-once blocks, for test_kafka_eos.py.
 
     python tests/kafka/eos_worker.py --bootstrap B --app A --group G --input IN --output OUT \
         --changelog CL --partitions P [--instance-id ID] [--batch 100] [--hold-after-produce K] [--exit-when-done]
@@ -25,14 +25,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from daggerflow.kafka.eos import (
-    AssignmentGuard,
-    Fetched,
-    PartitionTransactions,
-    RebalanceListener,
-    TaskMigrated,
-    consumer_settings,
-)
+from daggerflow.errors import TaskMigrated
+from daggerflow.kafka.guard import AssignmentGuard, Fetched
+from daggerflow.kafka.rebalance import RebalanceListener
+from daggerflow.kafka.settings import consumer_settings
+from daggerflow.kafka.transactions import PartitionTransactions
 
 
 def say(line: str) -> None:

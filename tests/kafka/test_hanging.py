@@ -30,7 +30,6 @@ from daggerflow.kafka.hanging import (
     HangingTransactions,
     ProducerState,
     TransactionAdminError,
-    abort_transaction,
     coordinator_transactions,
     decide,
     describe_producers,
@@ -40,6 +39,8 @@ from daggerflow.kafka.hanging import (
     offsets_partition,
     transaction_decisions,
 )
+
+from .txn_support import abort_transaction
 
 pytestmark = pytest.mark.timeout(120)
 

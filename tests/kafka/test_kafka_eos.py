@@ -24,8 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from daggerflow.errors import ConfigurationError, TaskMigrated
-from daggerflow.kafka.admin import TopicSpec, ensure_topics, internal_topics
-from daggerflow.kafka.eos import PartitionTransactions
+from daggerflow.kafka.admin import TopicSpec, ensure_application_topics, ensure_topics, internal_topics
+from daggerflow.kafka.transactions import PartitionTransactions
 
 WORKER = Path(__file__).resolve().parent / "eos_worker.py"
 
@@ -154,6 +154,30 @@ async def test_ensure_topics_reports_the_per_topic_errors_of_create_topics(broke
         assert not {bogus, too_replicated} & set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def test_ensure_application_topics_creates_the_missing_ones_and_leaves_the_others(broker: str) -> None:
+    existing, missing = unique("df-user"), unique("df-user")
+    await ensure_topics(broker, [TopicSpec(existing, 3)])
+    await ensure_application_topics(broker, [existing, missing], 2)
+    await ensure_application_topics(broker, [existing, missing], 2)  # another worker: all exist
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+    finally:
+        await admin.close()
+    assert (partitions[existing], partitions[missing]) == (3, 2)
+
+
+async def test_ensure_application_topics_reports_what_the_broker_refuses(broker: str) -> None:
+    # Kafka refuses a name that differs from an existing one only by '.' against '_' (their
+    # metric names would collide): a per-topic error of CreateTopics, which must not be ignored.
+    suffix = uuid.uuid4().hex[:8]
+    await ensure_application_topics(broker, [f"df_coll_{suffix}"], 1)
+    with pytest.raises(ConfigurationError) as info:
+        await ensure_application_topics(broker, [f"df.coll.{suffix}"], 1)
+    assert f"'df.coll.{suffix}'" in str(info.value) and "refused" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------

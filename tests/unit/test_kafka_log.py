@@ -20,14 +20,11 @@ import aiokafka.producer.sender
 from aiokafka import TopicPartition
 
 from daggerflow.errors import ConfigurationError
-from daggerflow.kafka.admin import TopicSpec, internal_topics
-from daggerflow.kafka.eos import (
-    VERIFIED_AIOKAFKA,
-    AssignmentGuard,
-    PartitionTransactions,
-    RebalanceListener,
-    tune_aiokafka,
-)
+from daggerflow.kafka.admin import TopicSpec, internal_topics, refusals
+from daggerflow.kafka.compat import VERIFIED_AIOKAFKA, tune_aiokafka
+from daggerflow.kafka.guard import AssignmentGuard
+from daggerflow.kafka.rebalance import RebalanceListener
+from daggerflow.kafka.transactions import PartitionTransactions
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = TopicPartition("in", 1)
@@ -289,3 +286,15 @@ def test_the_aiokafka_pin_matches_the_verified_version_and_the_backoff_patch_app
     assert str(aiokafka.__version__).startswith(VERIFIED_AIOKAFKA)
     tune_aiokafka()
     assert aiokafka.producer.sender.BACKOFF_OVERRIDE == 0.002
+
+
+def test_create_topics_refusals_name_the_topic_and_accept_a_concurrent_creation() -> None:
+    specs = {n: TopicSpec(n, 4) for n in ("made", "raced", "refused")}
+    # (topic, error_code, error_message): 0 created, 36 TopicAlreadyExists, 17 InvalidTopic
+    errors = [("made", 0, None), ("raced", 36, "Topic 'raced' already exists."), ("refused", 17, "collides")]
+    (message,) = refusals(errors, specs)
+    assert message.startswith("Kafka refused to create topic 'refused' (4 partitions, cleanup.policy=delete")
+    assert message.endswith(": collides")
+    assert refusals([("other", 17)], specs) == [
+        "Kafka refused to create topic 'other' (?, replication factor ?): InvalidTopicError"
+    ]

@@ -16,10 +16,11 @@ Facts this relies on (``docs/kafka-runtime-notes.md`` §6, measured with aiokafk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,44 +141,12 @@ async def ensure_topics(
     A topic created concurrently by another worker (TopicAlreadyExists) is accepted, then
     verified like any existing one. Returns the verified shapes by topic name.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError, for_code
-
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"duplicate topic names in {names}")
-    by_name = {s.name: s for s in specs}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())  # all topics: never auto-creates
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
-                    for s in missing
-                ],
-                timeout_ms=int(timeout * 1000),
-            )
-            refused: list[str] = []
-            for entry in response.topic_errors:  # (topic, error_code[, error_message])
-                name, code = entry[0], entry[1]
-                message = entry[2] if len(entry) > 2 and entry[2] else ""
-                if code and for_code(code) is not TopicAlreadyExistsError:
-                    spec = by_name.get(name)
-                    wanted = _describe(spec.partitions, spec.configs) if spec is not None else "?"
-                    refused.append(
-                        f"Kafka refused to create topic {name!r} ({wanted}, replication factor "
-                        f"{spec.replication_factor if spec else '?'}): {for_code(code).__name__}"
-                        + (f": {message}" if message else "")
-                    )
-            if refused:
-                raise ConfigurationError("; ".join(refused))
-            log.info("created Kafka topics %s", [s.name for s in missing])
+    async with _admin_client(bootstrap, timeout) as admin:
+        await _create_missing(admin, specs, timeout)
         shapes = await _wait_for_shapes(admin, names, timeout)
-    finally:
-        await admin.close()
 
     problems: list[str] = []
     for spec in specs:
@@ -211,6 +180,82 @@ async def ensure_topics(
             "or configure the application with the existing shape."
         )
     return shapes
+
+
+async def ensure_application_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, *, timeout: float = 30.0
+) -> None:
+    """Create the application's own topics that do not exist yet (listener, agent, command and
+    update topics) with ``partitions`` partitions and the broker's default configs; existing
+    ones are left as they are (their producers chose their shape).
+
+    Raises ``ConfigurationError`` naming the topic when the broker refuses to create one, as
+    ``ensure_topics`` does: a topic that then does not exist would be auto-created with the
+    broker defaults by the first client that touches it, or never read. A topic created
+    concurrently by another worker (TopicAlreadyExists) is fine."""
+    if not names:
+        return
+    specs = [TopicSpec(n, partitions) for n in dict.fromkeys(names)]
+    async with _admin_client(bootstrap, timeout) as admin:
+        await _create_missing(admin, specs, timeout)
+
+
+@contextlib.asynccontextmanager
+async def _admin_client(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+    """A started ``AIOKafkaAdminClient`` whose requests time out after ``timeout`` seconds."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _create_missing(admin: Any, specs: Sequence[TopicSpec], timeout: float) -> None:
+    """Create those of ``specs`` that do not exist (existence from the list of *all* topics,
+    which never auto-creates one). Raises ``ConfigurationError`` for every per-topic error of
+    the answer but TopicAlreadyExists (``create_topics`` itself raises nothing for them)."""
+    from aiokafka.admin import NewTopic
+
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return
+    response = await admin.create_topics(
+        [
+            NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
+            for s in missing
+        ],
+        timeout_ms=int(timeout * 1000),
+    )
+    refused = refusals(response.topic_errors, {s.name: s for s in missing})
+    if refused:
+        raise ConfigurationError("; ".join(refused))
+    log.info("created Kafka topics %s", [s.name for s in missing])
+
+
+def refusals(topic_errors: Sequence[Sequence[Any]], specs: Mapping[str, TopicSpec]) -> list[str]:
+    """One message per topic a CreateTopics answer refused, naming the topic and what was asked
+    for; TopicAlreadyExists is not a refusal (another worker created it meanwhile: the topic
+    is then verified, or left as it is, like any existing one). ``topic_errors`` are the
+    answer's ``(topic, error_code[, error_message])`` entries."""
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+    refused: list[str] = []
+    for entry in topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 and entry[2] else ""
+        if code and for_code(code) is not TopicAlreadyExistsError:
+            spec = specs.get(name)
+            wanted = _describe(spec.partitions, spec.configs) if spec is not None else "?"
+            refused.append(
+                f"Kafka refused to create topic {name!r} ({wanted}, replication factor "
+                f"{spec.replication_factor if spec else '?'}): {for_code(code).__name__}"
+                + (f": {message}" if message else "")
+            )
+    return refused
 
 
 def _describe(partitions: int, configs: Mapping[str, str]) -> str:

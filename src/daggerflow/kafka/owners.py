@@ -18,7 +18,6 @@ so that the record helpers can be used, and this module imported, without it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -111,15 +110,15 @@ class OwnersView:
         Raises ``ConfigurationError`` if the topic does not exist after ``timeout`` seconds (the
         admin step creates it; subscribing to a missing topic would auto-create a wrong one).
         """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",  # compaction may remove the offset we stand on
+        from .compat import consumer_client
+        from .settings import groupless_consumer
+
+        consumer = groupless_consumer(
+            self.bootstrap,
             fetch_max_wait_ms=200,
+            auto_offset_reset="earliest",  # compaction may remove the offset we stand on
         )
         await consumer.start()
         try:
@@ -127,7 +126,7 @@ class OwnersView:
             while True:
                 # The metadata of all topics: asking for a named topic would auto-create it.
                 # (consumer.topics() fetches the same but returns only the names.)
-                cluster = await consumer._client.fetch_all_metadata()
+                cluster = await consumer_client(consumer).fetch_all_metadata()
                 partitions = cluster.partitions_for_topic(self.topic)
                 if partitions:
                     break
@@ -154,16 +153,11 @@ class OwnersView:
         self._task = asyncio.create_task(self._tail(), name=f"daggerflow-owners-{self.topic}")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            from .eos import stop_consumer
+        from .background import stop_tail
 
-            await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
+        task, self._task = self._task, None
+        consumer, self._consumer = self._consumer, None
+        await stop_tail(task, consumer)
 
     def owner(self, partition: int) -> Owner | None:
         return self._owners.get(partition)

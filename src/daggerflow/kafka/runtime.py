@@ -16,7 +16,8 @@ input offsets in one transaction. The index owner forwards deliveries to instanc
 through ``{app}-events`` (design.md §3: two hops).
 
 The exactly-once scheme (one transactional producer per input partition; fence, then read
-offsets; a guard against records fetched across a rebalance) is in ``kafka_eos``.
+offsets; a guard against records fetched across a rebalance) is in ``transactions``,
+``rebalance`` and ``guard``.
 """
 
 from __future__ import annotations
@@ -49,24 +50,18 @@ from ..store.base import Store, WriteBatch
 from ..store.changelog import batch_records
 from ..store.factory import open_store
 from . import codec
-from .admin import TopicSpec, ensure_topics, internal_topics
+from .admin import TopicSpec, ensure_application_topics, ensure_topics, internal_topics
+from .compat import partition_state, stop_consumer, tune_aiokafka, wait_on_metadata
 from .config import KafkaConfig
-from .eos import (
-    COMMIT_TIMEOUT_S,
-    PRODUCER_SETTINGS,
-    AssignmentGuard,
-    PartitionTransactions,
-    RebalanceListener,
-    consumer_settings,
-    send_many,
-    stop_consumer,
-    tune_aiokafka,
-)
+from .guard import AssignmentGuard
 from .hanging import HangingTransactions, group_offsets_partition
 from .owners import Owner, OwnersView, owner_record
+from .rebalance import RebalanceListener
 from .remote import Forwarder, count_everywhere, list_everywhere
 from .restore import restore_from_topic
+from .settings import PRODUCER_SETTINGS, consumer_settings, groupless_consumer
 from .standby import StandbyReplicas, standby_partitions
+from .transactions import COMMIT_TIMEOUT_S, PartitionTransactions, send_many
 
 log = logging.getLogger("daggerflow.kafka")
 
@@ -394,8 +389,8 @@ class KafkaRuntime:
         self._running = True
         tune_aiokafka()
         await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
-        await ensure_user_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a.topic for a in agents)}),
-                                 cfg.partitions)  # fmt: skip
+        await ensure_application_topics(cfg.bootstrap, sorted({*user_topics, *listeners, *(a.topic for a in agents)}),
+                                        cfg.partitions)  # fmt: skip
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
         )
@@ -406,14 +401,8 @@ class KafkaRuntime:
             log.info("daggerflow client of %r connected to %s", cfg.app, cfg.bootstrap)
             return
         for _ in range(RESTORE_CONSUMERS):
-            restorer = AIOKafkaConsumer(
-                bootstrap_servers=cfg.bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                fetch_max_wait_ms=100,
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-            )
+            restorer = groupless_consumer(cfg.bootstrap, fetch_max_wait_ms=100,
+                                          max_partition_fetch_bytes=4 * 1024 * 1024)  # fmt: skip
             await restorer.start()
             self._restore_consumers.append(restorer)
             self._restore_pool.put_nowait(restorer)
@@ -701,7 +690,7 @@ class KafkaRuntime:
         client = self.producer.client
         parts = client.cluster.partitions_for_topic(topic)
         if parts is None:
-            await client._wait_on_metadata(topic)
+            await wait_on_metadata(client, topic)
             parts = client.cluster.partitions_for_topic(topic) or set()
         return sorted(parts)
 
@@ -919,7 +908,7 @@ class KafkaRuntime:
             # The fetch position, without waiting: ``consumer.position()`` waits (up to the
             # request timeout) for a position being reset, and this runs in the fetch loop of
             # every task. (aiokafka's subscription state, as ``consumer.position`` reads it.)
-            state = consumer._subscription.subscription.assignment.state_value(index)
+            state = partition_state(consumer, index)
             return bool(state is not None and state.has_valid_position and state.position >= lso)
         except Exception:  # not assigned (moving): route
             return False
@@ -1178,22 +1167,3 @@ async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _forever() -> None:
     await asyncio.Event().wait()
-
-
-async def ensure_user_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    """Create the application's own topics that do not exist yet (listener, agent, command
-    and update topics), with ``partitions`` partitions; existing ones are left as they are."""
-    if not names:
-        return
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
-            log.info("created topics %s", missing)
-    finally:
-        await admin.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from aiokafka.errors import KafkaError
 from ..errors import StoreError
 from ..store.base import Store
 from ..store.changelog import Restorer
+from .background import stop_tail
+from .settings import groupless_consumer
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,12 @@ class StandbyReplicas:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = groupless_consumer(
+            self.bootstrap,
             # ListOffsets shares the connection with the long-poll Fetch and waits behind it
             # (docs/kafka-runtime-notes.md, pitfall 8): keep the long poll short.
             fetch_max_wait_ms=max(10, min(self.poll_ms, 100)),
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         self._consumer = consumer
@@ -143,20 +141,14 @@ class StandbyReplicas:
     async def stop(self) -> None:
         """Stop tailing and close every store held (after recording how far each got)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        async with self._lock:
-            for p in list(self._replicas):
-                self._drop(p)
-        # No unassign first: taking the assignment away under in-flight fetches is what makes
-        # aiokafka 0.14's stop() hang (see stop_consumer).
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            from .eos import stop_consumer
 
-            await stop_consumer(consumer)  # plain stop() can hang in aiokafka 0.14
+        async def close_stores() -> None:
+            async with self._lock:
+                for p in list(self._replicas):
+                    self._drop(p)
+            self._consumer = None
+
+        await stop_tail(task, self._consumer, release=close_stores)
 
     async def set_partitions(self, partitions: set[int]) -> None:
         """Replicate exactly ``partitions``: start tailing new ones from each store's
