@@ -28,7 +28,7 @@ from .pipeline.ingress import AgentSpec
 from .pipeline.jobs import JobRunner, check_serialisable
 from .pipeline.notify import CommitObserver
 from .pipeline.partition import TaskContext
-from .pipeline.ports import Runtime
+from .pipeline.ports import Runtime, RuntimeParts
 from .registry import Registry
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
@@ -244,13 +244,14 @@ class Dagger:
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
         context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
+        parts = RuntimeParts(cfg.pipeline_settings(), self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
 
-            return EmbeddedRuntime(cfg.embedded_config(), cfg.pipeline_settings(), self._registry, context, observer)
+            return EmbeddedRuntime(cfg.embedded_config(), parts)
         from .kafka.runtime import KafkaRuntime  # the kafka extra: imported only when asked for
 
-        return KafkaRuntime(cfg.kafka_config(), cfg.pipeline_settings(), self._registry, context, observer)
+        return KafkaRuntime(cfg.kafka_config(), parts)
 
     async def start(self) -> None:
         """Start the REST API (first: a Kafka worker publishes its URL with its partitions,

@@ -17,10 +17,8 @@ from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
 from ..pipeline.ingress import AgentSpec
-from ..pipeline.items import Settings
-from ..pipeline.notify import CommitObserver
-from ..pipeline.partition import PartitionTask, TaskContext
-from ..pipeline.ports import Subscriptions
+from ..pipeline.partition import PartitionTask
+from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
 from ..store.base import Store
 from ..store.factory import open_store
@@ -41,19 +39,12 @@ class EmbeddedConfig:
 
 
 class EmbeddedRuntime:
-    def __init__(
-        self,
-        config: EmbeddedConfig,
-        settings: Settings,
-        subscriptions: Subscriptions,
-        context: TaskContext,
-        observer: CommitObserver,
-    ) -> None:
+    def __init__(self, config: EmbeddedConfig, parts: RuntimeParts) -> None:
         self.config = config
-        self.settings = settings
-        self.subscriptions = subscriptions
-        self.observer = observer
-        self.context = dataclasses.replace(context, on_committed=self._committed)
+        self.settings = parts.settings
+        self.subscriptions = parts.subscriptions
+        self.observer = parts.observer
+        self.context = dataclasses.replace(parts.context, on_committed=self._committed)
         self.signals = TopicSignals()
         self.consumers: dict[str, Consumer] = {}
         self._task: PartitionTask | None = None

@@ -43,9 +43,8 @@ from ..model.records import Message, Outgoing
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.ingress import AgentSpec, ListenerMapper, chunks, dead_letter, map_messages, run_agents
 from ..pipeline.items import Incoming, IndexChange, InstanceEvent, Item, Settings
-from ..pipeline.notify import CommitObserver
-from ..pipeline.partition import PartitionTask, TaskContext
-from ..pipeline.ports import Subscriptions
+from ..pipeline.partition import PartitionTask
+from ..pipeline.ports import RuntimeParts
 from ..store.base import Store, WriteBatch
 from ..store.changelog import batch_records
 from ..store.factory import open_store
@@ -309,19 +308,12 @@ class TopicLoop:
 class KafkaRuntime:
     """The ``Runtime`` on Kafka: the partitions this worker owns, each a ``PartitionTask``."""
 
-    def __init__(
-        self,
-        config: KafkaConfig,
-        settings: Settings,
-        subscriptions: Subscriptions,
-        context: TaskContext,
-        observer: CommitObserver,
-    ) -> None:
+    def __init__(self, config: KafkaConfig, parts: RuntimeParts) -> None:
         self.config = config
-        self.settings = settings
-        self.subscriptions = subscriptions
-        self.context = context
-        self.observer = observer
+        self.settings = parts.settings
+        self.subscriptions = parts.subscriptions
+        self.context = parts.context
+        self.observer = parts.observer
         self.web_url: str | None = None
         self._running = False
         self.topics = internal_topics(config.app, config.partitions)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
 from .ingress import AgentSpec
+from .items import Settings
+from .notify import CommitObserver
+from .partition import TaskContext
 
 
 class Subscriptions(Protocol):
@@ -25,6 +29,18 @@ class Subscriptions(Protocol):
     def agents(self) -> Sequence[AgentSpec]: ...
 
     def user_topics(self) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class RuntimeParts:
+    """What the facade hands either runtime, besides the runtime's own configuration: the
+    processors' settings (ownership left to the runtime), the registry to read, the context
+    every partition task shares, and the post-commit observer (waiters, update callbacks)."""
+
+    settings: Settings
+    subscriptions: Subscriptions
+    context: TaskContext
+    observer: CommitObserver
 
 
 class Runtime(Protocol):
