@@ -292,14 +292,20 @@ def test_consumer_positions(opener: Opener) -> None:
 # Dedupe ids and buffered messages --------------------------------------------------------------
 
 
+def _purge(store: Store, *, now: float, seen_ttl: float) -> None:
+    """As the pipeline purges (``BatchApplier.purge``): what ``expired`` lists, deleted in a batch."""
+    seen, buffered = store.expired(now, seen_ttl, 1_000_000)
+    store.commit(WriteBatch(seen_del=seen, buffer_del=buffered), now)
+
+
 def test_seen_ids_are_purged_by_age(store: Store) -> None:
     store.commit(WriteBatch(seen=[("orders", "m1"), ("orders", "m2")]), 100.0)
     store.commit(WriteBatch(seen=[("orders", "m3")]), 200.0)
     assert store.has_seen("orders", "m1") and not store.has_seen("ready", "m1")
-    store.purge(now=250.0, seen_ttl=100.0)  # forget ids first seen before 150
+    _purge(store, now=250.0, seen_ttl=100.0)  # forget ids first seen before 150
     assert not store.has_seen("orders", "m1") and not store.has_seen("orders", "m2")
     assert store.has_seen("orders", "m3")
-    store.purge(now=301.0, seen_ttl=100.0)
+    _purge(store, now=301.0, seen_ttl=100.0)
     assert not store.has_seen("orders", "m3")
 
 
@@ -315,7 +321,7 @@ def test_buffered_messages_expire_and_are_taken_by_id(opener: Opener) -> None:
     assert [p for _, p in live] == [{"n": 1}, {"n": 3}]
     store.commit(WriteBatch(buffer_del=[live[0][0]]), 0.0)
     assert [p for _, p in store.buffered(at, now=60.0)] == [{"n": 3}]
-    store.purge(now=60.0, seen_ttl=1.0)
+    _purge(store, now=60.0, seen_ttl=1.0)
     assert [p for _, p in store.buffered(at, now=0.0)] == [{"n": 3}]  # the expired one is gone
     store.close()
 

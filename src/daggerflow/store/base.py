@@ -104,14 +104,10 @@ class Store(Protocol):
         each message it appended, in order. Fills ``batch.buffer_ids`` if it was empty."""
         ...
 
-    def purge(self, now: float, seen_ttl: float) -> None:
-        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
-        ...
-
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
-        """What ``purge`` would drop, at most ``limit`` of each: dedupe ids (topic, id) and
-        buffered message ids. The Kafka runtime purges with a batch (``seen_del``,
-        ``buffer_del``), so that the changelog gets the tombstones."""
+        """What has expired, at most ``limit`` of each: dedupe ids (topic, id) first seen
+        before ``now - seen_ttl``, and buffered messages due by ``now``. A purge deletes them
+        with a batch (``seen_del``, ``buffer_del``), so that a changelog gets the tombstones."""
         ...
 
     def close(self) -> None: ...

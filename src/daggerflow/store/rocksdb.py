@@ -561,31 +561,6 @@ class RocksDBStore:
             scan.close()
         return seen, buffered
 
-    def purge(self, now: float, seen_ttl: float) -> None:
-        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
-        wb = RocksBatch(raw_mode=True)
-        for key, value in self._scan(b"B"):
-            _, expires = _unpack.decode(value)
-            if expires <= now:
-                wb.delete(key)
-                wb.delete(b"e" + key[-8:])
-        cutoff = _f64(now - seen_ttl)
-        scan = self._scan(b"N")
-        try:
-            for key, _ in scan:
-                if key[1:9] >= cutoff:
-                    break
-                wb.delete(key)
-                seen = b"n" + key[9:]
-                first = self.db.get(seen)
-                # Only if this is the entry's own time (an id seen again keeps a newer one).
-                if first is not None and _f64(_F64.unpack(first)[0]) == key[1:9]:
-                    wb.delete(seen)
-        finally:
-            scan.close()
-        if not wb.is_empty():
-            self.db.write(wb, self._write)
-
     def close(self) -> None:
         try:
             self.db.close()

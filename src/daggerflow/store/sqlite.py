@@ -370,12 +370,6 @@ class SQLiteStore:
         buffered = self.db.execute("SELECT id FROM buffered WHERE expires <= ? LIMIT ?", (now, limit))
         return [(str(t), str(i)) for t, i in seen], [int(i) for (i,) in buffered]
 
-    def purge(self, now: float, seen_ttl: float) -> None:
-        """Drop expired buffered messages and dedupe ids older than ``seen_ttl``."""
-        with self._transaction():
-            self.db.execute("DELETE FROM buffered WHERE expires <= ?", (now,))
-            self.db.execute("DELETE FROM seen WHERE ts < ?", (now - seen_ttl,))
-
     def close(self) -> None:
         try:
             if self._checkpointer is not None:
