@@ -51,3 +51,20 @@ async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Calla
         assert batch.forwards == []  # matched here: nothing routed
         assert batch.seen == [("boxes", "m1")]
         assert "i1" in batch.instances  # the delivery was applied in this batch
+
+
+async def test_a_routed_message_that_matches_nothing_leaves_no_dedupe_id(tmp_path: Path) -> None:
+    """The routed copy (no ``unmatched_route``): unmatched and not buffered, its id is not
+    remembered, so a retry after a listener starts waiting is delivered; buffered (a TTL),
+    it is remembered with the buffered message."""
+    store = SQLiteStore(str(tmp_path / "p.db"))
+    try:
+        dropped = Processor(store, ManualClock(), Settings())
+        batch, _ = dropped._prepare([Incoming("", _message(7), [("box", "b1")], False, "m1")])
+        assert batch.seen == [] and batch.buffer_put == []
+
+        kept = Processor(store, ManualClock(), Settings(unmatched_ttl=lambda topic: 600.0))
+        batch, _ = kept._prepare([Incoming("", _message(8), [("box", "b1")], False, "m2")])
+        assert batch.seen == [("boxes", "m2")] and len(batch.buffer_put) == 1
+    finally:
+        store.close()

@@ -563,15 +563,18 @@ class _BatchRun:
         if item.unmatched_route is not None and not matched:
             self.batch.forwards.append(("routed", *item.unmatched_route))
             return
-        if key is not None:
-            self.seen.add(key)
-            self.batch.seen.append(key)
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
-        if not matched and ttl > 0:
+        buffered = not matched and ttl > 0 and bool(item.mappings)
+        if buffered:
             for key_name, value in item.mappings:
                 self.batch.buffer_put.append(
                     (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
                 )
+        # Only a message that was delivered or kept leaves its id: one that found nobody
+        # waiting is gone, and its producer's retry must count as new.
+        if key is not None and (matched or buffered):
+            self.seen.add(key)
+            self.batch.seen.append(key)
 
     def run_jobs_inline(self) -> None:
         """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).
