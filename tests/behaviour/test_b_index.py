@@ -104,7 +104,10 @@ async def test_stale_index_entries_are_pruned(engine: Dagger) -> None:
     store = engine._require_store()
     # Simulate leftovers (e.g. a workflow removed behind the engine's back).
     at = Correlation("boxes", "box_id", "BOX-9")
-    store.commit(WriteBatch(index_put=[(at, "deleted-workflow", "n1"), (at, "live", "no-such-task")]), 0.0)
+    store.commit(
+        WriteBatch(index_put=[(at, "deleted-workflow", "n1", False), (at, "live", "no-such-task", False)]),
+        0.0,
+    )
     assert len(index_entries(engine, "boxes")) == 3
 
     await engine.topics["boxes"].send(value={"box_id": "BOX-9"})

@@ -980,6 +980,37 @@ async def test_match_only_one_completes_a_single_instance_per_message(engine: Da
     assert ON_MESSAGE_CALLS[(order, "L_listener_task")] == 2
 
 
+async def test_match_only_one_holds_per_listener_not_per_topic(engine: Dagger) -> None:
+    """§10.20: a normal listener sharing a topic with a ``match_only_one`` listener still gets
+    every message that matches it: one message completes both normal waiters and one of the
+    two first-come waiters; the second message completes the other first-come waiter."""
+    h = DAGBuilderHelper(engine)
+    normal = register(engine, "SharedNormal", ("P", [listener(h, "shared_topic", "N")]))
+    first = register(engine, "SharedFirst", ("P", [listener(h, "shared_topic", "F", FirstComerListener)]))
+    order = uid("o")
+    for iid in ("n1", "n2"):
+        await normal.create_instance(iid, submit_task=True, order_id=order)
+        await engine.wait_for(iid, waiting("N_listener_task"), timeout=T)
+    for iid in ("f1", "f2"):
+        await first.create_instance(iid, submit_task=True, order_id=order)
+        await engine.wait_for(iid, waiting("F_listener_task"), timeout=T)
+    counts = {iid: committed(engine, iid).update_count for iid in ("f1", "f2")}
+
+    await send(engine, "shared_topic", order_id=order)
+    for iid in ("n1", "n2"):
+        assert (await engine.wait_for(iid, timeout=T)).status.code == "COMPLETED"
+    await flush_topic(engine, "shared_topic")
+    touched = [iid for iid in ("f1", "f2") if committed(engine, iid).update_count != counts[iid]]
+    assert len(touched) == 1
+    (other,) = {"f1", "f2"} - set(touched)
+    assert waiting("F_listener_task")(committed(engine, other))
+
+    await send(engine, "shared_topic", order_id=order)
+    assert (await engine.wait_for(other, timeout=T)).status.code == "COMPLETED"
+    assert ON_MESSAGE_CALLS[(order, "N_listener_task")] == 2
+    assert ON_MESSAGE_CALLS[(order, "F_listener_task")] == 2
+
+
 async def test_a_message_id_that_matched_nothing_is_not_remembered(engine: Dagger) -> None:
     """A message that no listener waited for (and that is not buffered) leaves no dedupe id:
     its producer's retry with the same id, once a listener waits, is delivered. A message

@@ -113,6 +113,14 @@ def ids_on_every_partition(prefix: str) -> list[str]:
     return [found[p] for p in sorted(found)]
 
 
+def ids_off_partition(partition: int, prefix: str, n: int) -> list[str]:
+    """``n`` instance ids that live on another partition than ``partition``."""
+    from daggerflow.log.codec import partition_for
+
+    candidates = (f"{prefix}-{i}" for i in range(100_000))
+    return [iid for iid in candidates if partition_for(iid, PARTITIONS) != partition][:n]
+
+
 def messages_of(snapshot: dict[str, Any]) -> list[Any]:
     return list((snapshot.get("runtime_parameters") or {}).get("messages", []))
 
@@ -232,3 +240,37 @@ async def test_a_message_id_seen_twice_is_delivered_once(
         last = (await watcher.poll()).last("d1")
         assert last is not None and last["runtime_parameters"]["seen"] == ["m1", "m2", "m3"]
         assert not watcher.progress.update_count_problems()
+
+
+async def test_match_only_one_holds_per_listener_when_the_index_owner_holds_no_instance(
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ``{app}.shared`` SharedWait's listener is normal and FirstWait's is match_only_one.
+    Every instance lives on another partition than the value's index entry, so the index
+    owner forwards each delivery knowing only what the entry carries. One message completes
+    both normal waiters and one first-come waiter; a second message completes the other."""
+    async with corr_cluster(make_cluster, monkeypatch) as (cluster, client, watcher):
+        topic = cluster.topic("shared")
+        value = f"S-{uuid.uuid4().hex[:6]}"
+        home = partition_of(topic, value)
+        normal = ids_off_partition(home, f"normal-{value}", 2)
+        first = ids_off_partition(home, f"first-{value}", 2)
+        await start_waiting(client, watcher, "SharedWait", dict.fromkeys(normal, value))
+        await start_waiting(client, watcher, "FirstWait", dict.fromkeys(first, value))
+
+        one, two = {"box_id": value, "n": 1}, {"box_id": value, "n": 2}
+        await produce(cluster.bootstrap, topic, [(b"k", one)])
+        await watcher.wait_completed(normal, timeout=60)
+        await watcher.wait_count(first, 1, timeout=60)
+        await produce(cluster.bootstrap, topic, [(b"k", two)])
+        await watcher.wait_completed(first, timeout=60)
+
+        progress = await watcher.poll()
+        received = {}
+        for iid in [*normal, *first]:
+            last = progress.last(iid)
+            assert last is not None, iid
+            received[iid] = messages_of(last)
+        assert [received[iid] for iid in normal] == [[one], [one]], received
+        assert sorted(received[iid][0]["n"] for iid in first) == [1, 2], received
+        assert all(len(received[iid]) == 1 for iid in first), received

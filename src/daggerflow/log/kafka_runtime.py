@@ -840,7 +840,7 @@ class KafkaRuntime:
                     target, None)  # fmt: skip
         at: Correlation = target
         change: IndexChange = payload
-        op = codec.IndexOp(at, change.instance, change.node, change.put)
+        op = codec.IndexOp(at, change.instance, change.node, change.put, change.only_one)
         return (self.topics.correlation.name, codec.correlation_key(at).encode(), codec.encode(op),
                 codec.partition_of_correlation(at, n), None)  # fmt: skip
 
@@ -876,13 +876,14 @@ class KafkaRuntime:
                 return Command(record.key.decode(), event, source=source)
             routed = codec.decode_correlation(record.value)
             if isinstance(routed, codec.IndexOp):
-                return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source)
+                return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source,
+                                   only_one=routed.only_one)  # fmt: skip
             message = Message(
                 routed.topic, routed.offset, routed.key, routed.value, {}, record.timestamp / 1000
             )
             # (the key is informational: correlation uses the mappings)
             mappings = [(str(k), str(v)) for k, v in routed.mappings]
-            return Incoming("", message, mappings, routed.match_only_one, routed.message_id, source=source)
+            return Incoming("", message, mappings, routed.message_id, source=source)
         except Exception as exc:
             # Only daggerflow writes these topics; a record it cannot read is kept for a
             # human in the dead-letter topic and skipped, so the partition keeps going.
@@ -920,9 +921,9 @@ class KafkaRuntime:
             by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
         key = _as_text(record.key)
         text_key = key if isinstance(key, str) else None
-        topic, offset, only_one = mapper.topic, record.offset, mapper.match_only_one
+        topic, offset = mapper.topic, record.offset
         return {
-            part: codec.Routed(topic, tp.partition, offset, text_key, value, found, only_one, message_id)
+            part: codec.Routed(topic, tp.partition, offset, text_key, value, found, message_id)
             for part, found in by_partition.items()
         }
 
@@ -949,7 +950,7 @@ class KafkaRuntime:
             message = Message(mapper.topic, record.offset, own.key if own else None, value, {},
                               record.timestamp / 1000)  # fmt: skip
             # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
-            items.append(Incoming("", message, list(own.mappings) if own else [], mapper.match_only_one,
+            items.append(Incoming("", message, list(own.mappings) if own else [],
                                   message_id if own else None, source=source, routes=list(routed.items()),
                                   unmatched_route=None if own is None else (tp.partition, own)))  # fmt: skip
         return items

@@ -140,10 +140,6 @@ class ListenerMapper:
         self.classes = classes
         self._mappers: dict[type, Any] = {}
 
-    @property
-    def match_only_one(self) -> bool:
-        return any(getattr(c, "match_only_one", False) for c in self.classes)
-
     async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
         """The correlation pairs of a payload, from every listener type of the topic.
 
@@ -214,7 +210,6 @@ class ListenerConsumer(Consumer):
         return await self.mapper.mappings(value)
 
     async def handle(self, messages: list[Message]) -> None:
-        match_only_one = self.mapper.match_only_one
         last: asyncio.Future[Any] | None = None
         for msg in messages:
             last = asyncio.get_running_loop().create_future()
@@ -236,7 +231,6 @@ class ListenerConsumer(Consumer):
                     self.name,
                     msg,
                     pairs,
-                    match_only_one,
                     None if message_id is None else str(message_id),
                     future=last,
                 )
