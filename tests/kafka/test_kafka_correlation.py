@@ -274,3 +274,37 @@ async def test_match_only_one_holds_per_listener_when_the_index_owner_holds_no_i
         assert [received[iid] for iid in normal] == [[one], [one]], received
         assert sorted(received[iid][0]["n"] for iid in first) == [1, 2], received
         assert all(len(received[iid]) == 1 for iid in first), received
+
+
+@pytest.mark.parametrize("partitions", [PARTITIONS, 5], ids=["read-by-tasks", "re-routed"])
+async def test_a_retry_of_a_message_that_matched_nothing_is_delivered(
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> None:
+    """m1 for a value nobody waits on (no TTL: dropped) leaves no dedupe id: the producer's
+    retry of m1, once an instance waits, is delivered. Both ways a listener topic is read.
+    The instance lives on another partition than the value's index entry, so its entry
+    reaches the index owner through the correlation topic, after the first m1."""
+    precreate = {"dedupe": partitions} if partitions != PARTITIONS else None
+    async with corr_cluster(make_cluster, monkeypatch, precreate=precreate) as (cluster, client, watcher):
+        topic = cluster.topic("dedupe")
+        tag = uuid.uuid4().hex[:6]
+        value = f"R-{tag}"
+        home = partition_of(topic, value)
+        marker = value_on_partition(topic, home, f"RM-{tag}")
+        await start_waiting(client, watcher, "DedupeWait", {"retry-marker": marker})
+
+        first = {"box_id": value, "msg_id": "m1", "last": False}
+        await produce(
+            cluster.bootstrap,
+            topic,
+            [(b"k", first), (b"k", {"box_id": marker, "msg_id": "mk", "last": True})],
+        )
+        # In order on one correlation partition: once the marker ran, m1 has been handled.
+        await watcher.wait_completed(["retry-marker"], timeout=60)
+
+        (iid,) = ids_off_partition(home, f"retried-{tag}", 1)
+        await start_waiting(client, watcher, "DedupeWait", {iid: value})
+        await produce(cluster.bootstrap, topic, [(b"k", {"box_id": value, "msg_id": "m1", "last": True})])
+        await watcher.wait_completed([iid], timeout=60)
+        last = (await watcher.poll()).last(iid)
+        assert last is not None and last["runtime_parameters"]["seen"] == ["m1"]
