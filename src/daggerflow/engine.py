@@ -124,7 +124,7 @@ class Dagger:
         durability: str = "normal",
         unmatched_message_ttl: float | dict[str, float] = 0.0,
         dedupe_ttl: float = 7 * 24 * 3600.0,
-        dead_letter_topic: str = "daggerflow-dead-letter",
+        dead_letter_topic: str | None = None,
         shutdown_timeout: float = 10.0,
         kafka_partitions: int = 12,
         processing_guarantee: str = "exactly_once",
@@ -182,7 +182,7 @@ class Dagger:
         self.durability = durability
         self.unmatched_message_ttl = unmatched_message_ttl
         self.dedupe_ttl = dedupe_ttl
-        self.dead_letter_topic = dead_letter_topic
+        self._dead_letter_topic = dead_letter_topic or None
         self.shutdown_timeout = shutdown_timeout
         self.kafka_partitions = kafka_partitions
         self.processing_guarantee = processing_guarantee
@@ -212,6 +212,19 @@ class Dagger:
         if task_update_topic:
             self.create_topic(task_update_topic)
         self.task_update_topic = self.topics[task_update_topic] if task_update_topic else None
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where dead letters go: the ``dead_letter_topic`` option, else the runtime's default
+        (embedded ``daggerflow-dead-letter``, Kafka ``{application_name}-dead-letter``). Read
+        when used: the CLI may set the broker and application name after construction."""
+        if self._dead_letter_topic is not None:
+            return self._dead_letter_topic
+        return f"{self.application_name}-dead-letter" if self.broker is not None else "daggerflow-dead-letter"
+
+    @dead_letter_topic.setter
+    def dead_letter_topic(self, name: str | None) -> None:
+        self._dead_letter_topic = name or None
 
     # Registration ---------------------------------------------------------------------
 
@@ -434,6 +447,7 @@ class Dagger:
             durability=self.durability,
             auto_offset_reset=self.consumer_auto_offset_reset,
             commit_interval=self.commit_interval,
+            dead_letter_topic=self._dead_letter_topic,
         )
 
     def _user_topics(self) -> set[str]:

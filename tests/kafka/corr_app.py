@@ -4,7 +4,8 @@ configured from the environment like ``daggerflow.demo.kafka_app``.
     python -m daggerflow worker tests/kafka/corr_app.py:engine --broker kafka://127.0.0.1:9092
 
 Environment: DAGGERFLOW_BROKER, DAGGERFLOW_APP (default "corr"), DAGGERFLOW_PARTITIONS (12),
-DAGGERFLOW_GUARANTEE (exactly_once), DAGGERFLOW_DATA (datadir).
+DAGGERFLOW_GUARANTEE (exactly_once), DAGGERFLOW_DATA (datadir), CORR_DEAD_LETTER (a name: the
+dead-letter topic is ``{app}.<name>``; unset: the runtime's default).
 
 One-task templates, each waiting on one listener topic (the topics' names are
 ``{app}.<name>``, so every test application has its own):
@@ -107,6 +108,8 @@ def build(role: str = "worker", **options: Any) -> Dagger:
         "task_update_topic": f"{app}.updates",
         "unmatched_message_ttl": {f"{app}.early": TTL},
     }
+    if env.get("CORR_DEAD_LETTER"):
+        settings["dead_letter_topic"] = f"{app}.{env['CORR_DEAD_LETTER']}"
     settings.update(options)
     engine = Dagger(**settings)
     _register(engine, app)

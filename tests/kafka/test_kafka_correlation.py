@@ -41,12 +41,14 @@ async def corr_cluster(
     monkeypatch: pytest.MonkeyPatch,
     workers: int = 2,
     precreate: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[Cluster, Any, UpdatesWatcher]]:
     """Workers of a fresh corr_app application, a client engine of it and its update topic.
     ``precreate``: listener topics (short names) to create first with that many partitions:
     with another count than the application's, a topic is not co-partitioned with the
-    correlation index and is re-routed by its own consumer group."""
-    cluster = make_cluster(target=CORR_APP, partitions=PARTITIONS)
+    correlation index and is re-routed by its own consumer group. ``env``: of the workers
+    and the client."""
+    cluster = make_cluster(target=CORR_APP, partitions=PARTITIONS, env=env)
     if precreate:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 

@@ -270,6 +270,24 @@ def test_internal_topics_are_co_partitioned_and_the_changelog_is_compacted() -> 
     assert internal_topics("x").events.partitions == 12
 
 
+def test_dead_letter_topic_is_the_option_or_the_runtimes_default() -> None:
+    """``Dagger(dead_letter_topic=...)`` names the topic on both runtimes; unset, each runtime
+    has its own default. On Kafka it is one of the internal topics (created at start and
+    watched by the hanging-transaction check)."""
+    from daggerflow import Dagger
+    from daggerflow.log.kafka_runtime import KafkaRuntime
+
+    assert Dagger(web_port=None).dead_letter_topic == "daggerflow-dead-letter"
+    assert Dagger(web_port=None, dead_letter_topic="letters").dead_letter_topic == "letters"
+    kafka = Dagger(broker="kafka://127.0.0.1:9092", application_name="pizza", web_port=None)
+    assert kafka.dead_letter_topic == "pizza-dead-letter"
+    assert KafkaRuntime(kafka, kafka._kafka_config()).topics.dead_letter.name == "pizza-dead-letter"
+    custom = Dagger(broker="kafka://127.0.0.1:9092", application_name="pizza", dead_letter_topic="letters")
+    topics = KafkaRuntime(custom, custom._kafka_config()).topics
+    assert topics.dead_letter.name == "letters" and topics.dead_letter in topics.all()
+    assert internal_topics("pizza", 6, dead_letter="letters").dead_letter.partitions == 1
+
+
 @pytest.mark.parametrize(
     ("name", "partitions", "rf"),
     [("bad name", 1, 1), ("x" * 250, 1, 1), ("..", 1, 1), ("ok", 0, 1), ("ok", 1, 0)],

@@ -115,6 +115,7 @@ class KafkaConfig:
     durability: str
     auto_offset_reset: str
     commit_interval: float = 0.0
+    dead_letter_topic: str | None = None  # None: ``{app}-dead-letter``
 
     @property
     def exactly_once(self) -> bool:
@@ -356,7 +357,7 @@ class KafkaRuntime:
     def __init__(self, engine: Dagger, config: KafkaConfig) -> None:
         self.engine = engine
         self.config = config
-        self.topics = internal_topics(config.app, config.partitions)
+        self.topics = internal_topics(config.app, config.partitions, dead_letter=config.dead_letter_topic)
         self.owners_topic = TopicSpec(f"{config.app}-owners", 1, {"cleanup.policy": "compact"})
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.tasks: dict[int, PartitionTask] = {}
