@@ -551,6 +551,7 @@ class Dagger:
         # A worker owns its process: move what start-up built (modules, templates) out of
         # the collector's reach, which halved the full-collection pause in the benchmark.
         gc.freeze()
+        jobs_failed: asyncio.Task[None] | None = None
         try:
             waiter = asyncio.create_task(stop.wait())
             vital: asyncio.Task[None] | None
@@ -560,15 +561,21 @@ class Dagger:
             else:
                 assert self._processor is not None
                 vital = self._processor._task
-            assert vital is not None
-            _done, _ = await asyncio.wait({waiter, vital}, return_when=asyncio.FIRST_COMPLETED)
+            assert vital is not None and self._jobs is not None
+            # The job runner serves every partition: its failure is fatal on both runtimes.
+            jobs_failed = asyncio.create_task(self._jobs.failure(), name="daggerflow-job-runner")
+            await asyncio.wait({waiter, vital, jobs_failed}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            if vital.done() and not vital.cancelled() and vital.exception() is not None:
-                raise vital.exception()  # type: ignore[misc]
+            for what, task in (("the job runner", jobs_failed), ("the processor", vital)):
+                if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                    log.error("the worker stops: %s failed: %r", what, exc)
+                    raise exc
             # (it ends while stopping, the loops being stopped: that is not news)
             vital.add_done_callback(lambda t: t.cancelled() or t.exception())
             log.info("signal received: draining")
         finally:
+            if jobs_failed is not None:
+                jobs_failed.cancel()
             await self.stop()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
@@ -584,7 +591,13 @@ class Dagger:
         failed = self._processor.failed
         if failed is not None:
             raise TaskInvalidState(f"the engine's processor stopped after an error: {failed!r}")
+        self._require_job_runner()
         return self._processor
+
+    def _require_job_runner(self) -> None:
+        failed = self._jobs.failed if self._jobs is not None else None
+        if failed is not None:
+            raise TaskInvalidState(f"the engine's job runner stopped after an error: {failed!r}")
 
     async def create_instance(
         self,
@@ -735,6 +748,7 @@ class Dagger:
 
     def _require_running(self) -> None:
         if self._kafka is not None and self.started_flag:
+            self._require_job_runner()
             return
         self._require_started()
 
