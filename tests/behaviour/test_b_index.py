@@ -396,3 +396,18 @@ async def test_listener_types_sharing_a_topic_do_not_break_each_other(engine: Da
     record = json.loads(dead[0].value)
     assert record["topic"] == "strict_topic" and json.loads(record["value"]) == {"neither": 1}
     assert "KeyError" in record["error"]
+
+
+async def test_dead_letters_go_to_the_configured_topic(make_engine: Any) -> None:
+    """``dead_letter_topic`` names where unmappable payloads go; the default topic stays empty."""
+    engine = make_engine(dead_letter_topic="my-letters")
+    boxes = _listener_template(engine, "LetterBoxes", "letter_topic", StrictBoxListener)
+    async with engine:
+        assert engine.dead_letter_topic == "my-letters"
+        await boxes.create_instance("lb", submit_task=True, box_id="B-7")
+        await engine.topics["letter_topic"].send(value={"neither": 1})
+        await engine.topics["letter_topic"].send(value={"box_id": "B-7"})
+        assert (await engine.wait_for("lb", timeout=5)).status.code == "COMPLETED"
+        dead = engine.read_topic("my-letters", 0, 10)
+        assert [json.loads(json.loads(r.value)["value"]) for r in dead] == [{"neither": 1}]
+        assert engine.read_topic("daggerflow-dead-letter", 0, 10) == []
