@@ -566,7 +566,8 @@ class Dagger:
             jobs_failed = asyncio.create_task(self._jobs.failure(), name="daggerflow-job-runner")
             await asyncio.wait({waiter, vital, jobs_failed}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            for what, task in (("the job runner", jobs_failed), ("the processor", vital)):
+            loops = "the processor" if self._kafka is None else "the fetch or a topic loop"
+            for what, task in (("the job runner", jobs_failed), (loops, vital)):
                 if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
                     log.error("the worker stops: %s failed: %r", what, exc)
                     raise exc
