@@ -45,7 +45,8 @@ class Probes:
     seen: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, batch: WriteBatch) -> None:
-        self.correlations.update(c for c, _, _ in batch.index_put + batch.index_del)
+        self.correlations.update(c for c, *_ in batch.index_put)
+        self.correlations.update(c for c, _, _ in batch.index_del)
         self.correlations.update(c for c, _, _ in batch.buffer_put)
         self.consumers.update(batch.positions)
         self.seen.update(batch.seen)

@@ -82,7 +82,7 @@ class EngineConfig:
     durability: str = "normal"
     unmatched_message_ttl: float | dict[str, float] = 0.0
     dedupe_ttl: float = 7 * 24 * 3600.0
-    dead_letter_topic: str = "daggerflow-dead-letter"
+    dead_letter_topic: str | None = None  # None: the runtime's default (see ``dead_letter``)
     shutdown_timeout: float = 10.0
     kafka_partitions: int = 12
     processing_guarantee: str = "exactly_once"
@@ -121,6 +121,14 @@ class EngineConfig:
     def kafka(self) -> bool:
         return self.broker is not None
 
+    @property
+    def dead_letter(self) -> str:
+        """Where dead letters go: ``dead_letter_topic``, else the runtime's default
+        (embedded ``daggerflow-dead-letter``, Kafka ``{application_name}-dead-letter``)."""
+        if self.dead_letter_topic:
+            return self.dead_letter_topic
+        return f"{self.application_name}-dead-letter" if self.broker is not None else "daggerflow-dead-letter"
+
     def pipeline_settings(self) -> Settings:
         ttl = self.unmatched_message_ttl
         return Settings(
@@ -139,7 +147,7 @@ class EngineConfig:
             datadir=self.datadir,
             application_name=self.application_name,
             durability=self.durability,
-            dead_letter_topic=self.dead_letter_topic,
+            dead_letter_topic=self.dead_letter,
             start_at_end=self.consumer_auto_offset_reset == "latest",
             shutdown_timeout=self.shutdown_timeout,
         )
@@ -161,4 +169,5 @@ class EngineConfig:
             auto_offset_reset=self.consumer_auto_offset_reset,
             commit_interval=self.commit_interval,
             shutdown_timeout=self.shutdown_timeout,
+            dead_letter_topic=self.dead_letter_topic or None,
         )

@@ -82,7 +82,7 @@ class Dagger:
         durability: str = "normal",
         unmatched_message_ttl: float | dict[str, float] = 0.0,
         dedupe_ttl: float = 7 * 24 * 3600.0,
-        dead_letter_topic: str = "daggerflow-dead-letter",
+        dead_letter_topic: str | None = None,
         shutdown_timeout: float = 10.0,
         kafka_partitions: int = 12,
         processing_guarantee: str = "exactly_once",
@@ -144,6 +144,11 @@ class Dagger:
     @property
     def running(self) -> bool:
         return self.runtime is not None and self.runtime.running
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where dead letters go: the option, else the runtime's default."""
+        return self.config.dead_letter
 
     # Registration ---------------------------------------------------------------------
 
@@ -329,6 +334,9 @@ class Dagger:
             raise TaskInvalidState(
                 "the engine is not running: use `async with engine:`, `await engine.start()` or `engine.main()`"
             )
+        failed = self._jobs.failed if self._jobs is not None else None
+        if failed is not None:
+            raise TaskInvalidState(f"the engine's job runner stopped after an error: {failed!r}")
         return runtime
 
     # Instances ------------------------------------------------------------------------

@@ -62,10 +62,11 @@ async def run_until_signalled(engine: Engine) -> None:
         vital = runtime.vital_task()
         await asyncio.wait({waiter, vital}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if vital.done() and not vital.cancelled() and vital.exception() is not None:
-            error = vital.exception()
-            log.critical("the worker stopped working and exits: %r", error, exc_info=error)
-            raise error  # type: ignore[misc]
+        error = vital.exception() if vital.done() and not vital.cancelled() else None
+        if error is not None:
+            where = " ".join(getattr(error, "__notes__", ())) or vital.get_name()
+            log.error("the worker stops: %s failed: %r", where, error, exc_info=error)
+            raise error
         # (it ends while stopping, the loops being stopped: that is not news)
         vital.add_done_callback(lambda t: t.cancelled() or t.exception())
         log.info("signal received: draining")

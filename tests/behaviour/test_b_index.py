@@ -104,7 +104,10 @@ async def test_stale_index_entries_are_pruned(engine: Dagger) -> None:
     store = engine.runtime.store
     # Simulate leftovers (e.g. a workflow removed behind the engine's back).
     at = Correlation("boxes", "box_id", "BOX-9")
-    store.commit(WriteBatch(index_put=[(at, "deleted-workflow", "n1"), (at, "live", "no-such-task")]), 0.0)
+    store.commit(
+        WriteBatch(index_put=[(at, "deleted-workflow", "n1", False), (at, "live", "no-such-task", False)]),
+        0.0,
+    )
     assert len(index_entries(engine, "boxes")) == 3
 
     await engine.topics["boxes"].send(value={"box_id": "BOX-9"})
@@ -382,14 +385,29 @@ async def test_listener_types_sharing_a_topic_do_not_break_each_other(engine: Da
     assert (await engine.wait_for("o", timeout=5)).status.code == "COMPLETED"
     await engine.topics["strict_topic"].send(value={"box_id": "B-5"})
     assert (await engine.wait_for("b", timeout=5)).status.code == "COMPLETED"
-    assert engine.read_topic(engine.config.dead_letter_topic, 0, 10) == []
+    assert engine.read_topic(engine.dead_letter_topic, 0, 10) == []
 
     await boxes.create_instance("b2", submit_task=True, box_id="B-6")
     await engine.topics["strict_topic"].send(value={"neither": 1})
     await engine.topics["strict_topic"].send(value={"box_id": "B-6"})
     assert (await engine.wait_for("b2", timeout=5)).status.code == "COMPLETED"
-    dead = engine.read_topic(engine.config.dead_letter_topic, 0, 10)
+    dead = engine.read_topic(engine.dead_letter_topic, 0, 10)
     assert len(dead) == 1
     record = json.loads(dead[0].value)
     assert record["topic"] == "strict_topic" and json.loads(record["value"]) == {"neither": 1}
     assert "KeyError" in record["error"]
+
+
+async def test_dead_letters_go_to_the_configured_topic(make_engine: Any) -> None:
+    """``dead_letter_topic`` names where unmappable payloads go; the default topic stays empty."""
+    engine = make_engine(dead_letter_topic="my-letters")
+    boxes = _listener_template(engine, "LetterBoxes", "letter_topic", StrictBoxListener)
+    async with engine:
+        assert engine.dead_letter_topic == "my-letters"
+        await boxes.create_instance("lb", submit_task=True, box_id="B-7")
+        await engine.topics["letter_topic"].send(value={"neither": 1})
+        await engine.topics["letter_topic"].send(value={"box_id": "B-7"})
+        assert (await engine.wait_for("lb", timeout=5)).status.code == "COMPLETED"
+        dead = engine.read_topic("my-letters", 0, 10)
+        assert [json.loads(json.loads(r.value)["value"]) for r in dead] == [{"neither": 1}]
+        assert engine.read_topic("daggerflow-dead-letter", 0, 10) == []

@@ -134,6 +134,15 @@ class FirstComerListener(OrderListener):
     match_only_one = True
 
 
+class DedupedOrderListener(OrderListener):
+    """Names each message by its ``msg_id`` (dedupe); a message without one (a barrier's
+    marker) has no id."""
+
+    def get_message_id(self, payload: Any) -> str | None:
+        msg_id = json.loads(payload).get("msg_id")
+        return None if msg_id is None else str(msg_id)
+
+
 class RunAt(TriggerTask[str, str]):
     async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
         EXECUTE_CALLS[(workflow_instance.id, short(self.task_name))] += 1
@@ -969,6 +978,58 @@ async def test_match_only_one_completes_a_single_instance_per_message(engine: Da
     await send(engine, "first_topic", order_id=order)
     assert (await engine.wait_for(other, timeout=T)).status.code == "COMPLETED"
     assert ON_MESSAGE_CALLS[(order, "L_listener_task")] == 2
+
+
+async def test_match_only_one_holds_per_listener_not_per_topic(engine: Dagger) -> None:
+    """§10.20: a normal listener sharing a topic with a ``match_only_one`` listener still gets
+    every message that matches it: one message completes both normal waiters and one of the
+    two first-come waiters; the second message completes the other first-come waiter."""
+    h = DAGBuilderHelper(engine)
+    normal = register(engine, "SharedNormal", ("P", [listener(h, "shared_topic", "N")]))
+    first = register(engine, "SharedFirst", ("P", [listener(h, "shared_topic", "F", FirstComerListener)]))
+    order = uid("o")
+    for iid in ("n1", "n2"):
+        await normal.create_instance(iid, submit_task=True, order_id=order)
+        await engine.wait_for(iid, waiting("N_listener_task"), timeout=T)
+    for iid in ("f1", "f2"):
+        await first.create_instance(iid, submit_task=True, order_id=order)
+        await engine.wait_for(iid, waiting("F_listener_task"), timeout=T)
+    counts = {iid: committed(engine, iid).update_count for iid in ("f1", "f2")}
+
+    await send(engine, "shared_topic", order_id=order)
+    for iid in ("n1", "n2"):
+        assert (await engine.wait_for(iid, timeout=T)).status.code == "COMPLETED"
+    await flush_topic(engine, "shared_topic")
+    touched = [iid for iid in ("f1", "f2") if committed(engine, iid).update_count != counts[iid]]
+    assert len(touched) == 1
+    (other,) = {"f1", "f2"} - set(touched)
+    assert waiting("F_listener_task")(committed(engine, other))
+
+    await send(engine, "shared_topic", order_id=order)
+    assert (await engine.wait_for(other, timeout=T)).status.code == "COMPLETED"
+    assert ON_MESSAGE_CALLS[(order, "N_listener_task")] == 2
+    assert ON_MESSAGE_CALLS[(order, "F_listener_task")] == 2
+
+
+async def test_a_message_id_that_matched_nothing_is_not_remembered(engine: Dagger) -> None:
+    """A message that no listener waited for (and that is not buffered) leaves no dedupe id:
+    its producer's retry with the same id, once a listener waits, is delivered. A message
+    that was delivered is remembered: its retry is ignored."""
+    h = DAGBuilderHelper(engine)
+    template = register(engine, "Retried", ("P", [listener(h, "retry_topic", "R", DedupedOrderListener)]))
+    iid = uid("retried")
+    await send(engine, "retry_topic", order_id=iid, msg_id="m1", status="EARLY")
+    await flush_topic(engine, "retry_topic")
+
+    await template.create_instance(iid, submit_task=True, order_id=iid)
+    await engine.wait_for(iid, waiting("R_listener_task"), timeout=T)
+    await send(engine, "retry_topic", order_id=iid, msg_id="m1", status="RETRY")
+    await engine.wait_for(iid, lambda i: "statuses" in i.runtime_parameters, timeout=T)
+    await send(engine, "retry_topic", order_id=iid, msg_id="m1", status="DUPLICATE")
+    await send(engine, "retry_topic", order_id=iid, msg_id="m2", status="READY")
+    done = await engine.wait_for(iid, timeout=T)
+    assert done.status.code == "COMPLETED"
+    assert done.runtime_parameters["statuses"] == ["RETRY", "READY"]
 
 
 # §10.21-10.25: out-of-order, skipped, stopped, completed listeners ------------------------

@@ -4,9 +4,10 @@ configured from the environment like ``daggerflow.demo.kafka_app``.
     python -m daggerflow worker tests/kafka/corr_app.py:engine --broker kafka://127.0.0.1:9092
 
 Environment: DAGGERFLOW_BROKER, DAGGERFLOW_APP (default "corr"), DAGGERFLOW_PARTITIONS (12),
-DAGGERFLOW_GUARANTEE (exactly_once), DAGGERFLOW_DATA (datadir).
+DAGGERFLOW_GUARANTEE (exactly_once), DAGGERFLOW_DATA (datadir), CORR_DEAD_LETTER (a name: the
+dead-letter topic is ``{app}.<name>``; unset: the runtime's default).
 
-Three one-task templates, each waiting on one listener topic (the topics' names are
+One-task templates, each waiting on one listener topic (the topics' names are
 ``{app}.<name>``, so every test application has its own):
 
 - ``BoxWait`` on ``{app}.boxes``: waits for a message naming its ``box_id``; a message's
@@ -15,6 +16,8 @@ Three one-task templates, each waiting on one listener topic (the topics' names 
   message that finds no waiting instance is kept and delivered when one starts waiting.
 - ``DedupeWait`` on ``{app}.dedupe``: its listener names each message (``msg_id``), so a
   message id seen twice runs once; it completes on a message saying ``"last": true``.
+- ``SharedWait`` and ``FirstWait`` on ``{app}.shared``: one topic, two listener types, the
+  second ``match_only_one``.
 
 Every listener records what it received in the runtime parameters, which the update topic
 ``{app}.updates`` shows.
@@ -51,6 +54,10 @@ class EarlyListener(BoxListener):
     pass
 
 
+class FirstListener(BoxListener):
+    match_only_one = True
+
+
 class DedupeListener(KafkaListenerTask[str, str]):
     correlatable_key = "box_id"
 
@@ -68,6 +75,8 @@ class DedupeListener(KafkaListenerTask[str, str]):
 
 TEMPLATES = {"BoxWait": ("boxes", BoxListener), "EarlyWait": ("early", EarlyListener)}
 TEMPLATES["DedupeWait"] = ("dedupe", DedupeListener)
+TEMPLATES["SharedWait"] = ("shared", BoxListener)
+TEMPLATES["FirstWait"] = ("shared", FirstListener)
 
 
 def _register(engine: Dagger, app: str) -> None:
@@ -99,6 +108,8 @@ def build(role: str = "worker", **options: Any) -> Dagger:
         "task_update_topic": f"{app}.updates",
         "unmatched_message_ttl": {f"{app}.early": TTL},
     }
+    if env.get("CORR_DEAD_LETTER"):
+        settings["dead_letter_topic"] = f"{app}.{env['CORR_DEAD_LETTER']}"
     settings.update(options)
     engine = Dagger(**settings)
     _register(engine, app)

@@ -41,12 +41,14 @@ async def corr_cluster(
     monkeypatch: pytest.MonkeyPatch,
     workers: int = 2,
     precreate: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[Cluster, Any, UpdatesWatcher]]:
     """Workers of a fresh corr_app application, a client engine of it and its update topic.
     ``precreate``: listener topics (short names) to create first with that many partitions:
     with another count than the application's, a topic is not co-partitioned with the
-    correlation index and is re-routed by its own consumer group."""
-    cluster = make_cluster(target=CORR_APP, partitions=PARTITIONS)
+    correlation index and is re-routed by its own consumer group. ``env``: of the workers
+    and the client."""
+    cluster = make_cluster(target=CORR_APP, partitions=PARTITIONS, env=env)
     if precreate:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -111,6 +113,14 @@ def ids_on_every_partition(prefix: str) -> list[str]:
         found.setdefault(partition_for(iid, PARTITIONS), iid)
         i += 1
     return [found[p] for p in sorted(found)]
+
+
+def ids_off_partition(partition: int, prefix: str, n: int) -> list[str]:
+    """``n`` instance ids that live on another partition than ``partition``."""
+    from daggerflow.log.codec import partition_for
+
+    candidates = (f"{prefix}-{i}" for i in range(100_000))
+    return [iid for iid in candidates if partition_for(iid, PARTITIONS) != partition][:n]
 
 
 def messages_of(snapshot: dict[str, Any]) -> list[Any]:
@@ -232,3 +242,71 @@ async def test_a_message_id_seen_twice_is_delivered_once(
         last = (await watcher.poll()).last("d1")
         assert last is not None and last["runtime_parameters"]["seen"] == ["m1", "m2", "m3"]
         assert not watcher.progress.update_count_problems()
+
+
+async def test_match_only_one_holds_per_listener_when_the_index_owner_holds_no_instance(
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ``{app}.shared`` SharedWait's listener is normal and FirstWait's is match_only_one.
+    Every instance lives on another partition than the value's index entry, so the index
+    owner forwards each delivery knowing only what the entry carries. One message completes
+    both normal waiters and one first-come waiter; a second message completes the other."""
+    async with corr_cluster(make_cluster, monkeypatch) as (cluster, client, watcher):
+        topic = cluster.topic("shared")
+        value = f"S-{uuid.uuid4().hex[:6]}"
+        home = partition_of(topic, value)
+        normal = ids_off_partition(home, f"normal-{value}", 2)
+        first = ids_off_partition(home, f"first-{value}", 2)
+        await start_waiting(client, watcher, "SharedWait", dict.fromkeys(normal, value))
+        await start_waiting(client, watcher, "FirstWait", dict.fromkeys(first, value))
+
+        one, two = {"box_id": value, "n": 1}, {"box_id": value, "n": 2}
+        await produce(cluster.bootstrap, topic, [(b"k", one)])
+        await watcher.wait_completed(normal, timeout=60)
+        await watcher.wait_count(first, 1, timeout=60)
+        await produce(cluster.bootstrap, topic, [(b"k", two)])
+        await watcher.wait_completed(first, timeout=60)
+
+        progress = await watcher.poll()
+        received = {}
+        for iid in [*normal, *first]:
+            last = progress.last(iid)
+            assert last is not None, iid
+            received[iid] = messages_of(last)
+        assert [received[iid] for iid in normal] == [[one], [one]], received
+        assert sorted(received[iid][0]["n"] for iid in first) == [1, 2], received
+        assert all(len(received[iid]) == 1 for iid in first), received
+
+
+@pytest.mark.parametrize("partitions", [PARTITIONS, 5], ids=["read-by-tasks", "re-routed"])
+async def test_a_retry_of_a_message_that_matched_nothing_is_delivered(
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> None:
+    """m1 for a value nobody waits on (no TTL: dropped) leaves no dedupe id: the producer's
+    retry of m1, once an instance waits, is delivered. Both ways a listener topic is read.
+    The instance lives on another partition than the value's index entry, so its entry
+    reaches the index owner through the correlation topic, after the first m1."""
+    precreate = {"dedupe": partitions} if partitions != PARTITIONS else None
+    async with corr_cluster(make_cluster, monkeypatch, precreate=precreate) as (cluster, client, watcher):
+        topic = cluster.topic("dedupe")
+        tag = uuid.uuid4().hex[:6]
+        value = f"R-{tag}"
+        home = partition_of(topic, value)
+        marker = value_on_partition(topic, home, f"RM-{tag}")
+        await start_waiting(client, watcher, "DedupeWait", {"retry-marker": marker})
+
+        first = {"box_id": value, "msg_id": "m1", "last": False}
+        await produce(
+            cluster.bootstrap,
+            topic,
+            [(b"k", first), (b"k", {"box_id": marker, "msg_id": "mk", "last": True})],
+        )
+        # In order on one correlation partition: once the marker ran, m1 has been handled.
+        await watcher.wait_completed(["retry-marker"], timeout=60)
+
+        (iid,) = ids_off_partition(home, f"retried-{tag}", 1)
+        await start_waiting(client, watcher, "DedupeWait", {iid: value})
+        await produce(cluster.bootstrap, topic, [(b"k", {"box_id": value, "msg_id": "m1", "last": True})])
+        await watcher.wait_completed([iid], timeout=60)
+        last = (await watcher.poll()).last(iid)
+        assert last is not None and last["runtime_parameters"]["seen"] == ["m1"]

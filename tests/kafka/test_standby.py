@@ -91,7 +91,7 @@ def first_batch(prefix: str, n: int) -> WriteBatch:
     for i in range(n):
         iid = f"{prefix}-{i}"
         batch.instances[iid] = inst(iid)
-        batch.index_put.append((Correlation("orders", "order_id", iid), iid, "listen"))
+        batch.index_put.append((Correlation("orders", "order_id", iid), iid, "listen", False))
         batch.set_timer(iid, "timeout", 1000.0 + i)
     batch.jobs_put.append(PendingJob(f"{prefix}-0", "deliver", "job", 1, b"payload"))
     batch.positions[f"{prefix}-consumer"] = 7

@@ -89,7 +89,7 @@ def scripted_batches() -> list[tuple[WriteBatch, float]]:
     """Batches that touch every table, with updates, deletes and del+put of one key."""
     w1, w2, w3 = inst("w1", "A", created=1.0), inst("w2", "B", created=2.0), inst("w\x003", "A", created=3.0)
     b1 = WriteBatch(instances={"w1": w1, "w2": w2, "w\x003": w3})
-    b1.index_put += [(AT1, "w1", "w1.l"), (AT2, "w2", "w2.l"), (AT3, "w\x003", "n")]
+    b1.index_put += [(AT1, "w1", "w1.l", False), (AT2, "w2", "w2.l", True), (AT3, "w\x003", "n", False)]
     b1.set_timer("w1", "w1.l:timeout", 100.0)
     b1.set_timer("w2", "w2.l:timeout", 200.0)
     b1.set_timer("w\x003", "t", 300.0)
@@ -103,7 +103,7 @@ def scripted_batches() -> list[tuple[WriteBatch, float]]:
 
     b2 = WriteBatch(instances={"w1": with_status(w1, "EXECUTING", 10.0)})
     b2.index_del.append((AT1, "w1", "w1.l"))
-    b2.index_put.append((AT2, "w1", "w1.l"))  # the listener's value moved
+    b2.index_put.append((AT2, "w1", "w1.l", False))  # the listener's value moved
     b2.cancel_timer("w1", "w1.l:timeout")
     b2.set_timer("w1", "w1.l:retry", 110.0)
     b2.jobs_del.append(("w1", "w1.c", 1))
@@ -119,7 +119,7 @@ def scripted_batches() -> list[tuple[WriteBatch, float]]:
     b3.cancel_timer("w2", "w2.l:timeout")
     b3.jobs_del.append(("w2", "w2.c", 1))
     b3.index_del.append((AT3, "w\x003", "n"))  # deleted and put again in one batch: present
-    b3.index_put.append((AT3, "w\x003", "n"))
+    b3.index_put.append((AT3, "w\x003", "n", False))
     b3.buffer_put.append((AT3, "later", 1000.0))
     return [(b1, 11.0), (b2, 12.0), (b3, 13.0)]
 
@@ -166,8 +166,8 @@ def test_restore_reproduces_the_store(opener: Opener) -> None:
     assert [i.id for i in restored.list_instances(status="COMPLETED", template="A", limit=9, offset=0)] == [
         "w1"
     ]
-    assert restored.lookup(AT1) == [] and sorted(restored.lookup(AT2)) == [("w1", "w1.l")]
-    assert restored.lookup(AT3) == [("w\x003", "n")]
+    assert restored.lookup(AT1) == [] and sorted(restored.lookup(AT2)) == [("w1", "w1.l", False)]
+    assert restored.lookup(AT3) == [("w\x003", "n", False)]
     assert sorted(restored.all_timers()) == sorted([("w1", "w1.l:retry", 110.0), ("w\x003", "t", 300.0)])
     assert [(j.instance, j.job, j.payload) for j in restored.pending_jobs()] == [
         ("w1", "on_message", "payload")
@@ -242,7 +242,7 @@ def test_an_instance_tombstone_drops_what_is_left_of_it(opener: Opener) -> None:
     stores drop them), a restore drops them too."""
     original = opener("original")
     first = WriteBatch(instances={"w": inst("w")})
-    first.index_put.append((AT1, "w", "n"))
+    first.index_put.append((AT1, "w", "n", False))
     first.set_timer("w", "k", 5.0)
     log = commit_all(original, [(first, 1.0), (WriteBatch(instances={"w": None}), 2.0)])
     assert original.lookup(AT1) == [] and original.all_timers() == []
@@ -283,7 +283,7 @@ def test_records_are_deterministic_and_keys_never_collide() -> None:
 def test_a_batch_key_deleted_then_put_is_one_put() -> None:
     b = WriteBatch()
     b.index_del.append((AT1, "w", "n"))
-    b.index_put.append((AT1, "w", "n"))
+    b.index_put.append((AT1, "w", "n", True))
     b.jobs_del.append(("w", "n", 1))
     b.jobs_put.append(PendingJob("w", "n", "execute", 1, None))
     records = batch_records(b, 0.0)
@@ -376,18 +376,48 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as db:  # make it what version 1 wrote
         db.execute("DROP TABLE changelog")
+        db.execute("ALTER TABLE correlation DROP COLUMN only_one")
         db.execute("PRAGMA user_version = 1")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     migrated = SQLiteStore(path)
     try:
-        assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
         assert migrated.get_instance("a") is not None and migrated.position("c") == 3
         assert migrated.changelog_checkpoint(0) is None
         migrated.commit(WriteBatch(changelog_offsets={0: 12}), 0.0)
         assert migrated.changelog_checkpoint(0) == 12
     finally:
         migrated.close()
+
+
+def test_sqlite_schema_2_index_entries_read_back_as_not_match_only_one(tmp_path: Path) -> None:
+    path = str(tmp_path / "v2.db")
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:  # what version 2 wrote: an entry without the flag
+        db.execute("ALTER TABLE correlation DROP COLUMN only_one")
+        db.execute("INSERT INTO correlation VALUES (?,?,?,?,?)", (AT1.topic, AT1.key, AT1.value, "w", "n"))
+        db.execute("PRAGMA user_version = 2")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    migrated = SQLiteStore(path)
+    try:
+        assert migrated.lookup(AT1) == [("w", "n", False)]
+        migrated.commit(WriteBatch(index_put=[(AT2, "w", "m", True)]), 0.0)
+        assert migrated.lookup(AT2) == [("w", "m", True)]
+    finally:
+        migrated.close()
+
+
+def test_an_index_record_without_the_flag_reads_as_not_match_only_one() -> None:
+    """Index records written before the match_only_one flag existed hold only the format
+    version; a normal entry is still written that way, a match_only_one one appends ``true``."""
+    key = index_key(AT1, "w", "n")
+    old = msgspec.msgpack.encode([1])
+    assert records_batch([(key, old)]).index_put == [(AT1, "w", "n", False)]
+    flagged = WriteBatch(index_put=[(AT1, "w", "n", True)])
+    assert records_batch(batch_records(flagged, 0.0)).index_put == [(AT1, "w", "n", True)]
+    normal = WriteBatch(index_put=[(AT1, "w", "n", False)])
+    assert batch_records(normal, 0.0) == [(key, old)]
 
 
 # A real workload --------------------------------------------------------------------------------

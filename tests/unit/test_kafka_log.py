@@ -267,6 +267,31 @@ def test_internal_topics_are_co_partitioned_and_the_changelog_is_compacted() -> 
     assert internal_topics("x").events.partitions == 12
 
 
+def _kafka_runtime(engine: Any) -> Any:
+    """The runtime the engine would start with (not started: no broker is needed)."""
+    from daggerflow.pipeline.jobs import JobRunner
+    from daggerflow.pipeline.notify import CommitObserver
+
+    return engine._build_runtime(JobRunner(None, 1), CommitObserver(lambda instance: instance))
+
+
+def test_dead_letter_topic_is_the_option_or_the_runtimes_default() -> None:
+    """``Dagger(dead_letter_topic=...)`` names the topic on both runtimes; unset, each runtime
+    has its own default. On Kafka it is one of the internal topics (created at start and
+    watched by the hanging-transaction check)."""
+    from daggerflow import Dagger
+
+    assert Dagger(web_port=None).dead_letter_topic == "daggerflow-dead-letter"
+    assert Dagger(web_port=None, dead_letter_topic="letters").dead_letter_topic == "letters"
+    kafka = Dagger(broker="kafka://127.0.0.1:9092", application_name="pizza", web_port=None)
+    assert kafka.dead_letter_topic == "pizza-dead-letter"
+    assert _kafka_runtime(kafka).topics.dead_letter.name == "pizza-dead-letter"
+    custom = Dagger(broker="kafka://127.0.0.1:9092", application_name="pizza", dead_letter_topic="letters")
+    topics = _kafka_runtime(custom).topics
+    assert topics.dead_letter.name == "letters" and topics.dead_letter in topics.all()
+    assert internal_topics("pizza", 6, dead_letter="letters").dead_letter.partitions == 1
+
+
 @pytest.mark.parametrize(
     ("name", "partitions", "rf"),
     [("bad name", 1, 1), ("x" * 250, 1, 1), ("..", 1, 1), ("ok", 0, 1), ("ok", 1, 0)],

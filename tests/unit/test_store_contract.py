@@ -159,13 +159,16 @@ def test_status_changes_and_deletes_after_a_reopen(opener: Opener) -> None:
 def test_index_put_delete_lookup(store: Store) -> None:
     at = Correlation("orders", "order_id", "42")
     other = Correlation("orders", "order_id", "420")
-    store.commit(WriteBatch(index_put=[(at, "w1", "n1"), (at, "w2", "n1"), (other, "w3", "n1")]), 0.0)
-    assert sorted(store.lookup(at)) == [("w1", "n1"), ("w2", "n1")]
-    assert store.lookup(other) == [("w3", "n1")]
+    batch = WriteBatch(
+        index_put=[(at, "w1", "n1", False), (at, "w2", "n1", True), (other, "w3", "n1", False)]
+    )
+    store.commit(batch, 0.0)
+    assert sorted(store.lookup(at)) == [("w1", "n1", False), ("w2", "n1", True)]
+    assert store.lookup(other) == [("w3", "n1", False)]
     assert store.lookup(Correlation("orders", "order_id", "4")) == []
     assert store.lookup(Correlation("order", "sorder_id", "42")) == []
     store.commit(WriteBatch(index_del=[(at, "w1", "n1")]), 0.0)
-    assert store.lookup(at) == [("w2", "n1")]
+    assert store.lookup(at) == [("w2", "n1", True)]
 
 
 def test_index_values_with_separator_like_characters(store: Store) -> None:
@@ -173,12 +176,14 @@ def test_index_values_with_separator_like_characters(store: Store) -> None:
     values = ["a", "a\x00", "a\x00b", "ab", "", "\x00\x01", "ü"]
     store.commit(
         WriteBatch(
-            index_put=[(Correlation("t", "k", v), f"w{n}", f"node\x00{n}") for n, v in enumerate(values)]
+            index_put=[
+                (Correlation("t", "k", v), f"w{n}", f"node\x00{n}", False) for n, v in enumerate(values)
+            ]
         ),
         0.0,
     )
     for n, v in enumerate(values):
-        assert store.lookup(Correlation("t", "k", v)) == [(f"w{n}", f"node\x00{n}")]
+        assert store.lookup(Correlation("t", "k", v)) == [(f"w{n}", f"node\x00{n}", False)]
 
 
 def test_timers_set_replace_cancel(opener: Opener) -> None:
@@ -199,13 +204,14 @@ def test_timers_set_replace_cancel(opener: Opener) -> None:
 def test_deleting_an_instance_drops_its_index_entries_and_timers(store: Store) -> None:
     at = Correlation("orders", "order_id", "1")
     batch = WriteBatch(
-        instances={"w1": inst("w1"), "w2": inst("w2")}, index_put=[(at, "w1", "L"), (at, "w2", "L")]
+        instances={"w1": inst("w1"), "w2": inst("w2")},
+        index_put=[(at, "w1", "L", False), (at, "w2", "L", False)],
     )
     batch.set_timer("w1", "L:timeout", 5.0)
     batch.set_timer("w2", "L:timeout", 6.0)
     store.commit(batch, 0.0)
     store.commit(WriteBatch(instances={"w1": None}), 0.0)
-    assert store.lookup(at) == [("w2", "L")]
+    assert store.lookup(at) == [("w2", "L", False)]
     assert store.all_timers() == [("w2", "L:timeout", 6.0)]
 
 

@@ -108,7 +108,6 @@ class ListenerConsumer(Consumer):
         self.mapper = ListenerMapper(self.topic, classes)
 
     async def handle(self, messages: list[Message]) -> None:
-        match_only_one = self.mapper.match_only_one
         loop = asyncio.get_running_loop()
         last: asyncio.Future[Any] | None = None
         for msg, mapped in zip(messages, await map_messages(self.mapper, messages), strict=True):
@@ -118,7 +117,7 @@ class ListenerConsumer(Consumer):
                 self.processor.submit(Incoming(self.name, msg, [], dead_letter=letter, future=last))
             else:
                 self.processor.submit(
-                    Incoming(self.name, msg, mapped.pairs, match_only_one, mapped.message_id, future=last)
+                    Incoming(self.name, msg, mapped.pairs, mapped.message_id, future=last)
                 )
         if last is not None:
             await last  # backpressure: read on once this chunk is committed

@@ -16,6 +16,7 @@ from ..errors import TaskInvalidState
 from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
+from ..pipeline.background import first_to_end
 from ..pipeline.ingress import AgentSpec
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
@@ -79,9 +80,11 @@ class EmbeddedRuntime:
         await task.close()
 
     def vital_task(self) -> asyncio.Task[None]:
-        task = self.processor.task
-        assert task is not None
-        return task
+        """The processor's loop and the job runner: either failing leaves the worker deaf."""
+        processing = self.processor.task
+        assert processing is not None
+        jobs = asyncio.create_task(self.context.jobs.failure(), name="daggerflow-job-runner")
+        return asyncio.create_task(first_to_end([processing, jobs]), name="daggerflow-vital")
 
     def subscriptions_changed(self) -> None:
         """Start a consumer for each listener topic and agent that has none yet."""

@@ -93,8 +93,10 @@ def internal_topics(
     *,
     replication_factor: int = 1,
     dead_letter_partitions: int = 1,
+    dead_letter: str | None = None,
 ) -> InternalTopics:
-    """The specs of ``<app>-events``, ``<app>-changelog``, ``<app>-correlation``, ``<app>-dead-letter``.
+    """The specs of ``<app>-events``, ``<app>-changelog``, ``<app>-correlation``, ``<app>-dead-letter``
+    (or ``dead_letter``, the name the application chose).
 
     events, changelog and correlation have the same partition count (co-partitioned: partition p
     of each is task p, owned by one worker under the range assignor); the changelog is compacted.
@@ -113,7 +115,12 @@ def internal_topics(
         ),
         changelog=spec("changelog", partitions, CHANGELOG_CONFIGS),
         correlation=spec("correlation", partitions, {"cleanup.policy": "delete"}),
-        dead_letter=spec("dead-letter", dead_letter_partitions, {"cleanup.policy": "delete"}),
+        dead_letter=TopicSpec(
+            dead_letter or f"{app}-dead-letter",
+            dead_letter_partitions,
+            {"cleanup.policy": "delete"},
+            replication_factor,
+        ),
     )
 
 

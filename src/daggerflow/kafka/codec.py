@@ -55,7 +55,8 @@ class Routed(msgspec.Struct, tag="msg", frozen=True):
     key: str | None
     value: Any
     mappings: list[tuple[str, str]]
-    match_only_one: bool = False
+    # (match_only_one is a listener's: its index entries carry it, ``IndexOp.only_one``; the
+    # field that records of older workers have is ignored, a map struct skipping unknowns)
     message_id: str | None = None
 
 
@@ -66,6 +67,7 @@ class IndexOp(msgspec.Struct, tag="index", frozen=True):
     instance: str
     node: str
     put: bool
+    only_one: bool = False  # the node's listener is match_only_one
 
 
 EventRecord = Create | Submit | Stop | Deliver

@@ -38,6 +38,7 @@ class KafkaConfig:
     auto_offset_reset: str
     commit_interval: float = 0.0
     shutdown_timeout: float = 10.0  # seconds partition tasks may take to commit what they hold
+    dead_letter_topic: str | None = None  # None: ``{app}-dead-letter``
 
     @property
     def exactly_once(self) -> bool:

@@ -40,7 +40,7 @@ from ..errors import ForwardError, NotOwner, PartitionMoved, TaskInvalidState, T
 from ..machine.events import Event
 from ..model.instance import Correlation, Instance, merge_listings
 from ..model.records import Message, Outgoing
-from ..pipeline.background import cancel_and_wait
+from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.ingress import AgentSpec, ListenerMapper, chunks, dead_letter, map_messages, run_agents
 from ..pipeline.items import Incoming, IndexChange, InstanceEvent, Item, Settings
 from ..pipeline.partition import PartitionTask
@@ -316,7 +316,7 @@ class KafkaRuntime:
         self.observer = parts.observer
         self.web_url: str | None = None
         self._running = False
-        self.topics = internal_topics(config.app, config.partitions)
+        self.topics = internal_topics(config.app, config.partitions, dead_letter=config.dead_letter_topic)
         self.owners_topic = TopicSpec(f"{config.app}-owners", 1, {"cleanup.policy": "compact"})
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.tasks: dict[int, PartitionTask] = {}
@@ -786,7 +786,7 @@ class KafkaRuntime:
                     target, None)  # fmt: skip
         at: Correlation = target
         change: IndexChange = payload
-        op = codec.IndexOp(at, change.instance, change.node, change.put)
+        op = codec.IndexOp(at, change.instance, change.node, change.put, change.only_one)
         return (self.topics.correlation.name, codec.correlation_key(at).encode(), codec.encode(op),
                 codec.partition_of_correlation(at, n), None)  # fmt: skip
 
@@ -822,13 +822,14 @@ class KafkaRuntime:
                 return InstanceEvent(record.key.decode(), event, source=source)
             routed = codec.decode_correlation(record.value)
             if isinstance(routed, codec.IndexOp):
-                return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source)
+                return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source,
+                                   only_one=routed.only_one)  # fmt: skip
             message = Message(
                 routed.topic, routed.offset, routed.key, routed.value, {}, record.timestamp / 1000
             )
             # (the key is informational: correlation uses the mappings)
             mappings = [(str(k), str(v)) for k, v in routed.mappings]
-            return Incoming("", message, mappings, routed.match_only_one, routed.message_id, source=source)
+            return Incoming("", message, mappings, routed.message_id, source=source)
         except Exception as exc:
             # Only daggerflow writes these topics; a record it cannot read is kept for a
             # human in the dead-letter topic and skipped, so the partition keeps going.
@@ -850,9 +851,9 @@ class KafkaRuntime:
             at = Correlation(mapper.topic, pair[0], pair[1])
             by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
         assert msg.partition is not None
-        topic, only_one = mapper.topic, mapper.match_only_one
+        topic = mapper.topic
         return {
-            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, only_one, message_id)
+            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, message_id)
             for part, found in by_partition.items()
         }
 
@@ -875,7 +876,7 @@ class KafkaRuntime:
             # it before this message was read is applied (else they take the routed way).
             own = routed.pop(tp.partition, None) if current else None
             # (no pair of its own: nothing to deduplicate here; the owners do, with the routes)
-            items.append(Incoming("", msg, list(own.mappings) if own else [], mapper.match_only_one,
+            items.append(Incoming("", msg, list(own.mappings) if own else [],
                                   mapped.message_id if own else None, source=source, routes=list(routed.items()),
                                   unmatched_route=None if own is None else (tp.partition, own)))  # fmt: skip
         return items
@@ -1136,9 +1137,9 @@ class KafkaRuntime:
         if self._fetch_task is None:
             self._fetch_task = asyncio.create_task(_forever(), name="daggerflow-client")
         loops = [loop._task for loop in self._loops if loop._task is not None]
-        if not loops:
-            return self._fetch_task
-        return asyncio.create_task(_first_to_end([self._fetch_task, *loops]), name="daggerflow-vital")
+        # The job runner serves every partition: its failure is fatal too.
+        jobs = asyncio.create_task(self.context.jobs.failure(), name="daggerflow-job-runner")
+        return asyncio.create_task(first_to_end([self._fetch_task, *loops, jobs]), name="daggerflow-vital")
 
     def stores(self) -> list[Store]:
         return [t.store for t in self.tasks.values() if not t.closed]
@@ -1146,15 +1147,6 @@ class KafkaRuntime:
     @property
     def active_partitions(self) -> frozenset[int]:
         return self._listener.active if self._listener is not None else frozenset()
-
-
-async def _first_to_end(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for the first of ``tasks`` to end, and end like it (its exception, if any)."""
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-    raise RuntimeError(f"{sorted(t.get_name() for t in done)} ended")
 
 
 async def _forever() -> None:

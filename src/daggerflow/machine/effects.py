@@ -39,6 +39,9 @@ class IndexPut(msgspec.Struct, gc=False, frozen=True):
     instance: str
     node: str
     at: Correlation
+    # The node's listener is ``match_only_one``: the index entry carries it, since on Kafka
+    # the index owner may not hold the instance.
+    only_one: bool = False
 
 
 class IndexDel(msgspec.Struct, gc=False, frozen=True):

@@ -148,7 +148,7 @@ class _Walk:
                     self.effects.append(IndexDel(inst.id, node_id, at))
             for node_id, at in desired.items():
                 if before.get(node_id) != at:
-                    self.effects.append(IndexPut(inst.id, node_id, at))
+                    self.effects.append(IndexPut(inst.id, node_id, at, self.nodes[node_id].match_only_one))
             inst.correlations = desired
         if inst.timers != self._timers_before:
             self.changed = True

@@ -27,3 +27,15 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
             await task
         except Exception:
             log.warning("%s failed while stopping", task.get_name(), exc_info=True)
+
+
+async def first_to_end(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for the first of ``tasks`` to end, and end like it: its exception, or a
+    ``RuntimeError`` naming it (the tasks given are meant to run until cancelled)."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            error.add_note(f"(in {task.get_name()})")  # which loop, for the worker's last words
+            raise error
+    raise RuntimeError(f"{sorted(t.get_name() for t in done)} ended")

@@ -95,7 +95,7 @@ class BatchApplier:
         self.run_inline_hook = run_inline
         self.transitions = 0
         self.ctx = Context(self.now, proc.settings.delete_on_complete)
-        self.index_added: dict[Correlation, list[tuple[str, str]]] = {}
+        self.index_added: dict[Correlation, list[tuple[str, str, bool]]] = {}
         self.index_removed: set[tuple[Correlation, str, str]] = set()
         self.buffer_taken: set[int] = set()
         self.started: set[tuple[str, str, int]] = set()  # jobs this batch started
@@ -179,10 +179,11 @@ class BatchApplier:
                 self.after.timers_cancel.append((iid, effect.key))
             elif isinstance(effect, IndexPut):
                 if self.owns_correlation(effect.at):
-                    self.index_put(effect.at, iid, effect.node)
+                    self.index_put(effect.at, iid, effect.node, effect.only_one)
                     follow_ups.extend(self.buffered_for(effect.at, effect.node))
                 else:
-                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, True)))
+                    change = IndexChange(effect.at, iid, effect.node, True, only_one=effect.only_one)
+                    self.batch.forwards.append(("index", effect.at, change))
             elif isinstance(effect, IndexDel):
                 if self.owns_correlation(effect.at):
                     self.index_del(effect.at, iid, effect.node)
@@ -215,7 +216,7 @@ class BatchApplier:
 
     def index_change(self, item: IndexChange) -> None:
         if item.put:
-            self.index_put(item.at, item.instance, item.node)
+            self.index_put(item.at, item.instance, item.node, item.only_one)
             for deliver in self.buffered_for(item.at, item.node):
                 self.deliver(item.instance, deliver)
         else:
@@ -244,23 +245,23 @@ class BatchApplier:
 
     # Correlation ----------------------------------------------------------------------
 
-    def index_put(self, at: Correlation, iid: str, node: str) -> None:
+    def index_put(self, at: Correlation, iid: str, node: str, only_one: bool) -> None:
         self.index_removed.discard((at, iid, node))
-        self.index_added.setdefault(at, []).append((iid, node))
-        self.batch.index_put.append((at, iid, node))
+        self.index_added.setdefault(at, []).append((iid, node, only_one))
+        self.batch.index_put.append((at, iid, node, only_one))
 
     def index_del(self, at: Correlation, iid: str, node: str) -> None:
         added = self.index_added.get(at)
-        if added and (iid, node) in added:
-            added.remove((iid, node))
+        if added and any(e[0] == iid and e[1] == node for e in added):
+            added[:] = [e for e in added if e[0] != iid or e[1] != node]
             # Put by this batch (e.g. a listener indexed, then re-keyed by a job applied in
             # the same batch): the stores apply deletes before puts, so take the put back.
-            self.batch.index_put = [e for e in self.batch.index_put if e != (at, iid, node)]
+            self.batch.index_put = [e for e in self.batch.index_put if e[:3] != (at, iid, node)]
         self.index_removed.add((at, iid, node))
         self.batch.index_del.append((at, iid, node))
 
-    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
-        found = [e for e in self.proc.store.lookup(at) if (at, *e) not in self.index_removed]
+    def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
+        found = [e for e in self.proc.store.lookup(at) if (at, e[0], e[1]) not in self.index_removed]
         for entry in self.index_added.get(at, []):
             if entry not in found:
                 found.append(entry)
@@ -293,36 +294,48 @@ class BatchApplier:
         if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
             return  # a redelivered or duplicate message: ignored (design §3)
         matched = False
+        # Every matching waiter of a normal listener gets the message; of the waiters whose
+        # listener is match_only_one, only the first.
+        only_one_taken = False
         for key_name, value in item.mappings:
             at = Correlation(msg.topic, key_name, value)
-            for iid, node in self.lookup(at):
+            for iid, node, only_one in self.lookup(at):
+                if only_one and only_one_taken:
+                    continue
                 if not self.owns_instance(iid):
-                    # Its owner decides (a late delivery to a finished node is ignored there).
+                    # Its owner decides (a late delivery to a finished node is ignored there);
+                    # the entry's flag is all this partition knows of the node.
                     self.batch.forwards.append(("event", iid, Deliver(node, msg.value, msg.topic)))
                     matched = True
-                    if item.match_only_one:
-                        break
+                    only_one_taken = only_one_taken or only_one
                     continue
                 target = self.load(iid)
-                if target is None or node not in target.nodes:
+                target_node = None if target is None else target.nodes.get(node)
+                if target_node is None:
                     self.index_del(at, iid, node)  # prune entries of deleted instances
                     continue
+                # The node's own flag: entries indexed before the flag was stored have none.
+                if target_node.match_only_one:
+                    if only_one_taken:
+                        continue
+                    only_one_taken = True
                 self.apply_event(iid, Deliver(node, msg.value, msg.topic))
                 matched = True
-                if item.match_only_one:
-                    break
         if item.unmatched_route is not None and not matched:
             self.batch.forwards.append(("routed", *item.unmatched_route))
             return
-        if key is not None:
-            self.seen.add(key)
-            self.batch.seen.append(key)
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
-        if not matched and ttl > 0:
+        buffered = not matched and ttl > 0 and bool(item.mappings)
+        if buffered:
             for key_name, value in item.mappings:
                 self.batch.buffer_put.append(
                     (Correlation(msg.topic, key_name, value), msg.value, self.now + ttl)
                 )
+        # Only a message that was delivered or kept leaves its id: one that found nobody
+        # waiting is gone, and its producer's retry must count as new.
+        if key is not None and (matched or buffered):
+            self.seen.add(key)
+            self.batch.seen.append(key)
 
     def run_jobs_inline(self) -> None:
         """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).

@@ -88,10 +88,6 @@ class ListenerMapper:
         self.classes = classes
         self._mappers: dict[type, Any] = {}
 
-    @property
-    def match_only_one(self) -> bool:
-        return any(getattr(c, "match_only_one", False) for c in self.classes)
-
     async def mappings(self, value: Any) -> tuple[list[tuple[str, str]], str | None]:
         """The correlation pairs of a payload, from every listener type of the topic.
 

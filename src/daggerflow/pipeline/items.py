@@ -37,7 +37,6 @@ class Incoming:
     consumer: str
     message: Message
     mappings: list[tuple[str, str]]
-    match_only_one: bool = False
     message_id: str | None = None
     dead_letter: Outgoing | None = None
     future: asyncio.Future[Any] | None = None
@@ -64,6 +63,7 @@ class IndexChange:
     put: bool
     source: tuple[Any, int] | None = None
     future: asyncio.Future[Any] | None = None
+    only_one: bool = False  # the node's listener is match_only_one (``IndexPut.only_one``)
 
 
 @dataclass

@@ -121,14 +121,43 @@ class JobRunner:
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._all: set[asyncio.Task[None]] = set()
         self._closing = False
+        # A bug in the runner itself (user code's exceptions are JobFailed outcomes): the
+        # worker watches ``failure()`` and stops, rather than run on without outcomes.
+        self.failed: BaseException | None = None
+        self._failure: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._all)
 
+    async def failure(self) -> None:
+        """Wait until the runner fails, then raise its error (it never returns otherwise)."""
+        if self.failed is None:
+            if self._failure is None:
+                self._failure = asyncio.get_running_loop().create_future()
+            await self._failure
+        assert self.failed is not None
+        raise self.failed
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is not None:
+            return
+        self.failed = exc
+        log.error("the job runner failed: %r", exc, exc_info=exc)
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_result(None)
+
+    def _check(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._fail(exc)
+
     def submit(self, job: PendingJob) -> None:
         if self._closing:
             return  # shutting down: the job stays in the jobs table and runs after restart
-        task = start_eagerly(self._run(job))
+        try:
+            task = start_eagerly(self._run(job))
+        except Exception as exc:  # raised by the first step: not the caller's (the processor's) problem
+            self._fail(exc)
+            return
         if task is None:
             return  # finished without waiting for anything
         self._track(job, task)
@@ -136,6 +165,7 @@ class JobRunner:
     def _track(self, job: PendingJob, task: asyncio.Task[None]) -> None:
         self._all.add(task)
         task.add_done_callback(self._all.discard)
+        task.add_done_callback(self._check)
         if job.job != "stop":
             self._running[(job.instance, job.node)] = task
             key = (job.instance, job.node)
@@ -186,7 +216,11 @@ class JobRunner:
         if node is None:
             return None
         handover = _Handover()
-        task = start_eagerly(self._run_inline(job, instance, node, handover))
+        try:
+            task = start_eagerly(self._run_inline(job, instance, node, handover))
+        except Exception as exc:
+            self._fail(exc)
+            return None
         if task is None:
             return handover.outcome
         handover.waited = True

@@ -165,8 +165,8 @@ class Processor:
                 await self.process_async(items, self.committer)
 
     def process(self, items: list[Item]) -> None:
-        batch, after = self._prepare(items)
         try:
+            batch, after = self._prepare(items)
             appended = self.store.commit(batch, self.clock.now())
         except BaseException as exc:
             self._failed(items, exc)
@@ -176,8 +176,8 @@ class Processor:
     async def process_async(self, items: list[Item], committer: Committer) -> None:
         """``process`` with an asynchronous commit. Readers see the previous committed
         state until it completes (the cache changes only afterwards); new inputs queue."""
-        batch, after = self._prepare(items)
         try:
+            batch, after = self._prepare(items)
             appended = await committer(batch, self.clock.now())
         except BaseException as exc:
             self._failed(items, exc)
@@ -207,7 +207,7 @@ class Processor:
             if fut is not None and not fut.done():
                 fut.set_exception(error)
         if not isinstance(exc, asyncio.CancelledError):
-            log.error("commit failed; the processor stops", exc_info=exc)
+            log.error("a batch failed; the processor stops", exc_info=exc)
 
     def _post_commit(self, batch: WriteBatch, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         self.batches += 1

@@ -21,7 +21,8 @@ class WriteBatch:
     instances: dict[str, Instance | None] = field(default_factory=dict)
     # The processor's encoding of each instance in ``instances`` (stores use it if present).
     encoded: dict[str, bytes] = field(default_factory=dict)
-    index_put: list[tuple[Correlation, str, str]] = field(default_factory=list)
+    # (correlation, instance, node, the node's listener is match_only_one)
+    index_put: list[tuple[Correlation, str, str, bool]] = field(default_factory=list)
     index_del: list[tuple[Correlation, str, str]] = field(default_factory=list)
     timers_set: dict[tuple[str, str], float] = field(default_factory=dict)
     timers_del: set[tuple[str, str]] = field(default_factory=set)
@@ -72,7 +73,9 @@ class Store(Protocol):
 
     def count_instances(self, *, status: str | None, template: str | None) -> int: ...
 
-    def lookup(self, at: Correlation) -> list[tuple[str, str]]: ...
+    def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
+        """The (instance, node, match_only_one) entries indexed under ``at``."""
+        ...
 
     def all_timers(self) -> list[tuple[str, str, float]]: ...
 

@@ -14,7 +14,8 @@ letters of the RocksDB store's primary ranges:
 tag  key fields                          value (msgpack array, FORMAT_VERSION first)
 ===  ==================================  ===========================================
 i    instance id                         [v, encoded Instance (bytes)]
-x    topic, key, value, instance, node   [v]                  (a correlation entry)
+x    topic, key, value, instance, node   [v] or [v, true]     (a correlation entry;
+                                                              true: match_only_one)
 T    instance, timer key                 [v, due]
 j    instance, node, seq (u64)           [v, job, payload]    (a pending job)
 p    consumer                            [v, offset]          (a consumer position)
@@ -71,6 +72,9 @@ Record = tuple[bytes, bytes | None]
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
 _INDEX_MARK = _pack.encode((FORMAT_VERSION,))
+# A match_only_one entry appends its flag; every other entry keeps the one-field value that
+# records written before the flag existed have (they read as not match_only_one).
+_INDEX_ONLY_ONE = _pack.encode((FORMAT_VERSION, True))
 
 
 # Batch -> records -------------------------------------------------------------------------------
@@ -94,8 +98,8 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
     index: dict[bytes, bytes | None] = {}
     for c, instance, node in batch.index_del:
         index[index_key(c, instance, node)] = None
-    for c, instance, node in batch.index_put:
-        index[index_key(c, instance, node)] = _INDEX_MARK
+    for c, instance, node, only_one in batch.index_put:
+        index[index_key(c, instance, node)] = _INDEX_ONLY_ONE if only_one else _INDEX_MARK
     out.extend(index.items())
     timers: dict[bytes, bytes | None] = {}
     for instance, timer in batch.timers_del:
@@ -147,7 +151,9 @@ def index_key(c: Correlation, instance: str, node: str) -> bytes:
 # Records -> batch -------------------------------------------------------------------------------
 
 
-def _fields(value: bytes, size: int) -> list[Any]:
+def _fields(value: bytes, size: int, optional: int = 0) -> list[Any]:
+    """The fields of a record value: ``size`` of them, of which the last ``optional`` were
+    appended later (absent from older records: None)."""
     try:
         fields = _unpack.decode(value)
     except msgspec.DecodeError as exc:
@@ -159,9 +165,10 @@ def _fields(value: bytes, size: int) -> list[Any]:
             f"changelog record format {fields[0]} is newer than this daggerflow supports "
             f"({FORMAT_VERSION}); upgrade daggerflow"
         )
-    if len(fields) != size:
-        raise ChangelogError(f"changelog value {value[:40]!r}: expected {size} fields, got {len(fields)}")
-    return fields
+    if not size - optional <= len(fields) <= size:
+        expected = f"{size - optional} to {size}" if optional else f"{size}"
+        raise ChangelogError(f"changelog value {value[:40]!r}: expected {expected} fields, got {len(fields)}")
+    return fields + [None] * (size - len(fields))
 
 
 def records_batch(records: Iterable[Record]) -> WriteBatch:
@@ -192,12 +199,12 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
             batch.encoded[iid] = data
     elif tag == INDEX:
         topic, name, text, instance, node = text_fields(key[1:])
-        entry = (Correlation(topic, name, text), instance, node)
+        at = Correlation(topic, name, text)
         if value is None:
-            batch.index_del.append(entry)
+            batch.index_del.append((at, instance, node))
         else:
-            _fields(value, 1)
-            batch.index_put.append(entry)
+            only_one = _fields(value, 2, optional=1)[1]
+            batch.index_put.append((at, instance, node, bool(only_one)))
     elif tag == TIMER:
         instance, timer = text_fields(key[1:])
         if value is None:

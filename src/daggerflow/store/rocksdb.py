@@ -24,7 +24,8 @@ c     created, id                                               -- (all instance
 s     status, created, id                                       -- (by status)
 t     template, created, id                                     -- (by template)
 b     status, template, created, id                             -- (by status and template)
-x     topic, key, value, instance, node                         -- (correlation index)
+x     topic, key, value, instance, node                         ``01`` if match_only_one,
+                                                                else empty
 X     instance, topic, key, value, node                         -- (its reverse, to drop an
                                                                 instance's entries)
 T     instance, timer key                                       due (float)
@@ -42,7 +43,8 @@ L     changelog partition (u64)                                 offset of the la
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
 databases written before the ``L`` range existed need no migration: no ``L`` key reads as
-"no checkpoint".
+"no checkpoint"; nor do ``x`` entries written before they had a value: empty reads as "not
+match_only_one".
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ _META_SCHEMA = b"mschema_version"
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
 _LAST_OFFSET = b"\xff" * 8
+_ONLY_ONE = b"\x01"  # value of a match_only_one correlation entry (others: empty)
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -249,12 +252,12 @@ class RocksDBStore:
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         return len(self._keys(self._index_prefix(status, template)))
 
-    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+    def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)
-        out: list[tuple[str, str]] = []
-        for key in self._keys(prefix):
+        out: list[tuple[str, str, bool]] = []
+        for key, value in self._scan(prefix):
             instance, node = _fields(key[len(prefix) :])
-            out.append((instance, node))
+            out.append((instance, node, value == _ONLY_ONE))
         return out
 
     def all_timers(self) -> list[tuple[str, str, float]]:
@@ -432,8 +435,9 @@ class RocksDBStore:
         for c, instance, node in batch.index_del:
             wb.delete(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node))
             wb.delete(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node))
-        for c, instance, node in batch.index_put:
-            wb.put(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node), b"")
+        for c, instance, node, only_one in batch.index_put:
+            wb.put(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node),
+                   _ONLY_ONE if only_one else b"")  # fmt: skip
             wb.put(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node), b"")
         for instance, timer in batch.timers_del:
             wb.delete(b"T" + _s(instance) + _s(timer))

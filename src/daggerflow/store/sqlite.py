@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .lockfile import LockFile
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 2  # 2: the changelog table (changelog checkpoints)
+SCHEMA_VERSION = 3  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +37,7 @@ CREATE INDEX IF NOT EXISTS instances_template ON instances (template, created);
 CREATE INDEX IF NOT EXISTS instances_created ON instances (created);
 CREATE TABLE IF NOT EXISTS correlation (
     topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-    instance TEXT NOT NULL, node TEXT NOT NULL,
+    instance TEXT NOT NULL, node TEXT NOT NULL, only_one INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, key, value, instance, node));
 CREATE TABLE IF NOT EXISTS timers (
     instance TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL,
@@ -58,9 +59,19 @@ CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
 """
 
-# Schema version -> the statements that bring a database of that version to the next one.
-_MIGRATIONS = {
+
+def _add_only_one(db: sqlite3.Connection) -> None:
+    # Entries indexed before read as not match_only_one (the processor reads a local node's
+    # own flag). Idempotent, like every step: a database may claim an older version.
+    if "only_one" not in {row[1] for row in db.execute("PRAGMA table_info(correlation)")}:
+        db.execute("ALTER TABLE correlation ADD COLUMN only_one INTEGER NOT NULL DEFAULT 0")
+
+
+# Schema version -> the steps (statements, or functions of the connection) that bring a
+# database of that version to the next one.
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
+    2: [_add_only_one],
 }
 
 _json = msgspec.json.Encoder()
@@ -134,7 +145,10 @@ class SQLiteStore:
         with self._transaction():
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
-                    self.db.execute(statement)
+                    if isinstance(statement, str):
+                        self.db.execute(statement)
+                    else:
+                        statement(self.db)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -171,12 +185,12 @@ class SQLiteStore:
         where, args = self._where(status, template)
         return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
 
-    def lookup(self, at: Correlation) -> list[tuple[str, str]]:
+    def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         rows = self.db.execute(
-            "SELECT instance, node FROM correlation WHERE topic=? AND key=? AND value=?",
+            "SELECT instance, node, only_one FROM correlation WHERE topic=? AND key=? AND value=?",
             (at.topic, at.key, at.value),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1], bool(r[2])) for r in rows]
 
     def all_timers(self) -> list[tuple[str, str, float]]:
         return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
@@ -286,8 +300,8 @@ class SQLiteStore:
                 )
             if batch.index_put:
                 db.executemany(
-                    "INSERT OR IGNORE INTO correlation VALUES (?,?,?,?,?)",
-                    [(c.topic, c.key, c.value, i, n) for c, i, n in batch.index_put],
+                    "INSERT OR IGNORE INTO correlation VALUES (?,?,?,?,?,?)",
+                    [(c.topic, c.key, c.value, i, n, int(o)) for c, i, n, o in batch.index_put],
                 )
             if batch.timers_del:
                 db.executemany("DELETE FROM timers WHERE instance=? AND key=?", list(batch.timers_del))
