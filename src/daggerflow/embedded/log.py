@@ -12,11 +12,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ..model.records import Message, Outgoing
-from ..pipeline.background import cancel_and_wait
-from ..pipeline.ingress import AgentHandler, ListenerMapper, chunks, map_messages, run_agents
+from ..pipeline.background import Loop
+from ..pipeline.ingress import AgentSpec, ListenerMapper, chunks, map_messages, run_agents
 from ..pipeline.items import AgentCommit, Incoming
 from ..pipeline.processor import Processor
 from ..store.base import Store
@@ -53,46 +54,41 @@ class TopicSignals:
             await ev.wait()
 
 
-class Consumer(abc.ABC):
-    def __init__(
-        self,
-        name: str,
-        topic: str,
-        store: Store,
-        processor: Processor,
-        signals: TopicSignals,
-        start_at_end: bool,
-        dead_letter_topic: str,
-    ) -> None:
+@dataclass(frozen=True)
+class Readers:
+    """What every topic reader of the embedded runtime shares."""
+
+    store: Store
+    processor: Processor
+    signals: TopicSignals
+    start_at_end: bool  # a reader without a position starts at the end ("latest")
+    dead_letter_topic: str
+
+
+class Consumer(Loop, abc.ABC):
+    def __init__(self, name: str, topic: str, readers: Readers) -> None:
         self.name = name
         self.topic = topic
-        self.store = store
-        self.processor = processor
-        self.signals = signals
-        self.start_at_end = start_at_end
-        self.dead_letter_topic = dead_letter_topic
-        self._task: asyncio.Task[None] | None = None
+        self.readers = readers
+        self.store = readers.store
+        self.processor = readers.processor
 
     def start(self) -> None:
         # The starting position is fixed here, not when the task first runs: with
         # start_at_end ("latest") a message appended once start() has returned is consumed.
-        self._task = asyncio.create_task(self._run(self.initial_position()), name=f"daggerflow-{self.name}")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        self._start(self._run(self.initial_position()), f"daggerflow-{self.name}")
 
     def initial_position(self) -> int:
         pos = self.store.position(self.name)
         if pos is not None:
             return pos
-        return self.store.end_offset(self.topic) if self.start_at_end else 0
+        return self.store.end_offset(self.topic) if self.readers.start_at_end else 0
 
     async def _run(self, position: int) -> None:
         while True:
             messages = self.store.read(self.topic, position, READ_BATCH)
             if not messages:
-                await self.signals.wait(self.store, self.topic, position)
+                await self.readers.signals.wait(self.store, self.topic, position)
                 continue
             await self.handle(messages)
             position = messages[-1].offset + 1
@@ -103,9 +99,9 @@ class Consumer(abc.ABC):
 
 
 class ListenerConsumer(Consumer):
-    def __init__(self, *args: Any, classes: list[type], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.mapper = ListenerMapper(self.topic, classes)
+    def __init__(self, name: str, topic: str, readers: Readers, classes: list[type]) -> None:
+        super().__init__(name, topic, readers)
+        self.mapper = ListenerMapper(topic, classes)
 
     async def handle(self, messages: list[Message]) -> None:
         loop = asyncio.get_running_loop()
@@ -113,7 +109,7 @@ class ListenerConsumer(Consumer):
         for msg, mapped in zip(messages, await map_messages(self.mapper, messages), strict=True):
             last = loop.create_future()
             if mapped.error is not None:
-                letter = mapped.letter(self.dead_letter_topic, msg, self.name)
+                letter = mapped.letter(self.readers.dead_letter_topic, msg, self.name)
                 self.processor.submit(Incoming(self.name, msg, [], dead_letter=letter, future=last))
             else:
                 self.processor.submit(
@@ -126,10 +122,10 @@ class ListenerConsumer(Consumer):
 class AgentConsumer(Consumer):
     """Runs ``handler(value)`` for each message; what it sends commits with its position."""
 
-    def __init__(self, *args: Any, handler: AgentHandler, concurrency: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handler = handler
-        self.concurrency = max(1, concurrency)
+    def __init__(self, name: str, agent: AgentSpec, readers: Readers) -> None:
+        super().__init__(name, agent.topic, readers)
+        self.handler = agent.handler
+        self.concurrency = max(1, agent.concurrency)
 
     async def handle(self, messages: list[Message]) -> None:
         # Handle up to ``concurrency`` messages at a time, but commit many at once: the
@@ -139,7 +135,7 @@ class AgentConsumer(Consumer):
         sent: list[Outgoing] = []
         first_pending = loop.time()
         for chunk in chunks(messages, self.concurrency):
-            sent.extend(await run_agents(self.handler, chunk, self.name, self.dead_letter_topic))
+            sent.extend(await run_agents(self.handler, chunk, self.name, self.readers.dead_letter_topic))
             if chunk[-1] is messages[-1] or loop.time() - first_pending >= COMMIT_INTERVAL:
                 fut: asyncio.Future[Any] = loop.create_future()
                 self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))

@@ -17,13 +17,12 @@ from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
 from ..pipeline.background import first_to_end
-from ..pipeline.ingress import AgentSpec
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
 from ..store.base import Store
 from ..store.factory import open_store
-from .log import AgentConsumer, Consumer, ListenerConsumer, TopicSignals
+from .log import AgentConsumer, Consumer, ListenerConsumer, Readers, TopicSignals
 
 log = logging.getLogger("daggerflow")
 
@@ -90,24 +89,16 @@ class EmbeddedRuntime:
         """Start a consumer for each listener topic and agent that has none yet."""
         if self._task is None:
             return
-        for topic, classes in self.subscriptions.listeners.items():
-            self._start_consumer(ListenerConsumer(*self._consumer_args(f"listener:{topic}", topic), classes=classes))
-        for agent in self.subscriptions.agents:
-            self._start_consumer(self._agent_consumer(agent))
-
-    def _agent_consumer(self, agent: AgentSpec) -> Consumer:
-        args = self._consumer_args(f"agent:{agent.name}", agent.topic)
-        return AgentConsumer(*args, handler=agent.handler, concurrency=agent.concurrency)
-
-    def _consumer_args(self, name: str, topic: str) -> tuple[str, str, Store, Processor, TopicSignals, bool, str]:
-        return (name, topic, self.store, self.processor, self.signals, self.config.start_at_end,
-                self.config.dead_letter_topic)  # fmt: skip
-
-    def _start_consumer(self, consumer: Consumer) -> None:
-        if consumer.name in self.consumers:
-            return
-        self.consumers[consumer.name] = consumer
-        consumer.start()
+        readers = Readers(self.store, self.processor, self.signals, self.config.start_at_end,
+                          self.config.dead_letter_topic)  # fmt: skip
+        wanted: list[Consumer] = [
+            *(ListenerConsumer(f"listener:{t}", t, readers, c) for t, c in self.subscriptions.listeners.items()),
+            *(AgentConsumer(f"agent:{a.name}", a, readers) for a in self.subscriptions.agents),
+        ]
+        for consumer in wanted:
+            if consumer.name not in self.consumers:
+                self.consumers[consumer.name] = consumer
+                consumer.start()
 
     def _committed(
         self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]

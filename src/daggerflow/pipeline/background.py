@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,25 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
             await task
         except Exception:
             log.warning("%s failed while stopping", task.get_name(), exc_info=True)
+
+
+class Loop:
+    """A long-lived task of the pipeline (a processor, timers, a topic reader): started once,
+    stopped by cancelling it and waiting until it has unwound."""
+
+    _task: asyncio.Task[None] | None = None
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._task = asyncio.create_task(coro, name=name)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running loop, while started: it ends only by failing (or being stopped)."""
+        return self._task
 
 
 async def first_to_end(tasks: list[asyncio.Task[None]]) -> None:

@@ -23,7 +23,7 @@ from ..machine.events import Event
 from ..model.instance import Instance, copy_instance, decode_instance
 from ..model.records import Outgoing, PendingJob
 from ..store.base import Store, WriteBatch
-from .background import cancel_and_wait
+from .background import Loop
 from .batch import BatchApplier, PostCommit
 from .clock import Clock
 from .items import Committer, InstanceEvent, Item, Settings
@@ -55,7 +55,7 @@ class Hooks:
     committed: CommitHook = _nothing
 
 
-class Processor:
+class Processor(Loop):
     def __init__(
         self,
         store: Store,
@@ -79,7 +79,6 @@ class Processor:
         self.cache: OrderedDict[str, tuple[Instance, bytes | None]] = OrderedDict()
         self.transitions = 0
         self.batches = 0
-        self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_commit = 0.0
@@ -127,19 +126,10 @@ class Processor:
     # Loop -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="daggerflow-processor")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        self._start(self._run(), "daggerflow-processor")
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
-
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The processing loop, while started: it ends only by failing (or being stopped)."""
-        return self._task
 
     @property
     def failed(self) -> BaseException | None:

@@ -13,20 +13,19 @@ import heapq
 import logging
 from collections.abc import Callable
 
-from .background import cancel_and_wait
+from .background import Loop
 from .clock import Clock
 
 log = logging.getLogger(__name__)
 
 
-class TimerService:
+class TimerService(Loop):
     def __init__(self, clock: Clock, fire: Callable[[str, str], None]) -> None:
         self._clock = clock
         self._fire = fire
         self._heap: list[tuple[float, str, str]] = []
         self._due: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._due)
@@ -40,16 +39,8 @@ class TimerService:
     def cancel(self, instance: str, key: str) -> None:
         self._due.pop((instance, key), None)  # the heap entry is skipped lazily
 
-    def cancel_instance(self, instance: str) -> None:
-        for k in [k for k in self._due if k[0] == instance]:
-            del self._due[k]
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="daggerflow-timers")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        self._start(self._run(), "daggerflow-timers")
 
     async def _run(self) -> None:
         while True:
