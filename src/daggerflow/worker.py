@@ -64,8 +64,8 @@ async def run_until_signalled(engine: Engine) -> None:
         waiter.cancel()
         error = vital.exception() if vital.done() and not vital.cancelled() else None
         if error is not None:
-            where = " ".join(getattr(error, "__notes__", ())) or vital.get_name()
-            log.error("the worker stops: %s failed: %r", where, error, exc_info=error)
+            where = "; ".join(getattr(error, "__notes__", ())) or f"{vital.get_name()} failed"
+            log.error("the worker stops: %s: %r", where, error, exc_info=error)
             raise error
         # (it ends while stopping, the loops being stopped: that is not news)
         vital.add_done_callback(lambda t: t.cancelled() or t.exception())

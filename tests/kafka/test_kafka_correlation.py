@@ -117,7 +117,7 @@ def ids_on_every_partition(prefix: str) -> list[str]:
 
 def ids_off_partition(partition: int, prefix: str, n: int) -> list[str]:
     """``n`` instance ids that live on another partition than ``partition``."""
-    from daggerflow.log.codec import partition_for
+    from daggerflow.kafka.codec import partition_for
 
     candidates = (f"{prefix}-{i}" for i in range(100_000))
     return [iid for iid in candidates if partition_for(iid, PARTITIONS) != partition][:n]

@@ -43,6 +43,6 @@ async def test_a_job_runner_fault_ends_the_kafka_worker(make_cluster: Callable[.
     log = worker.log()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert any(
-        re.search(r"the worker stops: the job runner failed: .*injected job runner fault", e) for e in errors
+        re.search(r"the worker stops: daggerflow-job-runner failed: .*injected job runner fault", e) for e in errors
     ), log
     assert "was never retrieved" not in log

@@ -56,6 +56,6 @@ async def first_to_end(tasks: list[asyncio.Task[None]]) -> None:
     for task in done:
         error = None if task.cancelled() else task.exception()
         if error is not None:
-            error.add_note(f"(in {task.get_name()})")  # which loop, for the worker's last words
+            error.add_note(f"{task.get_name()} failed")  # which loop: for the worker's last words
             raise error
     raise RuntimeError(f"{sorted(t.get_name() for t in done)} ended")
