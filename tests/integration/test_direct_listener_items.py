@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daggerflow import DAGBuilderHelper, Dagger, ManualClock
-from daggerflow.pipeline.items import Incoming, Settings
+from daggerflow.pipeline.items import ForwardRouted, Incoming, Settings
 from daggerflow.pipeline.processor import Processor
 from daggerflow.store.base import Message
 from daggerflow.store.sqlite import SQLiteStore
@@ -27,9 +27,9 @@ async def test_unmatched_pairs_are_routed_and_nothing_is_recorded(tmp_path: Path
         processor = Processor(store, ManualClock(), Settings(unmatched_ttl=lambda topic: 600.0))
         routed = object()  # what the runtime would send: opaque to the processor
         batch, _ = processor._prepare(
-            [Incoming("", _message(7), [("box", "b1")], False, "m1", unmatched_route=(3, routed))]
+            [Incoming("", _message(7), [("box", "b1")], False, "m1", unmatched_route=ForwardRouted(3, routed))]
         )
-        assert batch.forwards == [("routed", 3, routed)]
+        assert batch.forwards == [ForwardRouted(3, routed)]
         assert batch.seen == [] and batch.buffer_put == []  # the routed copy does that
     finally:
         store.close()
@@ -47,7 +47,7 @@ async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Calla
         assert processor is not None
         message = Message("boxes", 7, "k", '{"order_id": "b1"}', {}, 0.0)
         batch, _ = processor._prepare(
-            [Incoming("", message, [("order_id", "b1")], False, "m1", unmatched_route=(3, object()))]
+            [Incoming("", message, [("order_id", "b1")], False, "m1", unmatched_route=ForwardRouted(3, object()))]
         )
         assert batch.forwards == []  # matched here: nothing routed
         assert batch.seen == [("boxes", "m1")]
