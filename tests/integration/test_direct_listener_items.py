@@ -26,8 +26,9 @@ async def test_unmatched_pairs_are_routed_and_nothing_is_recorded(tmp_path: Path
     try:
         processor = Processor(store, ManualClock(), Settings(unmatched_ttl=lambda topic: 600.0))
         routed = object()  # what the runtime would send: opaque to the processor
+        route = ForwardRouted(3, routed)
         batch, _ = processor._prepare(
-            [Incoming("", _message(7), [("box", "b1")], False, "m1", unmatched_route=ForwardRouted(3, routed))]
+            [Incoming("", _message(7), [("box", "b1")], False, "m1", unmatched_route=route)]
         )
         assert batch.forwards == [ForwardRouted(3, routed)]
         assert batch.seen == [] and batch.buffer_put == []  # the routed copy does that
@@ -46,8 +47,9 @@ async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Calla
         processor = engine.runtime.processor
         assert processor is not None
         message = Message("boxes", 7, "k", '{"order_id": "b1"}', {}, 0.0)
+        route = ForwardRouted(3, object())
         batch, _ = processor._prepare(
-            [Incoming("", message, [("order_id", "b1")], False, "m1", unmatched_route=ForwardRouted(3, object()))]
+            [Incoming("", message, [("order_id", "b1")], False, "m1", unmatched_route=route)]
         )
         assert batch.forwards == []  # matched here: nothing routed
         assert batch.seen == [("boxes", "m1")]

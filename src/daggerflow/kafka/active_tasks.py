@@ -27,23 +27,21 @@ from typing import Any
 from ..errors import ChangelogError, StoreError
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.items import Settings
-from ..pipeline.partition import PartitionTask, TaskContext
+from ..pipeline.partition import PartitionTask
+from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
 from ..store.factory import open_store
 from ..store.lockfile import LockFile
 from . import codec
-from .admin import InternalTopics
-from .collector import CommitStats, GroupClients, PartitionCommitter, RecordCollector
+from .collector import CommitStats, GroupClients, PartitionCommitter
 from .compat import stop_consumer
-from .config import KafkaConfig
+from .context import WorkerContext
 from .guard import AssignmentGuard
 from .hanging.watch import HangingWatch
 from .owners import Owner, OwnersView, owner_record
-from .records import ForwardEncoder
 from .restore import restore_from_topic
 from .settings import groupless_consumer
 from .standby import StandbyReplicas, standby_partitions
-from .supervisor import Supervisor
 from .task_manager import TaskManager
 
 log = logging.getLogger("daggerflow.kafka")
@@ -54,32 +52,18 @@ RESTORE_CONSUMERS = 4
 
 class ActiveTasks:
     def __init__(
-        self,
-        config: KafkaConfig,
-        topics: InternalTopics,
-        owners_topic: str,
-        settings: Settings,
-        context: TaskContext,
-        group: GroupClients,
-        guard: AssignmentGuard,
-        collector: RecordCollector,
-        supervisor: Supervisor,
-        worker_id: str,
+        self, worker: WorkerContext, parts: RuntimeParts, group: GroupClients, guard: AssignmentGuard
     ) -> None:
-        self.config = config
-        self.topics = topics
-        self.owners_topic = owners_topic
-        self.settings = settings
-        self.context = context
+        self.worker = worker
+        self.config = worker.config
+        self.topics = worker.topics
+        self.context = parts.context
+        self._settings = parts.settings
         self.group = group
-        self.collector = collector
-        self.supervisor = supervisor
-        self.worker_id = worker_id
         self.web_url: str | None = None
         self.tasks: dict[int, PartitionTask] = {}
         self.stats = CommitStats()
-        self.forwards = ForwardEncoder(topics, config.partitions)
-        self.manager = TaskManager(group.consumer, group.transactions, guard, name=config.app,
+        self.manager = TaskManager(group.consumer, group.transactions, guard, name=worker.config.app,
                                    close_previous=self._close_previous, restore=self._restore,
                                    on_revoked=self._revoked)  # fmt: skip
         self.hanging: HangingWatch | None = None
@@ -105,15 +89,14 @@ class ActiveTasks:
             self.standby = StandbyReplicas(cfg.bootstrap, self.topics.changelog.name, self.open_store)
             await self.standby.start()
             owners.on_change(lambda _owners: self._standby_dirty.set())
-            self.supervisor.spawn("standby-updater", self._update_standbys())
+            self.worker.supervisor.spawn("standby-updater", self._update_standbys())
 
-    async def stop_standbys(self) -> None:
-        await self.supervisor.stop("standby-updater")
+    async def stop(self, timeout: float) -> None:
+        """Stop the standbys, let the tasks commit what they hold (within ``timeout``), then
+        leave the group and close every task and the restore consumers."""
+        await self.worker.supervisor.stop("standby-updater")
         if self.standby is not None:
             await self.standby.stop()
-
-    async def drain(self, timeout: float) -> None:
-        """Let the tasks commit what they hold (within ``timeout``)."""
         idle = [asyncio.create_task(t.processor.wait_idle()) for t in self.tasks.values() if t.failed is None]
         if idle:
             _, late = await asyncio.wait(idle, timeout=timeout)
@@ -122,13 +105,13 @@ class ActiveTasks:
             if late:
                 log.warning("%d partition tasks still busy after %.0f s; their inputs are read again by "
                             "the next owner", len(late), timeout)  # fmt: skip
-
-    async def close(self) -> None:
-        """Close every task (after the consumer left the group) and the restore consumers."""
-        for p in list(self.tasks):
+        await self.manager.close()  # no activation may start (or retry) from here on
+        await stop_consumer(self.group.consumer)  # its revocation closes the tasks...
+        for p in list(self.tasks):  # ...or else this does
             await self._close(p)
-        for watchdog in self.supervisor.tasks("watchdog"):
+        for watchdog in self.worker.supervisor.tasks("watchdog"):
             await cancel_and_wait(watchdog)
+        await self.group.transactions.close()
         for restorer in self._restore_consumers:
             await stop_consumer(restorer)
         self._restore_consumers.clear()
@@ -198,7 +181,7 @@ class ActiveTasks:
         store = await self._open_restored(p)
         try:
             known = self.owners.owner(p) if self.owners is not None else None
-            if known is None or known.worker != self.worker_id or known.url != self.web_url:
+            if known is None or known.worker != self.worker.worker_id or known.url != self.web_url:
                 await self._publish_owner(p, self.group.transactions[p])
         except BaseException:
             store.close()
@@ -209,22 +192,22 @@ class ActiveTasks:
         """Publish this worker as p's owner with p's fenced producer (a zombie cannot
         overwrite it). Skipped by the caller when the owners topic already says so."""
         await producer.begin()
-        key, value = owner_record(Owner(p, self.web_url, self.worker_id, time.time()))
-        await producer.send(self.owners_topic, value, key=key)
+        key, value = owner_record(Owner(p, self.web_url, self.worker.worker_id, time.time()))
+        await producer.send(self.worker.owners_topic, value, key=key)
         await producer.commit()
 
     def _start_task(self, p: int, store: Store) -> None:
-        committer = PartitionCommitter(self.collector, self.group, p, store, self.topics.changelog.name,
-                                       self.forwards, self.stats)  # fmt: skip
-        task = PartitionTask(p, store, self._settings(p), self.context, committer)
+        committer = PartitionCommitter(self.worker.collector, self.group, p, store, self.topics.changelog.name,
+                                       self.worker.forwards, self.stats)  # fmt: skip
+        task = PartitionTask(p, store, self._task_settings(p), self.context, committer)
         self.tasks[p] = task  # before it starts: a resumed job may report at once
         task.start()
-        self.supervisor.spawn("watchdog", self._watch(p, task), name=f"watch-{p}")
+        self.worker.supervisor.spawn("watchdog", self._watch(p, task), name=f"watch-{p}")
 
-    def _settings(self, p: int) -> Settings:
+    def _task_settings(self, p: int) -> Settings:
         n = self.config.partitions
         return dataclasses.replace(
-            self.settings,
+            self._settings,
             owns_instance=lambda iid: codec.partition_for(iid, n) == p,
             owns_correlation=lambda at: codec.partition_of_correlation(at, n) == p,
         )
@@ -276,12 +259,14 @@ class ActiveTasks:
             self._standby_dirty.clear()
             owners = {p: o.worker for p, o in self.owners.owners().items()}
             async with self._standby_lock:  # an activation cannot take a store over in between
-                wanted = standby_partitions(owners, self.worker_id, self.config.standbys)
+                wanted = standby_partitions(owners, self.worker.worker_id, self.config.standbys)
                 wanted -= set(self.tasks) | self.manager.owned
                 try:
                     await self.standby.set_partitions(wanted)
                 except Exception:
-                    log.warning("updating standby replicas failed; retrying at the next change", exc_info=True)
+                    log.warning(
+                        "updating standby replicas failed; retrying at the next change", exc_info=True
+                    )
             if wanted:
                 log.info("standby replicas: %s (lag %s)", sorted(wanted), self.standby.lag())
 

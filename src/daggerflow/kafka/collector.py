@@ -103,48 +103,37 @@ class RecordCollector:
         Raises ``TaskMigrated`` when the partition has no usable producer (fenced, revoked)."""
         started = time.perf_counter()
         try:
-            if self.exactly_once:
-                return await self._in_transaction(group, partition, records, offsets, stats, keyed)
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                producer = await self.plain_producer(group.name, partition)
-                sent = await send_many(producer, records, keyed)
-                await asyncio.gather(*(fut for fut, _ in sent))
-                if offsets:
-                    await group.consumer.commit(offsets)
-            return sent
+            if not self.exactly_once:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    sent = await send_many(await self.plain_producer(group.name, partition), records, keyed)
+                    await asyncio.gather(*(fut for fut, _ in sent))
+                    if offsets:
+                        await group.consumer.commit(offsets)
+                return sent
+            producer = group.transactions.get(partition)
+            if producer is None:
+                raise TaskMigrated(
+                    partition, group.transactions.transactional_id(partition), "no producer (revoked)"
+                )
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await producer.begin()
+                    sent = await producer.send_many(records, keyed)
+                    enqueued = time.perf_counter()
+                    await producer.commit(offsets)  # deliveries and offsets at once, then EndTxn
+                stats.phases[0] += enqueued - started
+                stats.phases[1] += time.perf_counter() - enqueued
+                return sent
+            except TaskMigrated:
+                raise
+            except BaseException:
+                if producer.in_transaction:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(ABORT_TIMEOUT_S):
+                            await producer.abort()
+                raise
         finally:
             stats.kafka_seconds += time.perf_counter() - started
-
-    async def _in_transaction(
-        self,
-        group: GroupClients,
-        partition: int,
-        records: list[OutRecord],
-        offsets: dict[TopicPartition, int],
-        stats: CommitStats,
-        keyed: KeyedRecords | None,
-    ) -> Sent:
-        producer = group.transactions.get(partition)
-        if producer is None:
-            raise TaskMigrated(partition, group.transactions.transactional_id(partition), "no producer (revoked)")
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                await producer.begin()
-                sent = await producer.send_many(records, keyed)
-                enqueued = time.perf_counter()
-                await producer.commit(offsets)  # deliveries and offsets at once, then EndTxn
-            stats.phases[0] += enqueued - started
-            stats.phases[1] += time.perf_counter() - enqueued
-            return sent
-        except TaskMigrated:
-            raise
-        except BaseException:
-            if producer.in_transaction:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(ABORT_TIMEOUT_S):
-                        await producer.abort()
-            raise
 
     def next_buffer_ids(self, count: int) -> list[int]:
         """Ids for buffered messages, unique within a partition across its owners:
@@ -160,28 +149,19 @@ class RecordCollector:
         self._plain.clear()
 
 
+@dataclass(eq=False)
 class PartitionCommitter:
     """The ``Committer`` of partition task ``partition``: its batch in one commit of the
     collector (changelog records, outbox messages, forwards, input offsets), then the local
     store, with the checkpoint of the changelog records it wrote."""
 
-    def __init__(
-        self,
-        collector: RecordCollector,
-        group: GroupClients,
-        partition: int,
-        store: Store,
-        changelog: str,
-        forwards: ForwardEncoder,
-        stats: CommitStats,
-    ) -> None:
-        self.collector = collector
-        self.group = group
-        self.partition = partition
-        self.store = store
-        self.changelog = changelog
-        self.forwards = forwards
-        self.stats = stats
+    collector: RecordCollector
+    group: GroupClients
+    partition: int
+    store: Store
+    changelog: str
+    forwards: ForwardEncoder
+    stats: CommitStats
 
     async def __call__(self, batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
         p, stats = self.partition, self.stats
@@ -194,7 +174,9 @@ class PartitionCommitter:
             outs.extend([encode(f) for f in batch.forwards])
         offsets = dict(batch.input_offsets)
         if changes or outs or offsets:
-            sent = await self.collector.send_and_commit(self.group, p, outs, offsets, stats, (self.changelog, p, changes))
+            sent = await self.collector.send_and_commit(
+                self.group, p, outs, offsets, stats, (self.changelog, p, changes)
+            )
             if changes:
                 batch.changelog_offsets[p] = last_offset(sent, self.changelog, p)
         kafka_done = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from ..model.records import Message
-from ..pipeline.ingress import ListenerMapper, dead_letter
+from ..pipeline.ingress import dead_letter
 from ..pipeline.items import Incoming, IndexChange, InstanceEvent, Item
 from ..pipeline.partition import PartitionTask
 from . import codec
@@ -33,20 +33,16 @@ class FetchLoop:
         guard: AssignmentGuard,
         task_of: Callable[[int], PartitionTask | None],
         routing: ListenerRouting,
-        direct: dict[str, ListenerMapper],
     ) -> None:
         self.consumer = consumer
         self.guard = guard
         self.task_of = task_of
         self.routing = routing
-        self.direct = direct
-        topics = routing.topics
-        self.events = topics.events.name
-        self.dead_letter = topics.dead_letter.name
-        self.app = routing.app
+        self.events = routing.topics.events.name
+        self.dead_letter = routing.topics.dead_letter.name
 
     async def run(self) -> None:
-        guard, direct, task_of = self.guard, self.direct, self.task_of
+        guard, direct, task_of = self.guard, self.routing.direct, self.task_of
         while True:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
             # Listener topics last: a task's correlation records of this fetch go to it first
@@ -89,6 +85,6 @@ class FetchLoop:
             # human in the dead-letter topic and skipped, so the partition keeps going.
             log.error("dead-lettering %s@%d: %r", tp, record.offset, exc)
             message = message_of(tp, record)
-            letter = dead_letter(self.dead_letter, message, self.app,
+            letter = dead_letter(self.dead_letter, message, self.routing.app,
                                  f"{type(exc).__name__}: {exc}", "", partition=tp.partition)  # fmt: skip
             return Incoming("", message, [], dead_letter=letter, source=source)

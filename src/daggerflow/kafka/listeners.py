@@ -8,7 +8,8 @@ loop (``route_handler``) sends each message to the correlation partitions indexi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -22,8 +23,15 @@ from .admin import InternalTopics
 from .compat import partition_state
 from .records import ForwardEncoder, OutRecord, message_of, outgoing_record
 
+log = logging.getLogger("daggerflow.kafka")
+
 #: A stateless loop's work on one fetched chunk of a partition: the records to commit with it.
 ChunkHandler = Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]
+
+
+def listener_group(app: str, topic: str) -> str:
+    """The consumer group of a listener topic's router (and the consumer its dead letters name)."""
+    return f"{app}.listener.{topic}"
 
 
 class ListenerRouting:
@@ -33,6 +41,28 @@ class ListenerRouting:
         self.partitions = partitions
         self.forwards = forwards
         self.consumer: Any = None  # the main group's (direct topics only), once started
+        #: listener topics co-partitioned with the correlation index, read by the main group
+        self.direct: dict[str, ListenerMapper] = {}
+
+    async def choose_direct(
+        self, producer: Any, listeners: Mapping[str, list[type]], auto_offset_reset: str
+    ) -> list[str]:
+        """Pick the listener topics the main group reads; return the others (routed).
+
+        A listener topic with the application's partition count is co-partitioned with the
+        correlation index (both use Kafka's default partitioner): the main group reads it, and
+        a message keyed by its correlation value is matched without a routing hop. (The main
+        group starts new partitions at the earliest offset, so with "latest" the topics keep
+        their own groups.)"""
+        for topic, classes in listeners.items():
+            if (
+                auto_offset_reset == "earliest"
+                and len(await producer.partitions_for(topic)) == self.partitions
+            ):
+                self.direct[topic] = ListenerMapper(topic, classes)
+        if self.direct:
+            log.info("listener topics read by the partition tasks: %s", sorted(self.direct))
+        return [t for t in listeners if t not in self.direct]
 
     def routes(
         self, mapper: ListenerMapper, msg: Message, pairs: list[tuple[str, str]], message_id: str | None
@@ -46,16 +76,20 @@ class ListenerRouting:
         assert msg.partition is not None
         topic, only_one = mapper.topic, mapper.match_only_one
         return {
-            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, only_one, message_id)
+            part: codec.Routed(
+                topic, msg.partition, msg.offset, msg.key, msg.value, found, only_one, message_id
+            )
             for part, found in by_partition.items()
         }
 
-    async def direct_items(self, mapper: ListenerMapper, tp: TopicPartition, records: list[Any]) -> list[Item]:
+    async def direct_items(
+        self, mapper: ListenerMapper, tp: TopicPartition, records: list[Any]
+    ) -> list[Item]:
         """A listener topic read directly by the task of its partition (co-partitioned with
         the correlation index): this partition's pairs are matched here, the others go to
         their index owners as forwards in the same transaction, with the input offset."""
         items: list[Item] = []
-        group = f"{self.app}.listener.{mapper.topic}"
+        group = listener_group(self.app, mapper.topic)
         current = self.index_current(tp)
         messages = [message_of(tp, r) for r in records]
         for msg, mapped in zip(messages, await map_messages(mapper, messages), strict=True):
@@ -105,7 +139,7 @@ class ListenerRouting:
         partition count): its own consumer group re-routes each message to the index owners."""
         mapper = ListenerMapper(topic, classes)
         dead = self.topics.dead_letter.name
-        group = f"{self.app}.listener.{topic}"
+        group = listener_group(self.app, topic)
         routed_record = self.forwards.routed
 
         async def route(tp: TopicPartition, records: list[Any]) -> list[OutRecord]:

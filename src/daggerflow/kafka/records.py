@@ -104,4 +104,6 @@ class ForwardEncoder:
     def routed(self, partition: int, routed: codec.Routed) -> OutRecord:
         """A listener message for correlation partition ``partition`` (keyed by its first pair)."""
         first = Correlation(routed.topic, *routed.mappings[0])
-        return OutRecord(self.correlation, codec.correlation_key(first).encode(), codec.encode(routed), partition)
+        return OutRecord(
+            self.correlation, codec.correlation_key(first).encode(), codec.encode(routed), partition
+        )

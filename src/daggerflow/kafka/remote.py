@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
@@ -176,23 +177,17 @@ def _skip(url: str, error: BaseException) -> None:
     log.warning("skipping %s in a listing across workers: %s", url, error)
 
 
+@dataclass(eq=False)
 class RemoteReads:
     """Reads of instances whose partition another worker owns, through the owners' REST URLs
-    (the owners view says who owns which partition)."""
+    (``owners`` says who owns which partition; set while the runtime runs)."""
 
-    def __init__(
-        self,
-        forwarder: Forwarder,
-        partition_of: Callable[[str], int],
-        local_task: Callable[[str], PartitionTask | None],
-        worker_id: str,
-    ) -> None:
-        self.forwarder = forwarder
-        self.partition_of = partition_of
-        self.local_task = local_task
-        self.worker_id = worker_id
-        self.owners: OwnersView | None = None
-        self.web_url: str | None = None
+    forwarder: Forwarder
+    partition_of: Callable[[str], int]
+    local_task: Callable[[str], PartitionTask | None]
+    worker_id: str
+    owners: OwnersView | None = None
+    web_url: str | None = None
 
     def committed(self, instance_id: str) -> Instance | None:
         task = self.local_task(instance_id)
@@ -226,11 +221,15 @@ class RemoteReads:
             if owner is not None and owner.url is None and owner.worker != self.worker_id:
                 return None  # its owner serves no REST API: nobody can answer
             if left <= 0:
-                raise ForwardError(str(owner.url if owner else None), f"no worker answers for partition {p} now")
+                raise ForwardError(
+                    str(owner.url if owner else None), f"no worker answers for partition {p} now"
+                )
             with contextlib.suppress(TimeoutError):
                 await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
 
-    async def poll_until(self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None) -> Instance:
+    async def poll_until(
+        self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
+    ) -> Instance:
         """Wait for an instance another worker holds: ask its owner, backing off to 1 s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.02

@@ -40,7 +40,6 @@ from ..errors import NotOwner, PartitionMoved, TaskInvalidState
 from ..machine.events import Event
 from ..model.instance import Instance, merge_listings
 from ..model.records import Message, Outgoing
-from ..pipeline.ingress import ListenerMapper
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
@@ -48,20 +47,21 @@ from . import codec
 from .active_tasks import ActiveTasks
 from .admin import TopicSpec, ensure_application_topics, ensure_topics, internal_topics
 from .collector import GroupClients, RecordCollector
-from .compat import stop_consumer, tune_aiokafka
+from .compat import tune_aiokafka
 from .config import KafkaConfig
+from .context import WorkerContext
 from .fetch import FetchLoop
 from .guard import AssignmentGuard
 from .hanging import HangingTransactions
 from .hanging.watch import HangingWatch
-from .listeners import ListenerRouting
+from .listeners import ListenerRouting, listener_group
 from .owners import OwnersView
 from .rebalance import RebalanceListener
-from .records import outgoing_record
+from .records import ForwardEncoder, outgoing_record
 from .remote import Forwarder, RemoteReads
 from .settings import PRODUCER_SETTINGS, consumer_settings
 from .supervisor import Supervisor
-from .topic_loop import TopicLoop, agent_handler
+from .topic_loop import TopicLoop, agent_group, stateless_loops
 from .transactions import PartitionTransactions
 
 log = logging.getLogger("daggerflow.kafka")
@@ -76,7 +76,6 @@ class KafkaRuntime:
 
     def __init__(self, config: KafkaConfig, parts: RuntimeParts) -> None:
         self.config = config
-        self.settings = parts.settings
         self.subscriptions = parts.subscriptions
         self.context = parts.context
         self.observer = parts.observer
@@ -89,10 +88,12 @@ class KafkaRuntime:
         self.hanging: HangingTransactions | None = None
         self.collector = RecordCollector(config.bootstrap, exactly_once=config.exactly_once)
         self.supervisor = Supervisor()
+        self.worker = WorkerContext(config, self.topics, self.owners_topic.name, self.worker_id, self.collector,
+                                    self.supervisor, ForwardEncoder(self.topics, config.partitions))  # fmt: skip
+        self.parts = parts
         self.forwarder = Forwarder()
         self.remote = RemoteReads(self.forwarder, self.partition_of, self.local_task, self.worker_id)
         self.active: ActiveTasks | None = None  # a worker's (a client has none)
-        self._main: GroupClients | None = None
         self._loops: list[TopicLoop] = []
 
     # Partitioning -------------------------------------------------------------------------
@@ -138,19 +139,15 @@ class KafkaRuntime:
         assert self.owners is not None
         listeners = dict(self.subscriptions.listeners)
         agents = list(self.subscriptions.agents)
-        # A listener topic with the application's partition count is co-partitioned with the
-        # correlation index (both use Kafka's default partitioner): the main group reads it,
-        # and a message keyed by its correlation value is matched without a routing hop.
-        # (The main group starts new partitions at the earliest offset, so with "latest"
-        # the topics keep their own groups.)
-        direct: dict[str, ListenerMapper] = {}
-        for topic, classes in listeners.items():
-            if cfg.auto_offset_reset == "earliest" and len(await self.producer.partitions_for(topic)) == cfg.partitions:
-                direct[topic] = ListenerMapper(topic, classes)
-        routed = [t for t in listeners if t not in direct]
-        if direct:
-            log.info("listener topics read by the partition tasks: %s", sorted(direct))
-        groups = [cfg.app, *(f"{cfg.app}.listener.{t}" for t in routed), *(f"{cfg.app}.agent.{a.name}" for a in agents)]
+        routing = ListenerRouting(
+            cfg.app, self.topics, cfg.partitions, ForwardEncoder(self.topics, cfg.partitions)
+        )
+        routed = await routing.choose_direct(self.producer, listeners, cfg.auto_offset_reset)
+        groups = [
+            cfg.app,
+            *(listener_group(cfg.app, t) for t in routed),
+            *(agent_group(cfg.app, a.name) for a in agents),
+        ]
         # Hanging transactions (a broker restart can leave some: docs/kafka-runtime-notes.md
         # §7) are found and ended by the owner of the partitions they block.
         self.hanging = HangingTransactions(cfg.bootstrap, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
@@ -159,26 +156,18 @@ class KafkaRuntime:
         watch = HangingWatch(self.hanging, self.producer, self.topics, self.owners_topic.name,
                              self._user_topics(), groups, cfg.partitions)  # fmt: skip
         consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
-        self._main = GroupClients(cfg.app, consumer, PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app))
+        main = GroupClients(cfg.app, consumer, PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app))
         guard = AssignmentGuard()
-        self.active = ActiveTasks(cfg, self.topics, self.owners_topic.name, self.settings, self.context,
-                                  self._main, guard, self.collector, self.supervisor, self.worker_id)  # fmt: skip
-        routing = ListenerRouting(cfg.app, self.topics, cfg.partitions, self.active.forwards)
+        self.active = ActiveTasks(self.worker, self.parts, main, guard)
         routing.consumer = consumer
-        consumer.subscribe([self.topics.events.name, self.topics.correlation.name, *direct],
+        consumer.subscribe([self.topics.events.name, self.topics.correlation.name, *routing.direct],
                            listener=RebalanceListener(self.active.manager))  # fmt: skip
         await self.active.start(self.owners, watch, web_url)
         await consumer.start()
-        fetch = FetchLoop(consumer, guard, self.active.task, routing, direct)
+        fetch = FetchLoop(consumer, guard, self.active.task, routing)
         self.supervisor.spawn("fetch", fetch.run(), name="kafka-fetch")
-        dead = self.topics.dead_letter.name
-        for topic in routed:
-            handler = routing.route_handler(topic, listeners[topic])
-            self._loops.append(TopicLoop(cfg, self.collector, f"{cfg.app}.listener.{topic}", topic, handler,
-                                         watch.end_fenced))  # fmt: skip
-        for agent in agents:
-            self._loops.append(TopicLoop(cfg, self.collector, f"{cfg.app}.agent.{agent.name}", agent.topic,
-                                         agent_handler(agent, dead), watch.end_fenced))  # fmt: skip
+        self._loops = stateless_loops(self.worker, routing, {t: listeners[t] for t in routed}, agents,
+                                      watch.end_fenced)  # fmt: skip
         for loop in self._loops:
             await loop.start()
             assert loop.task is not None
@@ -200,15 +189,8 @@ class KafkaRuntime:
             await loop.stop()
         self._loops.clear()
         await self.supervisor.stop("kafka-fetch")
-        active, main = self.active, self._main
-        if active is not None and main is not None:
-            await active.stop_standbys()
-            # Let the tasks commit what they hold, then leave the group (its revocation closes them).
-            await active.drain(self.config.shutdown_timeout)
-            await active.manager.close()  # no activation may start (or retry) from here on
-            await stop_consumer(main.consumer)
-            await active.close()
-            await main.transactions.close()
+        if self.active is not None:
+            await self.active.stop(self.config.shutdown_timeout)
         await self.supervisor.stop_all()
         await self.collector.close()
         if self.producer is not None:
@@ -280,7 +262,9 @@ class KafkaRuntime:
             return local
         return await self.remote.instance(instance_id)
 
-    async def wait_for(self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None) -> Instance:
+    async def wait_for(
+        self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
+    ) -> Instance:
         current = self.committed(instance_id)
         if current is not None and check(current):
             return current
@@ -288,7 +272,9 @@ class KafkaRuntime:
             return await self.remote.poll_until(instance_id, check, timeout)
         return await self.observer.wait(instance_id, check, timeout)
 
-    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+    def list_local(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]:
         """The instances of the partitions this worker holds."""
         pages = (s.list_instances(status=status, template=template, limit=offset + limit, offset=0)
                  for s in self.stores())  # fmt: skip
@@ -297,7 +283,9 @@ class KafkaRuntime:
     def count_local(self, *, status: str | None, template: str | None) -> int:
         return sum(s.count_instances(status=status, template=template) for s in self.stores())
 
-    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
+    async def list_all(
+        self, *, status: str | None, template: str | None, limit: int, offset: int
+    ) -> list[Instance]:
         """Every worker's instances, merged in listing order (their REST APIs are asked)."""
         local = self.list_local(status=status, template=template, limit=offset + limit, offset=0)
         remote = await self.remote.list_others(status=status, template=template, limit=offset + limit)

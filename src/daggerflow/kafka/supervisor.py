@@ -25,7 +25,9 @@ LOOPS: dict[str, Loop] = {
     "fetch": Loop(True, "KafkaRuntime", "the main group's poll phase (fetch.FetchLoop)"),
     "topic-loop": Loop(True, "KafkaRuntime", "a listener router's or agent's group (topic_loop.TopicLoop)"),
     "standby-updater": Loop(False, "ActiveTasks", "recomputes the standby replicas when the owners change"),
-    "watchdog": Loop(False, "ActiveTasks", "one per partition task: re-activates it when its processor fails"),
+    "watchdog": Loop(
+        False, "ActiveTasks", "one per partition task: re-activates it when its processor fails"
+    ),
     "processor": Loop(False, "PartitionTask", "one per partition task; watched by its watchdog"),
     "timers": Loop(False, "PartitionTask", "one per partition task: feeds due timers to the processor"),
     "standby-tail": Loop(False, "StandbyReplicas", "tails the standby partitions' changelogs"),
@@ -41,7 +43,9 @@ class Supervisor:
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._vital: asyncio.Task[None] | None = None
 
-    def spawn(self, kind: str, coro: Coroutine[Any, Any, None], *, name: str | None = None) -> asyncio.Task[None]:
+    def spawn(
+        self, kind: str, coro: Coroutine[Any, Any, None], *, name: str | None = None
+    ) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"daggerflow-{name or kind}")
         self.adopt(kind, task, name=name)
         return task

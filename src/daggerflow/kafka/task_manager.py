@@ -50,6 +50,7 @@ import enum
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -89,6 +90,13 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    close_previous: PartitionHook | None
+    restore: PartitionHook | None
+    on_revoked: RevokeHook | None
+
+
 class TaskManager:
     """The partitions of one consumer group on this worker, and their activations."""
 
@@ -110,9 +118,7 @@ class TaskManager:
         self._consumer = consumer
         self._transactions = transactions
         self._guard = guard
-        self._close_previous = close_previous
-        self._restore = restore
-        self._on_revoked = on_revoked
+        self._hooks = _Hooks(close_previous, restore, on_revoked)
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._states: dict[int, PartitionState] = {}
@@ -181,8 +187,8 @@ class TaskManager:
         try:
             if partitions:
                 log.info("%s: revoked tasks %s", self.name, sorted(partitions))
-                if self._on_revoked is not None:
-                    await self._on_revoked(partitions)
+                if self._hooks.on_revoked is not None:
+                    await self._hooks.on_revoked(partitions)
         finally:
             for p in partitions:
                 await self._transactions.stop(p)
@@ -254,7 +260,9 @@ class TaskManager:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("activating task %d failed; retrying in %.1f s", partition, backoff, exc_info=True)
+                log.warning(
+                    "activating task %d failed; retrying in %.1f s", partition, backoff, exc_info=True
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_retry_backoff)
         current = self._activations.get(partition) is asyncio.current_task()
@@ -278,10 +286,11 @@ class TaskManager:
         self, partition: int, tps: list[TopicPartition]
     ) -> dict[TopicPartition, int]:
         await self._transactions.start(partition)  # rule 1: fence first...
-        if self._close_previous is not None:
-            await self._close_previous(partition)
-        if self._restore is not None:
-            await self._restore(partition)
+        hooks = self._hooks
+        if hooks.close_previous is not None:
+            await hooks.close_previous(partition)
+        if hooks.restore is not None:
+            await hooks.restore(partition)
         positions: dict[TopicPartition, int] = {}
         unset: list[TopicPartition] = []
         for tp in tps:

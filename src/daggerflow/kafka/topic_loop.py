@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..errors import TaskMigrated
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.ingress import AgentSpec, chunks, run_agents
-from .collector import CommitStats, GroupClients, RecordCollector
+from .collector import CommitStats, GroupClients
 from .compat import stop_consumer
-from .config import KafkaConfig
+from .context import WorkerContext
 from .guard import AssignmentGuard
-from .listeners import ChunkHandler
+from .listeners import ChunkHandler, ListenerRouting, listener_group
 from .rebalance import RebalanceListener
 from .records import OutRecord, message_of, outgoing_record
 from .settings import consumer_settings
@@ -35,16 +35,10 @@ EndFenced = Callable[[PartitionTransactions, str, int], Awaitable[None]]
 
 class TopicLoop:
     def __init__(
-        self,
-        config: KafkaConfig,
-        collector: RecordCollector,
-        group: str,
-        topic: str,
-        handle: ChunkHandler,
-        end_fenced: EndFenced,
+        self, worker: WorkerContext, group: str, topic: str, handle: ChunkHandler, end_fenced: EndFenced
     ) -> None:
-        self.config = config
-        self.collector = collector
+        self.config = worker.config
+        self.collector = worker.collector
         self.group = group
         self.topic = topic
         self.handle = handle
@@ -103,10 +97,14 @@ class TopicLoop:
             # a poll of N partitions would take N transaction round trips). A chunk that fails
             # unexpectedly re-activates its partition; it never ends this loop, which would
             # leave every partition of the group unread.
-            results = await asyncio.gather(*(self._chunk(fetched) for fetched in stamped), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._chunk(fetched) for fetched in stamped), return_exceptions=True
+            )
             for fetched, result in zip(stamped, results, strict=True):
                 if isinstance(result, Exception):
-                    log.error("%s: handling %s failed; re-activating it", self.group, fetched.tp, exc_info=result)
+                    log.error(
+                        "%s: handling %s failed; re-activating it", self.group, fetched.tp, exc_info=result
+                    )
                     await self._restart(fetched.tp)
 
     async def _chunk(self, fetched: Any) -> None:
@@ -173,3 +171,25 @@ def agent_handler(agent: AgentSpec, dead_letter_topic: str) -> ChunkHandler:
         return outs
 
     return handle
+
+
+def stateless_loops(
+    worker: WorkerContext,
+    routing: ListenerRouting,
+    routed: Mapping[str, list[type]],
+    agents: Sequence[AgentSpec],
+    end_fenced: EndFenced,
+) -> list[TopicLoop]:
+    """A loop for each listener topic routed by its own group, and one for each agent."""
+    app, dead = worker.config.app, worker.topics.dead_letter.name
+    loops = [TopicLoop(worker, listener_group(app, topic), topic, routing.route_handler(topic, classes), end_fenced)
+             for topic, classes in routed.items()]  # fmt: skip
+    loops += [
+        TopicLoop(worker, agent_group(app, a.name), a.topic, agent_handler(a, dead), end_fenced)
+        for a in agents
+    ]
+    return loops
+
+
+def agent_group(app: str, name: str) -> str:
+    return f"{app}.agent.{name}"

@@ -96,7 +96,9 @@ async def send_many(producer: Any, records: Iterable[OutRecord], keyed: KeyedRec
     if keyed is not None:
         keyed_topic, keyed_partition, pairs = keyed
         if pairs:
-            await _send_batches(producer, keyed_topic, keyed_partition, ((k, v, None) for k, v in pairs), sent)
+            await _send_batches(
+                producer, keyed_topic, keyed_partition, ((k, v, None) for k, v in pairs), sent
+            )
     groups: dict[tuple[str, int], list[_Row]] = {}
     cluster = producer.client.cluster
     counts: dict[str, int] = {}  # partitions per topic, looked up once per call

@@ -91,9 +91,13 @@ class HangingWatch:
                     tps += [TopicPartition(topic, q) for q in await self._partitions_of(topic)]
                 self._txn_partitions = tps
             offsets = await group_offsets_partition(self._producer.client, group)
-            await self.hanging.end_fenced(transactions.transactional_id(p), *identity, [offsets, *self._txn_partitions])
+            await self.hanging.end_fenced(
+                transactions.transactional_id(p), *identity, [offsets, *self._txn_partitions]
+            )
         except Exception:
-            log.warning("%s: checking task %d's partitions for transactions left open failed", group, p, exc_info=True)
+            log.warning(
+                "%s: checking task %d's partitions for transactions left open failed", group, p, exc_info=True
+            )
 
     async def _partitions_of(self, topic: str) -> list[int]:
         """A topic's partitions, from the producer's metadata (fetched if not known yet)."""
