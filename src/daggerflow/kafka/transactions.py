@@ -5,11 +5,11 @@ partition** (``transactional_id = f"{app}-{partition}"``). A task's transaction 
 (changelog, outbox, re-routed messages) and its input offsets (``send_offsets_to_transaction``);
 a new owner's ``producer.start()`` (InitProducerId) fences the previous owner and aborts its open
 transaction. It is exactly-once only with three rules, measured in ``docs/kafka-runtime-notes.md``
-(§1-§3) and encoded in this module, ``guard`` and ``rebalance``:
+(§1-§3) and encoded in this module, ``guard`` and ``task_manager``:
 
 1. **Fence, then read the committed offset.** aiokafka's OffsetFetch has no ``require_stable``: an
    offset read before the fence can be moved on by the zombie's pending commit.
-   ``RebalanceListener`` activates a partition in that order (``PartitionTransactions.start`` first).
+   ``TaskManager`` activates a partition in that order (``PartitionTransactions.start`` first).
 2. **Never trust records getmany() returned around a rebalance.** aiokafka starts fetching a new
    assignment from the offset *it* read before our callback runs, and a later ``seek()`` rewinds
    under records already in hand (300-400 duplicates per run without a guard). ``AssignmentGuard``
@@ -17,15 +17,15 @@ transaction. It is exactly-once only with three rules, measured in ``docs/kafka-
    admitted only if the epoch is unchanged and their offset is not below the next expected one.
 3. **Keep ``on_partitions_assigned`` short.** aiokafka sends no heartbeats until it returns; a
    callback longer than the session timeout loops forever (evicted, rejoin, callback again).
-   ``RebalanceListener`` only pauses and records there, and fences/restores/seeks in a background
-   task, resuming the partitions when they are ready.
+   ``TaskManager.handle_assigned`` only pauses and records there, and fences/restores/seeks in
+   a background task, resuming the partitions when they are ready.
 
 A fenced producer raises ``ProducerFenced`` once and ``AssertionError`` (or ``IllegalOperation``)
 from every later call; a transaction aborted by the broker for exceeding
 ``transaction_timeout_ms`` looks the same. ``PartitionProducer`` turns all of these into one
 exception, ``TaskMigrated`` (Kafka Streams' TaskMigratedException): the task was lost; close it as
 a zombie (drop its uncommitted state, never acknowledge the batch) and let the rebalance or
-``RebalanceListener.task_migrated`` re-activate it.
+``TaskManager.handle_migrated`` re-activate it.
 
 Processing loop, as these pieces are meant to be used (``tests/kafka/eos_worker.py`` is a complete
 example)::
@@ -38,7 +38,7 @@ example)::
         await producer.begin()
         for r in records: await producer.send(...)
         await producer.commit({fetched.tp: records[-1].offset + 1})
-        # on TaskMigrated: drop the task's state, await listener.task_migrated(partition)
+        # on TaskMigrated: drop the task's state, await task_manager.handle_migrated(partition)
         # on another KafkaError: await producer.abort(); guard.rewind(tp, next); consumer.seek(tp, next)
 """
 
