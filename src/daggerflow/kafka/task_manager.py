@@ -8,20 +8,20 @@ stateless topic loop).
 
 The states of a partition (task)::
 
-                   handle_assigned
-                         │
-                         ▼
-        ┌──────────► ASSIGNED ◄──────────────┐  paused; its activation is scheduled
-        │                │                   │
-        │                ▼ fence             │
-        │            RESTORING ──────────────┤  retried with backoff until it succeeds
-        │                │ seek, resume      │  (assigned again: start over)
-        │                ▼                   │
-        │             RUNNING ───────────────┘
-        │                │ handle_migrated
-        │                ▼
-        └──────────── MIGRATED                  closed as a zombie; re-activated if the
-         still ours                             consumer still owns it
+                        handle_assigned
+                              │
+                              ▼
+        ┌──────────────► ASSIGNED ◄───────────────┐  paused; its activation is scheduled
+        │                     │ fence              │
+        │                     ▼                    │  assigned again:
+        │                 RESTORING ───────────────┤  start over
+        │                     │ seek, resume       │  (a failed attempt is retried
+        │                     ▼                    │   with backoff, still RESTORING)
+        │                  RUNNING ────────────────┘
+        │                     │ handle_migrated (also from ASSIGNED and RESTORING)
+        │                     ▼
+        └───────────────  MIGRATED                    closed as a zombie
+          still assigned
 
     any state ──handle_revoked──► REVOKED ──handle_assigned──► ASSIGNED
     any state ──close────────────► CLOSED   (the worker stops: no activation starts again)
@@ -58,7 +58,9 @@ from aiokafka import TopicPartition
 from .guard import AssignmentGuard
 from .transactions import PartitionTransactions
 
-log = logging.getLogger(__name__)
+#: Assignment, revocation and activation lines keep the logger they always had: tools read
+#: them (bench/kafka_pizza.py follows activations by "kafka.rebalance: <group>: task N active").
+log = logging.getLogger("daggerflow.kafka.rebalance")
 
 PartitionHook = Callable[[int], Awaitable[None]]
 RevokeHook = Callable[[frozenset[int]], Awaitable[None]]
