@@ -139,9 +139,7 @@ class KafkaRuntime:
         assert self.owners is not None
         listeners = dict(self.subscriptions.listeners)
         agents = list(self.subscriptions.agents)
-        routing = ListenerRouting(
-            cfg.app, self.topics, cfg.partitions, ForwardEncoder(self.topics, cfg.partitions)
-        )
+        routing = ListenerRouting(cfg.app, self.topics, cfg.partitions, self.worker.forwards)
         routed = await routing.choose_direct(self.producer, listeners, cfg.auto_offset_reset)
         groups = [
             cfg.app,
