@@ -335,3 +335,21 @@ async def test_the_rebalance_listener_only_forwards_to_the_task_manager() -> Non
     await listener.on_partitions_revoked([TP])
     await listener.on_partitions_assigned([TP])
     assert calls == [("revoked", [TP]), ("assigned", [TP])]
+
+
+async def test_a_second_revocation_of_the_same_partitions_is_harmless() -> None:
+    # A consumer that fails to rejoin (a broker restart) revokes its assignment again.
+    tp = TopicPartition("events", 5)
+    revoked: list[frozenset[int]] = []
+
+    async def on_revoked(partitions: frozenset[int]) -> None:
+        revoked.append(partitions)
+
+    manager, consumer, transactions, _ = make_listener({tp: 1}, on_revoked=on_revoked)
+    consumer.assigned = {tp}
+    await manager.handle_assigned([tp])
+    await manager.wait_active([5])
+    await manager.handle_revoked([tp])
+    await manager.handle_revoked([tp])
+    assert manager.state(5) is PartitionState.REVOKED
+    assert revoked == [frozenset({5}), frozenset({5})] and transactions.stopped == [5, 5]

@@ -184,7 +184,8 @@ class TaskManager:
         partitions = frozenset(tp.partition for tp in tps)
         await self._cancel(partitions)
         for p in partitions:
-            if self._states.get(p) not in (None, _S.CLOSED):
+            # (a consumer that fails to rejoin revokes the same assignment again)
+            if self._states.get(p) not in (None, _S.REVOKED, _S.CLOSED):
                 self._transition(p, _S.REVOKED)
         try:
             if partitions:

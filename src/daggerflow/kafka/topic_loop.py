@@ -128,9 +128,9 @@ class TopicLoop:
             log.warning("%s: committing %s failed; retrying from offset %d", self.group, tp, records[0].offset,
                         exc_info=True)  # fmt: skip
             producer = transactions.get(tp.partition)
-            if producer is not None and producer.in_transaction:
-                # Not aborted (broker gone, producer dead): start over with a new producer,
-                # which fences this one's transaction.
+            if producer is not None and (producer.in_transaction or producer.migrated):
+                # Not aborted (broker gone, producer dead or fenced): start over with a new
+                # producer, which fences this one's transaction.
                 await self.manager.handle_migrated(tp.partition)
                 return
             if tp not in self.clients.consumer.assignment():
