@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daggerflow import DAGBuilderHelper, Dagger, ManualClock
 from daggerflow.model.instance import Correlation
-from daggerflow.pipeline.items import Incoming, IndexChange, Item, Settings
+from daggerflow.pipeline.items import ForwardEvent, ForwardRouted, Incoming, IndexChange, Item, Settings
 from daggerflow.pipeline.processor import Processor
 from daggerflow.store.base import Message
 from daggerflow.store.sqlite import SQLiteStore
@@ -27,10 +27,11 @@ async def test_unmatched_pairs_are_routed_and_nothing_is_recorded(tmp_path: Path
     try:
         processor = Processor(store, ManualClock(), Settings(unmatched_ttl=lambda topic: 600.0))
         routed = object()  # what the runtime would send: opaque to the processor
+        route = ForwardRouted(3, routed)
         batch, _ = processor._prepare(
-            [Incoming("", _message(7), [("box", "b1")], "m1", unmatched_route=(3, routed))]
+            [Incoming("", _message(7), [("box", "b1")], "m1", unmatched_route=route)]
         )
-        assert batch.forwards == [("routed", 3, routed)]
+        assert batch.forwards == [ForwardRouted(3, routed)]
         assert batch.seen == [] and batch.buffer_put == []  # the routed copy does that
     finally:
         store.close()
@@ -47,8 +48,9 @@ async def test_matched_pairs_are_applied_with_their_dedupe_id(make_engine: Calla
         processor = engine.runtime.processor
         assert processor is not None
         message = Message("boxes", 7, "k", '{"order_id": "b1"}', {}, 0.0)
+        route = ForwardRouted(3, object())
         batch, _ = processor._prepare(
-            [Incoming("", message, [("order_id", "b1")], "m1", unmatched_route=(3, object()))]
+            [Incoming("", message, [("order_id", "b1")], "m1", unmatched_route=route)]
         )
         assert batch.forwards == []  # matched here: nothing routed
         assert batch.seen == [("boxes", "m1")]
@@ -86,7 +88,7 @@ async def test_an_index_owner_forwards_to_every_normal_waiter_and_one_match_only
         ]
         processor.process(changes)
         batch, _ = processor._prepare([Incoming("", _message(7), [("box", "b1")], "m1")])
-        delivered = sorted(iid for kind, iid, _ in batch.forwards if kind == "event")
+        delivered = sorted(f.instance for f in batch.forwards if isinstance(f, ForwardEvent))
         assert delivered in (["f1", "n1", "n2"], ["f2", "n1", "n2"])
         assert batch.seen == [("boxes", "m1")]
     finally:

@@ -29,6 +29,7 @@ from daggerflow.errors import TaskMigrated
 from daggerflow.kafka.guard import AssignmentGuard, Fetched
 from daggerflow.kafka.rebalance import RebalanceListener
 from daggerflow.kafka.settings import consumer_settings
+from daggerflow.kafka.task_manager import TaskManager
 from daggerflow.kafka.transactions import PartitionTransactions
 
 
@@ -44,7 +45,7 @@ class Worker:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, **settings)
         self.transactions = PartitionTransactions(args.bootstrap, args.app, args.group)
         self.guard = AssignmentGuard()
-        self.listener = RebalanceListener(
+        self.tasks = TaskManager(
             self.consumer, self.transactions, self.guard, restore=self.restore, on_revoked=self.on_revoked
         )
         self.counts: dict[int, int] = {}
@@ -111,7 +112,7 @@ class Worker:
             except TaskMigrated:
                 say(f"MIGRATED {p}")
                 self.counts.pop(p, None)
-                await self.listener.task_migrated(p)
+                await self.tasks.handle_migrated(p)
                 return
             except Exception:
                 # not fenced: abort, and read the batch again from the last committed offset
@@ -135,13 +136,13 @@ class Worker:
         try:
             tps = [TopicPartition(self.args.input, p) for p in range(self.args.partitions)]
             ends = await self.consumer.end_offsets(tps)  # before subscribe: no long poll to wait behind
-            self.consumer.subscribe([self.args.input], listener=self.listener)
+            self.consumer.subscribe([self.args.input], listener=RebalanceListener(self.tasks))
             announced: frozenset[int] = frozenset()
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=self.args.batch)
                 stamped = self.guard.stamp(batch)  # synchronously after getmany(): rule 2
                 await asyncio.gather(*(self.process(f) for f in stamped))
-                active = self.listener.active
+                active = self.tasks.active
                 if (
                     active != announced
                     and active

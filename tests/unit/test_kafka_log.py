@@ -24,6 +24,7 @@ from daggerflow.kafka.admin import TopicSpec, internal_topics, refusals
 from daggerflow.kafka.compat import VERIFIED_AIOKAFKA, tune_aiokafka
 from daggerflow.kafka.guard import AssignmentGuard
 from daggerflow.kafka.rebalance import RebalanceListener
+from daggerflow.kafka.task_manager import IllegalTransition, PartitionState, TaskManager
 from daggerflow.kafka.transactions import PartitionTransactions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +116,7 @@ def test_empty_partitions_are_not_stamped() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# RebalanceListener (recording stand-ins for the consumer and the producers)
+# TaskManager (recording stand-ins for the consumer and the producers)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -165,11 +166,11 @@ class FakeTransactions:
 
 def make_listener(
     committed: dict[TopicPartition, int | None], restore: Any = None, on_revoked: Any = None
-) -> tuple[RebalanceListener, FakeConsumer, FakeTransactions, AssignmentGuard]:
+) -> tuple[TaskManager, FakeConsumer, FakeTransactions, AssignmentGuard]:
     consumer = FakeConsumer(committed)
     transactions = FakeTransactions(consumer)
     guard = AssignmentGuard()
-    listener = RebalanceListener(
+    listener = TaskManager(
         consumer, cast(PartitionTransactions, transactions), guard, restore=restore, on_revoked=on_revoked
     )
     return listener, consumer, transactions, guard
@@ -191,7 +192,7 @@ async def test_assignment_returns_at_once_and_activates_in_the_background_fence_
     listener, consumer, transactions, guard = make_listener({events: 40, corr: None, other: 3}, restore)
     consumer.assigned = {events, corr, other}
     # returns although task 0's restore is blocked (it would time out here if it waited for it)
-    await asyncio.wait_for(listener.on_partitions_assigned([events, corr, other]), 1)
+    await asyncio.wait_for(listener.handle_assigned([events, corr, other]), 1)
     assert consumer.calls[0] == ("pause", sorted([events, corr, other]))  # paused before anything
     assert consumer.paused >= {events, corr}
     await listener.wait_active([1])  # task 1 does not wait for task 0's restore
@@ -224,10 +225,10 @@ async def test_a_revocation_during_activation_cancels_it_and_nothing_is_resumed(
 
     listener, consumer, transactions, guard = make_listener({tp: 5}, restore, on_revoked)
     consumer.assigned = {tp}
-    await listener.on_partitions_assigned([tp])
+    await listener.handle_assigned([tp])
     await started.wait()
     consumer.assigned = set()
-    await listener.on_partitions_revoked([tp])
+    await listener.handle_revoked([tp])
     assert revoked == [frozenset({0})] and transactions.stopped == [0]
     assert not [c for c in consumer.calls if c[0] in ("seek", "resume")]
     assert not guard.is_active(tp) and listener.active == frozenset()
@@ -237,11 +238,11 @@ async def test_a_migrated_task_is_closed_and_activated_again() -> None:
     tp = TopicPartition("events", 2)
     listener, consumer, transactions, guard = make_listener({tp: 10})
     consumer.assigned = {tp}
-    await listener.on_partitions_assigned([tp])
+    await listener.handle_assigned([tp])
     await listener.wait_active([2])
     consumer._committed[tp] = 25  # what the new fence reveals
     activations = listener.activation_count
-    await listener.task_migrated(2)
+    await listener.handle_migrated(2)
     assert not guard.is_active(tp) and tp in consumer.paused and transactions.stopped == [2]
     await listener.wait_active([2])
     assert listener.activation_count == activations + 1
@@ -323,3 +324,57 @@ def test_create_topics_refusals_name_the_topic_and_accept_a_concurrent_creation(
     assert refusals([("other", 17)], specs) == [
         "Kafka refused to create topic 'other' (?, replication factor ?): InvalidTopicError"
     ]
+
+
+async def test_partition_states_follow_the_lifecycle_and_refuse_illegal_moves() -> None:
+    tp = TopicPartition("events", 4)
+    manager, consumer, _, _ = make_listener({tp: 3})
+    consumer.assigned = {tp}
+    assert manager.state(4) is None
+    await manager.handle_assigned([tp])
+    assert manager.state(4) in (PartitionState.ASSIGNED, PartitionState.RESTORING)
+    await manager.wait_active([4])
+    assert manager.state(4) is PartitionState.RUNNING and manager.owned == {4}
+    with pytest.raises(IllegalTransition):
+        manager._transition(4, PartitionState.RESTORING)  # RUNNING -> RESTORING skips the fence
+    consumer.assigned = set()
+    await manager.handle_revoked([tp])
+    assert manager.state(4) is PartitionState.REVOKED and manager.owned == frozenset()
+    await manager.handle_migrated(4)  # a late TaskMigrated of a revoked task: nothing to do
+    assert manager.state(4) is PartitionState.REVOKED
+    await manager.close()
+    assert manager.state(4) is PartitionState.CLOSED
+
+
+async def test_the_rebalance_listener_only_forwards_to_the_task_manager() -> None:
+    calls: list[tuple[str, list[TopicPartition]]] = []
+
+    class Handler:
+        async def handle_assigned(self, assigned: Any) -> None:
+            calls.append(("assigned", list(assigned)))
+
+        async def handle_revoked(self, revoked: Any) -> None:
+            calls.append(("revoked", list(revoked)))
+
+    listener = RebalanceListener(Handler())
+    await listener.on_partitions_revoked([TP])
+    await listener.on_partitions_assigned([TP])
+    assert calls == [("revoked", [TP]), ("assigned", [TP])]
+
+
+async def test_a_second_revocation_of_the_same_partitions_is_harmless() -> None:
+    # A consumer that fails to rejoin (a broker restart) revokes its assignment again.
+    tp = TopicPartition("events", 5)
+    revoked: list[frozenset[int]] = []
+
+    async def on_revoked(partitions: frozenset[int]) -> None:
+        revoked.append(partitions)
+
+    manager, consumer, transactions, _ = make_listener({tp: 1}, on_revoked=on_revoked)
+    consumer.assigned = {tp}
+    await manager.handle_assigned([tp])
+    await manager.wait_active([5])
+    await manager.handle_revoked([tp])
+    await manager.handle_revoked([tp])
+    assert manager.state(5) is PartitionState.REVOKED
+    assert revoked == [frozenset({5}), frozenset({5})] and transactions.stopped == [5, 5]

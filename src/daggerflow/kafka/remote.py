@@ -7,14 +7,18 @@ JSON snapshot, so the caller gets back exactly the ``Instance`` the owner holds.
 
 A process that does not own an instance finds its owner's URL in the owners view
 (``daggerflow.kafka.owners``) and calls ``Forwarder.get_instance``; listings and counts ask every
-owner and merge (``list_everywhere``, ``count_everywhere``).
+owner and merge (``list_everywhere``, ``count_everywhere``). ``RemoteReads`` is the runtime's
+side: which owner to ask, asking again while a partition moves, and waiting for a state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
@@ -22,7 +26,9 @@ import msgspec
 
 from ..errors import ForwardError
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
+from ..pipeline.partition import PartitionTask
 from ..web.wire import INTERNAL_HEADER
+from .owners import Owner, OwnersView
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +175,85 @@ def _skip(url: str, error: BaseException) -> None:
     if not isinstance(error, ForwardError):
         raise error  # a bug, not an unreachable worker
     log.warning("skipping %s in a listing across workers: %s", url, error)
+
+
+@dataclass(eq=False)
+class RemoteReads:
+    """Reads of instances whose partition another worker owns, through the owners' REST URLs
+    (``owners`` says who owns which partition; set while the runtime runs)."""
+
+    forwarder: Forwarder
+    partition_of: Callable[[str], int]
+    local_task: Callable[[str], PartitionTask | None]
+    worker_id: str
+    owners: OwnersView | None = None
+    web_url: str | None = None
+
+    def committed(self, instance_id: str) -> Instance | None:
+        task = self.local_task(instance_id)
+        return None if task is None else task.processor.committed_instance(instance_id)
+
+    async def instance(self, instance_id: str, *, timeout: float = 10.0) -> Instance | None:
+        """The instance from the worker that owns its partition (its REST API).
+
+        During a rebalance the owners topic may still name this worker (its own partition is
+        being re-activated) or a worker that just lost the partition (it answers 421): wait,
+        within ``timeout``, for this worker's task or for a new owner, and ask again. Raises
+        ``ForwardError`` when nobody answers in time: "unknown" is not "does not exist"."""
+        assert self.owners is not None
+        p = self.partition_of(instance_id)
+        deadline = time.monotonic() + timeout
+        tried: Owner | None = None
+        while True:
+            task = self.local_task(instance_id)
+            if task is not None:
+                return task.processor.committed_instance(instance_id)
+            owner = self.owners.owner(p)
+            left = deadline - time.monotonic()
+            if owner is not None and owner.url is not None and owner.url != self.web_url and owner != tried:
+                try:
+                    return await self.forwarder.get_instance(owner.url, instance_id)
+                except ForwardError as exc:
+                    if exc.status not in (None, 421) or left <= 0:
+                        raise
+                    tried = owner
+                    continue
+            if owner is not None and owner.url is None and owner.worker != self.worker_id:
+                return None  # its owner serves no REST API: nobody can answer
+            if left <= 0:
+                raise ForwardError(
+                    str(owner.url if owner else None), f"no worker answers for partition {p} now"
+                )
+            with contextlib.suppress(TimeoutError):
+                await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
+
+    async def poll_until(
+        self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
+    ) -> Instance:
+        """Wait for an instance another worker holds: ask its owner, backing off to 1 s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            found = self.committed(instance_id)
+            if found is None:
+                with contextlib.suppress(Exception):
+                    found = await self.instance(instance_id)
+            if found is not None and check(found):
+                return found
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise TimeoutError(f"instance {instance_id!r} did not reach the state in {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def other_urls(self) -> list[str]:
+        if self.owners is None:
+            return []
+        return [u for u in self.owners.urls() if u != self.web_url]
+
+    async def list_others(self, *, status: str | None, template: str | None, limit: int) -> list[Instance]:
+        """The first ``limit`` instances of every other worker, merged."""
+        return await list_everywhere(self.forwarder, self.other_urls(), status=status, template=template,
+                                     limit=limit, offset=0)  # fmt: skip
+
+    async def count_others(self, *, status: str | None, template: str | None) -> int:
+        return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

@@ -44,6 +44,12 @@ async def restore_from_topic(
     start = 0 if checkpoint is None else checkpoint + 1
     t0 = time.perf_counter()
     end = int((await consumer.end_offsets([tp]))[tp])
+    if start > end:
+        # Not corruption by itself, so the store is kept: the end is the last stable offset,
+        # which a transaction left hanging (a broker restart) holds below records the store
+        # already has. Wiping would restore less than it holds.
+        log.warning("restoring %s/%d: the store's checkpoint %d is beyond the last stable offset %d; "
+                    "keeping the store as it is", topic, partition, start - 1, end)  # fmt: skip
     records = 0
     if start < end:
         consumer.assign([tp])

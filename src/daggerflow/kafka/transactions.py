@@ -5,11 +5,11 @@ partition** (``transactional_id = f"{app}-{partition}"``). A task's transaction 
 (changelog, outbox, re-routed messages) and its input offsets (``send_offsets_to_transaction``);
 a new owner's ``producer.start()`` (InitProducerId) fences the previous owner and aborts its open
 transaction. It is exactly-once only with three rules, measured in ``docs/kafka-runtime-notes.md``
-(§1-§3) and encoded in this module, ``guard`` and ``rebalance``:
+(§1-§3) and encoded in this module, ``guard`` and ``task_manager``:
 
 1. **Fence, then read the committed offset.** aiokafka's OffsetFetch has no ``require_stable``: an
    offset read before the fence can be moved on by the zombie's pending commit.
-   ``RebalanceListener`` activates a partition in that order (``PartitionTransactions.start`` first).
+   ``TaskManager`` activates a partition in that order (``PartitionTransactions.start`` first).
 2. **Never trust records getmany() returned around a rebalance.** aiokafka starts fetching a new
    assignment from the offset *it* read before our callback runs, and a later ``seek()`` rewinds
    under records already in hand (300-400 duplicates per run without a guard). ``AssignmentGuard``
@@ -17,15 +17,15 @@ transaction. It is exactly-once only with three rules, measured in ``docs/kafka-
    admitted only if the epoch is unchanged and their offset is not below the next expected one.
 3. **Keep ``on_partitions_assigned`` short.** aiokafka sends no heartbeats until it returns; a
    callback longer than the session timeout loops forever (evicted, rejoin, callback again).
-   ``RebalanceListener`` only pauses and records there, and fences/restores/seeks in a background
-   task, resuming the partitions when they are ready.
+   ``TaskManager.handle_assigned`` only pauses and records there, and fences/restores/seeks in
+   a background task, resuming the partitions when they are ready.
 
 A fenced producer raises ``ProducerFenced`` once and ``AssertionError`` (or ``IllegalOperation``)
 from every later call; a transaction aborted by the broker for exceeding
 ``transaction_timeout_ms`` looks the same. ``PartitionProducer`` turns all of these into one
 exception, ``TaskMigrated`` (Kafka Streams' TaskMigratedException): the task was lost; close it as
 a zombie (drop its uncommitted state, never acknowledge the batch) and let the rebalance or
-``RebalanceListener.task_migrated`` re-activate it.
+``TaskManager.handle_migrated`` re-activate it.
 
 Processing loop, as these pieces are meant to be used (``tests/kafka/eos_worker.py`` is a complete
 example)::
@@ -38,7 +38,7 @@ example)::
         await producer.begin()
         for r in records: await producer.send(...)
         await producer.commit({fetched.tp: records[-1].offset + 1})
-        # on TaskMigrated: drop the task's state, await listener.task_migrated(partition)
+        # on TaskMigrated: drop the task's state, await task_manager.handle_migrated(partition)
         # on another KafkaError: await producer.abort(); guard.rewind(tp, next); consumer.seek(tp, next)
 """
 
@@ -63,6 +63,7 @@ from .compat import (
     wait_on_metadata,
 )
 from .partitioner import partition_for_key
+from .records import OutRecord, Sent
 from .settings import PRODUCER_SETTINGS
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,34 @@ STOP_TIMEOUT_S = 5.0
 #: closed and re-activated, as after a fence. The transaction timeout aborts the rest.
 COMMIT_TIMEOUT_S = 30.0
 
-#: (topic, key, value, partition or None for the producer's partitioner, headers or None)
-Record = tuple[str, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]] | None]
+#: Records all for one (topic, partition), as (key, value) pairs: a commit's changelog records,
+#: appended to their batches as they are (no ``OutRecord`` is built for each).
+KeyedRecords = tuple[str, int, Sequence[tuple[bytes, bytes | None]]]
+
+_Row = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
 
 
-async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyncio.Future[Any], int]]:
+async def send_many(producer: Any, records: Iterable[OutRecord], keyed: KeyedRecords | None = None) -> Sent:
     """Send records as one batch per (topic, partition): one future per batch instead of per
-    record, which was most of the producer's CPU time (``send`` costs ~70 us a record).
+    record (``send`` costs ~70 us a record, most of the producer's CPU time otherwise).
 
-    Keyed records without a partition get Kafka's default partitioner (``log.partitioner``:
-    murmur2 of the key), so they land where any Kafka client would put them; records with
-    neither get the producer's own choice. Returns
-    ``(future, count)`` per batch; the future's RecordMetadata has the batch's base offset.
-    Uses aiokafka's ``create_batch``/``send_batch``."""
-    groups: dict[
-        tuple[str, int], list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]
-    ] = {}
+    Records without a partition get Kafka's default partitioner when keyed (``partitioner``:
+    murmur2 of the key), so they land where any Kafka client would put them, and the
+    producer's own choice when not. ``keyed`` records go first. Returns ``(future, count)``
+    per batch; the future's RecordMetadata has the batch's base offset. Uses aiokafka's
+    ``create_batch``/``send_batch``."""
+    sent: Sent = []
+    if keyed is not None:
+        keyed_topic, keyed_partition, pairs = keyed
+        if pairs:
+            await _send_batches(
+                producer, keyed_topic, keyed_partition, ((k, v, None) for k, v in pairs), sent
+            )
+    groups: dict[tuple[str, int], list[_Row]] = {}
     cluster = producer.client.cluster
     counts: dict[str, int] = {}  # partitions per topic, looked up once per call
-    for topic, key, value, partition, headers in records:
+    for record in records:
+        topic, key, partition = record.topic, record.key, record.partition
         if partition is None:
             count = counts.get(topic)
             if count is None:
@@ -101,26 +111,30 @@ async def send_many(producer: Any, records: Iterable[Record]) -> list[tuple[asyn
                     await wait_on_metadata(producer.client, topic)
                 count = counts[topic] = len(cluster.partitions_for_topic(topic) or ())
             if key is None:
-                partition = default_partition(producer, topic, key, value)
+                partition = default_partition(producer, topic, key, record.value)
             else:
                 partition = partition_for_key(key, count)
-        groups.setdefault((topic, partition), []).append((key, value, headers))
-    sent: list[tuple[asyncio.Future[Any], int]] = []
-    for (topic, partition), group in groups.items():
-        batch = producer.create_batch()
-        count = 0
-        for key, value, headers in group:
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
-                if count == 0:
-                    raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
-                sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-                batch = producer.create_batch()
-                count = 0
-                if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
-                    raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
-            count += 1
-        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+        groups.setdefault((topic, partition), []).append((key, record.value, record.headers))
+    for (topic, partition), rows in groups.items():
+        await _send_batches(producer, topic, partition, rows, sent)
     return sent
+
+
+async def _send_batches(producer: Any, topic: str, partition: int, rows: Iterable[_Row], sent: Sent) -> None:
+    """Append ``rows`` to batches of ``topic``/``partition``, sending each batch when full."""
+    batch = producer.create_batch()
+    count = 0
+    for key, value, headers in rows:
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
+            if count == 0:
+                raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            batch = producer.create_batch()
+            count = 0
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers or ())) is None:
+                raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+        count += 1
+    sent.append((await producer.send_batch(batch, topic, partition=partition), count))
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -226,11 +240,9 @@ class PartitionProducer:
         self._pending.append(fut)
         return fut
 
-    async def send_many(self, records: Iterable[Record]) -> list[tuple[asyncio.Future[Any], int]]:
+    async def send_many(self, records: Iterable[OutRecord], keyed: KeyedRecords | None = None) -> Sent:
         """``send_many`` in the open transaction; ``commit`` awaits the deliveries."""
-        sent: list[tuple[asyncio.Future[Any], int]] = await self._call(
-            lambda: send_many(self._producer, records)
-        )
+        sent: Sent = await self._call(lambda: send_many(self._producer, records, keyed))
         for fut, _ in sent:
             fut.add_done_callback(_retrieve)
             self._pending.append(fut)

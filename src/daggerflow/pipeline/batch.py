@@ -35,7 +35,17 @@ from ..model.instance import Correlation, Instance, encode_instance
 from ..model.records import Outgoing, PendingJob
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
-from .items import AgentCommit, Incoming, IndexChange, InstanceEvent, Item, Purge, Settings
+from .items import (
+    AgentCommit,
+    ForwardEvent,
+    ForwardIndex,
+    Incoming,
+    IndexChange,
+    InstanceEvent,
+    Item,
+    Purge,
+    Settings,
+)
 from .jobs import JobOutcome, Started
 
 _json = msgspec.json.Encoder()
@@ -182,13 +192,12 @@ class BatchApplier:
                     self.index_put(effect.at, iid, effect.node, effect.only_one)
                     follow_ups.extend(self.buffered_for(effect.at, effect.node))
                 else:
-                    change = IndexChange(effect.at, iid, effect.node, True, only_one=effect.only_one)
-                    self.batch.forwards.append(("index", effect.at, change))
+                    self.batch.forwards.append(ForwardIndex(effect.at, iid, effect.node, True, effect.only_one))
             elif isinstance(effect, IndexDel):
                 if self.owns_correlation(effect.at):
                     self.index_del(effect.at, iid, effect.node)
                 else:
-                    self.batch.forwards.append(("index", effect.at, IndexChange(effect.at, iid, effect.node, False)))
+                    self.batch.forwards.append(ForwardIndex(effect.at, iid, effect.node, False))
             elif isinstance(effect, CancelJob):
                 self.after.cancels.append((iid, effect.node))
             elif isinstance(effect, InstanceDeleted):
@@ -212,7 +221,7 @@ class BatchApplier:
         if self.owns_instance(iid):
             self.apply_event(iid, event)
         else:
-            self.batch.forwards.append(("event", iid, event))
+            self.batch.forwards.append(ForwardEvent(iid, event))
 
     def index_change(self, item: IndexChange) -> None:
         if item.put:
@@ -288,8 +297,7 @@ class BatchApplier:
         if item.dead_letter is not None:
             self.batch.appends.append(item.dead_letter)
             return
-        for partition, routed in item.routes:
-            self.batch.forwards.append(("routed", partition, routed))
+        self.batch.forwards.extend(item.routes)
         key = None if item.message_id is None else (msg.topic, item.message_id)
         if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
             return  # a redelivered or duplicate message: ignored (design §3)
@@ -305,7 +313,7 @@ class BatchApplier:
                 if not self.owns_instance(iid):
                     # Its owner decides (a late delivery to a finished node is ignored there);
                     # the entry's flag is all this partition knows of the node.
-                    self.batch.forwards.append(("event", iid, Deliver(node, msg.value, msg.topic)))
+                    self.batch.forwards.append(ForwardEvent(iid, Deliver(node, msg.value, msg.topic)))
                     matched = True
                     only_one_taken = only_one_taken or only_one
                     continue
@@ -322,7 +330,7 @@ class BatchApplier:
                 self.apply_event(iid, Deliver(node, msg.value, msg.topic))
                 matched = True
         if item.unmatched_route is not None and not matched:
-            self.batch.forwards.append(("routed", *item.unmatched_route))
+            self.batch.forwards.append(item.unmatched_route)
             return
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
         buffered = not matched and ttl > 0 and bool(item.mappings)

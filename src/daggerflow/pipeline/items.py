@@ -4,6 +4,11 @@ An item is an event for one instance (``InstanceEvent``), a listener message wit
 correlation pairs (``Incoming``), an index change from another partition (``IndexChange``),
 an agent's output to commit (``AgentCommit``) or a purge of expired rows (``Purge``). Items
 read from a log carry their ``source`` (input partition, offset), committed with the batch.
+
+What a batch sends to the owners of other partitions (Kafka runtime) are ``Forward`` records
+in ``WriteBatch.forwards``: an event for an instance (``ForwardEvent``), an index change
+(``ForwardIndex``) or a listener message routed to an index owner (``ForwardRouted``). The
+stores ignore them; the Kafka runtime turns each into one record of its transaction.
 """
 
 from __future__ import annotations
@@ -13,10 +18,40 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..machine.events import Event
 from ..model.instance import Correlation
 from ..model.records import Message, Outgoing
 from ..store.base import WriteBatch
+
+
+class ForwardEvent(msgspec.Struct, frozen=True):
+    """An event for an instance another partition owns (its ``{app}-events`` partition)."""
+
+    instance: str
+    event: Event
+
+
+class ForwardIndex(msgspec.Struct, frozen=True):
+    """An index entry put (``put``) or removed on the partition that owns ``at``."""
+
+    at: Correlation
+    instance: str
+    node: str
+    put: bool
+    only_one: bool = False  # the node's listener is match_only_one (``IndexPut.only_one``)
+
+
+class ForwardRouted(msgspec.Struct, frozen=True):
+    """A listener message for correlation partition ``partition`` (``routed`` is the
+    runtime's wire record, opaque here), whose index holds some of its pairs."""
+
+    partition: int
+    routed: Any
+
+
+Forward = ForwardEvent | ForwardIndex | ForwardRouted
 
 
 @dataclass
@@ -42,14 +77,14 @@ class Incoming:
     future: asyncio.Future[Any] | None = None
     source: tuple[Any, int] | None = None
     # Kafka runtime, a listener topic read directly: the message's correlation pairs that
-    # other partitions index, as (partition, record) forwards (``mappings`` holds this
-    # partition's own pairs). They go out in this batch, whatever happens here.
-    routes: list[tuple[int, Any]] = field(default_factory=list)
+    # other partitions index, as forwards (``mappings`` holds this partition's own pairs).
+    # They go out in this batch, whatever happens here.
+    routes: list[ForwardRouted] = field(default_factory=list)
     # ...and the forward that carries this partition's own pairs through the correlation
     # topic if none of them matches here: an index entry for them may still be on its way
     # in that topic (read in its order, the routed copy finds it). Nothing is recorded for
     # the message here then (no dedupe id, no buffering): its routed copy does that.
-    unmatched_route: tuple[int, Any] | None = None
+    unmatched_route: ForwardRouted | None = None
 
 
 @dataclass

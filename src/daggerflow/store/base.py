@@ -44,10 +44,10 @@ class WriteBatch:
     # Changelog partition -> offset of the last changelog record this batch applies.
     changelog_offsets: dict[int, int] = field(default_factory=dict)
     # Kafka runtime only (stores ignore these): input partition -> next offset to read, and
-    # what goes to other partitions' owners: ("event", instance id, event) or
-    # ("index", correlation, change) or ("routed", correlation partition, routed message).
+    # what goes to other partitions' owners: ``pipeline.items.Forward`` records (typed there:
+    # the store sits below the pipeline and never reads them).
     input_offsets: dict[Any, int] = field(default_factory=dict)
-    forwards: list[tuple[str, Any, Any]] = field(default_factory=list)
+    forwards: list[Any] = field(default_factory=list)
 
     def set_timer(self, instance: str, key: str, due: float) -> None:
         self.timers_del.discard((instance, key))
