@@ -41,9 +41,8 @@ class EmbeddedConfig:
 class EmbeddedRuntime:
     def __init__(self, config: EmbeddedConfig, parts: RuntimeParts) -> None:
         self.config = config
-        self.settings = parts.settings
-        self.subscriptions = parts.subscriptions
-        self.observer = parts.observer
+        self.parts = parts
+        # One partition, so the runtime's own post-commit step (waking topic readers) comes first.
         self.context = dataclasses.replace(parts.context, on_committed=self._committed)
         self.signals = TopicSignals()
         self.consumers: dict[str, Consumer] = {}
@@ -59,7 +58,7 @@ class EmbeddedRuntime:
         cfg = self.config
         store = open_store(cfg.store, datadir=cfg.datadir, application_name=cfg.application_name,
                            durability=cfg.durability)  # fmt: skip
-        self._task = PartitionTask(0, store, self.settings, self.context)
+        self._task = PartitionTask(0, store, self.parts.settings, self.context)
         self._task.start()
         self.subscriptions_changed()
         log.info("daggerflow engine %r started (store %s, web %s)", cfg.application_name, store.path,
@@ -92,8 +91,8 @@ class EmbeddedRuntime:
         readers = Readers(self.store, self.processor, self.signals, self.config.start_at_end,
                           self.config.dead_letter_topic)  # fmt: skip
         wanted: list[Consumer] = [
-            *(ListenerConsumer(f"listener:{t}", t, readers, c) for t, c in self.subscriptions.listeners.items()),
-            *(AgentConsumer(f"agent:{a.name}", a, readers) for a in self.subscriptions.agents),
+            *(ListenerConsumer(f"listener:{t}", t, readers, c) for t, c in self.parts.subscriptions.listeners.items()),
+            *(AgentConsumer(f"agent:{a.name}", a, readers) for a in self.parts.subscriptions.agents),
         ]
         for consumer in wanted:
             if consumer.name not in self.consumers:
@@ -105,7 +104,7 @@ class EmbeddedRuntime:
     ) -> None:
         for topic in {t for t, _ in appended}:
             self.signals.notify(topic)
-        self.observer(changed, deleted, appended)
+        self.parts.observer(changed, deleted, appended)
 
     # The partition ----------------------------------------------------------------------------
 
@@ -149,7 +148,7 @@ class EmbeddedRuntime:
         current = self.committed(instance_id)
         if current is not None and check(current):
             return current
-        return await self.observer.wait(instance_id, check, timeout)
+        return await self.parts.observer.wait(instance_id, check, timeout)
 
     def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
         return self.store.list_instances(status=status, template=template, limit=limit, offset=offset)

@@ -117,19 +117,20 @@ class BatchApplier:
         if not isinstance(item, AgentCommit) and item.source is not None:
             tp, offset = item.source
             self.batch.input_offsets[tp] = offset + 1
-        if isinstance(item, InstanceEvent):
-            self.apply_event(item.instance, item.event, item.future, item.outbox)
-        elif isinstance(item, Incoming):
-            self.incoming(item)
-        elif isinstance(item, IndexChange):
-            self.index_change(item)
-        elif isinstance(item, Purge):
-            self.purge(item)
-        else:
-            self.batch.appends.extend(item.outbox)
-            self.batch.positions[item.consumer] = item.next_offset
-            if item.future is not None:
-                self.after.results.append((item.future, item.next_offset))
+        match item:
+            case InstanceEvent():
+                self.apply_event(item.instance, item.event, item.future, item.outbox)
+            case Incoming():
+                self.incoming(item)
+            case IndexChange():
+                self.index_change(item)
+            case Purge():
+                self.purge(item)
+            case AgentCommit():
+                self.batch.appends.extend(item.outbox)
+                self.batch.positions[item.consumer] = item.next_offset
+                if item.future is not None:
+                    self.after.results.append((item.future, item.next_offset))
 
     def load(self, iid: str) -> Instance | None:
         """The instance as this batch sees it: its own changes, else the committed state."""
