@@ -5,6 +5,7 @@ and the aiokafka version pin. The broker-level behaviour is in tests/kafka/test_
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import tomllib
 from dataclasses import dataclass
@@ -247,6 +248,34 @@ async def test_a_migrated_task_is_closed_and_activated_again() -> None:
     await listener.wait_active([2])
     assert listener.activation_count == activations + 1
     assert transactions.started == [2, 2] and guard.next_offset(tp) == 25 and tp not in consumer.paused
+
+
+async def test_an_activation_step_that_never_returns_is_retried_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fence that waits on the broker forever (a coordinator still finishing what a crash
+    interrupted) is given up after the step timeout, logged with the step's name, and tried
+    again: the partition gets activated instead of staying paused in silence."""
+    from daggerflow.kafka import task_manager
+
+    monkeypatch.setattr(task_manager, "ACTIVATION_STEP_TIMEOUT_S", 0.05)
+    tp = TopicPartition("events", 0)
+    listener, consumer, transactions, guard = make_listener({tp: 7})
+    start = transactions.start
+    hangs = [True]
+
+    async def start_or_hang(partition: int) -> Any:
+        if hangs.pop(0) if hangs else False:
+            await asyncio.Event().wait()
+        return await start(partition)
+
+    monkeypatch.setattr(transactions, "start", start_or_hang)
+    consumer.assigned = {tp}
+    with caplog.at_level(logging.WARNING, logger="daggerflow.kafka.rebalance"):
+        await listener.handle_assigned([tp])
+        await asyncio.wait_for(listener.wait_active([0]), 5)
+    assert guard.next_offset(tp) == 7 and tp not in consumer.paused
+    assert any("the fence of task 0 took more than" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
 # ---------------------------------------------------------------------------------------------

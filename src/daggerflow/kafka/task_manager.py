@@ -46,10 +46,11 @@ a revocation) and stops their producers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,20 +289,44 @@ class TaskManager:
     async def _fence_restore_and_read_offsets(
         self, partition: int, tps: list[TopicPartition]
     ) -> dict[TopicPartition, int]:
-        await self._transactions.start(partition)  # rule 1: fence first...
+        # Every step but the restore (long by nature, and it logs its progress) is bounded: a
+        # step that waits on a broker forever (a coordinator still finishing a transaction a
+        # crash interrupted) must become a logged, retried attempt, never a partition that
+        # stays paused with nothing said.
+        async with _step("the fence", partition):
+            await self._transactions.start(partition)  # rule 1: fence first...
         hooks = self._hooks
         if hooks.close_previous is not None:
-            await hooks.close_previous(partition)
+            async with _step("ending the previous owners' open transactions", partition):
+                await hooks.close_previous(partition)
         if hooks.restore is not None:
             await hooks.restore(partition)
         positions: dict[TopicPartition, int] = {}
         unset: list[TopicPartition] = []
-        for tp in tps:
-            committed = await self._consumer.committed(tp)  # ...then read committed offsets
-            if committed is None:
-                unset.append(tp)
-            else:
-                positions[tp] = committed
-        if unset:
-            positions.update(await self._consumer.beginning_offsets(unset))
+        async with _step("reading the committed offsets", partition):
+            for tp in tps:
+                committed = await self._consumer.committed(tp)  # ...then read committed offsets
+                if committed is None:
+                    unset.append(tp)
+                else:
+                    positions[tp] = committed
+            if unset:
+                positions.update(await self._consumer.beginning_offsets(unset))
         return positions
+
+
+#: How long one step of an activation (other than the restore) may take before the attempt
+#: is given up and retried: the producers' transaction timeout, after which the coordinator
+#: has ended whatever a previous owner left open.
+ACTIVATION_STEP_TIMEOUT_S = 30.0
+
+
+@contextlib.asynccontextmanager
+async def _step(what: str, partition: int) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(ACTIVATION_STEP_TIMEOUT_S):
+            yield
+    except TimeoutError:
+        raise TimeoutError(
+            f"{what} of task {partition} took more than {ACTIVATION_STEP_TIMEOUT_S:.0f} s"
+        ) from None
