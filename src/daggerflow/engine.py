@@ -9,7 +9,6 @@ process: nothing here is global.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,15 +23,15 @@ from .model.records import Message, Outgoing
 from .model.template import Overrides, instantiate
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
-from .pipeline.ingress import AgentSpec
-from .pipeline.jobs import JobRunner, check_serialisable
+from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable
 from .pipeline.notify import CommitObserver
 from .pipeline.partition import TaskContext
 from .pipeline.ports import Runtime, RuntimeParts
+from .registration import Registration
 from .registry import Registry
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
-from .topics import Topic, Topics
+from .topics import Topics
 
 log = logging.getLogger("daggerflow")
 
@@ -41,20 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class _either_class_or_instance:
-    """``@Dagger.register_template(name)`` (Dagger's README) and
-    ``@engine.register_template(name)`` both work: on the class, the engine is the one the
-    template was built with."""
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.func = func
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
-
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
-        return functools.partial(self.func, obj)
-
-
-class Dagger:
+class Dagger(Registration):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -150,99 +136,13 @@ class Dagger:
         """Where dead letters go: the option, else the runtime's default."""
         return self.config.dead_letter
 
-    # Registration ---------------------------------------------------------------------
-
-    @_either_class_or_instance
-    def register_template(self: Dagger | None, template_name: str) -> Callable[[F], F]:
-        """Decorator: call ``fn(template_name)`` now and register the template it returns."""
-
-        def decorator(fn: F) -> F:
-            template = fn(template_name)
-            if not isinstance(template, ITemplateDAG):
-                raise TypeError(f"{fn.__name__} must return a template (DAGBuilderHelper.generic_template)")
-            engine = self if self is not None else template.app
-            if not isinstance(engine, Dagger):
-                raise ConfigurationError(
-                    f"template {template_name!r} is not bound to an engine: build it with "
-                    "DAGBuilderHelper(engine) or use @engine.register_template"
-                )
-            engine.add_template(template_name, template)
-            return fn
-
-        return decorator
-
-    @_either_class_or_instance
-    def register_process_template(self: Dagger | None, process_template_name: str) -> Callable[[F], F]:
-        def decorator(fn: F) -> F:
-            built = fn(process_template_name)
-            process = built.build() if hasattr(built, "build") else built
-            engine = self if self is not None else getattr(built, "app", None)
-            if not isinstance(engine, Dagger):
-                raise ConfigurationError(f"process template {process_template_name!r} is not bound to an engine")
-            engine.register_task_types_of(process)
-            engine.process_templates[process_template_name] = process
-            return fn
-
-        return decorator
-
     def add_template(self, name: str, template: ITemplateDAG) -> None:
+        """Register ``template`` under ``name`` and bind it to this engine."""
         if template.name != name:
             template.spec.name = name
         template.app = self
         self.register_task_types_of(template.spec.root_process)
         self.template_dags[name] = template
-
-    def get_template(self, template_name: str) -> ITemplateDAG:
-        return self._registry.template(template_name)
-
-    def register_task_type(self, cls: type) -> str:
-        return self._registry.register_task_type(cls)
-
-    def register_task_types_of(self, template: Any) -> None:
-        """Register every task class a template uses, and its listener topics."""
-        if self._registry.register_task_types_of(template):
-            self._subscriptions_changed()
-
-    def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]:
-        return self._registry.task_class(type_name)
-
-    def create_topic(
-        self,
-        topic_name: str,
-        key_type: Any = None,
-        value_type: Any = None,
-        key_serializer: Any = None,
-        value_serializer: Any = None,
-    ) -> Topic:
-        return self.topics[topic_name]
-
-    def add_topic(self, topic_name: str, topic: Topic) -> None:
-        self.topics[topic_name] = topic
-
-    def get_topic(self, topic_name: str) -> Topic:
-        return self.topics[topic_name]
-
-    def add_listener(self, topic: str, cls: type) -> None:
-        if self._registry.add_listener(topic, cls):
-            self._subscriptions_changed()
-
-    def agent(self, topic: str | Topic, *, name: str | None = None, concurrency: int = 1) -> Callable[[F], F]:
-        """Subscribe ``async def handler(value)`` to a topic. What it sends is committed
-        atomically with its input position."""
-        topic_name = topic.name if isinstance(topic, Topic) else topic
-
-        def decorator(fn: F) -> F:
-            self.create_topic(topic_name)
-            spec = AgentSpec(topic_name, fn, name or f"{fn.__module__}.{fn.__qualname__}", concurrency)
-            self._registry.agents.append(spec)
-            self._subscriptions_changed()
-            return fn
-
-        return decorator
-
-    def _subscriptions_changed(self) -> None:
-        if self.runtime is not None:
-            self.runtime.subscriptions_changed()
 
     # Lifecycle ------------------------------------------------------------------------
 
@@ -264,7 +164,8 @@ class Dagger:
         if self.runtime is not None:
             return
         cfg = self.config
-        self._jobs = JobRunner(_JobContext(self), cfg.max_concurrent_jobs)
+        self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
+                               cfg.max_concurrent_jobs)  # fmt: skip
         self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
@@ -484,32 +385,12 @@ class Dagger:
         """Every topic this engine knows: those user code named, and the runtime's."""
         return sorted(set(self.topics) | set(self._runtime().topic_names()))
 
+    def _report(self, instance: str, event: Event, box: list[Outgoing]) -> None:
+        """A job's outcome, for the runtime that holds its instance."""
+        if self.runtime is not None:
+            self.runtime.submit_outcome(instance, event, box)
+
     def stats(self) -> dict[str, Any]:
         if self.runtime is None:
             return {"running": False, "transitions": 0, "batches": 0, "queued": 0, "jobs_running": 0, "timers": 0}
         return self.runtime.stats()
-
-
-class _JobContext:
-    """The job runner's view of the engine: task classes and instance views from the facade,
-    committed state and outcomes through the runtime."""
-
-    def __init__(self, engine: Dagger) -> None:
-        self._engine = engine
-
-    def committed(self, instance_id: str) -> Instance | None:
-        return self._engine.committed(instance_id)
-
-    def task_class(self, type_name: str | None) -> type[ITask[Any, Any]]:
-        return self._engine.task_class(type_name)
-
-    def view(self, instance: Instance, runtime_parameters: dict[str, Any] | None = None) -> ITemplateDAGInstance[Any, Any]:
-        return self._engine.view(instance, runtime_parameters)
-
-    def report(self, instance: str, event: Event, box: list[Outgoing]) -> None:
-        runtime = self._engine.runtime
-        if runtime is not None:
-            runtime.submit_outcome(instance, event, box)
-
-
-

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -37,6 +38,16 @@ class JobContext(Protocol):
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def report(self, instance: str, event: Any, box: list[Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobCallbacks:
+    """A ``JobContext`` made of the engine's callables (the facade hands these in)."""
+
+    committed: Callable[[str], Instance | None]
+    task_class: Callable[[str | None], type[Any]]
+    view: Callable[..., Any]
+    report: Callable[[str, Any, list[Any]], None]
 
 
 def params_diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
