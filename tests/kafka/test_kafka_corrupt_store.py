@@ -9,8 +9,16 @@ import pytest
 
 pytest.importorskip("aiokafka")
 
-from .cluster import UpdatesWatcher, field_counts, produce, read_topic, wait_until
-from .test_kafka_runtime import MakeCluster, assert_completed_once_each, create_all, order_ids, pizza_client
+from .cluster import UpdatesWatcher
+from .test_kafka_runtime import (
+    MakeCluster,
+    answer_ready,
+    assert_completed_once_each,
+    create_all,
+    order_ids,
+    pizza_client,
+    wait_all_ordered,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,12 +40,7 @@ async def test_a_corrupt_local_store_is_wiped_and_restored_from_the_changelog(
     try:
         async with pizza_client(cluster, monkeypatch) as client:
             await create_all(client, ids)
-
-            async def all_ordered() -> bool:
-                orders = field_counts(await read_topic(cluster.bootstrap, cluster.topic("pizza_order_topic")))
-                return set(ids) <= set(orders)
-
-            await wait_until(all_ordered, 90, 0.5, "an order for every workflow")
+            await wait_all_ordered(cluster, ids)
             assert await cluster.stop_all() == [0]
 
             stores = sorted((worker.datadir / cluster.app).glob("p*.db"))
@@ -54,13 +57,11 @@ async def test_a_corrupt_local_store_is_wiped_and_restored_from_the_changelog(
             assert sorted(int(m.group(1)) for m in wiped) == list(range(PARTITIONS))
             assert {m.group(2) for m in wiped} == {str(p) for p in stores}
 
-            await produce(cluster.bootstrap, cluster.topic("ready"),
-                          [(oid.encode(), {"order_id": oid, "status": "READY"}) for oid in ids])  # fmt: skip
+            await answer_ready(cluster, ids)
             await watcher.wait_completed(ids, timeout=120)
 
             await create_all(client, later)
-            await produce(cluster.bootstrap, cluster.topic("ready"),
-                          [(oid.encode(), {"order_id": oid, "status": "READY"}) for oid in later])  # fmt: skip
+            await answer_ready(cluster, later)
             await watcher.wait_completed(later, timeout=120)
         await assert_completed_once_each(cluster, watcher, ids + later)
     finally:

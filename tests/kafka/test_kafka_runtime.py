@@ -89,6 +89,24 @@ async def assert_exactly_once(cluster: Cluster, ids: list[str]) -> None:
     exactly_once(field_counts(deliveries), ids, "deliveries")
 
 
+async def wait_all_ordered(cluster: Cluster, ids: list[str]) -> None:
+    """Until every workflow's order is on the order topic. The order is sent in the
+    transaction that starts the wait for READY: once it is visible, the wait (and its index
+    entry) is committed."""
+
+    async def all_ordered() -> bool:
+        orders = field_counts(await read_topic(cluster.bootstrap, cluster.topic("pizza_order_topic")))
+        return set(ids) <= set(orders)
+
+    await wait_until(all_ordered, 90, 0.5, "an order for every workflow")
+
+
+async def answer_ready(cluster: Cluster, ids: list[str]) -> None:
+    """The kitchen's READY for each id (the tests that turn the order service off)."""
+    await produce(cluster.bootstrap, cluster.topic("ready"),
+                  [(oid.encode(), {"order_id": oid, "status": "READY"}) for oid in ids])  # fmt: skip
+
+
 async def assert_completed_once_each(cluster: Cluster, watcher: UpdatesWatcher, ids: list[str]) -> None:
     progress = await watcher.poll()
     not_done = {i: progress.status(i) for i in ids if progress.status(i) != "COMPLETED"}
@@ -197,13 +215,7 @@ async def test_cluster_restart_with_workflows_waiting_on_the_listener(
         async with pizza_client(cluster, monkeypatch) as client:
             await create_all(client, ids)
 
-        async def all_ordered() -> bool:
-            orders = field_counts(await read_topic(cluster.bootstrap, cluster.topic("pizza_order_topic")))
-            return set(ids) <= set(orders)
-
-        # The order is sent in the transaction that starts the wait: once it is visible,
-        # the wait (and its index entry) is committed.
-        await wait_until(all_ordered, 90, 0.5, "an order for every workflow")
+        await wait_all_ordered(cluster, ids)
         progress = await watcher.poll()
         assert not progress.with_status("COMPLETED", ids), "completed without READY: is the kitchen off?"
 
@@ -212,11 +224,7 @@ async def test_cluster_restart_with_workflows_waiting_on_the_listener(
             w.start()
         await asyncio.gather(*(w.wait_ready() for w in cluster.workers))
 
-        await produce(
-            cluster.bootstrap,
-            cluster.topic("ready"),
-            [(oid.encode(), {"order_id": oid, "status": "READY"}) for oid in ids],
-        )
+        await answer_ready(cluster, ids)
         await watcher.wait_completed(ids, timeout=120)
         await assert_completed_once_each(cluster, watcher, ids)
     finally:

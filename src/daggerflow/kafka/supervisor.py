@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from ..pipeline.background import cancel_and_wait, first_to_end
 
 
-class Loop(NamedTuple):
+class LoopSpec(NamedTuple):
     fatal: bool
     started_by: str
     what: str
@@ -23,19 +23,19 @@ class Loop(NamedTuple):
 #: Every long-lived loop of a worker. The runtime starts (or adopts) the first four through
 #: the ``Supervisor``; the others are started by their components, named here so that this
 #: is the one list.
-LOOPS: dict[str, Loop] = {
-    "fetch": Loop(True, "KafkaRuntime", "the main group's poll phase (fetch.FetchLoop)"),
-    "topic-loop": Loop(True, "KafkaRuntime", "a listener router's or agent's group (topic_loop.TopicLoop)"),
-    "job-runner": Loop(True, "KafkaRuntime", "waits for the shared job runner to fail (pipeline.jobs.JobRunner)"),
-    "standby-updater": Loop(False, "ActiveTasks", "recomputes the standby replicas when the owners change"),
-    "watchdog": Loop(
+LOOPS: dict[str, LoopSpec] = {
+    "fetch": LoopSpec(True, "KafkaRuntime", "the main group's poll phase (fetch.FetchLoop)"),
+    "topic-loop": LoopSpec(True, "KafkaRuntime", "a listener router's or agent's group (topic_loop.TopicLoop)"),
+    "job-runner": LoopSpec(True, "KafkaRuntime", "waits for the shared job runner to fail (pipeline.jobs.JobRunner)"),
+    "standby-updater": LoopSpec(False, "ActiveTasks", "recomputes the standby replicas when the owners change"),
+    "watchdog": LoopSpec(
         False, "ActiveTasks", "one per partition task: re-activates it when its processor fails"
     ),
-    "processor": Loop(False, "PartitionTask", "one per partition task; watched by its watchdog"),
-    "timers": Loop(False, "PartitionTask", "one per partition task: feeds due timers to the processor"),
-    "standby-tail": Loop(False, "StandbyReplicas", "tails the standby partitions' changelogs"),
-    "hanging-reaper": Loop(False, "HangingTransactions", "ends transactions a broker restart left open"),
-    "owners-tail": Loop(False, "OwnersView", "tails the owners topic"),
+    "processor": LoopSpec(False, "PartitionTask", "one per partition task; watched by its watchdog"),
+    "timers": LoopSpec(False, "PartitionTask", "one per partition task: feeds due timers to the processor"),
+    "standby-tail": LoopSpec(False, "StandbyReplicas", "tails the standby partitions' changelogs"),
+    "hanging-reaper": LoopSpec(False, "HangingTransactions", "ends transactions a broker restart left open"),
+    "owners-tail": LoopSpec(False, "OwnersView", "tails the owners topic"),
 }
 
 
