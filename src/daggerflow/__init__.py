@@ -21,12 +21,15 @@ from .engine import Dagger
 from .errors import (
     ConfigurationError,
     DaggerError,
+    InvalidInput,
+    InvalidInstanceId,
     InvalidTaskType,
     InvalidTriggerTimeForTask,
     NotSerializable,
     StoreError,
     TaskInvalidState,
     TemplateDoesNotExist,
+    TooLarge,
 )
 from .model.instance import RetryPolicy
 from .model.status import (
@@ -96,6 +99,8 @@ __all__ = [
     "ITemplateDAGInstance",
     "IntervalTask",
     "IntervalTaskTemplateBuilder",
+    "InvalidInput",
+    "InvalidInstanceId",
     "InvalidTaskType",
     "InvalidTriggerTimeForTask",
     "KafkaCommandTask",
@@ -124,6 +129,7 @@ __all__ = [
     "TaskType",
     "TemplateDAG",
     "TemplateDoesNotExist",
+    "TooLarge",
     "Topic",
     "TriggerTask",
     "TriggerTaskTemplateBuilder",

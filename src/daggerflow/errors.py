@@ -7,6 +7,9 @@ DaggerError
  ├── InvalidTriggerTimeForTask  a trigger/interval time parameter is missing or not a number
  ├── ConfigurationError         an engine option or store URL that is not supported
  ├── NotSerializable            a runtime parameter or message that is not JSON-serialisable
+ ├── InvalidInput               a request the engine refuses as given (HTTP 422)
+ │    └── InvalidInstanceId     an instance id that cannot be addressed (empty, too long, ...)
+ ├── TooLarge                   a body, message, parameters or instance over its size limit (413)
  ├── StoreError                 the database is corrupt, foreign or from a newer version
  │    ├── StateCorrupted        a partition's local store cannot be opened or read: wipe it
  │    │                         and restore it from the changelog (Kafka)
@@ -47,6 +50,27 @@ class ConfigurationError(DaggerError):
 
 class NotSerializable(DaggerError, TypeError):
     pass
+
+
+class InvalidInput(DaggerError, ValueError):
+    """A request the engine refuses as given: a reserved or mistyped argument, a value that
+    cannot be stored. The message names the argument and what would be accepted."""
+
+
+class InvalidInstanceId(InvalidInput):
+    """An instance id that could not be addressed afterwards (empty, too long, characters
+    outside the documented set)."""
+
+
+class TooLarge(DaggerError, ValueError):
+    """A request body, message value, runtime parameters or a whole instance record over its
+    configured size limit. ``limit`` and ``size`` are in bytes."""
+
+    def __init__(self, what: str, size: int, limit: int, hint: str = "") -> None:
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes{hint}")
+        self.what = what
+        self.size = size
+        self.limit = limit
 
 
 class StoreError(DaggerError):
