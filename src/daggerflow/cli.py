@@ -395,7 +395,7 @@ def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
             method, url.rstrip("/") + path, timeout=30.0, headers=headers, verify=verify, **kwargs
         )
     except httpx.HTTPError as exc:
-        if isinstance(exc.__cause__ or exc.__context__, ssl.SSLCertVerificationError):
+        if _caused_by(exc, ssl.SSLCertVerificationError):
             hint = (
                 "the CA given by --ca-cert did not sign it"
                 if ca_cert
@@ -404,6 +404,16 @@ def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
             _fail(f"the worker at {url} has a certificate this client does not trust: {hint}")
         _fail(f"cannot reach a daggerflow worker at {url}: {exc} (is `daggerflow worker` running?)")
     return _decode(response, url, token is not None)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the chain of causes (httpx wraps httpcore, which wraps ssl)."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain:  # a context can point back
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return any(isinstance(e, kind) for e in chain)
 
 
 def _decode(response: httpx.Response, url: str = "", sent_token: bool = False) -> Any:
