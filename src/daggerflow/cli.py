@@ -421,7 +421,8 @@ def _decode(response: httpx.Response, url: str = "", sent_token: bool = False) -
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code in (401, 403) and response.headers.get("www-authenticate"):
+    challenge = response.headers.get("www-authenticate", "")
+    if response.status_code in (401, 403) and challenge.lower().startswith("bearer"):
         if response.status_code == 403:
             method = response.request.method
             _fail(f"the worker at {url} refused: the API token is read-only and {method} needs an admin one")

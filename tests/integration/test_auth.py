@@ -463,7 +463,7 @@ def test_the_worker_serves_https_with_tokens_and_the_cli_reaches_it(tls: Cert, t
     port = _free_port()
     command = [*CLI, "worker", "examples.pizza:workflow_engine", "--web-port", str(port),
                "--store", f"sqlite:///{tmp_path}/w.db", "--api-token", f"read:{READ},admin:{ADMIN}",
-               "--web-tls-cert", tls.cert, "--web-tls-key", tls.key]  # fmt: skip
+               "--web-tls-cert", tls.cert, "--web-tls-key", tls.key, "--web-tls-ca", tls.cert]  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PIZZA_KITCHEN_DELAY": "0"})  # fmt: skip
     base = f"https://127.0.0.1:{port}"
@@ -491,6 +491,18 @@ def test_the_worker_serves_https_with_tokens_and_the_cli_reaches_it(tls: Cert, t
         output = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, output
     assert ADMIN not in output and READ not in output
+
+
+def test_the_worker_refuses_bad_token_and_tls_flags(tls: Cert) -> None:
+    target = "examples.pizza:workflow_engine"
+    swapped = cli("worker", target, "--no-web", "--web-tls-cert", tls.key, "--web-tls-key", tls.cert)
+    assert swapped.returncode == 1 and "not a PEM certificate and its private key" in swapped.stderr
+    alone = cli("worker", target, "--no-web", "--web-tls-cert", tls.cert)
+    assert alone.returncode == 1 and "give both or neither" in alone.stderr
+    short = cli("worker", target, "--no-web", "--api-token", "read:tooshort")
+    assert short.returncode == 1 and "fewer than 16 characters" in short.stderr
+    for result in (swapped, alone, short):
+        assert "Traceback" not in result.stderr
 
 
 def _free_port() -> int:

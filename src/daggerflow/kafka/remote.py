@@ -106,7 +106,8 @@ class Forwarder:
             raise ForwardError(url, f"{type(exc).__name__}: {exc}") from exc
 
     def _check(self, url: str, response: httpx.Response) -> None:
-        if response.status_code in (401, 403) and response.headers.get("www-authenticate"):
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code in (401, 403) and challenge.lower().startswith("bearer"):
             refused = "this process's API token" if self._has_token else "a read without an API token"
             raise ForwardError(
                 url,
