@@ -148,6 +148,19 @@ def _import_file(path: Path) -> Any:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--api-token",
+    metavar="[SCOPE:]TOKEN[,...]",
+    help="REST API tokens (scope read or admin, default admin); prefer $DAGGERFLOW_API_TOKEN, "
+    "which the engine reads itself, over a flag that `ps` shows.",
+)
+@click.option("--web-tls-cert", type=click.Path(exists=True, dir_okay=False), help="https: certificate file.")
+@click.option("--web-tls-key", type=click.Path(exists=True, dir_okay=False), help="https: key file.")
+@click.option(
+    "--web-tls-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Kafka: the CA that other workers' https certificates are verified with.",
+)
 def worker(
     target: str,
     web_port: int | None,
@@ -161,6 +174,10 @@ def worker(
     guarantee: str | None,
     standbys: int | None,
     log_level: str,
+    api_token: str | None,
+    web_tls_cert: str | None,
+    web_tls_key: str | None,
+    web_tls_ca: str | None,
 ) -> None:
     """Run the worker of the engine at TARGET (MODULE[:ATTR], e.g. examples.pizza:workflow_engine)
     until SIGINT/SIGTERM; then drain running tasks and exit 0."""
@@ -182,6 +199,10 @@ def worker(
             "store": store,
             "web_port": web_port,
             "web_host": web_host,
+            "api_token": api_token,
+            "web_tls_certfile": web_tls_cert,
+            "web_tls_keyfile": web_tls_key,
+            "web_tls_cafile": web_tls_ca,
         }
         changes = {k: v for k, v in overrides.items() if v is not None}
         if broker:
@@ -310,31 +331,104 @@ async def _wait_for_signal() -> None:
 
 # REST clients ----------------------------------------------------------------------------
 
-url_option = click.option(
+_url = click.option(
     "--url",
     envvar="DAGGERFLOW_URL",
     default=DEFAULT_URL,
     show_default=True,
     help="Base URL of a running worker's REST API (env DAGGERFLOW_URL).",
 )
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Kept for _request rather than passed to every command: they only forward it.
+    if param.name == "api_token" and value:
+        from .web.auth import client_token, parse_tokens
+
+        try:
+            value = client_token(parse_tokens(value, "--api-token"))
+        except DaggerError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    ctx.meta[f"daggerflow.{param.name}"] = value or None
+
+
+_api_token = click.option(
+    "--api-token",
+    envvar="DAGGERFLOW_API_TOKEN",
+    expose_value=False,
+    callback=_remember,
+    metavar="TOKEN",
+    help="API token sent as Authorization: Bearer (env DAGGERFLOW_API_TOKEN; of a list, the first admin).",
+)
+_ca_cert = click.option(
+    "--ca-cert",
+    envvar="DAGGERFLOW_CA_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    expose_value=False,
+    callback=_remember,
+    help="https: trust this CA (or the worker's self-signed certificate) file (env DAGGERFLOW_CA_CERT).",
+)
+
+
+def url_option(f: Any) -> Any:
+    """``--url`` with what reaching it may take: ``--api-token`` and ``--ca-cert``."""
+    return _url(_api_token(_ca_cert(f)))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
 
 
 def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
+    import ssl
+
     import httpx
 
+    meta = click.get_current_context().meta
+    token, ca_cert = meta.get("daggerflow.api_token"), meta.get("daggerflow.ca_cert")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, timeout=30.0, **kwargs)
+        verify = ssl.create_default_context(cafile=ca_cert)
+    except ssl.SSLError as exc:
+        _fail(f"--ca-cert {ca_cert}: not a PEM certificate ({exc.reason or exc})")
+    try:
+        response = httpx.request(
+            method, url.rstrip("/") + path, timeout=30.0, headers=headers, verify=verify, **kwargs
+        )
     except httpx.HTTPError as exc:
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            hint = (
+                "the CA given by --ca-cert did not sign it"
+                if ca_cert
+                else "for a self-signed or private-CA certificate pass --ca-cert FILE or DAGGERFLOW_CA_CERT"
+            )
+            _fail(f"the worker at {url} has a certificate this client does not trust: {hint}")
         _fail(f"cannot reach a daggerflow worker at {url}: {exc} (is `daggerflow worker` running?)")
-    return _decode(response)
+    return _decode(response, url, token is not None)
 
 
-def _decode(response: httpx.Response) -> Any:
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the chain of causes (httpx wraps httpcore, which wraps ssl)."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain:  # a context can point back
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return any(isinstance(e, kind) for e in chain)
+
+
+def _decode(response: httpx.Response, url: str = "", sent_token: bool = False) -> Any:
     try:
         body = response.json()
     except ValueError:
         body = None
+    challenge = response.headers.get("www-authenticate", "")
+    if response.status_code in (401, 403) and challenge.lower().startswith("bearer"):
+        if response.status_code == 403:
+            method = response.request.method
+            _fail(f"the worker at {url} refused: the API token is read-only and {method} needs an admin one")
+        if sent_token:
+            _fail(f"the worker at {url} refused the API token: check --api-token or DAGGERFLOW_API_TOKEN")
+        _fail(f"the worker at {url} needs an API token: pass --api-token or set DAGGERFLOW_API_TOKEN")
     if response.is_error:
         message = body.get("error") if isinstance(body, dict) else response.text
         _fail(f"HTTP {response.status_code} from {response.request.url}: {message}")

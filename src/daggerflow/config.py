@@ -12,12 +12,22 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .pipeline.items import Settings
 from .store.factory import check_store_url
+from .web.auth import (
+    ApiToken,
+    TokenOption,
+    WebSecurity,
+    check_server_tls,
+    client_ssl_context,
+    client_token,
+    parse_tokens,
+    tokens_from_env,
+)
 
 if TYPE_CHECKING:
     from .embedded.runtime import EmbeddedConfig
@@ -90,6 +100,12 @@ class EngineConfig:
     role: str = "worker"
     inline_jobs: bool = True
     commit_interval: float = 0.0
+    # None: $DAGGERFLOW_API_TOKEN, if set. Kept as a tuple of ApiToken once validated.
+    api_token: TokenOption = field(default=None, repr=False)
+    metrics_public: bool = False
+    web_tls_certfile: str | None = None
+    web_tls_keyfile: str | None = None
+    web_tls_cafile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -112,6 +128,28 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        self._check_web_security()
+
+    def _check_web_security(self) -> None:
+        tokens = tokens_from_env() if self.api_token is None else parse_tokens(self.api_token)
+        object.__setattr__(self, "api_token", tokens)
+        for name in ("web_tls_certfile", "web_tls_keyfile", "web_tls_cafile"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, os.fspath(value))
+        check_server_tls(self.web_tls_certfile, self.web_tls_keyfile)
+        if self.web_tls_cafile is not None:
+            client_ssl_context(self.web_tls_cafile)  # a clear error now, not at the first forwarded read
+
+    @property
+    def api_tokens(self) -> tuple[ApiToken, ...]:
+        """The validated tokens (``api_token`` after ``__post_init__``)."""
+        tokens = self.api_token
+        assert isinstance(tokens, tuple)
+        return tokens
+
+    def web_security(self) -> WebSecurity:
+        return WebSecurity(self.api_tokens, self.metrics_public, self.web_tls_certfile, self.web_tls_keyfile)
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
@@ -170,4 +208,6 @@ class EngineConfig:
             commit_interval=self.commit_interval,
             shutdown_timeout=self.shutdown_timeout,
             dead_letter_topic=self.dead_letter_topic or None,
+            forward_token=client_token(self.api_tokens),
+            forward_cafile=self.web_tls_cafile,
         )

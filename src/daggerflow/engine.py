@@ -32,6 +32,7 @@ from .registry import Registry
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topics
+from .web.auth import TokenOption
 
 log = logging.getLogger("daggerflow")
 
@@ -76,6 +77,11 @@ class Dagger(Registration):
         role: str = "worker",
         inline_jobs: bool = True,
         commit_interval: float = 0.0,
+        api_token: TokenOption = None,
+        metrics_public: bool = False,
+        web_tls_certfile: str | None = None,
+        web_tls_keyfile: str | None = None,
+        web_tls_cafile: str | None = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -105,6 +111,11 @@ class Dagger(Registration):
             role=role,
             inline_jobs=inline_jobs,
             commit_interval=commit_interval,
+            api_token=api_token,
+            metrics_public=metrics_public,
+            web_tls_certfile=web_tls_certfile,
+            web_tls_keyfile=web_tls_keyfile,
+            web_tls_cafile=web_tls_cafile,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -185,7 +196,7 @@ class Dagger(Registration):
     async def _start_web(self) -> None:
         from .web.server import WebServer
 
-        web = WebServer(self, self.config.web_host, self.config.web_port or 0)
+        web = WebServer(self, self.config.web_host, self.config.web_port or 0, self.config.web_security())
         await web.start()
         self._web = web
         self.web_url = web.url

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
 
@@ -39,6 +39,9 @@ class KafkaConfig:
     commit_interval: float = 0.0
     shutdown_timeout: float = 10.0  # seconds partition tasks may take to commit what they hold
     dead_letter_topic: str | None = None  # None: ``{app}-dead-letter``
+    # What reads forwarded to another worker's REST API present and verify (``remote``).
+    forward_token: str | None = field(default=None, repr=False)
+    forward_cafile: str | None = None  # None: the system's CAs for https owners
 
     @property
     def exactly_once(self) -> bool:

@@ -27,6 +27,7 @@ import msgspec
 from ..errors import ForwardError
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
 from ..pipeline.partition import PartitionTask
+from ..web.auth import client_ssl_context
 from ..web.wire import INTERNAL_HEADER
 from .owners import Owner, OwnersView
 
@@ -37,10 +38,17 @@ _list_decoder = msgspec.msgpack.Decoder(list[Instance])
 
 
 class Forwarder:
-    """One pooled HTTP client for all forwarded reads of a process."""
+    """One pooled HTTP client for all forwarded reads of a process.
 
-    def __init__(self, timeout: float = 5.0) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout)
+    ``token``: the API token presented to the owners (workers of one application share their
+    tokens); ``cafile``: what https owners are verified with (else the system's CAs)."""
+
+    def __init__(self, timeout: float = 5.0, *, token: str | None = None, cafile: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._has_token = bool(token)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, headers=headers, verify=client_ssl_context(cafile, "web_tls_cafile")
+        )
 
     async def get_instance(self, url: str, instance_id: str) -> Instance | None:
         """The instance as its owner at ``url`` has it committed; None if it does not exist."""
@@ -97,8 +105,16 @@ class Forwarder:
         except httpx.HTTPError as exc:
             raise ForwardError(url, f"{type(exc).__name__}: {exc}") from exc
 
-    @staticmethod
-    def _check(url: str, response: httpx.Response) -> None:
+    def _check(self, url: str, response: httpx.Response) -> None:
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code in (401, 403) and challenge.lower().startswith("bearer"):
+            refused = "this process's API token" if self._has_token else "a read without an API token"
+            raise ForwardError(
+                url,
+                f"the owner refused {refused} ({response.status_code}): the workers of an application "
+                "and their clients need a shared api_token (or $DAGGERFLOW_API_TOKEN)",
+                response.status_code,
+            )
         if response.status_code != 200:
             raise ForwardError(
                 url,

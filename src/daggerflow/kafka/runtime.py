@@ -91,7 +91,7 @@ class KafkaRuntime:
         self.worker = WorkerContext(config, self.topics, self.owners_topic.name, self.worker_id, self.collector,
                                     self.supervisor, ForwardEncoder(self.topics, config.partitions))  # fmt: skip
         self.parts = parts
-        self.forwarder = Forwarder()
+        self.forwarder = Forwarder(token=config.forward_token, cafile=config.forward_cafile)
         self.remote = RemoteReads(self.forwarder, self.partition_of, self.local_task, self.worker_id)
         self.active: ActiveTasks | None = None  # a worker's (a client has none)
         self._loops: list[TopicLoop] = []

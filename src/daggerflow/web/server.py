@@ -1,20 +1,28 @@
-"""Runs the REST API with uvicorn inside the engine's event loop."""
+"""Runs the REST API with uvicorn inside the engine's event loop.
+
+With API tokens the application is wrapped in ``auth.TokenAuth``; with a certificate and key
+uvicorn serves https. Exposing the API beyond loopback without either is logged loudly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from ..errors import ConfigurationError
 from .app import create_app
+from .auth import TOKEN_ENV, TokenAuth, WebSecurity, is_loopback
 
 if TYPE_CHECKING:
     from .api import EngineAPI
+
+log = logging.getLogger(__name__)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -26,9 +34,20 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class WebServer:
-    def __init__(self, engine: EngineAPI, host: str, port: int) -> None:
+    def __init__(self, engine: EngineAPI, host: str, port: int, security: WebSecurity | None = None) -> None:
+        self.security = security or WebSecurity()
+        app: Any = create_app(engine)
+        if self.security.tokens:
+            app = TokenAuth(app, self.security.tokens, metrics_public=self.security.metrics_public)
         config = uvicorn.Config(
-            create_app(engine), host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=self.security.certfile,
+            ssl_keyfile=self.security.keyfile,
         )
         self.server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
@@ -57,7 +76,27 @@ class WebServer:
             await asyncio.sleep(0.01)
         sock = self.server.servers[0].sockets[0]
         port = sock.getsockname()[1]
-        self.url = f"http://{self.host}:{port}"
+        self.url = f"{'https' if self.security.tls else 'http'}://{self.host}:{port}"
+        self._warn_if_exposed(port)
+
+    def _warn_if_exposed(self, port: int) -> None:
+        if is_loopback(self.host):
+            return
+        where = f"{self.host}:{port}"
+        if not self.security.tokens:
+            log.warning(
+                "THE REST API ON %s IS OPEN TO ANYONE WHO CAN REACH THIS ADDRESS: no API token is set, so "
+                "any client can create, stop and read workflows. Set api_token=... (or --api-token, or "
+                "$%s), or bind web_host to 127.0.0.1",
+                where, TOKEN_ENV,
+            )  # fmt: skip
+        elif not self.security.tls:
+            log.warning(
+                "the REST API on %s requires API tokens but serves plain http: tokens travel in clear "
+                "text; set web_tls_certfile and web_tls_keyfile (--web-tls-cert/--web-tls-key), or "
+                "terminate TLS in front of it",
+                where,
+            )
 
     async def stop(self) -> None:
         self.server.should_exit = True
