@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
@@ -90,6 +90,9 @@ class EngineConfig:
     role: str = "worker"
     inline_jobs: bool = True
     commit_interval: float = 0.0
+    # Kafka TLS/SASL of every client (kafka/client_options.py); secrets: never in a repr
+    kafka_client_options: Mapping[str, Any] | None = field(default=None, repr=False)
+    broker_credentials: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -112,6 +115,12 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        if self.kafka_client_options is not None or self.broker_credentials is not None:
+            from .kafka.client_options import client_security
+
+            client_security(self.kafka_client_options, self.broker_credentials)  # refused now, not at start()
+            if self.kafka_client_options is not None:  # the caller's later changes do not leak in
+                object.__setattr__(self, "kafka_client_options", dict(self.kafka_client_options))
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
@@ -153,6 +162,7 @@ class EngineConfig:
         )
 
     def kafka_config(self) -> KafkaConfig:
+        from .kafka.client_options import client_security
         from .kafka.config import KafkaConfig, parse_broker
 
         assert self.broker is not None
@@ -170,4 +180,5 @@ class EngineConfig:
             commit_interval=self.commit_interval,
             shutdown_timeout=self.shutdown_timeout,
             dead_letter_topic=self.dead_letter_topic or None,
+            security=client_security(self.kafka_client_options, self.broker_credentials),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .config import EngineConfig, check_options
@@ -76,6 +76,8 @@ class Dagger(Registration):
         role: str = "worker",
         inline_jobs: bool = True,
         commit_interval: float = 0.0,
+        kafka_client_options: Mapping[str, Any] | None = None,
+        broker_credentials: Any = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -105,6 +107,8 @@ class Dagger(Registration):
             role=role,
             inline_jobs=inline_jobs,
             commit_interval=commit_interval,
+            kafka_client_options=kafka_client_options,
+            broker_credentials=broker_credentials,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
+from .client_options import ClientSecurity, Connection
 
 EXACTLY_ONCE = "exactly_once"
 AT_LEAST_ONCE = "at_least_once"
@@ -39,7 +40,13 @@ class KafkaConfig:
     commit_interval: float = 0.0
     shutdown_timeout: float = 10.0  # seconds partition tasks may take to commit what they hold
     dead_letter_topic: str | None = None  # None: ``{app}-dead-letter``
+    security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS/SASL of every client
 
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == EXACTLY_ONCE
+
+    @property
+    def connection(self) -> Connection:
+        """What every client of the runtime is made from (``kafka/settings.py``)."""
+        return Connection(self.bootstrap, self.security)
