@@ -136,7 +136,7 @@ def client_security(options: Mapping[str, Any] | None = None, credentials: Any =
     an unreadable certificate file; the message names the option, never a secret's value."""
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"kafka_client_options must be a mapping, not {type(options).__name__}")
-    given = dict(options or {})
+    given = {k: v for k, v in (options or {}).items() if v is not None}  # None: not given
     _check_keys(given)
     from_credentials = _from_credentials(credentials)
     for key, value in from_credentials.items():

@@ -43,6 +43,8 @@ async def check_connection(broker: Connection | str, *, timeout: float = PREFLIG
             failures.append(f"{address}: {_timeout_reason(conn, timeout)}")
         except (OSError, kafka_errors.KafkaError) as exc:
             failures.append(f"{address}: {_reason(conn, exc)}")
+    if len(failures) == 1:  # one address: named once
+        failures = [failures[0].split(": ", 1)[1]]
     raise ConfigurationError(
         f"cannot use the Kafka listener {conn.bootstrap} ({conn.security.describe()}): " + "; ".join(failures)
     )
@@ -96,8 +98,13 @@ def _reason(conn: Connection, exc: BaseException) -> str:
         )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is a broker listening there?)"
+    if isinstance(exc, ConnectionResetError) and security.tls:
+        return (
+            f"the broker reset the connection during the TLS handshake: is it a TLS listener "
+            f"(security_protocol={protocol})?"
+        )
     if isinstance(exc, OSError):
-        return f"cannot connect: {exc.strerror or exc}"
+        return f"cannot connect: {exc.strerror or exc or type(exc).__name__}"
     return f"{type(exc).__name__}: {exc}"
 
 
