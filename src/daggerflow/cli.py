@@ -161,6 +161,36 @@ def _import_file(path: Path) -> Any:
     type=click.Path(exists=True, dir_okay=False),
     help="Kafka: the CA that other workers' https certificates are verified with.",
 )
+@click.option(
+    "--kafka-security-protocol",
+    envvar="DAGGERFLOW_KAFKA_SECURITY_PROTOCOL",
+    type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], case_sensitive=False),
+    help="Kafka: how every client connects (default: the engine's kafka_client_options, else PLAINTEXT).",
+)
+@click.option(
+    "--kafka-sasl-mechanism",
+    envvar="DAGGERFLOW_KAFKA_SASL_MECHANISM",
+    type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], case_sensitive=False),
+    help="Kafka: SASL mechanism (default PLAIN).",
+)
+@click.option("--kafka-sasl-username", envvar="DAGGERFLOW_KAFKA_SASL_USERNAME", help="Kafka: SASL user.")
+@click.option(
+    "--kafka-sasl-password-file",
+    envvar="DAGGERFLOW_KAFKA_SASL_PASSWORD_FILE",
+    help="Kafka: file holding the SASL password (or set $DAGGERFLOW_KAFKA_SASL_PASSWORD; never a flag).",
+)
+@click.option(
+    "--kafka-ssl-cafile", envvar="DAGGERFLOW_KAFKA_SSL_CAFILE", help="Kafka: PEM file of the brokers' CA."
+)
+@click.option(
+    "--kafka-ssl-certfile", envvar="DAGGERFLOW_KAFKA_SSL_CERTFILE", help="Kafka: client certificate (mutual TLS)."
+)
+@click.option(
+    "--kafka-ssl-keyfile",
+    envvar="DAGGERFLOW_KAFKA_SSL_KEYFILE",
+    help="Kafka: the client certificate's key (its password: $DAGGERFLOW_KAFKA_SSL_PASSWORD).",
+)
+@click.option("--kafka-client-id", envvar="DAGGERFLOW_KAFKA_CLIENT_ID", help="Kafka: client id of every client.")
 def worker(
     target: str,
     web_port: int | None,
@@ -178,6 +208,14 @@ def worker(
     web_tls_cert: str | None,
     web_tls_key: str | None,
     web_tls_ca: str | None,
+    kafka_security_protocol: str | None,
+    kafka_sasl_mechanism: str | None,
+    kafka_sasl_username: str | None,
+    kafka_sasl_password_file: str | None,
+    kafka_ssl_cafile: str | None,
+    kafka_ssl_certfile: str | None,
+    kafka_ssl_keyfile: str | None,
+    kafka_client_id: str | None,
 ) -> None:
     """Run the worker of the engine at TARGET (MODULE[:ATTR], e.g. examples.pizza:workflow_engine)
     until SIGINT/SIGTERM; then drain running tasks and exit 0."""
@@ -211,6 +249,20 @@ def worker(
             changes["web_port"] = None
         if changes.get("broker", engine.config.broker) is not None:
             changes["role"] = "worker"  # a worker process, whatever the module's engine says
+        from .kafka.client_options import command_line_options
+
+        security = command_line_options(
+            security_protocol=kafka_security_protocol and kafka_security_protocol.upper(),
+            sasl_mechanism=kafka_sasl_mechanism and kafka_sasl_mechanism.upper(),
+            sasl_username=kafka_sasl_username,
+            sasl_password_file=kafka_sasl_password_file,
+            ssl_cafile=kafka_ssl_cafile,
+            ssl_certfile=kafka_ssl_certfile,
+            ssl_keyfile=kafka_ssl_keyfile,
+            client_id=kafka_client_id,
+        )
+        if security:  # over the engine's own kafka_client_options, key by key
+            changes["kafka_client_options"] = {**(engine.config.kafka_client_options or {}), **security}
         engine.reconfigure(**changes)
         engine.main()
     except DaggerError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,9 @@ class EngineConfig:
     web_tls_certfile: str | None = None
     web_tls_keyfile: str | None = None
     web_tls_cafile: str | None = None
+    # Kafka TLS/SASL of every client (kafka/client_options.py); secrets: never in a repr
+    kafka_client_options: Mapping[str, Any] | None = field(default=None, repr=False)
+    broker_credentials: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -129,6 +132,12 @@ class EngineConfig:
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
         self._check_web_security()
+        if self.kafka_client_options is not None or self.broker_credentials is not None:
+            from .kafka.client_options import client_security
+
+            client_security(self.kafka_client_options, self.broker_credentials)  # refused now, not at start()
+            if self.kafka_client_options is not None:  # the caller's later changes do not leak in
+                object.__setattr__(self, "kafka_client_options", dict(self.kafka_client_options))
 
     def _check_web_security(self) -> None:
         tokens = tokens_from_env() if self.api_token is None else parse_tokens(self.api_token)
@@ -191,6 +200,7 @@ class EngineConfig:
         )
 
     def kafka_config(self) -> KafkaConfig:
+        from .kafka.client_options import client_security
         from .kafka.config import KafkaConfig, parse_broker
 
         assert self.broker is not None
@@ -210,4 +220,5 @@ class EngineConfig:
             dead_letter_topic=self.dead_letter_topic or None,
             forward_token=client_token(self.api_tokens),
             forward_cafile=self.web_tls_cafile,
+            security=client_security(self.kafka_client_options, self.broker_credentials),
         )

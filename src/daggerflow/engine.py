@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .config import EngineConfig, check_options
@@ -82,6 +82,8 @@ class Dagger(Registration):
         web_tls_certfile: str | None = None,
         web_tls_keyfile: str | None = None,
         web_tls_cafile: str | None = None,
+        kafka_client_options: Mapping[str, Any] | None = None,
+        broker_credentials: Any = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -116,6 +118,8 @@ class Dagger(Registration):
             web_tls_certfile=web_tls_certfile,
             web_tls_keyfile=web_tls_keyfile,
             web_tls_cafile=web_tls_cafile,
+            kafka_client_options=kafka_client_options,
+            broker_credentials=broker_credentials,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)

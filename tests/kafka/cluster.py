@@ -609,6 +609,8 @@ class PrivateBroker:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "KAFKA_STATE_DIR": str(self.state_dir),
+            # the SASL_SSL listener's fixed port would clash with the shared broker's
+            "KAFKA_SASL": "0",
         }
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None

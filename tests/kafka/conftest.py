@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,77 @@ def broker() -> str:
             pytest.fail(f"Kafka broker required but not reachable at {BOOTSTRAP} (tools/kafka/broker start)")
         pytest.skip(f"no Kafka broker at {BOOTSTRAP}; start one with tools/kafka/broker start")
     return BOOTSTRAP
+
+
+# ---------------------------------------------------------------------------------------------
+# the SASL_SSL listener (tools/kafka/broker writes its address, CA and users to sasl.env)
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sasl_env_path() -> Path:
+    """$KAFKA_SASL_ENV, else sasl.env in the broker script's state dir ($KAFKA_STATE_DIR)."""
+    if os.environ.get("KAFKA_SASL_ENV"):
+        return Path(os.environ["KAFKA_SASL_ENV"])
+    state = os.environ.get("KAFKA_STATE_DIR") or str(REPO / "tools" / "kafka" / ".cache" / "run")
+    return Path(state) / "sasl.env"
+
+
+@dataclass(frozen=True)
+class SaslListener:
+    bootstrap: str
+    cafile: str
+    scram_username: str
+    scram_password: str = field(repr=False)
+    plain_username: str
+    plain_password: str = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def options(self, mechanism: str = "SCRAM-SHA-512", **changes: Any) -> dict[str, Any]:
+        """kafka_client_options for this listener as the user of ``mechanism``."""
+        plain = mechanism == "PLAIN"
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": self.plain_username if plain else self.scram_username,
+            "sasl_plain_password": self.plain_password if plain else self.scram_password,
+            "ssl_cafile": self.cafile,
+            **changes,
+        }
+
+
+@pytest.fixture(scope="session")
+def sasl_listener() -> SaslListener:
+    """The broker's SASL_SSL listener; missing -> skip, or fail under DAGGERFLOW_REQUIRE_KAFKA=1."""
+    path = sasl_env_path()
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                values[key.strip()] = value.strip()
+    bootstrap = values.get("KAFKA_SASL_BOOTSTRAP_SERVERS", "")
+    problem = (
+        f"no {path} (tools/kafka/broker start writes it; KAFKA_SASL_ENV to point elsewhere)"
+        if not bootstrap
+        else None if broker_up(bootstrap) else f"nothing listens at {bootstrap} ({path})"
+    )
+    if problem:
+        if os.environ.get("DAGGERFLOW_REQUIRE_KAFKA") == "1":
+            pytest.fail(f"the SASL_SSL Kafka listener is required: {problem}")
+        pytest.skip(f"no SASL_SSL Kafka listener: {problem}")
+    return SaslListener(
+        bootstrap,
+        values["KAFKA_SASL_CAFILE"],
+        values["KAFKA_SASL_SCRAM_USERNAME"],
+        values["KAFKA_SASL_SCRAM_PASSWORD"],
+        values["KAFKA_SASL_PLAIN_USERNAME"],
+        values["KAFKA_SASL_PLAIN_PASSWORD"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------

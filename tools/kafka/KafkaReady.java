@@ -1,3 +1,5 @@
+import java.io.FileReader;
+import java.io.Reader;
 import java.util.Collection;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
@@ -11,6 +13,9 @@ import org.apache.kafka.common.Node;
  * Readiness probe used by tools/kafka/broker (only kafka-clients on the classpath).
  *
  * Usage: KafkaReady BOOTSTRAP TIMEOUT_SECONDS [PID]
+ *
+ * With KAFKA_READY_CONFIG=FILE, the client properties in FILE are added (security.protocol,
+ * sasl.*, ssl.*): the probe then also proves that a secured listener authenticates.
  *
  * Repeats a DescribeCluster + ListTopics (both are Metadata round trips) until
  * one succeeds and reports at least one broker and a controller. Exit codes:
@@ -36,6 +41,12 @@ public class KafkaReady {
         p.put("reconnect.backoff.max.ms", "500");
         p.put("retry.backoff.ms", "100");
         p.put("retry.backoff.max.ms", "500");
+        String extra = System.getenv("KAFKA_READY_CONFIG");
+        if (extra != null && !extra.isEmpty()) {
+            try (Reader r = new FileReader(extra)) {
+                p.load(r);
+            }
+        }
         String last = "no attempt";
         try (Admin admin = Admin.create(p)) {
             while (true) {

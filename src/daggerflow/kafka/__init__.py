@@ -11,7 +11,9 @@ and wiped when corrupt. ``collector`` commits a batch's records (``records``) wi
 offsets, in one transaction of the partition's own producer (``transactions``, the
 exactly-once scheme); records fetched across a rebalance are dropped by ``guard``.
 ``listeners`` matches or routes listener messages, ``topic_loop`` runs the stateless
-listener-router and agent groups. ``settings`` are the clients' settings; ``admin`` creates
+listener-router and agent groups. ``settings`` are the clients' settings and the factories every client is made by, with the
+TLS/SASL settings of ``client_options``; ``preflight`` is the first contact with the brokers
+(a wrong password or CA fails the start at once, saying why); ``admin`` creates
 and checks the topics; ``owners`` and ``remote`` find and ask the worker that owns an
 instance; ``hanging`` ends transactions a broker restart left open; ``codec`` and
 ``partitioner`` are the wire format and Kafka's default partitioner; ``background`` stops

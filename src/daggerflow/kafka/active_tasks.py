@@ -80,13 +80,13 @@ class ActiveTasks:
         self.owners, self.hanging, self.web_url = owners, hanging, web_url
         cfg = self.config
         for _ in range(RESTORE_CONSUMERS):
-            restorer = groupless_consumer(cfg.bootstrap, fetch_max_wait_ms=100,
+            restorer = groupless_consumer(cfg.connection, fetch_max_wait_ms=100,
                                           max_partition_fetch_bytes=4 * 1024 * 1024)  # fmt: skip
             await restorer.start()
             self._restore_consumers.append(restorer)
             self._restore_pool.put_nowait(restorer)
         if cfg.standbys > 0:
-            self.standby = StandbyReplicas(cfg.bootstrap, self.topics.changelog.name, self.open_store)
+            self.standby = StandbyReplicas(cfg.connection, self.topics.changelog.name, self.open_store)
             await self.standby.start()
             owners.on_change(lambda _owners: self._standby_dirty.set())
             self.worker.supervisor.spawn("standby-updater", self._update_standbys())

@@ -26,6 +26,8 @@ from typing import Any
 
 from daggerflow.errors import ConfigurationError
 
+from .client_options import Connection
+
 log = logging.getLogger(__name__)
 
 #: Partition count of the co-partitioned internal topics when the application does not choose one.
@@ -134,7 +136,7 @@ class TopicShape:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    broker: Connection | str,
     specs: Sequence[TopicSpec],
     *,
     timeout: float = 30.0,
@@ -151,7 +153,7 @@ async def ensure_topics(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"duplicate topic names in {names}")
-    async with _admin_client(bootstrap, timeout) as admin:
+    async with _admin_client(broker, timeout) as admin:
         await _create_missing(admin, specs, timeout)
         shapes = await _wait_for_shapes(admin, names, timeout)
 
@@ -190,7 +192,7 @@ async def ensure_topics(
 
 
 async def ensure_application_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, *, timeout: float = 30.0
+    broker: Connection | str, names: Sequence[str], partitions: int, *, timeout: float = 30.0
 ) -> None:
     """Create the application's own topics that do not exist yet (listener, agent, command and
     update topics) with ``partitions`` partitions and the broker's default configs; existing
@@ -203,16 +205,16 @@ async def ensure_application_topics(
     if not names:
         return
     specs = [TopicSpec(n, partitions) for n in dict.fromkeys(names)]
-    async with _admin_client(bootstrap, timeout) as admin:
+    async with _admin_client(broker, timeout) as admin:
         await _create_missing(admin, specs, timeout)
 
 
 @contextlib.asynccontextmanager
-async def _admin_client(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+async def _admin_client(broker: Connection | str, timeout: float) -> AsyncIterator[Any]:
     """A started ``AIOKafkaAdminClient`` whose requests time out after ``timeout`` seconds."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from .settings import new_admin
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = new_admin(broker, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
         yield admin

@@ -23,13 +23,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from ..errors import TaskMigrated
 from ..store.base import Store, WriteBatch
 from ..store.changelog import batch_records
+from .client_options import Connection
 from .records import ForwardEncoder, OutRecord, Sent, last_offset, outgoing_record
-from .settings import PRODUCER_SETTINGS
+from .settings import PRODUCER_SETTINGS, new_producer
 from .transactions import COMMIT_TIMEOUT_S, KeyedRecords, PartitionTransactions, send_many
 
 #: How long aborting a failed transaction may take before the producer is left to the fence.
@@ -71,8 +72,8 @@ class GroupClients:
 class RecordCollector:
     """The worker's producing side of every commit."""
 
-    def __init__(self, bootstrap: str, *, exactly_once: bool) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, broker: Connection | str, *, exactly_once: bool) -> None:
+        self.broker = broker
         self.exactly_once = exactly_once
         # At-least-once: a plain producer per (consumer group, partition), so that partitions
         # commit side by side rather than queue behind each other on one producer.
@@ -83,8 +84,8 @@ class RecordCollector:
         """The at-least-once producer of a partition of a consumer group (made on first use)."""
         producer = self._plain.get((group, partition))
         if producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
-                                        linger_ms=0, max_batch_size=PRODUCER_SETTINGS["max_batch_size"])  # fmt: skip
+            producer = new_producer(self.broker, enable_idempotence=True, acks="all", linger_ms=0,
+                                    max_batch_size=PRODUCER_SETTINGS["max_batch_size"])  # fmt: skip
             await producer.start()
             self._plain[(group, partition)] = producer
         return producer

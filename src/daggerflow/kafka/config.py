@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
+from .client_options import ClientSecurity, Connection
 
 EXACTLY_ONCE = "exactly_once"
 AT_LEAST_ONCE = "at_least_once"
@@ -42,7 +43,13 @@ class KafkaConfig:
     # What reads forwarded to another worker's REST API present and verify (``remote``).
     forward_token: str | None = field(default=None, repr=False)
     forward_cafile: str | None = None  # None: the system's CAs for https owners
+    security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS/SASL of every client
 
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == EXACTLY_ONCE
+
+    @property
+    def connection(self) -> Connection:
+        """What every client of the runtime is made from (``kafka/settings.py``)."""
+        return Connection(self.bootstrap, self.security)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
+from .client_options import Connection
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def _tombstone_partition(key: bytes | None) -> int | None:
 class OwnersView:
     """The latest owner record of every partition, kept up to date by tailing the owners topic."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, broker: Connection | str, topic: str) -> None:
+        self.broker = broker
         self.topic = topic
         self._owners: dict[int, Owner] = {}
         self._callbacks: list[OwnersCallback] = []
@@ -116,7 +117,7 @@ class OwnersView:
         from .settings import groupless_consumer
 
         consumer = groupless_consumer(
-            self.bootstrap,
+            self.broker,
             fetch_max_wait_ms=200,
             auto_offset_reset="earliest",  # compaction may remove the offset we stand on
         )

@@ -34,8 +34,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState
 from ..machine.events import Event
 from ..model.instance import Instance, merge_listings
@@ -56,10 +54,11 @@ from .hanging import HangingTransactions
 from .hanging.watch import HangingWatch
 from .listeners import ListenerRouting, listener_group
 from .owners import OwnersView
+from .preflight import check_connection
 from .rebalance import RebalanceListener
 from .records import ForwardEncoder, outgoing_record
 from .remote import Forwarder, RemoteReads
-from .settings import PRODUCER_SETTINGS, consumer_settings
+from .settings import PRODUCER_SETTINGS, consumer_settings, new_consumer, new_producer
 from .supervisor import Supervisor
 from .topic_loop import TopicLoop, agent_group, stateless_loops
 from .transactions import PartitionTransactions
@@ -86,7 +85,7 @@ class KafkaRuntime:
         self.producer: Any = None
         self.owners: OwnersView | None = None
         self.hanging: HangingTransactions | None = None
-        self.collector = RecordCollector(config.bootstrap, exactly_once=config.exactly_once)
+        self.collector = RecordCollector(config.connection, exactly_once=config.exactly_once)
         self.supervisor = Supervisor()
         self.worker = WorkerContext(config, self.topics, self.owners_topic.name, self.worker_id, self.collector,
                                     self.supervisor, ForwardEncoder(self.topics, config.partitions))  # fmt: skip
@@ -115,13 +114,12 @@ class KafkaRuntime:
         self.remote.web_url = web_url
         self._running = True
         tune_aiokafka()
-        await ensure_topics(cfg.bootstrap, [*self.topics.all(), self.owners_topic])
-        await ensure_application_topics(cfg.bootstrap, self._user_topics(), cfg.partitions)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap, enable_idempotence=True, acks="all", linger_ms=1
-        )
+        await check_connection(cfg.connection)  # a wrong password or CA: a clear error, at once
+        await ensure_topics(cfg.connection, [*self.topics.all(), self.owners_topic])
+        await ensure_application_topics(cfg.connection, self._user_topics(), cfg.partitions)
+        self.producer = new_producer(cfg.connection, enable_idempotence=True, acks="all", linger_ms=1)
         await self.producer.start()
-        self.owners = self.remote.owners = OwnersView(cfg.bootstrap, self.owners_topic.name)
+        self.owners = self.remote.owners = OwnersView(cfg.connection, self.owners_topic.name)
         await self.owners.start()
         if cfg.role != "worker":
             log.info("daggerflow client of %r connected to %s", cfg.app, cfg.bootstrap)
@@ -148,13 +146,13 @@ class KafkaRuntime:
         ]
         # Hanging transactions (a broker restart can leave some: docs/kafka-runtime-notes.md
         # §7) are found and ended by the owner of the partitions they block.
-        self.hanging = HangingTransactions(cfg.bootstrap, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        self.hanging = HangingTransactions(cfg.connection, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
                                            grace_ms=15000, interval=5.0)  # fmt: skip
         await self.hanging.start()
         watch = HangingWatch(self.hanging, self.producer, self.topics, self.owners_topic.name,
                              self._user_topics(), groups, cfg.partitions)  # fmt: skip
-        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **consumer_settings(cfg.app))
-        main = GroupClients(cfg.app, consumer, PartitionTransactions(cfg.bootstrap, cfg.app, cfg.app))
+        consumer = new_consumer(cfg.connection, **consumer_settings(cfg.app))
+        main = GroupClients(cfg.app, consumer, PartitionTransactions(cfg.connection, cfg.app, cfg.app))
         guard = AssignmentGuard()
         self.active = ActiveTasks(self.worker, self.parts, main, guard)
         routing.consumer = consumer

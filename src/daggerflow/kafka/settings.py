@@ -1,13 +1,21 @@
 """The settings of the runtime's producers and consumers (``docs/kafka-runtime-notes.md``,
-"Recommended configuration"), in one place."""
+"Recommended configuration"), in one place; and the one place where Kafka clients are made.
+
+Every producer, consumer, admin and low-level client of the runtime comes from a factory
+below, which spreads the connection's security settings (TLS, SASL: ``client_options.py``)
+into it; tests/unit/test_kafka_clients.py checks that no client is constructed elsewhere.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from .client_options import ACCEPTED_OPTIONS, Connection, connection_of
 
 #: Settings of the transactional producers (one per task).
 PRODUCER_SETTINGS: Mapping[str, Any] = {
@@ -39,8 +47,37 @@ def consumer_settings(group_id: str, *, group_instance_id: str | None = None) ->
     }
 
 
+def client_kwargs(broker: Connection | str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` of one client plus the bootstrap list and the connection's security
+    settings. The runtime's own settings win for the connection extras (the reaper's
+    ``client_id``); they may never touch TLS or SASL."""
+    conn = connection_of(broker)
+    security = conn.security.kwargs()
+    clash = sorted(k for k in settings if k in ACCEPTED_OPTIONS and k not in conn.security.EXTRAS)
+    if clash:
+        raise TypeError(f"a client's own settings may not set {clash}: they come from the connection")
+    return {"bootstrap_servers": conn.bootstrap, **security, **settings}
+
+
+def new_producer(broker: Connection | str, **settings: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**client_kwargs(broker, settings))
+
+
+def new_consumer(broker: Connection | str, **settings: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**client_kwargs(broker, settings))
+
+
+def new_admin(broker: Connection | str, **settings: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_kwargs(broker, settings))
+
+
+def new_client(broker: Connection | str, **settings: Any) -> AIOKafkaClient:
+    """A low-level client (requests the higher-level ones do not offer: hanging/)."""
+    return AIOKafkaClient(**client_kwargs(broker, settings))
+
+
 def groupless_consumer(
-    bootstrap: str,
+    broker: Connection | str,
     *,
     fetch_max_wait_ms: int,
     isolation_level: str = "read_committed",
@@ -52,8 +89,8 @@ def groupless_consumer(
     that what an aborted (zombie's) transaction wrote is never read. ``fetch_max_wait_ms``
     bounds the long poll that ListOffsets requests wait behind on the same connection
     (docs/kafka-runtime-notes.md, pitfall 8). ``settings`` are more AIOKafkaConsumer keywords."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    return new_consumer(
+        broker,
         group_id=None,
         enable_auto_commit=False,
         isolation_level=isolation_level,

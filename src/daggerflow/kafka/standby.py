@@ -31,6 +31,7 @@ from ..errors import StoreError
 from ..store.base import Store
 from ..store.changelog import Restorer
 from .background import stop_tail
+from .client_options import Connection
 from .settings import groupless_consumer
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,14 @@ class StandbyReplicas:
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: Connection | str,
         changelog_topic: str,
         open_store: Callable[[int], Store],
         *,
         poll_ms: int = 200,
         max_records: int = 1000,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.broker = broker
         self.topic = changelog_topic
         self.open_store = open_store
         self.poll_ms = poll_ms
@@ -121,7 +122,7 @@ class StandbyReplicas:
         if self._consumer is not None:
             return
         consumer = groupless_consumer(
-            self.bootstrap,
+            self.broker,
             # ListOffsets shares the connection with the long-poll Fetch and waits behind it
             # (docs/kafka-runtime-notes.md, pitfall 8): keep the long poll short.
             fetch_max_wait_ms=max(10, min(self.poll_ms, 100)),

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from ..errors import TaskMigrated
 from ..pipeline.background import cancel_and_wait
@@ -23,7 +23,7 @@ from .guard import AssignmentGuard
 from .listeners import ChunkHandler, ListenerRouting, listener_group
 from .rebalance import RebalanceListener
 from .records import OutRecord, message_of, outgoing_record
-from .settings import consumer_settings
+from .settings import consumer_settings, new_consumer
 from .task_manager import TaskManager
 from .transactions import PartitionTransactions
 
@@ -54,8 +54,8 @@ class TopicLoop:
         cfg = self.config
         settings = consumer_settings(self.group)
         settings["auto_offset_reset"] = cfg.auto_offset_reset
-        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, **settings)
-        transactions = PartitionTransactions(cfg.bootstrap, self.group, self.group)
+        consumer = new_consumer(cfg.connection, **settings)
+        transactions = PartitionTransactions(cfg.connection, self.group, self.group)
         self.clients = GroupClients(self.group, consumer, transactions)
         self.manager = TaskManager(consumer, transactions, self.guard, name=self.group,
                                    close_previous=self._close_previous)  # fmt: skip

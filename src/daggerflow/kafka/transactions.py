@@ -49,10 +49,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from ..errors import TaskMigrated
+from .client_options import Connection
 from .compat import (
     _producer_is_fatal,
     _sender_is_dead,
@@ -64,7 +65,7 @@ from .compat import (
 )
 from .partitioner import partition_for_key
 from .records import OutRecord, Sent
-from .settings import PRODUCER_SETTINGS
+from .settings import PRODUCER_SETTINGS, new_producer
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +317,14 @@ class PartitionTransactions:
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: Connection | str,
         app: str,
         group_id: str,
         *,
         producer_settings: Mapping[str, Any] | None = None,
     ) -> None:
         tune_aiokafka()
-        self.bootstrap = bootstrap
+        self.broker = broker
         self.app = app
         self.group_id = group_id
         self.producer_settings: dict[str, Any] = {**PRODUCER_SETTINGS, **(producer_settings or {})}
@@ -349,9 +350,7 @@ class PartitionTransactions:
         """Start (fence) the producer of ``partition``, replacing an existing one."""
         await self.stop(partition)
         tid = self.transactional_id(partition)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, transactional_id=tid, **self.producer_settings
-        )
+        producer = new_producer(self.broker, transactional_id=tid, **self.producer_settings)
         try:
             await producer.start()  # InitProducerId: the fence
         except BaseException:

@@ -12,9 +12,10 @@ from typing import Any
 
 import aiokafka.errors as kafka_errors
 from aiokafka import TopicPartition
-from aiokafka.client import AIOKafkaClient
 
 from ...errors import DaggerError
+from ..client_options import Connection
+from ..settings import new_client
 from .protocol import ProducerState
 from .txn_admin import (
     IN_PROGRESS_STATES,
@@ -60,7 +61,7 @@ class HangingTransactions:
 
     def __init__(
         self,
-        bootstrap: str,
+        broker: Connection | str,
         *,
         transaction_timeout_ms: int = 30000,
         grace_ms: int = 30000,
@@ -68,7 +69,7 @@ class HangingTransactions:
         clock: Callable[[], float] = time.time,
         check_coordinator: bool = True,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._broker = broker
         self._max_age_ms = transaction_timeout_ms + grace_ms
         self._interval = interval
         self._clock = clock
@@ -80,7 +81,7 @@ class HangingTransactions:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        client = AIOKafkaClient(bootstrap_servers=self._bootstrap, client_id="daggerflow-hanging-txns")
+        client = new_client(self._broker, client_id="daggerflow-hanging-txns")
         await client.bootstrap()
         self._client = client
         self._task = asyncio.create_task(self._run(), name="hanging-transactions")
@@ -147,7 +148,7 @@ class HangingTransactions:
         if not fenced:
             return []
         decisions = await transaction_decisions(
-            self._bootstrap,
+            self._broker,
             [transactional_id],
             since_ms=min(s.last_timestamp_ms for _, s in fenced) - self._max_age_ms,
         )
@@ -249,7 +250,7 @@ class HangingTransactions:
         Nothing is ended if the transaction log cannot be read."""
         try:
             decisions = await transaction_decisions(
-                self._bootstrap,
+                self._broker,
                 {txn.transactional_id for _, _, txn in hanging if txn is not None},
                 # decisions come after the last writes; the margin covers producer/broker clock skew
                 since_ms=min(s.last_timestamp_ms for _, s, _ in hanging) - self._max_age_ms,

@@ -24,6 +24,7 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
+from ..client_options import Connection
 from ..compat import consumer_client, wait_on_metadata
 from ..settings import groupless_consumer
 from .protocol import ProducerState, coordinator_partition
@@ -96,7 +97,7 @@ def _decode_txn_log(key: bytes | None, value: bytes | None) -> Decision | None:
 
 
 async def transaction_decisions(
-    bootstrap: str, transactional_ids: Iterable[str], *, since_ms: int | None = None
+    broker: Connection | str, transactional_ids: Iterable[str], *, since_ms: int | None = None
 ) -> list[Decision]:
     """Every commit/abort decision still in the transaction log for ``transactional_ids``, in log
     order, from their ``__transaction_state`` partitions (compaction may have removed old ones; the
@@ -106,7 +107,7 @@ async def transaction_decisions(
     if not ids:
         return []
     # The transaction log is not written in transactions: read uncommitted, up to the high watermark.
-    consumer = groupless_consumer(bootstrap, fetch_max_wait_ms=100, isolation_level="read_uncommitted")
+    consumer = groupless_consumer(broker, fetch_max_wait_ms=100, isolation_level="read_uncommitted")
     await consumer.start()
     try:
         count = len(await wait_on_metadata(consumer_client(consumer), TRANSACTION_LOG_TOPIC))
