@@ -90,6 +90,7 @@ class EngineConfig:
     role: str = "worker"
     inline_jobs: bool = True
     commit_interval: float = 0.0
+    max_request_bytes: int = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -112,6 +113,8 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        if isinstance(self.max_request_bytes, bool) or not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1:
+            raise ConfigurationError("max_request_bytes must be a positive number of bytes")
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""

@@ -76,6 +76,7 @@ class Dagger(Registration):
         role: str = "worker",
         inline_jobs: bool = True,
         commit_interval: float = 0.0,
+        max_request_bytes: int = 2 * 1024 * 1024,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -105,6 +106,7 @@ class Dagger(Registration):
             role=role,
             inline_jobs=inline_jobs,
             commit_interval=commit_interval,
+            max_request_bytes=max_request_bytes,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -120,6 +122,10 @@ class Dagger(Registration):
         if task_update_topic:
             self.create_topic(task_update_topic)
         self.task_update_topic = self.topics[task_update_topic] if task_update_topic else None
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.config.max_request_bytes
 
     def reconfigure(self, **changes: Any) -> None:
         """Change options before the engine starts (the CLI's overrides), validated again."""
