@@ -60,5 +60,8 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/count", internal.count),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``
+    # would otherwise answer as the listing where a client asked for an instance).
+    app.router.redirect_slashes = False
     app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, __version__))
     return app

@@ -81,7 +81,8 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
     out = []
     for name in names:
-        schema: dict[str, Any] = {"type": "string"}
+        # One path segment: a "/" (even sent as %2F) would match another route.
+        schema: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}
         if name == "asset":
             from .docs import ASSETS
 

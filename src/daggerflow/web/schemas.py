@@ -88,9 +88,11 @@ class NoQuery(Struct, forbid_unknown_fields=True):
 class CreateInstanceRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     """``POST /api/v1/templates/{name}/instances``; an empty body means all defaults."""
 
-    id: Annotated[str | int, Meta(description="the instance id; a UUID is generated when absent")] | None = (
-        None
-    )
+    id: (
+        Annotated[str, Meta(min_length=1, description="the instance id; a UUID is generated when absent")]
+        | int
+        | None
+    ) = None
     runtime_parameters: Annotated[
         dict[str, Any],
         Meta(description="the workflow's runtime parameters: any names, any JSON values"),
