@@ -14,6 +14,7 @@ describe them all. Every error is JSON (``web.errors``).
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__
 from . import internal
 from .errors import EXCEPTION_HANDLERS
 from .openapi import build_document
@@ -44,6 +44,13 @@ def _route(engine: EngineAPI, endpoint: Endpoint) -> Route:
     return Route(endpoint.path, dispatch, methods=[op.method for op in endpoint.operations])
 
 
+def _version() -> str:
+    try:
+        return metadata.version("daggerflow")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "0+unknown"
+
+
 def _internal(engine: EngineAPI, path: str, handler: Handler) -> Route:
     async def endpoint(request: Request) -> Response:
         return await handler(engine, request)
@@ -63,5 +70,5 @@ def create_app(engine: EngineAPI) -> Starlette:
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``
     # would otherwise answer as the listing where a client asked for an instance).
     app.router.redirect_slashes = False
-    app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, __version__))
+    app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, _version()))
     return app
