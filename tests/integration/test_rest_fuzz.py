@@ -120,6 +120,7 @@ def fill(path: str, values: list[str]) -> str:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=True,
+    database=None,  # derandomized: nothing to replay, and no .hypothesis directory in the tree
 )
 @given(
     route=st.sampled_from(ROUTES),
