@@ -109,6 +109,7 @@ class EngineConfig:
     # Kafka TLS/SASL of every client (kafka/client_options.py); secrets: never in a repr
     kafka_client_options: Mapping[str, Any] | None = field(default=None, repr=False)
     broker_credentials: Any = field(default=None, repr=False)
+    max_request_bytes: int = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -131,6 +132,8 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        if isinstance(self.max_request_bytes, bool) or not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1:
+            raise ConfigurationError("max_request_bytes must be a positive number of bytes")
         self._check_web_security()
         if self.kafka_client_options is not None or self.broker_credentials is not None:
             from .kafka.client_options import client_security

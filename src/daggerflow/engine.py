@@ -84,6 +84,7 @@ class Dagger(Registration):
         web_tls_cafile: str | None = None,
         kafka_client_options: Mapping[str, Any] | None = None,
         broker_credentials: Any = None,
+        max_request_bytes: int = 2 * 1024 * 1024,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -120,6 +121,7 @@ class Dagger(Registration):
             web_tls_cafile=web_tls_cafile,
             kafka_client_options=kafka_client_options,
             broker_credentials=broker_credentials,
+            max_request_bytes=max_request_bytes,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -135,6 +137,10 @@ class Dagger(Registration):
         if task_update_topic:
             self.create_topic(task_update_topic)
         self.task_update_topic = self.topics[task_update_topic] if task_update_topic else None
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.config.max_request_bytes
 
     def reconfigure(self, **changes: Any) -> None:
         """Change options before the engine starts (the CLI's overrides), validated again."""

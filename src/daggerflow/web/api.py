@@ -49,3 +49,18 @@ class EngineAPI(Protocol):
     def topic_names(self) -> list[str]: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    async def create_instance(
+        self,
+        template: ITemplateDAG,
+        instance_id: str,
+        runtime_parameters: dict[str, Any],
+        *,
+        partition_key_lookup: str | None = None,
+        submit_task: bool = False,
+    ) -> ITemplateDAGInstance[Any, Any]: ...
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest request body the REST API reads (``max_request_bytes``)."""
+        ...

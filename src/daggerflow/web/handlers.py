@@ -1,0 +1,166 @@
+"""The public routes' handlers: each decodes its query and body into a struct of
+``web.schemas``, calls the engine once or twice, and answers with a response struct.
+
+The instance routes answer for every instance of the application, wherever it is owned: they
+call the engine's async reads, which on the Kafka runtime forward to the owners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..model.instance import Instance
+from ..model.snapshot import snapshot, summary
+from ..topics import encode_value
+from .errors import ApiError, JSONResponse
+from .inputs import decode_body, decode_query, read_body
+from .metrics import render
+from .schemas import (
+    Appended,
+    CreateInstanceRequest,
+    DeletedInstance,
+    InstancePage,
+    InstanceRef,
+    InstanceSnapshot,
+    InstanceSummary,
+    ListQuery,
+    MessagesPage,
+    MessagesQuery,
+    NoQuery,
+    PostMessageRequest,
+    Ready,
+    Stats,
+    TemplateInfo,
+    TopicMessage,
+    as_struct,
+)
+
+if TYPE_CHECKING:
+    from .api import EngineAPI
+
+
+def _snapshot(instance: Instance) -> InstanceSnapshot:
+    result: InstanceSnapshot = as_struct(snapshot(instance), InstanceSnapshot)
+    return result
+
+
+def _missing(instance_id: str) -> ApiError:
+    return ApiError(f"no workflow instance {instance_id!r}", 404)
+
+
+async def ready(engine: EngineAPI, request: Request) -> Response:
+    # Probes may add their own query parameters: this route ignores them.
+    return JSONResponse(Ready(is_ready=engine.running))
+
+
+async def dagger_instances(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ListQuery)
+    found = await engine.list_instances_async(status=q.status, template=q.template, limit=q.limit, offset=q.offset)
+    return JSONResponse([_snapshot(i) for i in found])
+
+
+async def instance(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    iid: str = request.path_params["id"]
+    found = await engine.get_instance_state(iid)
+    if found is None:
+        raise _missing(iid)
+    return JSONResponse(_snapshot(found))
+
+
+async def list_instances(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ListQuery)
+    # Both ask every worker on Kafka: in parallel.
+    found, total = await asyncio.gather(
+        engine.list_instances_async(status=q.status, template=q.template, limit=q.limit, offset=q.offset),
+        engine.count_instances_async(status=q.status, template=q.template),
+    )
+    end = q.offset + len(found)
+    page = InstancePage(
+        items=[as_struct(summary(i), InstanceSummary) for i in found],
+        total=total,
+        limit=q.limit,
+        offset=q.offset,
+        next_offset=end if end < total else None,
+    )
+    return JSONResponse(page)
+
+
+async def stop_instance(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    iid: str = request.path_params["id"]
+    if await engine.stop_instance(iid) is None:
+        raise _missing(iid)
+    found = await engine.get_instance_state(iid)
+    return JSONResponse(_snapshot(found) if found else DeletedInstance(id=iid, deleted=True))
+
+
+async def templates(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return JSONResponse([TemplateInfo(name=t.name, version=t.version) for t in engine.template_dags.values()])
+
+
+async def create_instance(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    raw = await read_body(request, engine.max_request_bytes)
+    body = decode_body(raw, CreateInstanceRequest) if raw else CreateInstanceRequest()
+    template = engine.get_template(request.path_params["name"])
+    iid = str(uuid.uuid4()) if body.id is None else str(body.id)
+    # The parameters stay one dict: any name a user types ("id", "seed", ...) is a parameter.
+    view = await engine.create_instance(
+        template,
+        iid,
+        body.runtime_parameters,
+        partition_key_lookup=body.partition_key_lookup,
+        submit_task=body.submit,
+    )
+    found = await engine.get_instance_state(view.id)
+    if found is None:
+        # Deleted on completion already, or created by another worker not readable yet.
+        return JSONResponse(InstanceRef(id=view.id), status_code=201)
+    return JSONResponse(_snapshot(found), status_code=201)
+
+
+async def post_message(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    topic: str = request.path_params["name"]
+    body = decode_body(await read_body(request, engine.max_request_bytes), PostMessageRequest)
+    offset = await engine.append(topic, body.key, encode_value(body.value), body.headers)
+    return JSONResponse(Appended(topic=topic, offset=offset), status_code=202)
+
+
+async def get_messages(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, MessagesQuery)
+    messages = engine.read_topic(request.path_params["name"], q.from_, q.limit)
+    out = [
+        TopicMessage(
+            offset=m.offset,
+            key=m.key,
+            value=m.value.decode("utf-8", "replace") if isinstance(m.value, bytes) else m.value,
+            timestamp=m.timestamp,
+            headers=m.headers,
+        )
+        for m in messages
+    ]
+    return JSONResponse(MessagesPage(messages=out, next=messages[-1].offset + 1 if messages else q.from_))
+
+
+async def topics(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return JSONResponse(engine.topic_names())
+
+
+async def stats(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return JSONResponse(as_struct(engine.stats(), Stats))
+
+
+async def metrics(engine: EngineAPI, request: Request) -> Response:
+    # Scrapers may add their own query parameters: this route ignores them.
+    body, content_type = render(engine)
+    return Response(body, media_type=content_type)

@@ -1,0 +1,76 @@
+"""Reading requests into their structs (``web.schemas``): the body under a size limit, then
+decoded strictly; the query string checked for unknown and repeated names, then converted."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from ..errors import InvalidInput, TooLarge
+from .errors import ApiError
+
+T = TypeVar("T")
+
+DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+_LIMIT_HINT = " (the worker's max_request_bytes option)"
+
+
+def accepted_names(kind: type[Any]) -> list[str]:
+    return [f.encode_name for f in msgspec.structs.fields(kind)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit``: from
+    Content-Length before reading, else while counting the streamed chunks."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(f"Content-Length {declared!r} is not a number") from None
+        if size > limit:
+            raise TooLarge("request body", size, limit, _LIMIT_HINT)
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge("request body", received, limit, f"{_LIMIT_HINT}; stopped reading there")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        fields = ", ".join(accepted_names(kind))
+        raise ApiError(f"invalid request body: {exc} (fields: {fields})") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A value nested this deep could not be stored and read back either.
+        raise InvalidInput("request body is nested too deeply to be decoded") from None
+
+
+def decode_query(request: Request, kind: type[T]) -> T:
+    """The query string as ``kind``: unknown or repeated names are refused with the list of
+    accepted ones; an empty value means the default, as before the structs."""
+    params = request.query_params
+    names = accepted_names(kind)
+    unknown = sorted(set(params.keys()) - set(names))
+    if unknown:
+        accepted = f"accepted: {', '.join(names)}" if names else "this route takes none"
+        listed = ", ".join(repr(n) for n in unknown)
+        raise ApiError(f"unknown query parameter(s) {listed}; {accepted}")
+    repeated = sorted(k for k in set(params.keys()) if len(params.getlist(k)) > 1)
+    if repeated:
+        raise ApiError(f"query parameter(s) given more than once: {', '.join(repr(n) for n in repeated)}")
+    values = {k: v for k, v in params.items() if v != ""}
+    try:
+        return msgspec.convert(values, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("`$.", "query parameter `").replace(" - at ", " - ")
+        raise ApiError(f"invalid query string: {message}") from None

@@ -1,0 +1,51 @@
+"""The internal routes: what other workers forward reads to (``daggerflow.kafka.remote``).
+
+They answer from this process's own partitions only, never forwarding again, with instances
+as msgpack. They are not part of the public contract (``/openapi.json`` leaves them out).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import NotOwner
+from ..model.instance import encode_instance
+from .inputs import decode_query
+from .schemas import CountQuery, InternalListQuery, NoQuery
+from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
+
+if TYPE_CHECKING:
+    from .api import EngineAPI
+
+
+def _internal(body: bytes, status: int = 200, media_type: str = MSGPACK) -> Response:
+    """An answer of an internal route, marked as such for the forwarding side."""
+    return Response(body, status_code=status, media_type=media_type, headers={INTERNAL_HEADER: "1"})
+
+
+async def instance(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    iid: str = request.path_params["id"]
+    try:
+        found = engine.local_instance(iid)
+    except NotOwner as exc:
+        return _internal(str(exc).encode(), MISDIRECTED, "text/plain")
+    if found is None:
+        return _internal(b"", 404)
+    return _internal(encode_instance(found))
+
+
+async def instances(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalListQuery)
+    found = engine.list_instances(status=q.status, template=q.template, limit=q.limit, offset=q.offset)
+    return _internal(msgspec.msgpack.encode(found))
+
+
+async def count(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, CountQuery)
+    total = engine.count_instances(status=q.status, template=q.template)
+    return _internal(msgspec.json.encode({"count": total}), media_type="application/json")

@@ -1,0 +1,241 @@
+"""The REST API's wire shapes: every request body, query string and response as a msgspec
+Struct. The handlers decode into and encode from these, and ``web.openapi`` derives the
+OpenAPI document from the same classes, so the contract cannot drift from the code.
+
+Request shapes refuse unknown fields and wrong types (``forbid_unknown_fields``, msgspec's
+strict JSON decoding); query strings are converted from text (``strict=False``) into the
+same kind of struct, so ``limit=abc`` and ``statuss=`` are refused, not ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType, field
+
+from ..model.status import TaskStatusEnum
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest INTEGER: bigger offsets would be a 500, not a 400
+STATUSES = tuple(s.value for s in TaskStatusEnum)
+
+Limit = Annotated[
+    int, Meta(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")
+]
+Offset = Annotated[int, Meta(ge=0, le=MAX_OFFSET, description="how many items to skip")]
+StatusFilter = Annotated[
+    str,
+    Meta(
+        description="only instances in this status (case-insensitive)",
+        extra_json_schema={"enum": [*STATUSES, *(s.lower() for s in STATUSES)]},
+    ),
+]
+
+
+def _status(status: str | None) -> str | None:
+    if status is None:
+        return None
+    upper = status.upper()
+    if upper not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    return upper
+
+
+# Query strings -------------------------------------------------------------------------
+
+
+class ListQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Filters and paging of the instance listings."""
+
+    status: StatusFilter | None = None
+    template: Annotated[str, Meta(description="only instances of this template")] | None = None
+    limit: Limit = 100
+    offset: Offset = 0
+
+    def __post_init__(self) -> None:
+        self.status = _status(self.status)
+
+
+class InternalListQuery(ListQuery, forbid_unknown_fields=True, kw_only=True):
+    """A merged page needs each worker's first offset+limit: no MAX_LIMIT here."""
+
+    limit: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] = 100
+
+
+class CountQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    status: StatusFilter | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = _status(self.status)
+
+
+class MessagesQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET, description="first offset to read")] = field(
+        name="from", default=0
+    )
+    limit: Limit = 100
+
+
+class NoQuery(Struct, forbid_unknown_fields=True):
+    """A route that takes no query parameters."""
+
+
+# Request bodies ------------------------------------------------------------------------
+
+
+class CreateInstanceRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/templates/{name}/instances``; an empty body means all defaults."""
+
+    id: (
+        Annotated[str, Meta(min_length=1, description="the instance id; a UUID is generated when absent")]
+        | int
+        | None
+    ) = None
+    runtime_parameters: Annotated[
+        dict[str, Any],
+        Meta(description="the workflow's runtime parameters: any names, any JSON values"),
+    ] = field(default_factory=dict)
+    submit: Annotated[bool, Meta(description="start the workflow at once (else NOT_STARTED)")] = True
+    partition_key_lookup: (
+        Annotated[str, Meta(description="the runtime parameter whose value places the instance")] | None
+    ) = None
+
+
+class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /topics/{name}/messages``: a string value is stored as given, any other JSON
+    value as its JSON text."""
+
+    value: Annotated[Any, Meta(description="the message value: a string, or any JSON value")]
+    key: str | None = None
+    headers: dict[str, str] | None = None
+
+
+# Responses -----------------------------------------------------------------------------
+
+
+class ErrorBody(Struct, kw_only=True):
+    """Every error answer: a message, the HTTP status, and the engine error's class name
+    when an engine error caused it."""
+
+    error: str
+    status: int
+    type: str | UnsetType = UNSET
+
+
+class Ready(Struct):
+    is_ready: bool
+
+
+class Status(Struct):
+    code: str
+    value: str
+
+
+class TaskSnapshot(Struct, kw_only=True):
+    """One node of a workflow's tree, in Dagger's field names."""
+
+    id: str
+    task_name: str
+    task_type: str
+    kind: str
+    type_name: str | None
+    parent_id: str | None
+    status: Status
+    time_created: float
+    time_submitted: float
+    time_completed: float
+    next_dags: list[str]
+    root_dag: str | None
+    attempts: int
+    parallel_child_task_list: list[str] | UnsetType = UNSET
+    operator_type: str | UnsetType | None = UNSET
+    process_name: str | UnsetType = UNSET
+    topic: str | UnsetType = UNSET
+    correlatable_key: str | UnsetType = UNSET
+    time_to_execute: float | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    traceback: str | UnsetType | None = UNSET
+
+
+class InstanceSnapshot(TaskSnapshot, kw_only=True):
+    """A workflow: its root node's fields plus the instance's, and every other node."""
+
+    template_name: str
+    template_version: str
+    partition_key_lookup: str | None
+    runtime_parameters: dict[str, Any]
+    update_count: int
+    lastupdated: float
+    tasks: dict[str, TaskSnapshot]
+
+
+class InstanceSummary(Struct, kw_only=True):
+    id: str
+    template_name: str
+    status: Status
+    time_created: float
+    time_completed: float
+    lastupdated: float
+    update_count: int
+
+
+class InstancePage(Struct, kw_only=True):
+    items: list[InstanceSummary]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class InstanceRef(Struct, kw_only=True):
+    """The answer of a create when the instance cannot be read back at once (deleted on
+    completion already, or not yet readable from the worker that owns it)."""
+
+    id: str
+
+
+class DeletedInstance(Struct, kw_only=True):
+    """The answer of a stop when the instance was deleted on completion."""
+
+    id: str
+    deleted: bool
+
+
+class TemplateInfo(Struct, kw_only=True):
+    name: str
+    version: str
+
+
+class Stats(Struct, kw_only=True):
+    running: bool
+    transitions: int
+    batches: int
+    queued: int
+    jobs_running: int
+    timers: int
+    partitions: list[int] | UnsetType = UNSET  # the Kafka runtime's assigned partitions
+
+
+class Appended(Struct, kw_only=True):
+    topic: str
+    offset: int
+
+
+class TopicMessage(Struct, kw_only=True):
+    offset: int
+    key: str | None
+    value: Any
+    timestamp: float
+    headers: dict[str, str]
+
+
+class MessagesPage(Struct, kw_only=True):
+    messages: list[TopicMessage]
+    next: int
+
+
+def as_struct(data: Any, kind: type[Any]) -> Any:
+    """A snapshot dict as its response struct: what does not fit the contract fails here."""
+    return msgspec.convert(data, kind)
