@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
-from .pipeline.items import Settings
+from .pipeline.items import Limits, Settings
 from .store.factory import check_store_url
 
 if TYPE_CHECKING:
@@ -90,6 +90,12 @@ class EngineConfig:
     role: str = "worker"
     inline_jobs: bool = True
     commit_interval: float = 0.0
+    # Size limits, in bytes (README, "Limits"): a message value, the encoded runtime
+    # parameters, the whole encoded instance record. On Kafka each is also capped by what
+    # one producer record can carry (``kafka.config.RECORD_LIMIT``).
+    max_message_bytes: int = 1024 * 1024
+    max_parameters_bytes: int = 1024 * 1024
+    max_instance_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -112,6 +118,19 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        for name in ("max_message_bytes", "max_parameters_bytes", "max_instance_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+                raise ConfigurationError(f"{name} must be an integer number of bytes >= 1024, got {value!r}")
+
+    def limits(self) -> Limits:
+        """The size limits in force: the options, and on Kafka no more than one record holds."""
+        limits = Limits(self.max_message_bytes, self.max_parameters_bytes, self.max_instance_bytes)
+        if self.broker is None:
+            return limits
+        from .kafka.config import RECORD_LIMIT
+
+        return limits.capped(RECORD_LIMIT)
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
@@ -137,6 +156,7 @@ class EngineConfig:
             unmatched_ttl=(lambda t: float(ttl.get(t, 0.0))) if isinstance(ttl, dict) else (lambda t: float(ttl)),
             max_batch=self.max_batch_size,
             commit_interval=self.commit_interval,
+            limits=self.limits(),
         )
 
     def embedded_config(self) -> EmbeddedConfig:

@@ -27,7 +27,7 @@ class InstanceFactory(Protocol):
     async def create_instance(
         self,
         template: ITemplateDAG,
-        instance_id: str,
+        instance_id: Any,
         runtime_parameters: dict[str, Any],
         *,
         partition_key_lookup: str | None = None,
@@ -99,7 +99,7 @@ class ITemplateDAG:
         )
         return await self.app.create_instance(
             self,
-            str(id),
+            id,  # checked (and an int made text) by the engine, which knows the id rule
             runtime_parameters,
             partition_key_lookup=partition_key_lookup,
             repartition=repartition,

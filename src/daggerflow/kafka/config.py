@@ -43,3 +43,10 @@ class KafkaConfig:
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == EXACTLY_ONCE
+
+
+#: The most one record of the runtime's may carry (an instance's changelog record, a message):
+#: the producers' ``max_request_size`` and ``max_batch_size`` and the broker's default
+#: ``message.max.bytes`` are all about 1 MiB, less room for the key, headers and framing. A
+#: larger record would fail its transaction at every retry, so the size limits are capped here.
+RECORD_LIMIT = 1024 * 1024 - 4096
