@@ -26,7 +26,7 @@ from .errors import (
 from .machine import Create, Stop, Submit
 from .machine.events import Event
 from .model.ids import ID_RULE, id_problem
-from .model.instance import Instance, Node, decode_params, encode_instance, encode_params
+from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
 from .model.template import Overrides, instantiate
 from .pipeline.background import cancel_and_wait
@@ -297,7 +297,9 @@ class Dagger(Registration):
             raise TaskInvalidState(
                 f"repartition=True needs runtime parameter {partition_key_lookup!r} (partition_key_lookup)"
             )
-        if overrides is not None:
+        if overrides is None:  # (called directly, as the REST API does: the template's defaults)
+            overrides = template.overrides()
+        else:
             for processes in (*overrides.dynamic.values(), *overrides.parallel.values()):
                 for p in processes:
                     self.register_task_types_of(p)
@@ -310,10 +312,8 @@ class Dagger(Registration):
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
-        size = len(encode_instance(instance))
-        if size > limits.instance:
-            raise TooLarge(f"the record of instance {iid!r}", size, limits.instance,
-                           " (max_instance_bytes; many dynamic or parallel processes?)")  # fmt: skip
+        # The whole record's size is checked where it is encoded anyway (the batch that
+        # creates it): a record over max_instance_bytes fails this call with TooLarge.
         applied, result = await runtime.call(iid, Create(instance, submit_task))
         # Sent to the owner (another worker): what it creates, unless the id exists there.
         return self.view(result if applied and result is not None else instance)

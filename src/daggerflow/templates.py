@@ -87,16 +87,7 @@ class ITemplateDAG:
         """
         if self.app is None:
             raise RuntimeError(f"template {self.name!r} is not bound to an engine")
-        overrides = Overrides(
-            dynamic={
-                **self._defaults.dynamic,
-                **{k: [_as_process(p) for p in v] for k, v in (dynamic_processes or {}).items()},
-            },
-            parallel={
-                **self._defaults.parallel,
-                **{k: [_as_process(p) for p in v] for k, v in (parallel_processes or {}).items()},
-            },
-        )
+        overrides = self.overrides(dynamic_processes, parallel_processes)
         return await self.app.create_instance(
             self,
             id,  # checked (and an int made text) by the engine, which knows the id rule
@@ -106,6 +97,24 @@ class ITemplateDAG:
             seed=seed,
             submit_task=submit_task,
             overrides=overrides,
+        )
+
+    def overrides(
+        self,
+        dynamic_processes: dict[str, Sequence[Any]] | None = None,
+        parallel_processes: dict[str, Sequence[Any]] | None = None,
+    ) -> Overrides:
+        """The processes an instance gets: the template's defaults (the setters below),
+        with those given at creation in their place."""
+        return Overrides(
+            dynamic={
+                **self._defaults.dynamic,
+                **{k: [_as_process(p) for p in v] for k, v in (dynamic_processes or {}).items()},
+            },
+            parallel={
+                **self._defaults.parallel,
+                **{k: [_as_process(p) for p in v] for k, v in (parallel_processes or {}).items()},
+            },
         )
 
     # Dagger's runtime setters. They set the default for instances created afterwards; the

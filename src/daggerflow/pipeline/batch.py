@@ -430,17 +430,22 @@ class BatchApplier:
                     self.apply_event(job.instance, event, None, box)
 
     def size_problem(self, iid: str, inst: Instance, size: int) -> TooLarge | None:
-        """Why ``inst`` cannot be committed, or None. An instance already committed over a
-        limit (the limit was lowered since) may still change, as long as it does not grow."""
+        """Why ``inst`` cannot be committed, or None. An instance committed over a limit
+        (lowered since) may still progress (stop, finish), growing by at most a sixteenth
+        of the limit a batch."""
         limits = self.proc.settings.limits
-        if size > limits.instance and size > self.proc.committed_size(iid):
+        if size > limits.instance and self._grows(iid, size, limits.instance):
             return TooLarge(f"the record of instance {iid!r}", size, limits.instance, " (max_instance_bytes)")
         if size > limits.parameters:
             params = len(encode_params(inst.runtime_parameters))
-            if params > limits.parameters and size > self.proc.committed_size(iid):
+            if params > limits.parameters and self._grows(iid, size, limits.parameters):
                 return TooLarge(f"the runtime parameters of instance {iid!r}", params, limits.parameters,
                                 " (max_parameters_bytes)")  # fmt: skip
         return None
+
+    def _grows(self, iid: str, size: int, limit: int) -> bool:
+        committed = self.proc.committed_size(iid)
+        return committed <= limit or size > committed + limit // 16
 
     def finish(self) -> None:
         if self.withdrawn or self.inlined:

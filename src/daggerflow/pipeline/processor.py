@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PartitionMoved, TooLarge
+from ..errors import PartitionMoved, TaskInvalidState, TaskMigrated, TooLarge
 from ..machine.events import Event
 from ..model.instance import Instance, copy_instance, decode_instance, encode_instance
 from ..model.records import Outgoing, PendingJob
@@ -210,8 +210,7 @@ class Processor(Loop):
             self.transitions += run.transitions
             return batch, after
 
-    @staticmethod
-    def _failed(items: list[Item], exc: BaseException) -> None:
+    def _failed(self, items: list[Item], exc: BaseException) -> None:
         # The cache still holds the last committed states: nothing to undo.
         if isinstance(exc, Exception):
             error: Exception = exc
@@ -223,6 +222,16 @@ class Processor(Loop):
                 fut.set_exception(error)
         if not isinstance(exc, asyncio.CancelledError):
             log.error("a batch failed; the processor stops", exc_info=exc)
+            # Callers queued behind the batch would wait forever on a loop that is gone. A
+            # fenced task's callers send again (its partition has a new owner); others not.
+            queued: Exception = (
+                PartitionMoved(f"the partition's task was fenced: {exc}") if isinstance(exc, TaskMigrated)
+                else TaskInvalidState(f"the engine's processor stopped after an error: {exc!r}")
+            )  # fmt: skip
+            while not self.queue.empty():
+                fut = self.queue.get_nowait().future
+                if fut is not None and not fut.done():
+                    fut.set_exception(queued)
 
     def _post_commit(self, batch: WriteBatch, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         self.batches += 1

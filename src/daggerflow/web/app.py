@@ -23,7 +23,15 @@ from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import DaggerError, ForwardError, NotOwner, NotSerializable, TemplateDoesNotExist
+from ..errors import (
+    DaggerError,
+    ForwardError,
+    InvalidInput,
+    NotOwner,
+    NotSerializable,
+    TemplateDoesNotExist,
+    TooLarge,
+)
 from ..model.instance import encode_instance
 from ..model.snapshot import snapshot, summary
 from ..model.status import TaskStatusEnum
@@ -156,11 +164,13 @@ def create_app(engine: EngineAPI) -> Starlette:
 
             iid = str(uuid.uuid4())
         template = engine.get_template(name)
-        view = await template.create_instance(
-            str(iid),
+        # The parameters as a dict, not keywords: every name is a parameter (``id``, ``seed``...).
+        view = await engine.create_instance(
+            template,
+            iid,
+            params,
             submit_task=bool(body.get("submit", True)),
             partition_key_lookup=body.get("partition_key_lookup"),
-            **params,
         )
         inst = await engine.get_instance_state(view.id)
         return JSONResponse(snapshot(inst) if inst else {"id": view.id}, status_code=201)
@@ -259,7 +269,8 @@ def create_app(engine: EngineAPI) -> Starlette:
         elif isinstance(exc, TemplateDoesNotExist):
             status = 404
         else:
-            status = 422 if isinstance(exc, NotSerializable) else 409
+            status = 422 if isinstance(exc, (NotSerializable, InvalidInput)) else 409
+            status = 413 if isinstance(exc, TooLarge) else status
         return JSONResponse(
             {"error": str(exc), "type": type(exc).__name__, "status": status}, status_code=status
         )
