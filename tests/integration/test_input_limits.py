@@ -59,7 +59,10 @@ def register(engine: Dagger) -> None:
         )
         engine.add_template(name, helper.generic_template(template_name=name, root_process=process))
     process = helper.generic_process_builder(
-        process_name="Main", root_task=helper.generic_command_task_builder(topic=BIG, task_type=send_big(engine), process_name="Main")
+        process_name="Main",
+        root_task=helper.generic_command_task_builder(
+            topic=BIG, task_type=send_big(engine), process_name="Main"
+        ),
     )
     engine.add_template("send", helper.generic_template(template_name="send", root_process=process))
 
@@ -82,7 +85,9 @@ BAD_IDS = ["", ".", "..", "a/b", "/", "x" * (MAX_ID_BYTES + 1), "é" * 128, "a\x
            True, None, 1.5, ["a"]]  # fmt: skip
 
 
-async def test_ids_outside_the_rule_are_refused_and_nothing_is_written(make_engine: Callable[..., Dagger]) -> None:
+async def test_ids_outside_the_rule_are_refused_and_nothing_is_written(
+    make_engine: Callable[..., Dagger],
+) -> None:
     engine = await started(make_engine)
     try:
         for bad in BAD_IDS:
@@ -109,7 +114,9 @@ async def test_ids_outside_the_rule_are_refused_and_nothing_is_written(make_engi
 
 
 @pytest.mark.parametrize("lookup", [{"a": 1}, 123, "", ["order_id"], True])
-async def test_partition_key_lookup_must_name_a_parameter(make_engine: Callable[..., Dagger], lookup: Any) -> None:
+async def test_partition_key_lookup_must_name_a_parameter(
+    make_engine: Callable[..., Dagger], lookup: Any
+) -> None:
     # With an update topic, the key of each snapshot is looked up by it: a dict there once
     # killed the processor; an int was stored and broke every listing and restart.
     engine = await started(make_engine, task_update_topic="updates")
@@ -200,13 +207,17 @@ def test_size_options_are_validated() -> None:
 
 
 async def test_too_large_at_the_call_site(make_engine: Callable[..., Dagger]) -> None:
-    engine = await started(make_engine, max_parameters_bytes=8192, max_instance_bytes=4096, max_message_bytes=2048)
+    engine = await started(
+        make_engine, max_parameters_bytes=8192, max_instance_bytes=4096, max_message_bytes=2048
+    )
     try:
         with pytest.raises(TooLarge, match=r"runtime parameters.*over the limit of 8192") as info:
             await engine.template_dags["quick"].create_instance("p", submit_task=True, blob="x" * 9000)
         assert info.value.limit == 8192 and info.value.size > 9000
         with pytest.raises(TooLarge, match="record of instance"):
-            await engine.template_dags["quick"].create_instance("p", submit_task=True, **{f"k{i}": "x" * 30 for i in range(120)})
+            await engine.template_dags["quick"].create_instance(
+                "p", submit_task=True, **{f"k{i}": "x" * 30 for i in range(120)}
+            )
         with pytest.raises(TooLarge, match="message value for topic 't'"):
             await engine.append("t", None, "é" * 1500)
         assert await engine.append("t", None, "y" * 2048) == 0
@@ -234,7 +245,11 @@ async def test_an_instance_grown_too_large_by_its_task_fails_it_and_the_batch_co
         state = await engine.get_instance_state("huge")
         assert state is not None
         failed = [n for n in state.nodes.values() if n.error]
-        assert failed and "TooLarge" in (failed[0].error or "") and "max_parameters_bytes" in (failed[0].error or "")
+        assert (
+            failed
+            and "TooLarge" in (failed[0].error or "")
+            and "max_parameters_bytes" in (failed[0].error or "")
+        )
         assert "blob" not in huge.runtime_parameters
         for i in range(5):
             ok = await engine.wait_for(f"ok{i}", timeout=5)
@@ -243,7 +258,9 @@ async def test_an_instance_grown_too_large_by_its_task_fails_it_and_the_batch_co
         assert loud.status.code == "FAILURE"
         loud_state = await engine.get_instance_state("loud")
         assert loud_state is not None
-        assert any("message value for topic 'big_topic'" in (n.error or "") for n in loud_state.nodes.values())
+        assert any(
+            "message value for topic 'big_topic'" in (n.error or "") for n in loud_state.nodes.values()
+        )
         assert (await engine.wait_for("quiet", timeout=5)).status.code == "COMPLETED"
         assert [m.value for m in engine.read_topic(BIG, 0, 10)] == ["y" * 10]
         await still_works(engine, "after")
@@ -256,7 +273,9 @@ async def test_an_instance_grown_too_large_by_its_task_fails_it_and_the_batch_co
         assert (await again.get_instance("huge")).status.code == "FAILURE"  # type: ignore[union-attr]
 
 
-async def test_a_lowered_limit_still_lets_an_old_large_instance_finish(make_engine: Callable[..., Dagger]) -> None:
+async def test_a_lowered_limit_still_lets_an_old_large_instance_finish(
+    make_engine: Callable[..., Dagger],
+) -> None:
     engine = await started(make_engine)
     try:
         await engine.template_dags["quick"].create_instance("old", blob="x" * 6000)
@@ -297,7 +316,9 @@ async def test_callers_queued_behind_a_failed_batch_get_the_error(make_engine: C
 # Store URLs and the lock -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["sqlite:/x.db", "sqlite://relative.db", "sqlite:", "rocksdb:/x", "rocksdb://x", "memory://x"])
+@pytest.mark.parametrize(
+    "url", ["sqlite:/x.db", "sqlite://relative.db", "sqlite:", "rocksdb:/x", "rocksdb://x", "memory://x"]
+)
 def test_misspelled_store_urls_are_refused_with_the_right_spelling(url: str) -> None:
     with pytest.raises(ConfigurationError, match=r"sqlite:///|memory://") as info:
         Dagger(store=url, web_port=None)

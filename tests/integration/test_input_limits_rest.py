@@ -28,7 +28,12 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str]] = [
     ("lookup int", {"id": "k2", "partition_key_lookup": 123}, 422, "partition_key_lookup"),
     ("big int", {"id": "b1", "runtime_parameters": {"n": 2**70}}, 422, "'n'"),
     ("deep", {"id": "d1", "runtime_parameters": {"deep": nested(65)}}, 422, "nested more than 64"),
-    ("params too large", {"id": "t1", "runtime_parameters": {"blob": "x" * 70_000}}, 413, "max_parameters_bytes"),
+    (
+        "params too large",
+        {"id": "t1", "runtime_parameters": {"blob": "x" * 70_000}},
+        413,
+        "max_parameters_bytes",
+    ),
 ]
 
 
@@ -54,7 +59,9 @@ async def test_bad_creates_are_json_4xx_and_the_worker_serves_on(make_engine: Ca
                     status, words = 422, "bytes long"  # (no request body limit in this REST layer)
                 check_error(r, status, words, case)
                 assert engine.count_instances() == n, case  # nothing created
-                ok = await client.post(CREATE.format("quick"), json={"id": f"ok-{n}", "runtime_parameters": {"n": n}})
+                ok = await client.post(
+                    CREATE.format("quick"), json={"id": f"ok-{n}", "runtime_parameters": {"n": n}}
+                )
                 assert ok.status_code == 201, (case, ok.text)
                 await engine.wait_for(f"ok-{n}", timeout=5)
             # Every name a user can type is a parameter.
@@ -99,20 +106,26 @@ async def test_bad_creates_are_json_4xx_and_the_worker_serves_on(make_engine: Ca
         await again.stop()
 
 
-async def test_a_task_that_grows_its_instance_too_large_fails_through_rest(make_engine: Callable[..., Dagger]) -> None:
+async def test_a_task_that_grows_its_instance_too_large_fails_through_rest(
+    make_engine: Callable[..., Dagger],
+) -> None:
     engine = make_engine(web_port=0, max_parameters_bytes=4096)
     register(engine)
     await engine.start()
     try:
         async with httpx.AsyncClient(base_url=engine.web_url or "", timeout=10) as client:
-            r = await client.post(CREATE.format("grow"), json={"id": "huge", "runtime_parameters": {"grow": 10_000}})
+            r = await client.post(
+                CREATE.format("grow"), json={"id": "huge", "runtime_parameters": {"grow": 10_000}}
+            )
             assert r.status_code == 201, r.text
             huge = await engine.wait_for("huge", timeout=5)
             assert huge.status.code == "FAILURE"
             body = (await client.get("/api/v1/instances/huge")).json()
             errors = [t.get("error") for t in body["tasks"].values() if t.get("error")]
             assert errors and "TooLarge" in errors[0] and "max_parameters_bytes" in errors[0]
-            r = await client.post(CREATE.format("grow"), json={"id": "small", "runtime_parameters": {"grow": 10}})
+            r = await client.post(
+                CREATE.format("grow"), json={"id": "small", "runtime_parameters": {"grow": 10}}
+            )
             assert r.status_code == 201
             assert (await engine.wait_for("small", timeout=5)).status.code == "COMPLETED"
     finally:
