@@ -126,6 +126,7 @@ class Dagger(Registration):
         self.template_dags = self._registry.templates
         self.process_templates = self._registry.process_templates
         self.runtime: Runtime | None = None
+        self._limits = self.config.limits()
         self._observer: CommitObserver | None = None
         self._jobs: JobRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -178,8 +179,9 @@ class Dagger(Registration):
         if self.runtime is not None:
             return
         cfg = self.config
+        self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
-                               cfg.max_concurrent_jobs, cfg.limits().message)  # fmt: skip
+                               cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
         self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
@@ -288,7 +290,7 @@ class Dagger(Registration):
         problem = check_serialisable(runtime_parameters, "runtime parameter")
         if problem is not None:
             raise NotSerializable(problem)
-        limits = self.config.limits()
+        limits = self._limits
         encoded = encode_params(runtime_parameters)
         if len(encoded) > limits.parameters:
             raise TooLarge(f"the runtime parameters of instance {iid!r}", len(encoded), limits.parameters,
@@ -423,7 +425,7 @@ class Dagger(Registration):
         """Append a message (its value already encoded: str or bytes) to a topic; durable
         when this returns. ``TooLarge`` over ``max_message_bytes``."""
         runtime = self._runtime()
-        limit = self.config.limits().message
+        limit = self._limits.message
         size = message_size(value)
         if size > limit:
             raise TooLarge(f"the message value for topic {topic!r}", size, limit, " (max_message_bytes)")

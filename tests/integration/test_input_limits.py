@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ async def test_ids_outside_the_rule_are_refused_and_nothing_is_written(
                     await engine.submit(bad)
         assert engine.count_instances() == 0
         # The edges that are allowed: an int (as its text), 255 bytes, printable unicode, spaces.
-        for good in (42, "x" * MAX_ID_BYTES, "é" * 127, "pizza #1 ?&=%", "..."):
+        for good in (42, uuid.UUID(int=7), "x" * MAX_ID_BYTES, "é" * 127, "pizza #1 ?&=%", "..."):
             await engine.template_dags["quick"].create_instance(good, submit_task=True)
             done = await engine.wait_for(str(good), timeout=5)
             assert done.id == str(good) and done.status.code == "COMPLETED"

@@ -7,25 +7,27 @@ separator character other than the space; they corrupt logs and terminals, hide 
 and HTTP clients refuse or rewrite them in URLs), and it holds no ``/``, and it is not ``.`` or ``..``: the REST routes
 address an instance as one path segment (``/api/v1/instances/{id}``), and clients and
 proxies normalise ``.``/``..`` segments away, so such an id could be created but never
-fetched or stopped. Integers are accepted and become their decimal text (Dagger users
-pass ints); bools are refused (``True`` would silently become ``"True"``).
+fetched or stopped. Integers and UUIDs are accepted and become their text (Dagger users
+pass both: its README creates instances with ``uuid.uuid1()``); bools are refused (``True``
+would silently become ``"True"``), and so is anything else.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 MAX_ID_BYTES = 255
 
 ID_RULE = (
-    f"an instance id is a string (or an integer) of 1 to {MAX_ID_BYTES} bytes in UTF-8, of printable "
+    f"an instance id is a string (or an integer or UUID) of 1 to {MAX_ID_BYTES} bytes in UTF-8, of printable "
     "characters other than '/', and not '.' or '..'"
 )
 
 
 def id_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be an instance id, or None. Ints count as their decimal text."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    """Why ``value`` cannot be an instance id, or None. Ints and UUIDs count as their text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, UUID)):
         return f"got a {type(value).__name__}"
     text = str(value)
     if not text:

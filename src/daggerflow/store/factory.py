@@ -18,10 +18,10 @@ _ROCKSDB_EXTRA = "store 'rocksdb://' needs the rocksdb extra: pip install 'dagge
 
 def _spelling(scheme: str, url: str) -> str:
     what = "file" if scheme == "sqlite" else "dir"
+    default = ", or sqlite:// for the default file under the data dir" if scheme == "sqlite" else ""
     return (
-        f"store {url!r} is misspelled: write "
-        f"{scheme}:///relative/{what} (three slashes) or {scheme}:////absolute/{what} (four), "
-        f"or {scheme}:// for the default under the data dir; supported stores: {SUPPORTED_STORES}"
+        f"store {url!r} is misspelled: write {scheme}:///relative/{what} (three slashes) or "
+        f"{scheme}:////absolute/{what} (four){default}; supported stores: {SUPPORTED_STORES}"
     )
 
 
