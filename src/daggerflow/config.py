@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
-from .pipeline.items import Settings
+from .pipeline.items import Limits, Settings
 from .store.factory import check_store_url
 from .web.auth import (
     ApiToken,
@@ -110,6 +110,12 @@ class EngineConfig:
     kafka_client_options: Mapping[str, Any] | None = field(default=None, repr=False)
     broker_credentials: Any = field(default=None, repr=False)
     max_request_bytes: int = 2 * 1024 * 1024
+    # Size limits, in bytes (README, "Limits"): a message value, the encoded runtime
+    # parameters, the whole encoded instance record. On Kafka each is also capped by what
+    # one producer record can carry (``kafka.config.RECORD_LIMIT``).
+    max_message_bytes: int = 1024 * 1024
+    max_parameters_bytes: int = 1024 * 1024
+    max_instance_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -134,6 +140,10 @@ class EngineConfig:
             raise ConfigurationError("durability must be 'normal' or 'full'")
         if isinstance(self.max_request_bytes, bool) or not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1:
             raise ConfigurationError("max_request_bytes must be a positive number of bytes")
+        for name in ("max_message_bytes", "max_parameters_bytes", "max_instance_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+                raise ConfigurationError(f"{name} must be an integer number of bytes >= 1024, got {value!r}")
         self._check_web_security()
         if self.kafka_client_options is not None or self.broker_credentials is not None:
             from .kafka.client_options import client_security
@@ -163,6 +173,15 @@ class EngineConfig:
     def web_security(self) -> WebSecurity:
         return WebSecurity(self.api_tokens, self.metrics_public, self.web_tls_certfile, self.web_tls_keyfile)
 
+    def limits(self) -> Limits:
+        """The size limits in force: the options, and on Kafka no more than one record holds."""
+        limits = Limits(self.max_message_bytes, self.max_parameters_bytes, self.max_instance_bytes)
+        if self.broker is None:
+            return limits
+        from .kafka.config import RECORD_LIMIT
+
+        return limits.capped(RECORD_LIMIT)
+
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)
@@ -187,6 +206,7 @@ class EngineConfig:
             unmatched_ttl=(lambda t: float(ttl.get(t, 0.0))) if isinstance(ttl, dict) else (lambda t: float(ttl)),
             max_batch=self.max_batch_size,
             commit_interval=self.commit_interval,
+            limits=self.limits(),
         )
 
     def embedded_config(self) -> EmbeddedConfig:

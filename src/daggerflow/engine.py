@@ -15,15 +15,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .config import EngineConfig, check_options
-from .errors import ConfigurationError, NotSerializable, TaskInvalidState
+from .errors import (
+    ConfigurationError,
+    InvalidInput,
+    InvalidInstanceId,
+    NotSerializable,
+    TaskInvalidState,
+    TooLarge,
+)
 from .machine import Create, Stop, Submit
 from .machine.events import Event
-from .model.instance import Instance, Node, copy_params
+from .model.ids import ID_RULE, id_problem
+from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
 from .model.template import Overrides, instantiate
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
-from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable
+from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable, message_size
 from .pipeline.notify import CommitObserver
 from .pipeline.partition import TaskContext
 from .pipeline.ports import Runtime, RuntimeParts
@@ -85,6 +93,9 @@ class Dagger(Registration):
         kafka_client_options: Mapping[str, Any] | None = None,
         broker_credentials: Any = None,
         max_request_bytes: int = 2 * 1024 * 1024,
+        max_message_bytes: int = 1024 * 1024,
+        max_parameters_bytes: int = 1024 * 1024,
+        max_instance_bytes: int = 1024 * 1024,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -122,6 +133,9 @@ class Dagger(Registration):
             kafka_client_options=kafka_client_options,
             broker_credentials=broker_credentials,
             max_request_bytes=max_request_bytes,
+            max_message_bytes=max_message_bytes,
+            max_parameters_bytes=max_parameters_bytes,
+            max_instance_bytes=max_instance_bytes,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -129,6 +143,7 @@ class Dagger(Registration):
         self.template_dags = self._registry.templates
         self.process_templates = self._registry.process_templates
         self.runtime: Runtime | None = None
+        self._limits = self.config.limits()
         self._observer: CommitObserver | None = None
         self._jobs: JobRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -185,8 +200,9 @@ class Dagger(Registration):
         if self.runtime is not None:
             return
         cfg = self.config
+        self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
-                               cfg.max_concurrent_jobs)  # fmt: skip
+                               cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
         self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
@@ -266,7 +282,7 @@ class Dagger(Registration):
     async def create_instance(
         self,
         template: ITemplateDAG,
-        instance_id: str,
+        instance_id: Any,
         runtime_parameters: dict[str, Any],
         *,
         partition_key_lookup: str | None = None,
@@ -275,28 +291,53 @@ class Dagger(Registration):
         submit_task: bool = False,
         overrides: Overrides | None = None,
     ) -> ITemplateDAGInstance[Any, Any]:
+        """Create (and with ``submit_task`` start) an instance. Refused before anything is
+        written: an id outside the rule (``InvalidInstanceId``), a ``partition_key_lookup``
+        that is not a parameter name or parameters that are not a dict of str keys
+        (``InvalidInput``), values that cannot be stored (``NotSerializable``), and
+        parameters or an instance record over the size limits (``TooLarge``)."""
         runtime = self._runtime()
+        iid = _checked_id(instance_id)
+        if partition_key_lookup is not None and not (isinstance(partition_key_lookup, str) and partition_key_lookup):
+            raise InvalidInput(
+                f"partition_key_lookup must be None or the name of a runtime parameter (a non-empty string), "
+                f"got {partition_key_lookup!r}"
+            )
+        if not isinstance(runtime_parameters, dict):
+            raise InvalidInput(f"runtime parameters must be a dict, got a {type(runtime_parameters).__name__}")
+        for name in runtime_parameters:
+            if not isinstance(name, str):
+                raise InvalidInput(f"runtime parameter names must be strings, got {name!r}")
         problem = check_serialisable(runtime_parameters, "runtime parameter")
         if problem is not None:
             raise NotSerializable(problem)
+        limits = self._limits
+        encoded = encode_params(runtime_parameters)
+        if len(encoded) > limits.parameters:
+            raise TooLarge(f"the runtime parameters of instance {iid!r}", len(encoded), limits.parameters,
+                           " (max_parameters_bytes)")  # fmt: skip
         if repartition and partition_key_lookup and runtime_parameters.get(partition_key_lookup) is None:
             raise TaskInvalidState(
                 f"repartition=True needs runtime parameter {partition_key_lookup!r} (partition_key_lookup)"
             )
-        if overrides is not None:
+        if overrides is None:  # (called directly, as the REST API does: the template's defaults)
+            overrides = template.overrides()
+        else:
             for processes in (*overrides.dynamic.values(), *overrides.parallel.values()):
                 for p in processes:
                     self.register_task_types_of(p)
         instance = instantiate(
             template.spec,
-            instance_id,
-            copy_params(runtime_parameters),
+            iid,
+            decode_params(encoded),
             now=self.clock.now(),
             seed=seed,
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
-        applied, result = await runtime.call(instance_id, Create(instance, submit_task))
+        # The whole record's size is checked where it is encoded anyway (the batch that
+        # creates it): a record over max_instance_bytes fails this call with TooLarge.
+        applied, result = await runtime.call(iid, Create(instance, submit_task))
         # Sent to the owner (another worker): what it creates, unless the id exists there.
         return self.view(result if applied and result is not None else instance)
 
@@ -305,7 +346,7 @@ class Dagger(Registration):
 
         On Kafka, when another worker owns the instance, the submit is sent to it and this
         returns the instance as last known (``task`` itself if it is an instance view)."""
-        instance_id = str(getattr(task, "id", task))
+        instance_id = _checked_id(getattr(task, "id", task))
         applied, result = await self._runtime().call(instance_id, Submit())
         if applied and result is not None:
             return self.view(result)
@@ -317,10 +358,11 @@ class Dagger(Registration):
         return self.view(known)
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None:
-        """Stop a workflow: every non-terminal node becomes STOPPED; a no-op when terminal."""
-        instance_id = str(getattr(instance_id, "id", instance_id))
+        """Stop a workflow: every non-terminal node becomes STOPPED; a no-op when terminal.
+        None when there is no such instance (an id outside the rule names none)."""
         runtime = self._runtime()
-        if await runtime.get_instance(instance_id) is None:
+        instance_id = _known_id(instance_id)
+        if instance_id is None or await runtime.get_instance(instance_id) is None:
             return None
         applied, result = await runtime.call(instance_id, Stop())
         if applied:
@@ -329,13 +371,17 @@ class Dagger(Registration):
         return None if known is None else self.view(known)
 
     async def get_instance(self, id: Any, log: bool = True) -> ITemplateDAGInstance[Any, Any] | None:
-        instance = await self.get_instance_state(str(getattr(id, "id", id)))
+        iid = _known_id(id)
+        instance = None if iid is None else await self.get_instance_state(iid)
         return None if instance is None else self.view(instance)
 
     async def get_instance_state(self, instance_id: str) -> Instance | None:
         """The committed state of any instance: from this process if it holds it, else (on
-        Kafka) from the worker that owns it, through its REST API."""
-        return None if self.runtime is None else await self.runtime.get_instance(instance_id)
+        Kafka) from the worker that owns it, through its REST API. None for an id outside
+        the rule: no instance can have it."""
+        if self.runtime is None or id_problem(instance_id) is not None:
+            return None
+        return await self.runtime.get_instance(str(instance_id))
 
     def local_instance(self, instance_id: str) -> Instance | None:
         """The committed instance if this process holds it (REST forwarding answers with it);
@@ -397,7 +443,14 @@ class Dagger(Registration):
     async def append(
         self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
     ) -> int:
-        return await self._runtime().append(topic, key, value, headers)
+        """Append a message (its value already encoded: str or bytes) to a topic; durable
+        when this returns. ``TooLarge`` over ``max_message_bytes``."""
+        runtime = self._runtime()
+        limit = self._limits.message
+        size = message_size(value)
+        if size > limit:
+            raise TooLarge(f"the message value for topic {topic!r}", size, limit, " (max_message_bytes)")
+        return await runtime.append(topic, key, value, headers)
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
         return self._runtime().read_topic(topic, start, limit)
@@ -415,3 +468,18 @@ class Dagger(Registration):
         if self.runtime is None:
             return {"running": False, "transitions": 0, "batches": 0, "queued": 0, "jobs_running": 0, "timers": 0}
         return self.runtime.stats()
+
+
+def _checked_id(value: Any) -> str:
+    """The instance id as stored, or ``InvalidInstanceId`` naming the rule."""
+    problem = id_problem(value)
+    if problem is not None:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise InvalidInstanceId(f"instance id {shown} is refused: {problem}; {ID_RULE}")
+    return str(value)
+
+
+def _known_id(value: Any) -> str | None:
+    """The id of an instance (or of an instance view), or None when no instance can have it."""
+    value = getattr(value, "id", value)
+    return None if id_problem(value) is not None else str(value)

@@ -27,7 +27,7 @@ class InstanceFactory(Protocol):
     async def create_instance(
         self,
         template: ITemplateDAG,
-        instance_id: str,
+        instance_id: Any,
         runtime_parameters: dict[str, Any],
         *,
         partition_key_lookup: str | None = None,
@@ -87,7 +87,26 @@ class ITemplateDAG:
         """
         if self.app is None:
             raise RuntimeError(f"template {self.name!r} is not bound to an engine")
-        overrides = Overrides(
+        overrides = self.overrides(dynamic_processes, parallel_processes)
+        return await self.app.create_instance(
+            self,
+            id,  # checked (and an int made text) by the engine, which knows the id rule
+            runtime_parameters,
+            partition_key_lookup=partition_key_lookup,
+            repartition=repartition,
+            seed=seed,
+            submit_task=submit_task,
+            overrides=overrides,
+        )
+
+    def overrides(
+        self,
+        dynamic_processes: dict[str, Sequence[Any]] | None = None,
+        parallel_processes: dict[str, Sequence[Any]] | None = None,
+    ) -> Overrides:
+        """The processes an instance gets: the template's defaults (the setters below),
+        with those given at creation in their place."""
+        return Overrides(
             dynamic={
                 **self._defaults.dynamic,
                 **{k: [_as_process(p) for p in v] for k, v in (dynamic_processes or {}).items()},
@@ -96,16 +115,6 @@ class ITemplateDAG:
                 **self._defaults.parallel,
                 **{k: [_as_process(p) for p in v] for k, v in (parallel_processes or {}).items()},
             },
-        )
-        return await self.app.create_instance(
-            self,
-            str(id),
-            runtime_parameters,
-            partition_key_lookup=partition_key_lookup,
-            repartition=repartition,
-            seed=seed,
-            submit_task=submit_task,
-            overrides=overrides,
         )
 
     # Dagger's runtime setters. They set the default for instances created afterwards; the

@@ -101,7 +101,6 @@ BAD_CREATE_BODIES: list[tuple[str, Any, str]] = [
     ("unknown-field", {"runtime_parameters": {}, "priority": 1}, "priority"),
     ("id-bool", {"id": True}, "id"),
     ("id-float", {"id": 1.5}, "id"),
-    ("id-empty", {"id": ""}, "id"),
     ("id-list", {"id": ["a"]}, "id"),
     ("params-list", {"runtime_parameters": [1, 2]}, "runtime_parameters"),
     ("params-string", {"runtime_parameters": "a=1"}, "runtime_parameters"),

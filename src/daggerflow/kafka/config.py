@@ -53,3 +53,9 @@ class KafkaConfig:
     def connection(self) -> Connection:
         """What every client of the runtime is made from (``kafka/settings.py``)."""
         return Connection(self.bootstrap, self.security)
+
+#: The most one record of the runtime's may carry (an instance's changelog record, a message):
+#: the producers' ``max_request_size`` and ``max_batch_size`` and the broker's default
+#: ``message.max.bytes`` are all about 1 MiB, less room for the key, headers and framing. A
+#: larger record would fail its transaction at every retry, so the size limits are capped here.
+RECORD_LIMIT = 1024 * 1024 - 4096

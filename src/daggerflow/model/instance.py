@@ -153,6 +153,16 @@ def copy_instance(instance: Instance) -> Instance:
 _any_decoder = msgspec.msgpack.Decoder()
 
 
+def encode_params(params: dict[str, Any]) -> bytes:
+    """Runtime parameters as stored inside the instance record (their size is checked)."""
+    return _encoder.encode(params)
+
+
+def decode_params(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = _any_decoder.decode(data)
+    return result
+
+
 def copy_params(params: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of runtime parameters (plain JSON data), through msgpack."""
     result: dict[str, Any] = _any_decoder.decode(_encoder.encode(params))

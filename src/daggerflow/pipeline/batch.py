@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..errors import TaskInvalidState
+from ..errors import TaskInvalidState, TooLarge
 from ..machine import (
     CancelJob,
     CancelTimer,
     Context,
+    Create,
     Deliver,
     IndexDel,
     IndexPut,
@@ -31,7 +32,7 @@ from ..machine import (
     apply,
 )
 from ..machine.events import Event
-from ..model.instance import Correlation, Instance, encode_instance
+from ..model.instance import Correlation, Instance, encode_instance, encode_params
 from ..model.records import Outgoing, PendingJob
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
@@ -54,6 +55,15 @@ _json = msgspec.json.Encoder()
 MAX_INLINE_ROUNDS = 32
 
 
+class Oversize(Exception):
+    """The batch would commit instances over the size limits (``problems``: id -> why).
+    Nothing was written: the processor prepares the batch again without what grew them."""
+
+    def __init__(self, problems: dict[str, TooLarge]) -> None:
+        super().__init__(f"instances over the size limits: {sorted(problems)}")
+        self.problems = problems
+
+
 class CommittedState(Protocol):
     """What a batch reads of its processor: the committed state, the store, the settings."""
 
@@ -66,6 +76,8 @@ class CommittedState(Protocol):
     def committed_instance(self, instance_id: str) -> Instance | None: ...
 
     def private_copy(self, instance_id: str) -> Instance | None: ...
+
+    def committed_size(self, instance_id: str) -> int: ...
 
 
 #: ``JobRunner.run_inline``: runs a job the batch started before the commit.
@@ -96,9 +108,21 @@ class BatchApplier:
     """Applies one batch's items; keeps the batch's own index changes visible to itself."""
 
     def __init__(
-        self, proc: CommittedState, batch: WriteBatch, after: PostCommit, now: float, run_inline: RunInline | None
+        self,
+        proc: CommittedState,
+        batch: WriteBatch,
+        after: PostCommit,
+        now: float,
+        run_inline: RunInline | None,
+        refused: dict[str, TooLarge] | None = None,
+        dropped: frozenset[str] = frozenset(),
     ) -> None:
         self.proc = proc
+        # Instances an earlier preparation of this batch grew over a size limit: what grows
+        # them is refused (a job's outcome becomes its failure, a create fails its caller);
+        # ``dropped`` ones, still too large after that, get no event of this batch at all.
+        self.refused = refused or {}
+        self.dropped = dropped
         self.batch = batch
         self.after = after
         self.now = now
@@ -151,6 +175,11 @@ class BatchApplier:
         future: asyncio.Future[Any] | None = None,
         box: list[Outgoing] | None = None,
     ) -> bool:
+        if self.refused and iid in self.refused:
+            refused = self.refuse(iid, event, future)
+            if refused is None:
+                return False
+            event = refused
         inst = self.load_private(iid)
         before = _active_jobs(inst)
         tr = apply(inst, event, self.ctx)
@@ -208,6 +237,22 @@ class BatchApplier:
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
         return True
+
+    def refuse(self, iid: str, event: Event, future: asyncio.Future[Any] | None) -> Event | None:
+        """What of ``event`` may apply to an instance that grew too large: None for nothing."""
+        error = self.refused[iid]
+        if iid not in self.dropped:
+            if isinstance(event, JobDone) and event.job != "stop":
+                return JobFailed(event.node, event.seq, event.job, f"TooLarge: {error}", "", False)
+            if isinstance(event, JobFailed):  # (its traceback may be what is too large)
+                return JobFailed(event.node, event.seq, event.job, event.error[:2000], "", False, event.payload)
+            if not isinstance(event, Create):
+                return event
+        if future is not None:
+            self.after.errors.append((future, error))
+        elif isinstance(event, (JobDone, JobFailed)):
+            self.end_job(iid, event.node, event.seq)  # its outcome is lost: not re-run forever
+        return None
 
     def owns_correlation(self, at: Correlation) -> bool:
         owns = self.proc.settings.owns_correlation
@@ -384,15 +429,42 @@ class BatchApplier:
                 if event is not None:
                     self.apply_event(job.instance, event, None, box)
 
+    def size_problem(self, iid: str, inst: Instance, size: int) -> TooLarge | None:
+        """Why ``inst`` cannot be committed, or None. An instance committed over a limit
+        (lowered since) may still progress (stop, finish), growing by at most a sixteenth
+        of the limit a batch."""
+        limits = self.proc.settings.limits
+        if size > limits.instance and self._grows(iid, size, limits.instance):
+            return TooLarge(f"the record of instance {iid!r}", size, limits.instance, " (max_instance_bytes)")
+        if size > limits.parameters:
+            params = len(encode_params(inst.runtime_parameters))
+            if params > limits.parameters and self._grows(iid, size, limits.parameters):
+                return TooLarge(f"the runtime parameters of instance {iid!r}", params, limits.parameters,
+                                " (max_parameters_bytes)")  # fmt: skip
+        return None
+
+    def _grows(self, iid: str, size: int, limit: int) -> bool:
+        committed = self.proc.committed_size(iid)
+        return committed <= limit or size > committed + limit // 16
+
     def finish(self) -> None:
         if self.withdrawn or self.inlined:
             gone = self.withdrawn
             self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
             gone = gone | self.inlined
             self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
+        limits = self.proc.settings.limits
+        smaller = min(limits.instance, limits.parameters)
+        problems: dict[str, TooLarge] = {}
         for iid, changed in self.after.changed.items():
             if changed is not None:
-                self.batch.encoded[iid] = encode_instance(changed)
+                data = self.batch.encoded[iid] = encode_instance(changed)
+                # The parameters are part of the record: a record within both limits has
+                # parameters within theirs, and costs no further encoding.
+                if len(data) > smaller and (problem := self.size_problem(iid, changed, len(data))) is not None:
+                    problems[iid] = problem
+        if problems:
+            raise Oversize(problems)
         topic = self.proc.settings.task_update_topic
         if topic is None:
             return

@@ -131,6 +131,18 @@ Item = InstanceEvent | Incoming | AgentCommit | IndexChange | Purge
 Committer = Callable[[WriteBatch, float], Awaitable[list[tuple[str, int]]]]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Size limits in bytes (``EngineConfig``'s ``max_*_bytes``, capped on Kafka)."""
+
+    message: int = 1024 * 1024
+    parameters: int = 1024 * 1024
+    instance: int = 1024 * 1024
+
+    def capped(self, most: int) -> Limits:
+        return Limits(min(self.message, most), min(self.parameters, most), min(self.instance, most))
+
+
 @dataclass
 class Settings:
     delete_on_complete: bool = False
@@ -146,3 +158,4 @@ class Settings:
     # None (embedded): everything is local.
     owns_instance: Callable[[str], bool] | None = None
     owns_correlation: Callable[[Correlation], bool] | None = None
+    limits: Limits = field(default_factory=Limits)

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import msgspec
-
 from ..machine.events import JobDone, JobFailed
 from ..model.instance import Instance, Node, RetryPolicy, copy_params
 from ..model.records import Outgoing, PendingJob
+from ..model.values import params_problem
 from . import outbox
 from .eager import start_eagerly
 
@@ -23,7 +22,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_json = msgspec.json.Encoder()
+
+def message_size(value: str | bytes) -> int:
+    """The size in bytes of a message value as stored and sent (str: its UTF-8)."""
+    if isinstance(value, str):
+        # A str of n characters is n to 4n bytes: encode only when the bound is not enough.
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    return len(value)
+
+
+def oversize_message(box: list[Outgoing], limit: int) -> str | None:
+    """Why a job's messages cannot be sent (one over ``limit``), or None."""
+    for out in box:
+        size = message_size(out.value)
+        if size > limit:
+            return (
+                f"TooLarge: the message value for topic {out.topic!r} is {size} bytes, "
+                f"over the limit of {limit} bytes (max_message_bytes)"
+            )
+    return None
 
 
 class JobContext(Protocol):
@@ -56,42 +73,10 @@ def params_diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str
     return changed, removed
 
 
-def _json_problem(value: Any, path: str, depth: int = 0) -> str | None:
-    """Why ``value`` is not plain JSON (str, int, float, bool, None, list/tuple, dict with
-    str keys), or None. Types msgspec would encode but not decode back to the same thing
-    (bytes, datetime, UUID, set ...) are refused: the state must read back as written."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return (
-            None if value == value and value not in (float("inf"), float("-inf")) else f"{path} is {value!r}"
-        )
-    if depth > 64:
-        return f"{path} is nested too deeply"
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{i}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for k, item in value.items():
-            if not isinstance(k, str):
-                return f"{path} has a non-string key {k!r}"
-            problem = _json_problem(item, f"{path}[{k!r}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{path} is a {type(value).__name__}"
-
-
 def check_serialisable(params: dict[str, Any], what: str) -> str | None:
-    """None if every value is plain JSON, else a message naming the first bad key."""
-    for key, value in params.items():
-        problem = _json_problem(value, key)
-        if problem is not None:
-            return f"{what} {key!r} is not JSON-serialisable: {problem}"
-    return None
+    """None if every parameter can be stored and read back, else a message naming the
+    first bad one (``model.values``: the one rule for creation and task results)."""
+    return params_problem(params, what)
 
 
 def is_retryable(exc: BaseException, policy: RetryPolicy | None) -> bool:
@@ -126,8 +111,9 @@ class _Handover:
 
 
 class JobRunner:
-    def __init__(self, ctx: JobContext, max_concurrency: int) -> None:
+    def __init__(self, ctx: JobContext, max_concurrency: int, max_message_bytes: int = 1024 * 1024) -> None:
         self._ctx = ctx
+        self._max_message = max_message_bytes
         self._sem = asyncio.Semaphore(max_concurrency)
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._all: set[asyncio.Task[None]] = set()
@@ -294,6 +280,9 @@ class JobRunner:
                     await task.stop(params, view)
                     # What the hook sent (e.g. a cancel command) is published; its
                     # parameter changes are not applied: the workflow is terminal.
+                    if box and (problem := oversize_message(box, self._max_message)) is not None:
+                        log.warning("stop() of %s: its messages are not sent: %s", node.name, problem)
+                        box = []
                     return JobDone(node.id, job.seq, job.job), box
                 else:
                     return self._failed(job, f"unknown job kind {job.job!r}", "", False), []
@@ -312,6 +301,8 @@ class JobRunner:
                     ),
                     [],
                 )
+        if box and (problem := oversize_message(box, self._max_message)) is not None:
+            return self._failed(job, problem, "", False), []
         changed, removed = params_diff(before, params)
         problem = check_serialisable(changed, "runtime parameter") if changed else None
         if problem is not None:

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PartitionMoved
+from ..errors import PartitionMoved, TaskInvalidState, TaskMigrated, TooLarge
 from ..machine.events import Event
-from ..model.instance import Instance, copy_instance, decode_instance
+from ..model.instance import Instance, copy_instance, decode_instance, encode_instance
 from ..model.records import Outgoing, PendingJob
 from ..store.base import Store, WriteBatch
 from .background import Loop
-from .batch import BatchApplier, PostCommit
+from .batch import BatchApplier, Oversize, PostCommit
 from .clock import Clock
 from .items import Committer, InstanceEvent, Item, Settings
 from .jobs import JobOutcome, Started
@@ -118,6 +118,14 @@ class Processor(Loop):
         data = self.cache[instance_id][1]
         return decode_instance(data) if data is not None else copy_instance(inst)
 
+    def committed_size(self, instance_id: str) -> int:
+        """The size of the committed record (0 if there is none)."""
+        inst = self.committed_instance(instance_id)
+        if inst is None:
+            return 0
+        data = self.cache[instance_id][1]
+        return len(data) if data is not None else len(encode_instance(inst))
+
     def _remember(self, inst: Instance, data: bytes | None) -> None:
         self.cache[inst.id] = (inst, data)
         if len(self.cache) > self.settings.cache_size:
@@ -175,18 +183,34 @@ class Processor(Loop):
         self._post_commit(batch, after, appended)
 
     def _prepare(self, items: list[Item]) -> tuple[WriteBatch, PostCommit]:
-        batch = WriteBatch()
-        after = PostCommit()
-        run = BatchApplier(self, batch, after, self.clock.now(), self.hooks.run_inline)
-        for item in items:
-            run.handle(item)
-        run.run_jobs_inline()
-        run.finish()
-        self.transitions += run.transitions
-        return batch, after
+        refused: dict[str, TooLarge] = {}
+        dropped: set[str] = set()
+        while True:
+            batch = WriteBatch()
+            after = PostCommit()
+            run = BatchApplier(self, batch, after, self.clock.now(), self.hooks.run_inline, refused,
+                               frozenset(dropped))  # fmt: skip
+            for item in items:
+                run.handle(item)
+            run.run_jobs_inline()
+            try:
+                run.finish()
+            except Oversize as exc:
+                # Nothing is written yet: prepare the batch again, refusing what grew these
+                # instances (their task fails with the error), so that the rest commits and
+                # the batch never fails its commit again and again. Second time too large:
+                # the instance gets no event of this batch at all (still terminates: each
+                # round drops at least one more instance, and dropped ones do not change).
+                for iid, problem in exc.problems.items():
+                    log.error("instance %r is over a size limit, its change is refused: %s", iid, problem)
+                    if iid in refused:
+                        dropped.add(iid)
+                    refused[iid] = problem
+                continue
+            self.transitions += run.transitions
+            return batch, after
 
-    @staticmethod
-    def _failed(items: list[Item], exc: BaseException) -> None:
+    def _failed(self, items: list[Item], exc: BaseException) -> None:
         # The cache still holds the last committed states: nothing to undo.
         if isinstance(exc, Exception):
             error: Exception = exc
@@ -198,6 +222,16 @@ class Processor(Loop):
                 fut.set_exception(error)
         if not isinstance(exc, asyncio.CancelledError):
             log.error("a batch failed; the processor stops", exc_info=exc)
+            # Callers queued behind the batch would wait forever on a loop that is gone. A
+            # fenced task's callers send again (its partition has a new owner); others not.
+            queued: Exception = (
+                PartitionMoved(f"the partition's task was fenced: {exc}") if isinstance(exc, TaskMigrated)
+                else TaskInvalidState(f"the engine's processor stopped after an error: {exc!r}")
+            )  # fmt: skip
+            while not self.queue.empty():
+                fut = self.queue.get_nowait().future
+                if fut is not None and not fut.done():
+                    fut.set_exception(queued)
 
     def _post_commit(self, batch: WriteBatch, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         self.batches += 1

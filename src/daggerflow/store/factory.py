@@ -16,27 +16,36 @@ SUPPORTED_STORES = (
 _ROCKSDB_EXTRA = "store 'rocksdb://' needs the rocksdb extra: pip install 'daggerflow[rocksdb]'"
 
 
+def _spelling(scheme: str, url: str) -> str:
+    what = "file" if scheme == "sqlite" else "dir"
+    default = ", or sqlite:// for the default file under the data dir" if scheme == "sqlite" else ""
+    return (
+        f"store {url!r} is misspelled: write {scheme}:///relative/{what} (three slashes) or "
+        f"{scheme}:////absolute/{what} (four){default}; supported stores: {SUPPORTED_STORES}"
+    )
+
+
 def _parse_store_url(url: str | None, datadir: str, application_name: str) -> tuple[str, str]:
     """``(kind, path)`` for a store URL, or a ConfigurationError naming what is supported.
 
     SQLAlchemy's convention: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``;
-    the same for ``rocksdb:///relative/dir`` and ``rocksdb:////absolute/dir`` (and
-    ``rocksdb://relative/dir``)."""
-    if url is None or url in ("sqlite://", "sqlite:"):
+    the same for ``rocksdb:///relative/dir`` and ``rocksdb:////absolute/dir``. Spellings that
+    would name a host (``sqlite://x.db``) or have too few slashes (``sqlite:/x.db``) are
+    refused rather than read as the default file: a typo must not start on an empty store."""
+    if url is None or url == "sqlite://":
         return "sqlite", os.path.join(datadir, f"{application_name}.db")
     parsed = urlparse(url)
     if parsed.scheme == "memory":
+        if url != "memory://":
+            raise ConfigurationError(f"store {url!r}: the in-memory store is spelled memory://")
         return "sqlite", ":memory:"
-    if parsed.scheme == "sqlite":
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        return "sqlite", path or os.path.join(datadir, f"{application_name}.db")
-    if parsed.scheme == "rocksdb":
-        path = url[len("rocksdb:///") :] if url.startswith("rocksdb:///") else url[len("rocksdb://") :]
+    if parsed.scheme in ("sqlite", "rocksdb"):
+        prefix = f"{parsed.scheme}:///"
+        path = url[len(prefix) :] if url.startswith(prefix) else ""
         if not path:
-            raise ConfigurationError(
-                f"store {url!r} needs a directory: rocksdb:///relative/dir or "
-                f"rocksdb:////absolute/dir; supported stores: {SUPPORTED_STORES}"
-            )
+            raise ConfigurationError(_spelling(parsed.scheme, url))
+        if parsed.scheme == "sqlite":
+            return "sqlite", path
         try:
             import rocksdict  # noqa: F401
         except ImportError:

@@ -10,10 +10,13 @@ from ..errors import StoreError
 
 class LockFile:
     """An exclusive ``flock`` on ``{path}.lock``, held while the store is open. The kernel
-    drops it when the process dies, so a crashed worker never leaves a stale lock."""
+    drops it when the process dies, so a crashed worker never leaves a stale lock.
+
+    ``path`` is resolved first (``os.path.realpath``: symlinks, ``..``, the working
+    directory), so two workers that name one database differently take the same lock."""
 
     def __init__(self, path: str) -> None:
-        self.path = path.rstrip("/") + ".lock"
+        self.path = os.path.realpath(path.rstrip("/") or "/") + ".lock"
         self._fd: int | None = None
 
     def acquire(self, store: str) -> None:

@@ -28,6 +28,16 @@ class EngineAPI(Protocol):
 
     async def get_instance_state(self, instance_id: str) -> Instance | None: ...
 
+    async def create_instance(
+        self,
+        template: ITemplateDAG,
+        instance_id: Any,
+        runtime_parameters: dict[str, Any],
+        *,
+        partition_key_lookup: str | None = None,
+        submit_task: bool = False,
+    ) -> ITemplateDAGInstance[Any, Any]: ...
+
     def local_instance(self, instance_id: str) -> Instance | None: ...
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None: ...
@@ -49,16 +59,6 @@ class EngineAPI(Protocol):
     def topic_names(self) -> list[str]: ...
 
     def stats(self) -> dict[str, Any]: ...
-
-    async def create_instance(
-        self,
-        template: ITemplateDAG,
-        instance_id: str,
-        runtime_parameters: dict[str, Any],
-        *,
-        partition_key_lookup: str | None = None,
-        submit_task: bool = False,
-    ) -> ITemplateDAGInstance[Any, Any]: ...
 
     @property
     def max_request_bytes(self) -> int:

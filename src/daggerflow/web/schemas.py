@@ -89,7 +89,13 @@ class CreateInstanceRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     """``POST /api/v1/templates/{name}/instances``; an empty body means all defaults."""
 
     id: (
-        Annotated[str, Meta(min_length=1, description="the instance id; a UUID is generated when absent")]
+        Annotated[
+            str,
+            Meta(
+                description="the instance id (1 to 255 bytes of UTF-8, printable, no '/', not '.' or "
+                "'..'; README, Limits); a UUID is generated when absent"
+            ),
+        ]
         | int
         | None
     ) = None
