@@ -166,7 +166,7 @@ class Dagger(Registration):
         cfg = self.config
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
                                cfg.max_concurrent_jobs)  # fmt: skip
-        self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
+        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter)
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
         self._observer.start()

@@ -17,6 +17,7 @@ from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
 from ..pipeline.background import first_to_end
+from ..pipeline.batch import PostCommit
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
@@ -99,12 +100,10 @@ class EmbeddedRuntime:
                 self.consumers[consumer.name] = consumer
                 consumer.start()
 
-    def _committed(
-        self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]
-    ) -> None:
+    def _committed(self, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         for topic in {t for t, _ in appended}:
             self.signals.notify(topic)
-        self.parts.observer(changed, deleted, appended)
+        self.parts.observer(after, appended)
 
     # The partition ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from ..errors import ConfigurationError
+from ..logs import uvicorn_options
 from .app import create_app
 
 if TYPE_CHECKING:
@@ -27,9 +28,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 class WebServer:
     def __init__(self, engine: EngineAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            create_app(engine), host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
+        config = uvicorn.Config(create_app(engine), host=host, port=port, lifespan="off", **uvicorn_options())
         self.server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
         self.url: str | None = None
