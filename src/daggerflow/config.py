@@ -90,6 +90,8 @@ class EngineConfig:
     role: str = "worker"
     inline_jobs: bool = True
     commit_interval: float = 0.0
+    # Embedded topics: {"topic" or "*": {"ms": ..., "messages": ...}} (``embedded.retention``).
+    topic_retention: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -112,6 +114,15 @@ class EngineConfig:
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
+        if self.web_port is not None and (
+            isinstance(self.web_port, bool) or not isinstance(self.web_port, int) or not 0 <= self.web_port <= 65535
+        ):
+            raise ConfigurationError(
+                f"web_port must be a port number 0-65535 (0: any free port) or None (no REST API), not {self.web_port!r}"
+            )
+        from .embedded.retention import parse_retention
+
+        parse_retention(self.topic_retention)  # a clear error now, not at the first housekeeping
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
@@ -140,6 +151,7 @@ class EngineConfig:
         )
 
     def embedded_config(self) -> EmbeddedConfig:
+        from .embedded.retention import parse_retention, retention_policy
         from .embedded.runtime import EmbeddedConfig
 
         return EmbeddedConfig(
@@ -150,6 +162,7 @@ class EngineConfig:
             dead_letter_topic=self.dead_letter,
             start_at_end=self.consumer_auto_offset_reset == "latest",
             shutdown_timeout=self.shutdown_timeout,
+            topic_retention=retention_policy(parse_retention(self.topic_retention), self.task_update_topic),
         )
 
     def kafka_config(self) -> KafkaConfig:

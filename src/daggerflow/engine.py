@@ -76,6 +76,7 @@ class Dagger(Registration):
         role: str = "worker",
         inline_jobs: bool = True,
         commit_interval: float = 0.0,
+        topic_retention: dict[str, dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -105,6 +106,7 @@ class Dagger(Registration):
             role=role,
             inline_jobs=inline_jobs,
             commit_interval=commit_interval,
+            topic_retention=topic_retention,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
