@@ -79,6 +79,10 @@ def _fields(event: str, inst: Instance, node: Node, **more: Any) -> dict[str, An
 def _instance(inst: Instance, prev: Instance | None, info: bool) -> None:
     root = inst.root
     was = prev.root.status if prev is not None else "NOT_STARTED"
+    status = root.status
+    if info and was == "NOT_STARTED" and status != was:
+        log.info("workflow %s (%s) started", inst.id, inst.template_name,
+                 extra=_fields("workflow_started", inst, root))  # fmt: skip
     prev_nodes = prev.nodes if prev is not None else {}
     for node in inst.nodes.values():
         # A node whose job ended with an error in this batch (a job ran: ``job_seq`` moved
@@ -90,13 +94,7 @@ def _instance(inst: Instance, prev: Instance | None, info: bool) -> None:
         if old is not None and old.job is None and old.job_seq == node.job_seq and old.error == node.error:
             continue
         _task_event(inst, node)
-    status = root.status
-    if status == was:
-        return
-    if info and was == "NOT_STARTED":
-        log.info("workflow %s (%s) started", inst.id, inst.template_name,
-                 extra=_fields("workflow_started", inst, root))  # fmt: skip
-    if status not in TERMINAL_STATUSES:
+    if status == was or status not in TERMINAL_STATUSES:
         return
     if status == "COMPLETED":
         if info:
