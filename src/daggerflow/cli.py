@@ -353,6 +353,13 @@ def _not_daggerflow(url: str) -> NoReturn:
     _fail(f"{url} answered JSON that is not a daggerflow worker's; check --url / $DAGGERFLOW_URL")
 
 
+def _expect(body: Any, url: str, kind: type, *keys: str) -> Any:
+    """``body`` if it has the shape of a daggerflow answer (``kind``, with ``keys``)."""
+    if not isinstance(body, kind) or (keys and not all(k in body for k in keys)):
+        _not_daggerflow(url)
+    return body
+
+
 class _ClientCommand(click.Command):
     """A REST client command: a response of the wrong shape (a server that is not
     daggerflow at --url) is one line, exit 1, instead of a KeyError traceback."""
@@ -401,7 +408,7 @@ def instances(
         params["status"] = status
     if template:
         params["template"] = template
-    page = _request("GET", url, "/api/v1/instances", params=params)
+    page = _expect(_request("GET", url, "/api/v1/instances", params=params), url, dict, "items", "total", "offset")
     if as_json:
         _print_json(page)
         return
@@ -432,7 +439,8 @@ def instance(instance_id: str, url: str) -> None:
     """Print one workflow instance (all its tasks) as JSON."""
     from urllib.parse import quote
 
-    _print_json(_request("GET", url, f"/api/v1/instances/{quote(instance_id, safe='')}"))
+    found = _request("GET", url, f"/api/v1/instances/{quote(instance_id, safe='')}")
+    _print_json(_expect(found, url, dict, "id", "status"))
 
 
 @cli.command(cls=_ClientCommand)
@@ -440,7 +448,7 @@ def instance(instance_id: str, url: str) -> None:
 @json_option
 def templates(url: str, as_json: bool) -> None:
     """List the workflow templates a running worker has registered."""
-    found = _request("GET", url, "/api/v1/templates")
+    found = _expect(_request("GET", url, "/api/v1/templates"), url, list)
     if as_json:
         _print_json(found)
         return
@@ -465,6 +473,7 @@ def send(topic: str, value: str, key: str | None, url: str, as_json: bool) -> No
     result = _request(
         "POST", url, f"/topics/{quote(topic, safe='')}/messages", json={"key": key, "value": value}
     )
+    _expect(result, url, dict, "topic", "offset")
     if as_json:
         _print_json(result)
     else:
@@ -512,6 +521,7 @@ def create(
     if instance_id is not None:
         body["id"] = instance_id
     created = _request("POST", url, f"/api/v1/templates/{quote(template, safe='')}/instances", json=body)
+    _expect(created, url, dict, "id", "status")
     if as_json:
         _print_json(created)
     else:
