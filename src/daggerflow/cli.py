@@ -353,9 +353,9 @@ def _not_daggerflow(url: str) -> NoReturn:
     _fail(f"{url} answered JSON that is not a daggerflow worker's; check --url / $DAGGERFLOW_URL")
 
 
-def _expect(body: Any, url: str, kind: type, *keys: str) -> Any:
+def _expect(body: Any, url: str, kind: type[dict[str, Any]] | type[list[Any]], *keys: str) -> Any:
     """``body`` if it has the shape of a daggerflow answer (``kind``, with ``keys``)."""
-    if not isinstance(body, kind) or (keys and not all(k in body for k in keys)):
+    if not isinstance(body, kind) or not all(k in body for k in keys):
         _not_daggerflow(url)
     return body
 

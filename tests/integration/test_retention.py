@@ -100,15 +100,25 @@ async def test_the_housekeeping_loop_applies_retention_by_count_and_keeps_the_ne
 
 async def test_a_new_database_gives_freed_pages_back_to_the_file_system(tmp_path: Path, clock: ManualClock) -> None:
     path = tmp_path / "v.db"
-    engine = Dagger(store=f"sqlite:///{path}", web_port=None, clock=clock, topic_retention={"big": {"messages": 1}})
+    engine = Dagger(store=f"sqlite:///{path}", web_port=None, clock=clock, topic_retention={"big": {"messages": 1}, "kept": {}})
     async with engine:
         for n in range(400):
             await engine.append("big", None, "x" * 4000 + str(n))
         store: Any = runtime(engine).store
         pages_full = store.db.execute("PRAGMA page_count").fetchone()[0]
         assert await runtime(engine).apply_retention() == 399
+        # Most of the file was free: it is given back (up to 2048 pages per round).
         assert store.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
         assert store.db.execute("PRAGMA page_count").fetchone()[0] < pages_full / 4
+        # Freed pages below a quarter of the file stay for the next writes.
+        for n in range(200):
+            await engine.append("kept", None, "k" * 4000 + str(n))
+        for n in range(40):
+            await engine.append("big", None, "y" * 4000 + str(n))
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        assert await runtime(engine).apply_retention() == 40
+        assert store.db.execute("PRAGMA page_count").fetchone()[0] == pages
+        assert 0 < store.db.execute("PRAGMA freelist_count").fetchone()[0] * 4 <= pages
 
 
 def test_retention_policy_defaults_and_option_checks() -> None:

@@ -280,12 +280,19 @@ class SQLiteStore:
         return int(cur.rowcount)
 
     def release_space(self, max_pages: int) -> int:
-        """Give up to ``max_pages`` free pages back to the file system; return how many are
-        left to give (0 for a file without incremental auto-vacuum: it reuses them)."""
-        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
+        """Give up to ``max_pages`` free pages back to the file system when more than a
+        quarter of the file is free; return how many pages it gave back. Below that, free
+        pages are kept for the next writes: moving pages only to grow the file again would
+        cost a WAL full of copies. A file without incremental auto-vacuum gives nothing."""
+        db = self.db
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 or max_pages < 1:  # 2: INCREMENTAL
             return 0
-        self.db.execute(f"PRAGMA incremental_vacuum({int(max_pages)})").fetchall()
-        return int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        if free * 4 <= int(db.execute("PRAGMA page_count").fetchone()[0]):
+            return 0
+        # executescript steps the pragma to its end (execute() frees one page per step).
+        db.executescript(f"PRAGMA incremental_vacuum({min(int(max_pages), free)})")
+        return free - int(db.execute("PRAGMA freelist_count").fetchone()[0])
 
     # Writes ---------------------------------------------------------------------------
 
