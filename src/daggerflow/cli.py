@@ -311,11 +311,25 @@ def _require_kafka_extra() -> None:
 
 # REST clients ----------------------------------------------------------------------------
 
+def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A malformed --url is a usage error (exit 2), before any request."""
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise click.BadParameter(f"{value!r} is not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise click.BadParameter(f"{value!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return value
+
+
 url_option = click.option(
     "--url",
     envvar="DAGGERFLOW_URL",
     default=DEFAULT_URL,
     show_default=True,
+    callback=_check_url,
     help="Base URL of a running worker's REST API (env DAGGERFLOW_URL).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")

@@ -180,6 +180,13 @@ def test_an_unreachable_url_is_one_line_exit_1() -> None:
     assert_one_line_error(result, 1, "cannot reach a daggerflow worker", "is `daggerflow worker` running?")
 
 
+@pytest.mark.parametrize("url", ["foo", "http://", "ftp://x", "http://[::1"])
+def test_a_malformed_url_is_a_usage_error(url: str) -> None:
+    result = run("templates", "--url", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "Invalid value for '--url'" in result.stderr
+
+
 # The demo -------------------------------------------------------------------------------------
 
 
