@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import json
 import logging
 import os
-import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -27,11 +26,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DaggerError
+from .logs import LOG_FORMATS, LOG_LEVELS
 
 if TYPE_CHECKING:
     import httpx
 
-    from .demo.pizza import DemoReport
     from .engine import Dagger
 
 DEFAULT_URL = "http://127.0.0.1:6066"
@@ -57,6 +56,15 @@ def cli() -> None:
     """daggerflow: durable, event-driven workflows with Dagger's model."""
 
 
+def _add_demo() -> None:
+    from .demo.command import demo
+
+    cli.add_command(demo)
+
+
+_add_demo()
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="daggerflow")
 
@@ -64,57 +72,113 @@ def main(argv: list[str] | None = None) -> None:
 # worker ----------------------------------------------------------------------------------
 
 
+PORT = click.IntRange(0, 65535)
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Least severe level logged (the lifecycle events are INFO and WARNING).",
+)
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="text: one readable line per record; json: one JSON object per line (stderr).",
+)
+
+class UsageFailure(click.ClickException):
+    """A mistake in the command line, its TARGET or the installation: one line, exit 2
+    (click's own code for usage errors). Failures at run time exit 1."""
+
+    exit_code = 2
+
+
 def load_engine(target: str) -> Dagger:
     """``module``, ``module:attr`` or ``path/to/file.py[:attr]`` -> the Dagger engine there.
 
     ``attr`` may be dotted. Without it the module must hold exactly one ``Dagger`` instance
-    at top level.
+    at top level. Every way this can fail raises ``UsageFailure`` with one line that says
+    what is wrong and what to do; an exception raised by the module's own code also prints
+    that code's frames (see ``_import_target``).
     """
     from .engine import Dagger
 
     module_name, _, attr = target.partition(":")
     if not module_name:
-        raise click.BadParameter(f"{target!r}: expected MODULE[:ATTR]", param_hint="TARGET")
-    # As `python -m` does: modules in the current directory are importable.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        if module_name.endswith(".py") or os.sep in module_name:
-            module = _import_file(Path(module_name))
-        else:
-            module = importlib.import_module(module_name)
-    except DaggerError:
-        raise
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="TARGET") from exc
+        raise UsageFailure(f"TARGET {target!r}: expected MODULE[:ATTR] or path/to/file.py[:ATTR]")
+    module = _import_target(module_name)
     if attr:
         found: Any = module
         for part in attr.split("."):
             if not hasattr(found, part):
-                raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}", param_hint="TARGET")
+                raise UsageFailure(
+                    f"{module_name!r} has no attribute {attr!r}; name the variable that holds the Dagger engine"
+                )
             found = getattr(found, part)
         if not isinstance(found, Dagger):
-            raise click.BadParameter(
-                f"{target!r} is not a Dagger engine (it is a {type(found).__name__})", param_hint="TARGET"
+            raise UsageFailure(
+                f"{target!r} is not a Dagger engine (it is a {type(found).__name__}); "
+                "name the variable that holds the Dagger(...) object"
             )
         return found
     engines = {name: v for name, v in vars(module).items() if isinstance(v, Dagger)}
     if len(engines) != 1:
-        names = ", ".join(sorted(engines)) or "none"
-        raise click.BadParameter(
-            f"{module_name!r} holds {len(engines)} Dagger engines ({names}); name one as MODULE:ATTR",
-            param_hint="TARGET",
+        if not engines:
+            raise UsageFailure(
+                f"{module_name!r} holds no Dagger engine at top level; create one there with "
+                "Dagger(...), or name where it is as MODULE:ATTR"
+            )
+        raise UsageFailure(
+            f"{module_name!r} holds {len(engines)} Dagger engines ({', '.join(sorted(engines))}); "
+            "name one as MODULE:ATTR"
         )
     return next(iter(engines.values()))
 
 
+def _import_target(module_name: str) -> Any:
+    # As `python -m` does: modules in the current directory are importable.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    as_file = module_name.endswith(".py") or os.sep in module_name
+    try:
+        return _import_file(Path(module_name)) if as_file else importlib.import_module(module_name)
+    except DaggerError as exc:
+        # The module built an engine with a wrong option: a mistake in the TARGET.
+        raise UsageFailure(f"{module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        code = (exc.text or "").strip()
+        shown = f" (in: {code})" if code else ""
+        raise UsageFailure(f"cannot import {module_name!r}: {where}: {exc.msg}{shown}") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.split(".")[0] in (exc.name, exc.name.split(".")[0]):
+            raise UsageFailure(
+                f"cannot import {module_name!r}: no module named {exc.name!r} "
+                f"(run from the directory that holds it, or give a path: path/to/file.py)"
+            ) from exc
+        raise UsageFailure(
+            f"cannot import {module_name!r}: {_user_frame(exc)}: {exc} (install it, or fix the import)"
+        ) from exc
+    except FileNotFoundError as exc:
+        raise UsageFailure(f"cannot import {module_name!r}: no such file ({exc.filename or module_name})") from exc
+    except Exception as exc:
+        # The module's own code raised: its frames are what the user needs to fix it, so
+        # they are shown (without importlib's and daggerflow's), then the one-line summary.
+        _print_user_traceback(exc)
+        raise UsageFailure(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc} (at {_user_frame(exc)})"
+        ) from exc
+
+
 def _import_file(path: Path) -> Any:
     if not path.is_file():
-        raise ImportError(f"no such file: {path}")
+        raise FileNotFoundError(2, "no such file", str(path))
     name = path.stem
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
+        raise FileNotFoundError(2, "not a Python module", str(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, str(path.resolve().parent))
@@ -122,9 +186,32 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+def _user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of a traceback that are the user's: not importlib's, not this module's."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<frozen") and not os.path.abspath(f.filename).startswith(here + os.sep)
+    ]
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = _user_frames(exc)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def _print_user_traceback(exc: BaseException) -> None:
+    lines = traceback.format_list(_user_frames(exc))
+    if lines:
+        err_console.print("".join(lines).rstrip(), highlight=False, markup=False)
+
+
 @cli.command()
 @click.argument("target")
-@click.option("--web-port", type=int, help="REST API port (0: any free port; overrides the engine's).")
+@click.option(
+    "--web-port", type=PORT, help="REST API port (0: any free port; overrides the engine's)."
+)
 @click.option("--web-host", help="REST API interface (default: the engine's, 127.0.0.1).")
 @click.option("--no-web", is_flag=True, help="Do not serve the REST API.")
 @click.option("--store", help="State store URL, e.g. sqlite:///path/state.db (overrides the engine's).")
@@ -142,11 +229,13 @@ def _import_file(path: Path) -> Any:
     help="Kafka: processing guarantee (default: the engine's, exactly_once).",
 )
 @click.option("--standbys", type=click.IntRange(min=0), help="Kafka: standby replicas per partition.")
+@log_level_option
+@log_format_option
 @click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
+    "--access-log/--no-access-log",
+    default=False,
     show_default=True,
+    help="Log every REST request (uvicorn's access log, in the --log-format).",
 )
 @click.option(
     "--api-token",
@@ -216,37 +305,38 @@ def worker(
     kafka_ssl_certfile: str | None,
     kafka_ssl_keyfile: str | None,
     kafka_client_id: str | None,
+    log_format: str,
+    access_log: bool,
 ) -> None:
     """Run the worker of the engine at TARGET (MODULE[:ATTR], e.g. examples.pizza:workflow_engine)
-    until SIGINT/SIGTERM; then drain running tasks and exit 0."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    if log_level.upper() != "DEBUG":
-        # aiokafka reports every coordinator lookup and join at INFO: our own lines say what
-        # matters (assignments, restores, activations).
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    until SIGINT/SIGTERM; then drain running tasks and exit 0.
+
+    Exit codes: 0 after a signal, 2 when the command line, TARGET or installation is wrong
+    (nothing was started), 1 when the worker fails while starting or running."""
+    from .logs import configure_logging
+
+    configure_logging(level=log_level, fmt=log_format, access_log=access_log)
+    engine = load_engine(target)
+    overrides: dict[str, Any] = {
+        "datadir": datadir,
+        "application_name": app_name,
+        "kafka_partitions": partitions,
+        "processing_guarantee": guarantee,
+        "num_standby_replicas": standbys,
+        "store": store,
+        "web_port": web_port,
+        "web_host": web_host,
+        "api_token": api_token,
+        "web_tls_certfile": web_tls_cert,
+        "web_tls_keyfile": web_tls_key,
+        "web_tls_cafile": web_tls_ca,
+    }
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if broker:
+        changes["broker"] = broker
+    if no_web:
+        changes["web_port"] = None
     try:
-        engine = load_engine(target)
-        overrides: dict[str, Any] = {
-            "datadir": datadir,
-            "application_name": app_name,
-            "kafka_partitions": partitions,
-            "processing_guarantee": guarantee,
-            "num_standby_replicas": standbys,
-            "store": store,
-            "web_port": web_port,
-            "web_host": web_host,
-            "api_token": api_token,
-            "web_tls_certfile": web_tls_cert,
-            "web_tls_keyfile": web_tls_key,
-            "web_tls_cafile": web_tls_ca,
-        }
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        if broker:
-            changes["broker"] = broker
-        if no_web:
-            changes["web_port"] = None
         if changes.get("broker", engine.config.broker) is not None:
             changes["role"] = "worker"  # a worker process, whatever the module's engine says
         from .kafka.client_options import command_line_options
@@ -264,130 +354,55 @@ def worker(
         if security:  # over the engine's own kafka_client_options, key by key
             changes["kafka_client_options"] = {**(engine.config.kafka_client_options or {}), **security}
         engine.reconfigure(**changes)
+    except DaggerError as exc:
+        raise UsageFailure(f"{type(exc).__name__}: {exc}") from exc
+    if engine.config.broker is not None:
+        _require_kafka_extra()
+    try:
         engine.main()
     except DaggerError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        # A failure of the running worker (a broker that cannot be reached...): one line
+        # here; its traceback went to the log if the worker logged it, else it is at DEBUG.
+        logging.getLogger("daggerflow").debug("the worker failed", exc_info=exc)
+        raise click.ClickException(
+            f"the worker failed: {type(exc).__name__}: {exc} (--log-level DEBUG shows the traceback)"
+        ) from exc
 
 
-# demo ------------------------------------------------------------------------------------
-
-
-@cli.group()
-def demo() -> None:
-    """Self-contained demos on the embedded engine."""
-
-
-@demo.command("pizza")
-@click.option("--orders", "-n", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--store", help="State store URL (default: a temporary SQLite file, removed afterwards).")
-@click.option("--web-port", type=int, default=0, show_default=True, help="REST API port (0: any free port).")
-@click.option(
-    "--kitchen-delay",
-    type=click.FloatRange(min=0),
-    default=0.05,
-    show_default=True,
-    help="Maximum seconds the simulated order service takes to answer READY.",
-)
-@click.option(
-    "--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Give up after seconds."
-)
-@click.option("--serve", is_flag=True, help="Keep the engine and its REST API running until Ctrl-C.")
-def demo_pizza(
-    orders: int, store: str | None, web_port: int, kitchen_delay: float, timeout: float, serve: bool
-) -> None:
-    """Run ORDERS pizza workflows (order -> wait for READY -> deliver) end to end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .demo.pizza import run_pizza_demo
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    console.print(
-        f"[bold]daggerflow pizza demo[/]: {orders} orders, each Order (command -> wait for READY) "
-        "then Delivery (HTTP POST)"
-    )
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[green]{task.fields[ok]} completed"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    bar = progress.add_task("orders", total=orders, ok=0)
-
-    def on_progress(finished: int, completed: int) -> None:
-        progress.update(bar, completed=finished, ok=completed)
-
-    async def after(report: DemoReport, engine: Dagger) -> None:
-        progress.stop()
-        _print_demo_report(report, serving=serve)
-        if serve:
-            await _wait_for_signal()
-
-    with progress:
-        try:
-            report = asyncio.run(
-                run_pizza_demo(
-                    orders,
-                    store=store,
-                    web_port=web_port,
-                    kitchen_delay=kitchen_delay,
-                    timeout=timeout,
-                    progress=on_progress,
-                    after=after,
-                )
-            )
-        except DaggerError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-    if not report.ok:
-        sys.exit(1)
-
-
-def _print_demo_report(report: DemoReport, *, serving: bool) -> None:
-    ms = 1000.0
-    style = "green" if report.ok else "red"
-    console.print(
-        f"[{style}]completed {report.completed}/{report.orders}[/] "
-        f"(failed {report.failed}, unfinished {report.unfinished}); "
-        f"{report.deliveries} deliveries received"
-    )
-    console.print(f"throughput: {report.throughput:.1f} workflows/s ({report.elapsed:.2f} s)")
-    console.print(
-        f"latency creation -> COMPLETED: p50 {report.percentile(50) * ms:.0f} ms, "
-        f"p99 {report.percentile(99) * ms:.0f} ms"
-    )
-    for failure in report.failures:
-        console.print(f"[red]  {failure}[/]")
-    if report.web_url is None:
-        console.print("REST API: off")
-    elif serving:
-        console.print(
-            f"REST API at {report.web_url} (try: daggerflow instances --url {report.web_url}); Ctrl-C to stop"
-        )
-    else:
-        console.print(f"REST API was at {report.web_url} (stopped with the demo; --serve keeps it)")
-    console.print(f"store: {report.store}")
-
-
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def _require_kafka_extra() -> None:
+    """Fail now, in one line, when the Kafka runtime cannot be imported (no aiokafka)."""
     try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        from .kafka import runtime  # noqa: F401
+    except ImportError as exc:
+        raise UsageFailure(
+            f"running on Kafka (--broker / broker=...) needs the kafka extra: "
+            f"pip install 'daggerflow[kafka]' (cannot import {exc.name or 'aiokafka'}: {exc})"
+        ) from exc
 
 
 # REST clients ----------------------------------------------------------------------------
+
+def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A malformed --url is a usage error (exit 2), before any request."""
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise click.BadParameter(f"{value!r} is not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise click.BadParameter(f"{value!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return value
+
 
 _url = click.option(
     "--url",
     envvar="DAGGERFLOW_URL",
     default=DEFAULT_URL,
     show_default=True,
+    callback=_check_url,
     help="Base URL of a running worker's REST API (env DAGGERFLOW_URL).",
 )
 
@@ -469,6 +484,7 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _decode(response: httpx.Response, url: str = "", sent_token: bool = False) -> Any:
+    where = response.request.url
     try:
         body = response.json()
     except ValueError:
@@ -481,10 +497,42 @@ def _decode(response: httpx.Response, url: str = "", sent_token: bool = False) -
         if sent_token:
             _fail(f"the worker at {url} refused the API token: check --api-token or DAGGERFLOW_API_TOKEN")
         _fail(f"the worker at {url} needs an API token: pass --api-token or set DAGGERFLOW_API_TOKEN")
+    if body is None and response.content:
+        # Every daggerflow answer, errors included, is JSON: this is some other server.
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        _fail(
+            f"{where} answered HTTP {response.status_code} ({kind}), not JSON: it is not a daggerflow "
+            "worker's REST API; check --url / $DAGGERFLOW_URL"
+        )
     if response.is_error:
-        message = body.get("error") if isinstance(body, dict) else response.text
-        _fail(f"HTTP {response.status_code} from {response.request.url}: {message}")
+        if not (isinstance(body, dict) and "error" in body):
+            _fail(f"{where} answered HTTP {response.status_code} without a daggerflow error: check --url")
+        _fail(f"HTTP {response.status_code} from {where}: {body['error']}")
     return body
+
+
+def _not_daggerflow(url: str) -> NoReturn:
+    _fail(f"{url} answered JSON that is not a daggerflow worker's; check --url / $DAGGERFLOW_URL")
+
+
+def _expect(body: Any, url: str, kind: type[dict[str, Any]] | type[list[Any]], *keys: str) -> Any:
+    """``body`` if it has the shape of a daggerflow answer (``kind``, with ``keys``)."""
+    if not isinstance(body, kind) or not all(k in body for k in keys):
+        _not_daggerflow(url)
+    return body
+
+
+class _ClientCommand(click.Command):
+    """A REST client command: a response of the wrong shape (a server that is not
+    daggerflow at --url) is one line, exit 1, instead of a KeyError traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            url = ctx.params.get("url", DEFAULT_URL)
+            logging.getLogger("daggerflow").debug("unexpected response from %s", url, exc_info=exc)
+            _not_daggerflow(url)
 
 
 def _fail(message: str) -> NoReturn:
@@ -506,7 +554,7 @@ def _status(code: str) -> str:
     return f"[{_STATUS_STYLE.get(code, 'white')}]{code}[/]"
 
 
-@cli.command()
+@cli.command(cls=_ClientCommand)
 @click.option("--status", help="Only this status (COMPLETED, FAILURE, EXECUTING, ...).")
 @click.option("--template", help="Only instances of this template.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
@@ -522,7 +570,7 @@ def instances(
         params["status"] = status
     if template:
         params["template"] = template
-    page = _request("GET", url, "/api/v1/instances", params=params)
+    page = _expect(_request("GET", url, "/api/v1/instances", params=params), url, dict, "items", "total", "offset")
     if as_json:
         _print_json(page)
         return
@@ -546,22 +594,23 @@ def instances(
     console.print(f"{first}-{page['offset'] + shown} of {page['total']}{more}")
 
 
-@cli.command()
+@cli.command(cls=_ClientCommand)
 @click.argument("instance_id")
 @url_option
 def instance(instance_id: str, url: str) -> None:
     """Print one workflow instance (all its tasks) as JSON."""
     from urllib.parse import quote
 
-    _print_json(_request("GET", url, f"/api/v1/instances/{quote(instance_id, safe='')}"))
+    found = _request("GET", url, f"/api/v1/instances/{quote(instance_id, safe='')}")
+    _print_json(_expect(found, url, dict, "id", "status"))
 
 
-@cli.command()
+@cli.command(cls=_ClientCommand)
 @url_option
 @json_option
 def templates(url: str, as_json: bool) -> None:
     """List the workflow templates a running worker has registered."""
-    found = _request("GET", url, "/api/v1/templates")
+    found = _expect(_request("GET", url, "/api/v1/templates"), url, list)
     if as_json:
         _print_json(found)
         return
@@ -573,7 +622,7 @@ def templates(url: str, as_json: bool) -> None:
     console.print(table)
 
 
-@cli.command()
+@cli.command(cls=_ClientCommand)
 @click.argument("topic")
 @click.argument("value")
 @click.option("--key", "-k", help="Message key.")
@@ -586,13 +635,14 @@ def send(topic: str, value: str, key: str | None, url: str, as_json: bool) -> No
     result = _request(
         "POST", url, f"/topics/{quote(topic, safe='')}/messages", json={"key": key, "value": value}
     )
+    _expect(result, url, dict, "topic", "offset")
     if as_json:
         _print_json(result)
     else:
         console.print(f"sent to {result['topic']} at offset {result['offset']}")
 
 
-@cli.command()
+@cli.command(cls=_ClientCommand)
 @click.argument("template")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A string parameter.")
 @click.option("--params", "params_json", metavar="JSON", help="Runtime parameters as a JSON object.")
@@ -633,6 +683,7 @@ def create(
     if instance_id is not None:
         body["id"] = instance_id
     created = _request("POST", url, f"/api/v1/templates/{quote(template, safe='')}/instances", json=body)
+    _expect(created, url, dict, "id", "status")
     if as_json:
         _print_json(created)
     else:

@@ -116,6 +116,8 @@ class EngineConfig:
     max_message_bytes: int = 1024 * 1024
     max_parameters_bytes: int = 1024 * 1024
     max_instance_bytes: int = 1024 * 1024
+    # Embedded topics: {"topic" or "*": {"ms": ..., "messages": ...}} (``embedded.retention``).
+    topic_retention: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -144,6 +146,15 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
                 raise ConfigurationError(f"{name} must be an integer number of bytes >= 1024, got {value!r}")
+        if self.web_port is not None and (
+            isinstance(self.web_port, bool) or not isinstance(self.web_port, int) or not 0 <= self.web_port <= 65535
+        ):
+            raise ConfigurationError(
+                f"web_port must be a port number 0-65535 (0: any free port) or None (no REST API), not {self.web_port!r}"
+            )
+        from .embedded.retention import parse_retention
+
+        parse_retention(self.topic_retention)  # a clear error now, not at the first housekeeping
         self._check_web_security()
         if self.kafka_client_options is not None or self.broker_credentials is not None:
             from .kafka.client_options import client_security
@@ -210,6 +221,7 @@ class EngineConfig:
         )
 
     def embedded_config(self) -> EmbeddedConfig:
+        from .embedded.retention import parse_retention, retention_policy
         from .embedded.runtime import EmbeddedConfig
 
         return EmbeddedConfig(
@@ -220,6 +232,7 @@ class EngineConfig:
             dead_letter_topic=self.dead_letter,
             start_at_end=self.consumer_auto_offset_reset == "latest",
             shutdown_timeout=self.shutdown_timeout,
+            topic_retention=retention_policy(parse_retention(self.topic_retention), self.task_update_topic),
         )
 
     def kafka_config(self) -> KafkaConfig:

@@ -96,6 +96,7 @@ class Dagger(Registration):
         max_message_bytes: int = 1024 * 1024,
         max_parameters_bytes: int = 1024 * 1024,
         max_instance_bytes: int = 1024 * 1024,
+        topic_retention: dict[str, dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -136,6 +137,7 @@ class Dagger(Registration):
             max_message_bytes=max_message_bytes,
             max_parameters_bytes=max_parameters_bytes,
             max_instance_bytes=max_instance_bytes,
+            topic_retention=topic_retention,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -203,7 +205,7 @@ class Dagger(Registration):
         self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
                                cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
-        self._observer = CommitObserver(self.view, cfg.task_update_callbacks)
+        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter)
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
         self._observer.start()

@@ -494,13 +494,14 @@ def test_the_worker_serves_https_with_tokens_and_the_cli_reaches_it(tls: Cert, t
 
 
 def test_the_worker_refuses_bad_token_and_tls_flags(tls: Cert) -> None:
+    # Usage errors: nothing was started, exit 2 (README, "Exit codes").
     target = "examples.pizza:workflow_engine"
     swapped = cli("worker", target, "--no-web", "--web-tls-cert", tls.key, "--web-tls-key", tls.cert)
-    assert swapped.returncode == 1 and "not a PEM certificate and its private key" in swapped.stderr
+    assert swapped.returncode == 2 and "not a PEM certificate and its private key" in swapped.stderr
     alone = cli("worker", target, "--no-web", "--web-tls-cert", tls.cert)
-    assert alone.returncode == 1 and "give both or neither" in alone.stderr
+    assert alone.returncode == 2 and "give both or neither" in alone.stderr
     short = cli("worker", target, "--no-web", "--api-token", "read:tooshort")
-    assert short.returncode == 1 and "fewer than 16 characters" in short.stderr
+    assert short.returncode == 2 and "fewer than 16 characters" in short.stderr
     for result in (swapped, alone, short):
         assert "Traceback" not in result.stderr
 

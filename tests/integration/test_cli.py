@@ -122,8 +122,8 @@ def test_demo_pizza_completes_every_order_into_the_given_store(tmp_path: Path) -
 
 
 def test_demo_pizza_reports_unfinished_orders_and_exits_1() -> None:
-    # A zero timeout gives up on every order as soon as it is placed.
-    result = run_cli("demo", "pizza", "--orders", "5", "--timeout", "0", "--web-port", "0")
+    # A tiny timeout gives up on every order long before the kitchen answers.
+    result = run_cli("demo", "pizza", "--orders", "5", "--timeout", "0.001", "--kitchen-delay", "5", "--web-port", "0")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "completed 0/5" in result.stdout
     assert "unfinished 5" in result.stdout

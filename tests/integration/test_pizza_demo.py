@@ -37,7 +37,7 @@ async def test_demo_runs_every_order_to_completion(db_url: str, kitchen_delay: f
         store=db_url,
         web_port=None,
         kitchen_delay=kitchen_delay,
-        progress=lambda finished, completed: seen.append((finished, completed)),
+        progress=lambda *counts: seen.append(counts),
         after=after,
     )
     assert (report.completed, report.failed, report.unfinished) == (12, 0, 0)
@@ -46,7 +46,7 @@ async def test_demo_runs_every_order_to_completion(db_url: str, kitchen_delay: f
     assert 0 < report.percentile(50) <= report.percentile(99)
     assert report.throughput > 0
     assert report.web_url is None and report.store == db_url
-    assert seen == [(n, n) for n in range(1, 13)]
+    assert seen == [(n, 0, 0) for n in range(1, 13)]
     assert after_calls == [(12, True)]
 
 

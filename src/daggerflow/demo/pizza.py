@@ -148,8 +148,12 @@ class DemoReport:
         return self.completed == self.orders and self.deliveries >= self.orders
 
 
-ProgressCallback = Callable[[int, int], None]
-"""Called as ``progress(finished, completed)`` each time an order reaches a final state."""
+ProgressCallback = Callable[[int, int, int], None]
+"""Called as ``progress(completed, failed, unfinished)`` each time an order finishes or is
+given up on: the orders COMPLETED so far, those that ended otherwise (FAILURE, STOPPED...)
+and those still running when the timeout came."""
+
+UPDATES_TOPIC = "pizza-demo.updates"
 
 
 async def run_pizza_demo(
@@ -158,13 +162,18 @@ async def run_pizza_demo(
     store: str | None = None,
     web_port: int | None = 0,
     kitchen_delay: float = 0.05,
-    timeout: float = 120.0,
+    timeout: float | None = 120.0,
+    fail_every: int = 0,
     progress: ProgressCallback | None = None,
     after: Callable[[DemoReport, Dagger], Awaitable[None]] | None = None,
 ) -> DemoReport:
     """Run ``orders`` pizza workflows to completion on a fresh embedded engine.
 
-    ``store=None`` uses a temporary SQLite file, removed afterwards. ``after``, if given, is
+    ``store=None`` uses a temporary SQLite file, removed afterwards. ``timeout=None`` waits
+    for every order however long it takes. ``fail_every=N`` refuses the delivery of orders
+    0, N, 2N... (their workflows fail), to show failures. Every committed state is published
+    to the task update topic ``pizza-demo.updates``, as the README example does (its
+    retention keeps the store's size bounded). ``after``, if given, is
     awaited with the report while the engine is still running (the CLI prints the summary
     there and, with ``--serve``, keeps the REST API up until Ctrl-C).
     """
@@ -173,12 +182,17 @@ async def run_pizza_demo(
     report = DemoReport(orders=orders, store=store_url if tmpdir is None else f"{store_url} (temporary)")
     delivery_service = DeliveryService()
     delivery_url = delivery_service.start()
-    engine = Dagger(store=store_url, web_port=web_port, application_name="pizza-demo")
+    engine = Dagger(
+        store=store_url, web_port=web_port, application_name="pizza-demo", task_update_topic=UPDATES_TOPIC
+    )
     order_service = OrderService(engine, max_delay=kitchen_delay)
     engine.agent(ORDER_TOPIC, name="pizza-demo-order-service", concurrency=64)(order_service.handle)
     try:
         async with engine:
-            template = register_pizza_workflow(engine, deliver=http_delivery(delivery_url))
+            deliver = http_delivery(delivery_url)
+            if fail_every > 0:
+                deliver = _refusing_every(fail_every, deliver)
+            template = register_pizza_workflow(engine, deliver=deliver)
             report.web_url = engine.web_url
             await _place_and_wait(engine, template, report, timeout, progress)
             report.deliveries = len(delivery_service.deliveries)
@@ -196,12 +210,11 @@ async def _place_and_wait(
     engine: Dagger,
     template: ITemplateDAG,
     report: DemoReport,
-    timeout: float,
+    timeout: float | None,
     progress: ProgressCallback | None,
 ) -> None:
     creating = asyncio.Semaphore(256)
-    finished = 0
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     async def one(n: int) -> Instance | None:
         async with creating:
@@ -212,14 +225,14 @@ async def _place_and_wait(
                 pizza_type=n % 5,
                 submit_task=True,
             )
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         with contextlib.suppress(TimeoutError):
-            await engine.wait_for(view.id, timeout=max(0.0, deadline - time.monotonic()))
+            await engine.wait_for(view.id, timeout=left)
         return engine.committed(view.id)
 
     started = time.perf_counter()
     for next_done in asyncio.as_completed([one(n) for n in range(report.orders)]):
         instance = await next_done
-        finished += 1
         status = instance.root.status if instance is not None else "MISSING"
         if instance is not None and status == "COMPLETED":
             report.completed += 1
@@ -231,8 +244,18 @@ async def _place_and_wait(
         else:
             report.unfinished += 1
         if progress is not None:
-            progress(finished, report.completed)
+            progress(report.completed, report.failed, report.unfinished)
     report.elapsed = time.perf_counter() - started
+
+
+def _refusing_every(n: int, deliver: Deliver) -> Deliver:
+    async def refusing(payload: dict[str, Any]) -> Any:
+        number = int(str(payload["order_id"]).rpartition("-")[2])
+        if number % n == 0:
+            raise RuntimeError(f"delivery of {payload['order_id']} refused (--fail-every {n})")
+        return await deliver(payload)
+
+    return refusing
 
 
 def _first_error(instance: Instance) -> str:

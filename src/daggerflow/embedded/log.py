@@ -76,7 +76,14 @@ class Consumer(Loop, abc.ABC):
     def start(self) -> None:
         # The starting position is fixed here, not when the task first runs: with
         # start_at_end ("latest") a message appended once start() has returned is consumed.
-        self._start(self._run(self.initial_position()), f"daggerflow-{self.name}")
+        self.start_position = self.initial_position()
+        self._start(self._run(self.start_position), f"daggerflow-{self.name}")
+
+    def unread_from(self) -> int:
+        """The oldest offset this reader may still need (retention keeps it): its committed
+        position, or where it started before its first commit."""
+        pos = self.store.position(self.name)
+        return self.start_position if pos is None else pos
 
     def initial_position(self) -> int:
         pos = self.store.position(self.name)

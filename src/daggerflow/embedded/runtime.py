@@ -16,13 +16,15 @@ from ..errors import TaskInvalidState
 from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
-from ..pipeline.background import first_to_end
+from ..pipeline.background import cancel_and_wait, first_to_end
+from ..pipeline.batch import PostCommit
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
 from ..store.base import Store
 from ..store.factory import open_store
 from .log import AgentConsumer, Consumer, ListenerConsumer, Readers, TopicSignals
+from .retention import DEFAULT_RETENTION, Retention, RetentionKeeper, TopicLog
 
 log = logging.getLogger("daggerflow")
 
@@ -36,6 +38,7 @@ class EmbeddedConfig:
     dead_letter_topic: str
     start_at_end: bool  # consumers without a position start at the end ("latest")
     shutdown_timeout: float
+    topic_retention: Callable[[str], Retention] = lambda topic: DEFAULT_RETENTION
 
 
 class EmbeddedRuntime:
@@ -47,6 +50,7 @@ class EmbeddedRuntime:
         self.signals = TopicSignals()
         self.consumers: dict[str, Consumer] = {}
         self._task: PartitionTask | None = None
+        self._retention: asyncio.Task[int] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -68,6 +72,8 @@ class EmbeddedRuntime:
         task = self._task
         if task is None:
             return
+        await cancel_and_wait(self._retention)  # before the readers that bound it stop
+        self._retention = None
         for consumer in list(self.consumers.values()):
             await consumer.stop()
         self.consumers.clear()
@@ -99,12 +105,10 @@ class EmbeddedRuntime:
                 self.consumers[consumer.name] = consumer
                 consumer.start()
 
-    def _committed(
-        self, changed: dict[str, Instance | None], deleted: dict[str, Instance], appended: list[tuple[str, int]]
-    ) -> None:
+    def _committed(self, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         for topic in {t for t, _ in appended}:
             self.signals.notify(topic)
-        self.parts.observer(changed, deleted, appended)
+        self.parts.observer(after, appended)
 
     # The partition ----------------------------------------------------------------------------
 
@@ -178,6 +182,29 @@ class EmbeddedRuntime:
     def purge(self) -> None:
         if self._task is not None:
             self._task.purge()
+            if self._retention is None or self._retention.done():
+                self._retention = asyncio.create_task(self._retain(), name="daggerflow-retention")
+
+    async def _retain(self) -> int:
+        try:
+            return await self.apply_retention()
+        except Exception:
+            # Housekeeping: the next round tries again; the worker goes on meanwhile.
+            log.warning("topic retention failed; retrying at the next housekeeping", exc_info=True)
+            return 0
+
+    async def apply_retention(self) -> int:
+        """Delete what each topic's retention no longer keeps (``embedded.retention``);
+        return how many messages."""
+        store = self.store
+        if not isinstance(store, TopicLog):
+            return 0  # a store without a topic log to trim (RocksDB)
+        keeper = RetentionKeeper(store, self.context.clock, self.config.topic_retention, self._unread_from)
+        return await keeper.run()
+
+    def _unread_from(self, topic: str) -> int | None:
+        positions = [c.unread_from() for c in self.consumers.values() if c.topic == topic]
+        return min(positions) if positions else None
 
     def stats(self) -> dict[str, Any]:
         task = self._task

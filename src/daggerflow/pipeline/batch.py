@@ -96,6 +96,10 @@ class PostCommit:
     timers_cancel: list[tuple[str, str]] = field(default_factory=list)
     changed: dict[str, Instance | None] = field(default_factory=dict)
     deleted: dict[str, Instance] = field(default_factory=dict)  # final state of deleted ones
+    # The committed state of each instance the batch loaded before it changed it (None: the
+    # batch created it): what the lifecycle log compares ``changed`` with.
+    before: dict[str, Instance | None] = field(default_factory=dict)
+    appends: list[Outgoing] = field(default_factory=list)  # the messages the batch appends
 
 
 def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
@@ -166,7 +170,9 @@ class BatchApplier:
         """Like ``load``, but safe to change: a copy unless this batch already owns one."""
         if iid in self.after.changed:
             return self.after.changed[iid]
-        return self.proc.private_copy(iid)
+        committed = self.proc.committed_instance(iid)
+        self.after.before[iid] = committed
+        return None if committed is None else self.proc.private_copy(iid)
 
     def apply_event(
         self,
@@ -448,6 +454,7 @@ class BatchApplier:
         return committed <= limit or size > committed + limit // 16
 
     def finish(self) -> None:
+        self.after.appends = self.batch.appends
         if self.withdrawn or self.inlined:
             gone = self.withdrawn
             self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]

@@ -1,5 +1,6 @@
-"""After a commit, on either runtime: wake the callers waiting for an instance to reach a
-state, and hand the committed instances to the update callbacks.
+"""After a commit, on either runtime: log the lifecycle events it committed (``lifecycle``),
+wake the callers waiting for an instance to reach a state, and hand the committed instances
+to the update callbacks.
 
 The processor calls the observer synchronously after each commit (``Hooks.committed``);
 callbacks are user code, so they run in a task of their own and one that lags behind or
@@ -15,6 +16,8 @@ from typing import Any
 
 from ..model.instance import Instance
 from .background import cancel_and_wait
+from .batch import PostCommit
+from .lifecycle import log_commit
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,10 @@ class CommitObserver:
         self,
         view: Callable[[Instance], Any],
         callbacks: Sequence[Callable[[Any], Awaitable[Any]]] = (),
+        dead_letter_topic: str | None = None,
     ) -> None:
         self._view = view
+        self._dead_letter_topic = dead_letter_topic
         self._callbacks = list(callbacks)
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[Instance]]]] = {}
         self._updates: asyncio.Queue[Any] | None = None
@@ -55,12 +60,9 @@ class CommitObserver:
         self._waiters.setdefault(instance_id, []).append((check, fut))
         return await asyncio.wait_for(fut, timeout)
 
-    def __call__(
-        self,
-        changed: dict[str, Instance | None],
-        deleted: dict[str, Instance],
-        appended: list[tuple[str, int]],
-    ) -> None:
+    def __call__(self, after: PostCommit, appended: list[tuple[str, int]]) -> None:
+        changed, deleted = after.changed, after.deleted
+        log_commit(changed, deleted, after.before, after.appends, self._dead_letter_topic)
         for iid, inst in changed.items():
             if inst is None:
                 inst = deleted.get(iid)  # waiters see the final state of a deleted instance

@@ -31,9 +31,10 @@ from .jobs import JobOutcome, Started
 
 log = logging.getLogger(__name__)
 
-#: Told after each commit what changed: (changed instances, None for deleted ones; the final
-#: state of deleted ones; the (topic, offset) of every message appended).
-CommitHook = Callable[[dict[str, Instance | None], dict[str, Instance], list[tuple[str, int]]], None]
+#: Told after each commit what it committed (``PostCommit``: the changed instances, None for
+#: deleted ones; the final state of deleted ones; each changed instance's state before the
+#: batch; the messages appended) and the (topic, offset) of every message appended.
+CommitHook = Callable[[PostCommit, list[tuple[str, int]]], None]
 
 
 def _nothing(*args: Any) -> None:
@@ -255,4 +256,4 @@ class Processor(Loop):
             hooks.cancel_job(instance, node)
         for job in after.jobs:
             hooks.run_job(job)
-        hooks.committed(after.changed, after.deleted, appended)
+        hooks.committed(after, appended)

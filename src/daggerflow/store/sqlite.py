@@ -118,6 +118,10 @@ class SQLiteStore:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if app_id == 0 and not tables:
+            # Space freed by topic retention can be given back to the file system in small
+            # steps (``release_space``). It must be set before the first table exists;
+            # older files keep reusing their free pages instead.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -241,7 +245,54 @@ class SQLiteStore:
         return head
 
     def topics(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT topic FROM messages ORDER BY topic")]
+        # A skip scan over the primary key: one seek per topic, not a pass over every message.
+        rows = self.db.execute(
+            "WITH RECURSIVE t(name) AS (SELECT MIN(topic) FROM messages UNION ALL "
+            "SELECT (SELECT MIN(topic) FROM messages WHERE topic > t.name) FROM t WHERE t.name IS NOT NULL) "
+            "SELECT name FROM t WHERE name IS NOT NULL"
+        )
+        return [r[0] for r in rows]
+
+    # Topic retention (the embedded runtime's housekeeping) ----------------------------
+
+    def first_offset(self, topic: str) -> int | None:
+        """The oldest offset still stored in ``topic`` (None: the topic is empty)."""
+        row = self.db.execute('SELECT MIN("offset") FROM messages WHERE topic=?', (topic,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def first_offset_since(self, topic: str, ts: float, start: int) -> int | None:
+        """The first offset from ``start`` whose message was appended at ``ts`` or later.
+        Messages are appended in time order, so this reads only the older ones."""
+        row = self.db.execute(
+            'SELECT "offset" FROM messages WHERE topic=? AND "offset">=? AND ts>=? ORDER BY "offset" LIMIT 1',
+            (topic, start, ts),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def trim(self, topic: str, start: int, end: int) -> int:
+        """Delete the messages of ``topic`` at offsets ``start <= offset < end``, in one
+        transaction; return how many. The caller keeps batches small, and never deletes
+        the newest message: it carries the topic's next offset across restarts."""
+        with self._transaction():
+            cur = self.db.execute(
+                'DELETE FROM messages WHERE topic=? AND "offset">=? AND "offset"<?', (topic, start, end)
+            )
+        return int(cur.rowcount)
+
+    def release_space(self, max_pages: int) -> int:
+        """Give up to ``max_pages`` free pages back to the file system when more than a
+        quarter of the file is free; return how many pages it gave back. Below that, free
+        pages are kept for the next writes: moving pages only to grow the file again would
+        cost a WAL full of copies. A file without incremental auto-vacuum gives nothing."""
+        db = self.db
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 or max_pages < 1:  # 2: INCREMENTAL
+            return 0
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        if free * 4 <= int(db.execute("PRAGMA page_count").fetchone()[0]):
+            return 0
+        # executescript steps the pragma to its end (execute() frees one page per step).
+        db.executescript(f"PRAGMA incremental_vacuum({min(int(max_pages), free)})")
+        return free - int(db.execute("PRAGMA freelist_count").fetchone()[0])
 
     # Writes ---------------------------------------------------------------------------
 

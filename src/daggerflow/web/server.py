@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from ..errors import ConfigurationError
+from ..logs import uvicorn_options
 from .app import create_app
 from .auth import TOKEN_ENV, TokenAuth, WebSecurity, is_loopback
 
@@ -43,11 +44,10 @@ class WebServer:
             app,
             host=host,
             port=port,
-            log_level="warning",
             lifespan="off",
-            access_log=False,
             ssl_certfile=self.security.certfile,
             ssl_keyfile=self.security.keyfile,
+            **uvicorn_options(),
         )
         self.server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
