@@ -366,3 +366,21 @@ async def test_the_lock_is_on_the_resolved_path(tmp_path: Path, monkeypatch: pyt
     assert holder.returncode == 0
     async with Dagger(store="sqlite:///state.db", web_port=None) as free:  # released with its process
         assert free.running
+
+
+async def test_state_directories_the_worker_creates_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # the usual umask, which would give 0755
+    try:
+        async with Dagger(datadir=str(tmp_path / "new" / "data"), web_port=None) as engine:
+            assert engine.running
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "new", tmp_path / "new" / "data"):
+        assert made.stat().st_mode & 0o777 == 0o700, made
+    # A directory the operator made keeps the mode the operator chose.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    async with Dagger(store=f"sqlite:///{shared}/state.db", web_port=None):
+        pass
+    assert shared.stat().st_mode & 0o777 == 0o755

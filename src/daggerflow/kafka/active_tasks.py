@@ -31,7 +31,7 @@ from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
 from ..store.factory import open_store
-from ..store.lockfile import LockFile
+from ..store.lockfile import LockFile, private_dirs
 from . import codec
 from .collector import CommitStats, GroupClients, PartitionCommitter
 from .compat import stop_consumer
@@ -130,7 +130,7 @@ class ActiveTasks:
 
     def store_path(self, p: int) -> str:
         base = os.path.join(self.config.datadir, self.config.app)
-        os.makedirs(base, exist_ok=True)
+        private_dirs(base)
         suffix = "rocks" if self.config.store_kind == "rocksdb" else "db"
         return os.path.join(base, f"p{p:03d}.{suffix}")
 

@@ -1,4 +1,5 @@
-"""The lock file that keeps a second worker out of a store (SQLite file or RocksDB directory)."""
+"""The lock file that keeps a second worker out of a store (SQLite file or RocksDB directory),
+and the private directories stores are created in."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ class LockFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def private_dirs(path: str | os.PathLike[str]) -> None:
+    """Create the directory ``path`` and its missing parents readable by this user only
+    (0700, whatever the umask): they hold workflow state, which may hold personal data.
+    Directories that exist keep their mode: the operator chose it."""
+    missing: list[str] = []
+    current = os.path.abspath(os.fspath(path))
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process: its mode is its maker's
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask

@@ -67,7 +67,7 @@ from .keys import text_field as _s
 from .keys import text_fields as _fields
 from .keys import u64 as _u64
 from .keys import unescape as _unescape
-from .lockfile import LockFile
+from .lockfile import LockFile, private_dirs
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -101,7 +101,7 @@ class RocksDBStore:
         # without reading it back (the process is the only writer).
         self._listed: dict[str, tuple[str, float, str]] = {}
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(target.parent)
         self._lockfile.acquire(path)
         try:
             self.db = self._open(target)

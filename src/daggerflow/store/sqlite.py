@@ -20,7 +20,7 @@ import msgspec
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
 from .base import Message, PendingJob, WriteBatch
-from .lockfile import LockFile
+from .lockfile import LockFile, private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SQLiteStore:
         self._lockfile = LockFile(path)
         self._heads: dict[str, int] = {}
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(Path(path).parent)
             self._lockfile.acquire(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
