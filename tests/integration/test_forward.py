@@ -111,7 +111,7 @@ async def test_get_instance_from_its_owner(workers: tuple[Dagger, Dagger], fwd: 
 
 async def test_ids_that_need_quoting(workers: tuple[Dagger, Dagger], fwd: Forwarder) -> None:
     a, _ = workers
-    for iid in ("a/b", "sp ace?x=1&y#z", "über-🍕", "%2F"):
+    for iid in ("sp ace?x=1&y#z", "über-🍕", "%2F", "a%2Fb", "..."):
         await create(a, "quick", iid)
         got = await fwd.get_instance(url(a), iid)
         assert got is not None and got.id == iid

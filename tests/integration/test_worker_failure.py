@@ -49,7 +49,7 @@ def test_a_fault_in_the_worker_ends_it_with_the_error_logged(tmp_path: Path, par
     try:
         wait_for_log(proc, "started")
         create = f"{url}/api/v1/templates/Chore/instances"
-        body = {"id": "fine", "runtime_parameters": {}, "submit_task": True}
+        body = {"id": "fine", "runtime_parameters": {}, "submit": True}
         response = httpx.post(create, json=body)
         assert response.status_code == 201, response.text
         wait_for_status(url, "fine", "COMPLETED")

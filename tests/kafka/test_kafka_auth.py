@@ -14,6 +14,7 @@ Two pizza worker processes on one application, each configured by ``$DAGGERFLOW_
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 import httpx
@@ -50,7 +51,14 @@ async def test_workers_sharing_a_token_forward_reads_and_others_are_refused_clea
     view = OwnersView(cluster.bootstrap, f"{cluster.app}-owners")
     await view.start()
     try:
-        await wait_until(lambda: len(view.owners()) == PARTITIONS and len(view.urls()) == 2, 60, 0.1, "owners")
+        def balanced() -> bool:
+            # Both workers in the group and the assignment settled (two partitions each): a
+            # view taken while w1 joins would still name w0 for partitions about to move.
+            owners = view.owners()
+            per_url = Counter(o.url for o in owners.values())
+            return len(owners) == PARTITIONS and sorted(per_url.values()) == [PARTITIONS // 2] * 2
+
+        await wait_until(balanced, 60, 0.1, "two partitions owned by each worker")
         url_of = {
             w.name: next(o.url for o in view.owners().values() if f"-{w.pid}-" in o.worker) for w in (w0, w1)
         }

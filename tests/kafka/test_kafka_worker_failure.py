@@ -27,7 +27,7 @@ async def test_a_job_runner_fault_ends_the_kafka_worker(make_cluster: Callable[.
     (started,) = await worker.wait_log(r"started on Kafka as a worker \(web (http://\S+)\)")
     url = started.group(1)
     create = f"{url}/api/v1/templates/Chore/instances"
-    body = {"id": "fine", "runtime_parameters": {}, "submit_task": True}
+    body = {"id": "fine", "runtime_parameters": {}, "submit": True}
     async with httpx.AsyncClient(timeout=30) as http:
         assert (await http.post(create, json=body)).status_code == 201
 
