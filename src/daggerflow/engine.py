@@ -31,8 +31,9 @@ from .model.records import Message, Outgoing
 from .model.template import Overrides, instantiate
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
-from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable, message_size
+from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable
 from .pipeline.notify import CommitObserver
+from .pipeline.outbox import message_size
 from .pipeline.partition import TaskContext
 from .pipeline.ports import Runtime, RuntimeParts
 from .registration import Registration

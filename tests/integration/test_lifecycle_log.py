@@ -6,6 +6,7 @@ events and uvicorn's access log included."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -136,6 +137,44 @@ async def test_timeout_stop_retry_and_dead_letter_are_logged(
     letter = next(r for r in caplog.records if getattr(r, "event", "") == "dead_letter")
     assert letter.levelname == "WARNING" and letter.topic == "ready" and letter.offset == 0
     assert letter.consumer == "listener:ready" and "cannot read this payload" in letter.error
+    # Reported once: no other logger warns about the same message before its commit.
+    others = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name != "daggerflow.lifecycle"]
+    assert not [r for r in others if "unreadable" in r.getMessage() or "cannot read" in r.getMessage()]
+
+
+async def test_an_agent_message_over_the_limit_is_a_dead_letter_and_nothing_is_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="daggerflow.lifecycle")
+    engine = Dagger(store=f"sqlite:///{tmp_path}/a.db", web_port=None, max_message_bytes=2048)
+    engine.create_topic("out")
+
+    @engine.agent("in", name="relay")
+    async def relay(value: Any) -> None:
+        await engine.topics["out"].send(value="small")
+        await engine.topics["out"].send(value=str(value) * 3000)
+
+    async with engine:
+        await engine.append("in", None, "x")
+        await engine.append("in", None, "")  # sends "small" and "": within the limit
+        dead = engine.config.dead_letter
+
+        async def settled() -> bool:
+            return len(engine.read_topic(dead, 0, 10)) == 1 and len(engine.read_topic("out", 0, 10)) == 2
+
+        for _ in range(500):
+            if await settled():
+                break
+            await asyncio.sleep(0.01)
+        letters = engine.read_topic(dead, 0, 10)
+        assert len(letters) == 1
+        letter = json.loads(letters[0].value)
+        assert letter["consumer"] == "agent:relay" and letter["offset"] == 0
+        assert letter["error"].startswith("TooLarge: the message value for topic 'out' is 3000 bytes")
+        # Of the oversize message's run nothing went out; the second run sent both of its messages.
+        assert [m.value for m in engine.read_topic("out", 0, 10)] == ["small", ""]
+    logged = [r for r in caplog.records if getattr(r, "event", "") == "dead_letter"]
+    assert len(logged) == 1 and logged[0].consumer == "agent:relay"
 
 
 async def test_nothing_is_logged_below_warning_and_nothing_at_all_when_warning_is_off(

@@ -6,8 +6,10 @@ the limit are refused at the call site."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,7 @@ from daggerflow.errors import TooLarge
 from daggerflow.kafka.config import RECORD_LIMIT
 
 from ..integration.test_input_limits import register
-from .cluster import delete_app_topics
+from .cluster import decode, delete_app_topics, produce, read_topic
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,6 +55,44 @@ async def test_a_too_large_instance_fails_its_task_and_the_partition_goes_on(
         await engine.template_dags["quick"].create_instance("after", submit_task=True)
         assert (await engine.wait_for("after", timeout=60)).status.code == "COMPLETED"
         assert await engine.get_instance("refused") is None
+    finally:
+        await engine.stop()
+        await delete_app_topics(broker, app)
+
+
+async def test_an_agent_message_over_the_limit_is_a_logged_dead_letter(
+    broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent's messages are committed by its own loop, not the partition processor: an
+    oversize one is turned into a dead letter there (nothing of that run is sent), and the
+    lifecycle log reports it after the commit, as for the processor's dead letters."""
+    caplog.set_level(logging.INFO, logger="daggerflow.lifecycle")
+    app = f"agentlim-{uuid.uuid4().hex[:8]}"
+    engine = Dagger(broker=f"kafka://{broker}", application_name=app, kafka_partitions=1, datadir=str(tmp_path),
+                    web_port=None, max_message_bytes=2048)  # fmt: skip
+    inbox, outbox = f"{app}.in", f"{app}.out"
+    engine.create_topic(outbox)
+
+    @engine.agent(inbox, name="relay")
+    async def relay(value: Any) -> None:
+        await engine.topics[outbox].send(value="small")
+        await engine.topics[outbox].send(value="x" * 3000 if "big" in str(value) else "")
+
+    await engine.start()
+    try:
+        await produce(broker, inbox, [(b"k", "big"), (b"k", "fits")])
+        letters = [decode(r.value) for r in await read_topic(broker, f"{app}-dead-letter")]
+        while not letters:  # read_topic reads to the end as it is now: wait for the commit
+            letters = [decode(r.value) for r in await read_topic(broker, f"{app}-dead-letter")]
+        assert len(letters) == 1
+        assert letters[0]["consumer"] == "relay" and letters[0]["offset"] == 0
+        assert letters[0]["error"].startswith(f"TooLarge: the message value for topic '{outbox}' is 3000 bytes")
+        sent = [r.value.decode() for r in await read_topic(broker, outbox)]
+        while len(sent) < 2:
+            sent = [r.value.decode() for r in await read_topic(broker, outbox)]
+        assert sent == ["small", ""]  # of the oversize run nothing; the other sent both
+        logged = [r for r in caplog.records if getattr(r, "event", "") == "dead_letter"]
+        assert len(logged) == 1 and logged[0].consumer == "relay" and logged[0].topic == inbox
     finally:
         await engine.stop()
         await delete_app_topics(broker, app)

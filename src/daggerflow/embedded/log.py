@@ -63,6 +63,7 @@ class Readers:
     signals: TopicSignals
     start_at_end: bool  # a reader without a position starts at the end ("latest")
     dead_letter_topic: str
+    max_message_bytes: int  # what an agent may send in one message (Limits.message)
 
 
 class Consumer(Loop, abc.ABC):
@@ -142,7 +143,8 @@ class AgentConsumer(Consumer):
         sent: list[Outgoing] = []
         first_pending = loop.time()
         for chunk in chunks(messages, self.concurrency):
-            sent.extend(await run_agents(self.handler, chunk, self.name, self.readers.dead_letter_topic))
+            sent.extend(await run_agents(self.handler, chunk, self.name, self.readers.dead_letter_topic,
+                                         self.readers.max_message_bytes))  # fmt: skip
             if chunk[-1] is messages[-1] or loop.time() - first_pending >= COMMIT_INTERVAL:
                 fut: asyncio.Future[Any] = loop.create_future()
                 self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))

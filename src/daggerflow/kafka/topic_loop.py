@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 from ..errors import TaskMigrated
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.ingress import AgentSpec, chunks, run_agents
+from ..pipeline.lifecycle import dead_letters_committed
 from .collector import CommitStats, GroupClients
 from .compat import stop_consumer
 from .context import WorkerContext
@@ -43,6 +44,7 @@ class TopicLoop:
         self.topic = topic
         self.handle = handle
         self.end_fenced = end_fenced
+        self.dead_letter_topic = worker.topics.dead_letter.name
         self.guard = AssignmentGuard()
         self.clients: GroupClients | None = None
         self.manager: TaskManager | None = None
@@ -156,9 +158,10 @@ class TopicLoop:
         self.stats.records += len(outs)
         offsets = {tp: records[-1].offset + 1}
         await self.collector.send_and_commit(self.clients, tp.partition, outs, offsets, self.stats)
+        dead_letters_committed(((o.topic, o.value) for o in outs), self.dead_letter_topic)
 
 
-def agent_handler(agent: AgentSpec, dead_letter_topic: str) -> ChunkHandler:
+def agent_handler(agent: AgentSpec, dead_letter_topic: str, max_message_bytes: int) -> ChunkHandler:
     """An agent's handler over a fetched chunk, ``concurrency`` messages at a time: what
     they sent (or their dead letters), to commit with the chunk's offsets."""
     fn, name, concurrency = agent.handler, agent.name, agent.concurrency
@@ -167,7 +170,8 @@ def agent_handler(agent: AgentSpec, dead_letter_topic: str) -> ChunkHandler:
         outs: list[OutRecord] = []
         messages = [message_of(tp, r) for r in records]
         for chunk in chunks(messages, concurrency):
-            outs.extend(outgoing_record(o) for o in await run_agents(fn, chunk, name, dead_letter_topic))
+            outs.extend(outgoing_record(o) for o in await run_agents(fn, chunk, name, dead_letter_topic,
+                                                                       max_message_bytes))  # fmt: skip
         return outs
 
     return handle
@@ -179,13 +183,14 @@ def stateless_loops(
     routed: Mapping[str, list[type]],
     agents: Sequence[AgentSpec],
     end_fenced: EndFenced,
+    max_message_bytes: int,
 ) -> list[TopicLoop]:
     """A loop for each listener topic routed by its own group, and one for each agent."""
     app, dead = worker.config.app, worker.topics.dead_letter.name
     loops = [TopicLoop(worker, listener_group(app, topic), topic, routing.route_handler(topic, classes), end_fenced)
              for topic, classes in routed.items()]  # fmt: skip
     loops += [
-        TopicLoop(worker, agent_group(app, a.name), a.topic, agent_handler(a, dead), end_fenced)
+        TopicLoop(worker, agent_group(app, a.name), a.topic, agent_handler(a, dead, max_message_bytes), end_fenced)
         for a in agents
     ]
     return loops

@@ -23,6 +23,7 @@ import msgspec
 from ..model.records import Message, Outgoing
 from . import outbox
 from .eager import gather_eagerly
+from .outbox import oversize_message
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
@@ -158,25 +159,32 @@ async def map_messages(mapper: ListenerMapper, messages: Sequence[Message]) -> l
             pairs, message_id = await mapper.mappings(msg.value)
         except Exception as exc:
             where = f"{msg.topic}@{msg.offset}" if msg.partition is None else f"{msg.topic}:{msg.partition}@{msg.offset}"
-            log.warning("dead-lettering %s: %r", where, exc)
+            # WARNING comes from daggerflow.lifecycle once the dead letter is committed.
+            log.debug("dead-lettering %s: %r", where, exc)
             return Mapped([], None, (f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return Mapped(pairs, None if message_id is None else str(message_id))
 
     return await gather_eagerly(one(m) for m in messages)
 
 
-async def run_agent(handler: AgentHandler, msg: Message, name: str, dead_letter_topic: str) -> list[Outgoing]:
-    """Run an agent on one message: what it sent, or a dead letter if it raised."""
+async def run_agent(
+    handler: AgentHandler, msg: Message, name: str, dead_letter_topic: str, max_message_bytes: int
+) -> list[Outgoing]:
+    """Run an agent on one message: what it sent, or a dead letter if it raised or sent a
+    message over ``max_message_bytes`` (then nothing it sent goes out)."""
     with outbox.capture() as box:
         try:
             await handler(msg.value)
         except Exception as exc:
-            log.warning("agent %s failed on %s@%d: %r", name, msg.topic, msg.offset, exc)
+            # WARNING comes from daggerflow.lifecycle once the dead letter is committed.
+            log.debug("agent %s failed on %s@%d: %r", name, msg.topic, msg.offset, exc)
             return [
                 dead_letter(
                     dead_letter_topic, msg, name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
                 )
             ]
+    if box and (problem := oversize_message(box, max_message_bytes)) is not None:
+        return [dead_letter(dead_letter_topic, msg, name, problem, "")]
     return box
 
 
@@ -187,9 +195,11 @@ def chunks(messages: Sequence[Message], width: int) -> Iterator[Sequence[Message
         yield messages[start : start + width]
 
 
-async def run_agents(handler: AgentHandler, chunk: Sequence[Message], name: str, dead_letter_topic: str) -> list[Outgoing]:
+async def run_agents(
+    handler: AgentHandler, chunk: Sequence[Message], name: str, dead_letter_topic: str, max_message_bytes: int
+) -> list[Outgoing]:
     """Run an agent on a chunk of messages at once: what they sent (or their dead letters), in order."""
     sent: list[Outgoing] = []
-    for box in await gather_eagerly(run_agent(handler, m, name, dead_letter_topic) for m in chunk):
+    for box in await gather_eagerly(run_agent(handler, m, name, dead_letter_topic, max_message_bytes) for m in chunk):
         sent.extend(box)
     return sent

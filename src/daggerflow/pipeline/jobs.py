@@ -16,31 +16,12 @@ from ..model.records import Outgoing, PendingJob
 from ..model.values import params_problem
 from . import outbox
 from .eager import start_eagerly
+from .outbox import oversize_message
 
 if TYPE_CHECKING:
     from ..tasks import ITask, ITemplateDAGInstance
 
 log = logging.getLogger(__name__)
-
-
-def message_size(value: str | bytes) -> int:
-    """The size in bytes of a message value as stored and sent (str: its UTF-8)."""
-    if isinstance(value, str):
-        # A str of n characters is n to 4n bytes: encode only when the bound is not enough.
-        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
-    return len(value)
-
-
-def oversize_message(box: list[Outgoing], limit: int) -> str | None:
-    """Why a job's messages cannot be sent (one over ``limit``), or None."""
-    for out in box:
-        size = message_size(out.value)
-        if size > limit:
-            return (
-                f"TooLarge: the message value for topic {out.topic!r} is {size} bytes, "
-                f"over the limit of {limit} bytes (max_message_bytes)"
-            )
-    return None
 
 
 class JobContext(Protocol):

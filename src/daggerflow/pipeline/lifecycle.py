@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from ..model.instance import Instance, Node
@@ -62,7 +63,7 @@ def log_commit(
     if dead_letter_topic is not None:
         for out in appends:
             if out.topic == dead_letter_topic:
-                _dead_letter(out)
+                _dead_letter(out.topic, out.value)
 
 
 def _fields(event: str, inst: Instance, node: Node, **more: Any) -> dict[str, Any]:
@@ -133,15 +134,24 @@ def _first_failed(inst: Instance) -> Node | None:
     return None
 
 
-def _dead_letter(out: Outgoing) -> None:
+def dead_letters_committed(records: Iterable[tuple[str, str | bytes | None]], dead_letter_topic: str) -> None:
+    """Log the dead letters among ``(topic, value)`` records just committed, for the loops
+    that commit without the processor (Kafka's routed listener topics and agents)."""
+    if log.isEnabledFor(logging.WARNING):
+        for topic, value in records:
+            if topic == dead_letter_topic:
+                _dead_letter(topic, value)
+
+
+def _dead_letter(dead_letter_topic: str, value: str | bytes | None) -> None:
     try:
-        letter = json.loads(out.value) if isinstance(out.value, (str, bytes)) else {}
+        letter = json.loads(value) if isinstance(value, (str, bytes)) else {}
     except ValueError:
         letter = {}
     if not isinstance(letter, dict):
         letter = {}
     topic, offset, consumer = letter.get("topic"), letter.get("offset"), letter.get("consumer")
     error = letter.get("error")
-    log.warning("message %s@%s dead-lettered by %s to %s: %s", topic, offset, consumer, out.topic, error,
+    log.warning("message %s@%s dead-lettered by %s to %s: %s", topic, offset, consumer, dead_letter_topic, error,
                 extra={"event": "dead_letter", "topic": topic, "offset": offset, "consumer": consumer,
-                       "dead_letter_topic": out.topic, "error": error})  # fmt: skip
+                       "dead_letter_topic": dead_letter_topic, "error": error})  # fmt: skip
