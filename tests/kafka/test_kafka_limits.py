@@ -96,3 +96,23 @@ async def test_an_agent_message_over_the_limit_is_a_logged_dead_letter(
     finally:
         await engine.stop()
         await delete_app_topics(broker, app)
+
+
+async def test_a_create_sent_to_the_owner_is_refused_at_the_call_site_when_too_large(
+    broker: str, tmp_path: Path
+) -> None:
+    """A client (or a worker that does not own the id) sends the whole new instance through
+    the events topic: over the limit it is ``TooLarge`` at once, not a producer error."""
+    app = f"fwdlim-{uuid.uuid4().hex[:8]}"
+    client = Dagger(broker=f"kafka://{broker}", application_name=app, kafka_partitions=1, datadir=str(tmp_path),
+                    web_port=None, role="client", max_instance_bytes=4096)  # fmt: skip
+    register(client)
+    await client.start()
+    try:
+        with pytest.raises(TooLarge, match="the new instance for 'big', sent to the worker that owns it"):
+            await client.template_dags["quick"].create_instance("big", submit_task=True, blob="x" * 4000)
+        # One that fits is sent (nobody processes it here: no worker runs).
+        await client.template_dags["quick"].create_instance("fits", submit_task=True, blob="x" * 100)
+    finally:
+        await client.stop()
+        await delete_app_topics(broker, app)

@@ -34,8 +34,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import NotOwner, PartitionMoved, TaskInvalidState
-from ..machine.events import Event
+from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
+from ..machine.events import Create, Event
 from ..model.instance import Instance, merge_listings
 from ..model.records import Message, Outgoing
 from ..pipeline.partition import PartitionTask
@@ -46,7 +46,7 @@ from .active_tasks import ActiveTasks
 from .admin import TopicSpec, ensure_application_topics, ensure_topics, internal_topics
 from .collector import GroupClients, RecordCollector
 from .compat import tune_aiokafka
-from .config import KafkaConfig
+from .config import RECORD_LIMIT, KafkaConfig
 from .context import WorkerContext
 from .fetch import FetchLoop
 from .guard import AssignmentGuard
@@ -231,8 +231,15 @@ class KafkaRuntime:
                 return True, await task.processor.call(instance_id, event)
             except PartitionMoved:
                 pass
-        await self._send_plain(self.topics.events.name, codec.encode(event),  # type: ignore[arg-type]
-                               key=instance_id.encode(), partition=p)  # fmt: skip
+        record = codec.encode(event)  # type: ignore[arg-type]
+        # Refused here, in the caller's words, rather than by the producer (a Create carries the
+        # whole new instance, which the owner would refuse over max_instance_bytes anyway).
+        limit = self.parts.settings.limits.instance if isinstance(event, Create) else RECORD_LIMIT
+        if len(record) > limit:
+            what = "the new instance" if isinstance(event, Create) else f"the {type(event).__name__} event"
+            raise TooLarge(f"{what} for {instance_id!r}, sent to the worker that owns it,", len(record), limit,
+                           " (max_instance_bytes; on Kafka at most one record)")  # fmt: skip
+        await self._send_plain(self.topics.events.name, record, key=instance_id.encode(), partition=p)
         return False, None
 
     def committed(self, instance_id: str) -> Instance | None:
