@@ -9,7 +9,6 @@ package, with their content types and caching headers, and load nothing from els
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -22,22 +21,6 @@ from daggerflow import Dagger
 from daggerflow.web.app import create_app
 from daggerflow.web.docs import ASSETS, static_bytes
 from daggerflow.web.schemas import CreateInstanceRequest, ErrorBody, PostMessageRequest
-
-from .test_rest import register_templates
-
-
-@pytest.fixture
-async def web(make_engine: Callable[..., Dagger]) -> AsyncIterator[Dagger]:
-    engine = make_engine(web_port=0)
-    register_templates(engine)
-    async with engine:
-        yield engine
-
-
-@pytest.fixture
-async def client(web: Dagger) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.web_url or "", timeout=10) as c:
-        yield c
 
 
 @pytest.fixture

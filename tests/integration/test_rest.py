@@ -8,7 +8,7 @@ body ``{"error": ...}`` with a 4xx status and leaves the engine working.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -86,25 +86,6 @@ def register_templates(engine: Dagger) -> None:
 
 def listener_waiting(inst: Instance) -> bool:
     return any(n.kind == "listener" and n.status == "EXECUTING" for n in inst.nodes.values())
-
-
-@pytest.fixture
-async def web(make_engine: Callable[..., Dagger], clock: ManualClock) -> AsyncIterator[Dagger]:
-    engine = make_engine(web_port=0, clock=clock)
-    register_templates(engine)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()
-
-
-@pytest.fixture
-async def client(web: Dagger) -> AsyncIterator[httpx.AsyncClient]:
-    assert web.web_url is not None and web.web_url.startswith("http://127.0.0.1:")
-    assert not web.web_url.endswith(":0")
-    async with httpx.AsyncClient(base_url=web.web_url, timeout=10) as c:
-        yield c
 
 
 async def create(engine: Dagger, template: str, iid: str, *, submit: bool = True, **params: Any) -> None:

@@ -14,25 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from daggerflow import Dagger, ManualClock
+from daggerflow import Dagger
 
 from .test_rest import register_templates
 
 CREATE = "/api/v1/templates/quick/instances"
-
-
-@pytest.fixture
-async def web(make_engine: Callable[..., Dagger], clock: ManualClock) -> AsyncIterator[Dagger]:
-    engine = make_engine(web_port=0, clock=clock)
-    register_templates(engine)
-    async with engine:
-        yield engine
-
-
-@pytest.fixture
-async def client(web: Dagger) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=web.web_url or "", timeout=10) as c:
-        yield c
 
 
 def error_of(r: httpx.Response, status: int) -> str:
