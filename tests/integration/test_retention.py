@@ -42,10 +42,19 @@ def runtime(engine: Dagger) -> EmbeddedRuntime:
     return engine.runtime
 
 
+#: Both stores keep embedded topics, so both apply retention.
+STORES = pytest.mark.parametrize("kind", ["sqlite", "rocksdb"])
+
+
+def store_url(kind: str, path: Path) -> str:
+    return f"{kind}:///{path}"
+
+
+@STORES
 async def test_housekeeping_deletes_what_is_past_retention_but_never_what_a_reader_has_not_read(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, kind: str
 ) -> None:
-    engine = Dagger(store=f"sqlite:///{tmp_path}/r.db", web_port=None, clock=clock,
+    engine = Dagger(store=store_url(kind, tmp_path / "r.db"), web_port=None, clock=clock,
                     topic_retention={"t": {"ms": 1000}})  # fmt: skip
     seen: list[str] = []
     never = asyncio.Event()
@@ -75,10 +84,11 @@ async def test_housekeeping_deletes_what_is_past_retention_but_never_what_a_read
         never.set()
 
 
+@STORES
 async def test_the_housekeeping_loop_applies_retention_by_count_and_keeps_the_newest_message(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, kind: str
 ) -> None:
-    url = f"sqlite:///{tmp_path}/c.db"
+    url = store_url(kind, tmp_path / "c.db")
     options = {"u": {"messages": 2}, "w": {"ms": 500}, "kept": {}}
     engine = Dagger(store=url, web_port=None, clock=clock, topic_retention=options)
     async with engine:

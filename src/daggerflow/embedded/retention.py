@@ -99,7 +99,7 @@ def retention_policy(
 
 @runtime_checkable
 class TopicLog(Protocol):
-    """What retention needs of a store (``SQLiteStore``)."""
+    """What retention needs of a store (``SQLiteStore``, ``RocksDBStore``)."""
 
     def topics(self) -> list[str]: ...
 

@@ -198,7 +198,7 @@ class EmbeddedRuntime:
         return how many messages."""
         store = self.store
         if not isinstance(store, TopicLog):
-            return 0  # a store without a topic log to trim (RocksDB)
+            return 0  # a store without a topic log to trim
         keeper = RetentionKeeper(store, self.context.clock, self.config.topic_retention, self._unread_from)
         return await keeper.run()
 

@@ -68,6 +68,7 @@ from .keys import text_fields as _fields
 from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
+from .rocksdb_topics import RocksTopicRetention
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -91,7 +92,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore:
+class RocksDBStore(RocksTopicRetention):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
