@@ -195,7 +195,7 @@ def test_io_libraries_stay_in_their_corners() -> None:
     homes = {
         "aiokafka": ("daggerflow.kafka",),
         "sqlite3": ("daggerflow.store.sqlite",),
-        "rocksdict": ("daggerflow.store.rocksdb", "daggerflow.store.factory"),
+        "rocksdict": ("daggerflow.store.rocksdb", "daggerflow.store.rocksdb_topics", "daggerflow.store.factory"),
         "starlette": ("daggerflow.web",),
         "uvicorn": ("daggerflow.web",),
     }
