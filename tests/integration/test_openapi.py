@@ -142,6 +142,7 @@ async def test_docs_page_and_its_assets(client: httpx.AsyncClient) -> None:
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
     js = (await client.get("/docs/docs.js")).text
     assert '"/openapi.json"' in js
+    assert "validatorUrl: null" in js  # no request to validator.swagger.io
 
     missing = await client.get("/docs/index.html")
     assert missing.status_code == 404 and missing.json()["status"] == 404

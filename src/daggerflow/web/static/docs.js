@@ -7,5 +7,8 @@ window.addEventListener("load", function () {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
+    // Swagger UI would otherwise load a badge from validator.swagger.io: the page makes no
+    // request beyond this worker (its CSP would block it anyway).
+    validatorUrl: null,
   });
 });
