@@ -136,7 +136,9 @@ async def submit_instance(engine: EngineAPI, request: Request) -> Response:
 
 async def patch_parameters(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, ActionQuery)
-    changes = decode_body(await read_body(request, engine.max_request_bytes), dict[str, Any])
+    changes: Any = decode_body(await read_body(request, engine.max_request_bytes), Any)
+    if not isinstance(changes, dict):
+        raise ApiError(f"invalid request body: expected a JSON object, got {type(changes).__name__}")
     iid: str = request.path_params["id"]
     await engine.patch_parameters(iid, changes, actor=q.actor)
     return await _after(engine, iid)
