@@ -3,6 +3,8 @@ real server (the ``web``/``client`` fixtures: test_rest's templates)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import httpx
@@ -93,3 +95,38 @@ async def test_rest_retry_skip_complete_submit_and_patch(web: Dagger, client: ht
         end = await web.get_instance_state(iid)
         assert end is not None and end.nodes[node].status == status and end.status == "COMPLETED"
         assert (await client.post(f"/api/v1/instances/{iid}/tasks/{node}/{action}")).status_code == 409
+
+
+async def cli(url: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daggerflow", *args, "--url", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cli_submit_patch_complete_skip_and_retry(web: Dagger) -> None:
+    url = web.web_url
+    assert url is not None
+    await create(web, "orders", "c1", submit=False, order_id="c1")
+    code, out = await cli(url, "patch", "c1", "--params", '{"note": "by hand"}')
+    assert code == 0 and "patched c1" in out, out
+    code, out = await cli(url, "submit", "c1")
+    assert code == 0 and "submitted c1" in out, out
+    node = node_of(await settled(web, "c1", listener_waiting), "listener")
+    code, out = await cli(url, "complete", "c1", node, "--json")
+    assert code == 0 and '"COMPLETED"' in out, out
+    end = await settled(web, "c1")
+    assert end.status == "COMPLETED" and end.runtime_parameters["note"] == "by hand"
+    code, out = await cli(url, "skip", "c1", node)
+    assert code == 1 and "HTTP 409" in out, out
+    add_flaky(web)
+    await create(web, "flaky", "c2")
+    assert (await settled(web, "c2")).status == "FAILURE"
+    code, out = await cli(url, "retry", "c2", "--params", "[1]")
+    assert code == 2 and "JSON object" in out, out
+    code, out = await cli(url, "retry", "c2", "--params", '{"fixed": true}')
+    assert code == 0 and "retried c2" in out, out
+    assert (await settled(web, "c2")).status == "COMPLETED"
