@@ -29,6 +29,7 @@ from .model.ids import ID_RULE, id_problem
 from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
 from .model.template import Overrides, instantiate
+from .operations import Operations
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
 from .pipeline.jobs import JobCallbacks, JobRunner, check_serialisable
@@ -50,7 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration):
+class Dagger(Registration, Operations):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -344,13 +345,15 @@ class Dagger(Registration):
         # Sent to the owner (another worker): what it creates, unless the id exists there.
         return self.view(result if applied and result is not None else instance)
 
-    async def submit(self, task: Any, *, repartition: bool = False) -> ITemplateDAGInstance[Any, Any]:
+    async def submit(
+        self, task: Any, *, repartition: bool = False, actor: str | None = None
+    ) -> ITemplateDAGInstance[Any, Any]:
         """Start a created instance. Submitting a terminal instance raises TaskInvalidState.
 
         On Kafka, when another worker owns the instance, the submit is sent to it and this
         returns the instance as last known (``task`` itself if it is an instance view)."""
         instance_id = _checked_id(getattr(task, "id", task))
-        applied, result = await self._runtime().call(instance_id, Submit())
+        applied, result = await self._runtime().call(instance_id, Submit(actor))
         if applied and result is not None:
             return self.view(result)
         if isinstance(task, ITemplateDAGInstance):

@@ -40,6 +40,10 @@ class TemplateDoesNotExist(DaggerError):
     pass
 
 
+class UnknownInstance(DaggerError, LookupError):
+    """No such workflow instance, or no such node in it (HTTP 404)."""
+
+
 class InvalidTriggerTimeForTask(DaggerError):
     pass
 

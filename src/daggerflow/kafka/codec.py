@@ -4,7 +4,8 @@ Plain msgspec structs, encoded as MessagePack at the edge (design: data as typed
 encoders at the edges). No aiokafka here, so the processor can use it without the extra.
 
 - ``{app}-events``, keyed by instance id: the instance-addressed events any process may send
-  (``Create``, ``Submit``, ``Stop``, and ``Deliver`` from an index owner).
+  (``Create``, ``Submit``, ``Stop``, the operators' ``Retry``, ``Skip``, ``Complete`` and
+  ``PatchParameters``, and ``Deliver`` from an index owner).
 - ``{app}-correlation``, partitioned by correlation (topic, key, value): ``Routed`` listener
   messages (from the listener routers, with their correlation pairs already computed by user
   code) and ``IndexOp`` index changes (from instance owners).
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ..machine.events import Create, Deliver, Stop, Submit
+from ..machine.events import Complete, Create, Deliver, PatchParameters, Retry, Skip, Stop, Submit
 from ..model.instance import Correlation
 from .partitioner import partition_for_key
 
@@ -70,7 +71,7 @@ class IndexOp(msgspec.Struct, tag="index", frozen=True):
     only_one: bool = False  # the node's listener is match_only_one
 
 
-EventRecord = Create | Submit | Stop | Deliver
+EventRecord = Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters
 CorrelationRecord = Routed | IndexOp
 
 _encoder = msgspec.msgpack.Encoder()

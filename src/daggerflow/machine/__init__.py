@@ -10,12 +10,28 @@ from .effects import (
     RunJob,
     SetTimer,
 )
-from .events import Create, Deliver, Event, JobDone, JobFailed, Stop, Submit, TimerFired
-from .transitions import Context, Transition, apply, desired_correlations
+from .events import (
+    Complete,
+    Create,
+    Deliver,
+    Event,
+    JobDone,
+    JobFailed,
+    PatchParameters,
+    Repair,
+    Retry,
+    Skip,
+    Stop,
+    Submit,
+    TimerFired,
+)
+from .repair import apply
+from .transitions import Context, Transition, desired_correlations
 
 __all__ = [
     "CancelJob",
     "CancelTimer",
+    "Complete",
     "Context",
     "Create",
     "Deliver",
@@ -26,8 +42,12 @@ __all__ = [
     "InstanceDeleted",
     "JobDone",
     "JobFailed",
+    "PatchParameters",
+    "Repair",
+    "Retry",
     "RunJob",
     "SetTimer",
+    "Skip",
     "Stop",
     "Submit",
     "TimerFired",

@@ -15,11 +15,12 @@ class Create(msgspec.Struct, gc=False, tag="create", frozen=True):
 
 
 class Submit(msgspec.Struct, gc=False, tag="submit", frozen=True):
-    pass
+    # Who asked ("api", "cli", a token scope, None from the Python API), for the history.
+    actor: str | None = None
 
 
 class Stop(msgspec.Struct, gc=False, tag="stop", frozen=True):
-    pass
+    actor: str | None = None
 
 
 class Deliver(msgspec.Struct, gc=False, tag="deliver", frozen=True):
@@ -56,4 +57,35 @@ class TimerFired(msgspec.Struct, gc=False, tag="timer", frozen=True):
     key: str
 
 
-Event = Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired
+class Retry(msgspec.Struct, gc=False, tag="retry", frozen=True):
+    """Run a FAILED workflow again from its failed nodes, ``runtime_parameters`` merged first."""
+
+    runtime_parameters: dict[str, Any] | None = None
+    actor: str | None = None
+
+
+class Skip(msgspec.Struct, gc=False, tag="skip", frozen=True):
+    """End a waiting task as SKIPPED by hand; the workflow goes on from it."""
+
+    node: str
+    actor: str | None = None
+
+
+class Complete(msgspec.Struct, gc=False, tag="complete", frozen=True):
+    """End a waiting listener, sensor or trigger as COMPLETED by hand."""
+
+    node: str
+    actor: str | None = None
+
+
+class PatchParameters(msgspec.Struct, gc=False, tag="patch", frozen=True):
+    """Merge ``changes`` into the runtime parameters of a workflow that has not ended."""
+
+    changes: dict[str, Any]
+    actor: str | None = None
+
+
+Repair = Retry | Skip | Complete | PatchParameters
+"""The operators' actions (machine/repair.py applies them)."""
+
+Event = Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired | Retry | Skip | Complete | PatchParameters

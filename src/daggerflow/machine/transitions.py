@@ -224,10 +224,11 @@ class _Walk:
             node.job_seq += 1
             self.effects.append(RunJob(self.inst.id, node.id, "stop", node.job_seq))
 
-    def cancel_under(self, ancestor: str, status_for_running: str = STOPPED) -> None:
+    def cancel_under(self, ancestor: str, status_for_running: str = STOPPED, *, failed: bool = False) -> None:
         for node in list(self.descendants(ancestor)):
             if node.is_terminal():
                 continue
+            node.halted_by_failure = failed
             self.halt(node, status_for_running if node.status == EXECUTING else SKIPPED)
 
     # Reaching a node --------------------------------------------------------------------
@@ -329,7 +330,7 @@ class _Walk:
             if _is_atleast_one(parent):
                 self.child_done(parent, node)  # this branch ends here; the others go on
             elif not parent.is_terminal():
-                self.cancel_under(parent.id)
+                self.cancel_under(parent.id, failed=True)
                 self.finish(parent, FAILURE)
             return
         self.advance(node)
@@ -386,6 +387,7 @@ class _Walk:
         root = self.inst.root
         for node in self.nodes.values():
             if node is not root and not node.is_terminal():
+                node.halted_by_failure = root.status == FAILURE
                 self.halt(node, STOPPED if node.status == EXECUTING else SKIPPED)
         self.inst.timers.clear()
         if self.ctx.delete_on_complete and root.status == COMPLETED:

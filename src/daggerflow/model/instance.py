@@ -82,6 +82,9 @@ class Node(msgspec.Struct, gc=False, omit_defaults=True):
     job: str | None = None
     job_seq: int = 0
     inbox: tuple[Any, ...] = ()
+    # Ended by a failure elsewhere (cancelled, or never reached): a retry runs it again,
+    # unlike a node a decision, a jump or its own task skipped.
+    halted_by_failure: bool = False
 
     def is_terminal(self) -> bool:
         return self.status in _TERMINAL

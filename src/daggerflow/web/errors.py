@@ -6,7 +6,7 @@ An engine error maps to the status that says what the caller can do about it:
 ``InvalidInput`` (``InvalidInstanceId``),      422    the request is well-formed but cannot
 ``NotSerializable``                                   be stored as given
 ``TooLarge``                                   413    over a configured size limit
-``TemplateDoesNotExist``                       404
+``TemplateDoesNotExist``, ``UnknownInstance``  404
 ``ForwardError``                               503    the owning worker did not answer: retry
 any other ``DaggerError``                      409    e.g. a state that forbids the call
 anything else                                  500
@@ -30,6 +30,7 @@ from ..errors import (
     NotSerializable,
     TemplateDoesNotExist,
     TooLarge,
+    UnknownInstance,
 )
 from .schemas import ErrorBody
 
@@ -58,7 +59,7 @@ def error_response(message: str, status: int, kind: str | None = None, headers: 
 def status_of(exc: DaggerError) -> int:
     if isinstance(exc, ForwardError):
         return 503
-    if isinstance(exc, TemplateDoesNotExist):
+    if isinstance(exc, (TemplateDoesNotExist, UnknownInstance)):
         return 404
     if isinstance(exc, TooLarge):
         return 413

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +21,7 @@ from .errors import ApiError, JSONResponse
 from .inputs import decode_body, decode_query, read_body
 from .metrics import render
 from .schemas import (
+    ActionQuery,
     Appended,
     CreateInstanceRequest,
     DeletedInstance,
@@ -34,6 +35,7 @@ from .schemas import (
     NoQuery,
     PostMessageRequest,
     Ready,
+    RetryRequest,
     Stats,
     TemplateInfo,
     TopicMessage,
@@ -98,6 +100,57 @@ async def stop_instance(engine: EngineAPI, request: Request) -> Response:
         raise _missing(iid)
     found = await engine.get_instance_state(iid)
     return JSONResponse(_snapshot(found) if found else DeletedInstance(id=iid, deleted=True))
+
+
+async def retry_instance(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    raw = await read_body(request, engine.max_request_bytes)
+    body = decode_body(raw, RetryRequest) if raw else RetryRequest()
+    iid: str = request.path_params["id"]
+    await engine.retry(iid, body.runtime_parameters, actor=q.actor)
+    return await _after(engine, iid)
+
+
+async def skip_task(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    iid: str = request.path_params["id"]
+    await engine.skip_task(iid, request.path_params["node_id"], actor=q.actor)
+    return await _after(engine, iid)
+
+
+async def complete_task(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    iid: str = request.path_params["id"]
+    await engine.complete_task(iid, request.path_params["node_id"], actor=q.actor)
+    return await _after(engine, iid)
+
+
+async def submit_instance(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    iid: str = request.path_params["id"]
+    if await engine.get_instance_state(iid) is None:
+        raise _missing(iid)
+    await engine.submit(iid, actor=q.actor)
+    return await _after(engine, iid)
+
+
+async def patch_parameters(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    changes: Any = decode_body(await read_body(request, engine.max_request_bytes), Any)
+    if not isinstance(changes, dict):
+        raise ApiError(f"invalid request body: expected a JSON object, got {type(changes).__name__}")
+    iid: str = request.path_params["id"]
+    await engine.patch_parameters(iid, changes, actor=q.actor)
+    return await _after(engine, iid)
+
+
+async def _after(engine: EngineAPI, iid: str) -> Response:
+    """The snapshot after an action (on Kafka, as the owner has it: an action sent to it
+    may not be applied yet)."""
+    found = await engine.get_instance_state(iid)
+    if found is None:
+        return JSONResponse(DeletedInstance(id=iid, deleted=True))
+    return JSONResponse(_snapshot(found))
 
 
 async def templates(engine: EngineAPI, request: Request) -> Response:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from . import docs, handlers
 from .schemas import (
+    ActionQuery,
     Appended,
     CreateInstanceRequest,
     DeletedInstance,
@@ -28,6 +29,7 @@ from .schemas import (
     NoQuery,
     PostMessageRequest,
     Ready,
+    RetryRequest,
     Stats,
     TemplateInfo,
 )
@@ -127,6 +129,58 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "POST", handlers.stop_instance, "stopInstance",
                 "Stop a workflow: every non-terminal node becomes STOPPED (a no-op when terminal)",
                 (InstanceSnapshot, DeletedInstance), access="admin", errors=(404, 409, 503),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/submit",
+        (
+            Operation(
+                "POST", handlers.submit_instance, "submitInstance",
+                "Start a created (NOT_STARTED) workflow; a no-op when it runs already",
+                (InstanceSnapshot, DeletedInstance), access="admin", query=ActionQuery, errors=(404, 409, 503),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/retry",
+        (
+            Operation(
+                "POST", handlers.retry_instance, "retryInstance",
+                "Run a FAILURE workflow again from its failed tasks (completed tasks do not run again)",
+                (InstanceSnapshot, DeletedInstance), access="admin", query=ActionQuery, body=RetryRequest,
+                body_required=False, errors=(404, 409, 413, 422, 503),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/tasks/{node_id}/skip",
+        (
+            Operation(
+                "POST", handlers.skip_task, "skipTask",
+                "End a task the workflow waits at as SKIPPED; the workflow goes on from it",
+                (InstanceSnapshot, DeletedInstance), access="admin", query=ActionQuery, errors=(404, 409, 503),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/tasks/{node_id}/complete",
+        (
+            Operation(
+                "POST", handlers.complete_task, "completeTask",
+                "End a waiting listener, sensor or trigger as COMPLETED; the workflow goes on from it",
+                (InstanceSnapshot, DeletedInstance), access="admin", query=ActionQuery, errors=(404, 409, 503),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/parameters",
+        (
+            Operation(
+                "PATCH", handlers.patch_parameters, "patchParameters",
+                "Merge a JSON object into the runtime parameters of a workflow that has not ended",
+                (InstanceSnapshot, DeletedInstance), access="admin", query=ActionQuery, body=dict[str, Any],
+                errors=(404, 409, 413, 422, 503),
             ),
         ),
     ),

@@ -109,6 +109,21 @@ class CreateInstanceRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
 
 
+class RetryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/instances/{id}/retry``; an empty body retries with the parameters as they are."""
+
+    runtime_parameters: (
+        Annotated[dict[str, Any], Meta(description="merged into the runtime parameters before the retry")] | None
+    ) = None
+
+
+class ActionQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Who asks for an operator's action, for the instance's history."""
+
+    actor: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$",
+                               description="who acts (default: api)")] = "api"  # fmt: skip
+
+
 class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     """``POST /topics/{name}/messages``: a string value is stored as given, any other JSON
     value as its JSON text."""

@@ -1,0 +1,92 @@
+"""The operators' commands: ``retry``, ``skip``, ``complete``, ``submit``, ``patch``. Each
+calls one REST action of a running worker (as actor ``cli``) and prints the snapshot after."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from .client import ClientCommand, call_worker, expect, json_option, print_json, styled_status, url_option
+from .group import cli, console
+
+_ACTOR = {"actor": "cli"}
+
+
+def _object(text: str, hint: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=hint) from exc
+    if not isinstance(decoded, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=hint)
+    return decoded
+
+
+def _act(method: str, url: str, path: str, done: str, as_json: bool, **kwargs: Any) -> None:
+    after = expect(call_worker(method, url, path, params=_ACTOR, **kwargs), url, dict, "id")
+    if as_json:
+        print_json(after)
+    elif after.get("deleted"):
+        console.print(f"{done} {after['id']} (deleted on completion)")
+    else:
+        console.print(f"{done} {after['id']} ({styled_status(after['status']['code'])})")
+
+
+def _instance(instance_id: str) -> str:
+    return f"/api/v1/instances/{quote(instance_id, safe='')}"
+
+
+@cli.command(cls=ClientCommand)
+@click.argument("instance_id")
+@click.option("--params", "params_json", metavar="JSON", help="Merged into the runtime parameters first.")
+@url_option
+@json_option
+def retry(instance_id: str, params_json: str | None, url: str, as_json: bool) -> None:
+    """Run a FAILURE workflow again from its failed tasks (completed tasks do not run again)."""
+    body = {} if params_json is None else {"runtime_parameters": _object(params_json, "--params")}
+    _act("POST", url, _instance(instance_id) + "/retry", "retried", as_json, json=body)
+
+
+@cli.command(cls=ClientCommand)
+@click.argument("instance_id")
+@click.argument("node_id")
+@url_option
+@json_option
+def skip(instance_id: str, node_id: str, url: str, as_json: bool) -> None:
+    """End task NODE_ID, which the workflow waits at, as SKIPPED; the workflow goes on."""
+    path = f"{_instance(instance_id)}/tasks/{quote(node_id, safe='')}/skip"
+    _act("POST", url, path, f"skipped {node_id} of", as_json)
+
+
+@cli.command(cls=ClientCommand)
+@click.argument("instance_id")
+@click.argument("node_id")
+@url_option
+@json_option
+def complete(instance_id: str, node_id: str, url: str, as_json: bool) -> None:
+    """End the waiting listener, sensor or trigger NODE_ID as COMPLETED; the workflow goes on."""
+    path = f"{_instance(instance_id)}/tasks/{quote(node_id, safe='')}/complete"
+    _act("POST", url, path, f"completed {node_id} of", as_json)
+
+
+@cli.command(cls=ClientCommand)
+@click.argument("instance_id")
+@url_option
+@json_option
+def submit(instance_id: str, url: str, as_json: bool) -> None:
+    """Start a workflow created with --no-submit (NOT_STARTED)."""
+    _act("POST", url, _instance(instance_id) + "/submit", "submitted", as_json)
+
+
+@cli.command(cls=ClientCommand)
+@click.argument("instance_id")
+@click.option("--params", "params_json", metavar="JSON", required=True, help="A JSON object to merge.")
+@url_option
+@json_option
+def patch(instance_id: str, params_json: str, url: str, as_json: bool) -> None:
+    """Merge --params into the runtime parameters of a workflow that has not ended."""
+    changes = _object(params_json, "--params")
+    _act("PATCH", url, _instance(instance_id) + "/parameters", "patched", as_json, json=changes)
