@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..model.instance import Correlation, Instance
+from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing, PendingJob
 
 __all__ = ["Message", "Outgoing", "PendingJob", "Store", "WriteBatch"]
@@ -72,6 +73,14 @@ class Store(Protocol):
     ) -> list[Instance]: ...
 
     def count_instances(self, *, status: str | None, template: str | None) -> int: ...
+
+    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
+        """One page of the instances that meet ``query`` (``model.query.matches``), in its order."""
+        ...
+
+    def count_query(self, query: InstanceQuery) -> int:
+        """How many instances meet ``query``."""
+        ...
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         """The (instance, node, match_only_one) entries indexed under ``at``."""

@@ -59,6 +59,7 @@ from rocksdict import WriteBatch as RocksBatch
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from ..model.query import InstanceQuery
 from .base import Message, PendingJob, WriteBatch
 from .keys import F64 as _F64
 from .keys import U64 as _U64
@@ -69,6 +70,7 @@ from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
 from .rocksdb_topics import RocksTopicRetention
+from .scan import scan
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -252,6 +254,14 @@ class RocksDBStore(RocksTopicRetention):
 
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         return len(self._keys(self._index_prefix(status, template)))
+
+    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
+        return scan(self, query)[offset : offset + limit]
+
+    def count_query(self, query: InstanceQuery) -> int:
+        if query.is_plain():
+            return self.count_instances(status=query.status, template=query.template)
+        return len(scan(self, query))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)

@@ -19,8 +19,10 @@ import msgspec
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from ..model.query import InstanceQuery
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
+from .scan import scan
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,14 @@ class SQLiteStore:
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         where, args = self._where(status, template)
         return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
+
+    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
+        return scan(self, query)[offset : offset + limit]
+
+    def count_query(self, query: InstanceQuery) -> int:
+        if query.is_plain():
+            return self.count_instances(status=query.status, template=query.template)
+        return len(scan(self, query))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         rows = self.db.execute(
