@@ -5,6 +5,7 @@ capture (with spans and metrics made here: the engine's own are another module's
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
@@ -134,6 +135,37 @@ async def test_what_the_environment_refuses() -> None:
             env.instance("x")
         with pytest.raises(RuntimeError, match="not started yet"):
             WorkflowEnvironment(env.engine)
+
+
+async def test_a_pizza_waiting_for_ready_survives_a_restart() -> None:
+    async with WorkflowEnvironment() as env:  # a temporary SQLite file: state survives the stop
+        delivered = pizza(env.engine)
+        order = await env.start_workflow(TEMPLATE, "p", **ORDER)
+        engine = await env.restart(down_for=600)
+        assert engine is env.engine  # the same object, started again (its registrations kept)
+        assert env.instance(order).status == "EXECUTING"
+        await env.send(READY_TOPIC, {"order_id": "o-1", "status": "READY"})
+        await env.wait_for_status(order, "COMPLETED")
+        assert len(delivered) == 1 and len(env.sent(ORDER_TOPIC)) == 1  # the order was not sent again
+
+    def build(**options: Any) -> Dagger:
+        engine = Dagger(store=f"sqlite:///{directory}/factory.db", web_port=None, **options)
+        built.append(engine)
+        pizza(engine)
+        return engine
+
+    built: list[Dagger] = []
+    with tempfile.TemporaryDirectory() as directory:
+        async with WorkflowEnvironment(build) as env:
+            order = await env.start_workflow(TEMPLATE, "p", **ORDER)
+            await env.restart()
+            assert len(built) == 2 and env.engine is built[1]  # a new engine, as a new process builds it
+            await env.send(READY_TOPIC, {"order_id": "o-1", "status": "READY"})
+            await env.wait_for_status(order, "COMPLETED")
+
+    async with WorkflowEnvironment(store="memory://") as env:
+        with pytest.raises(RuntimeError, match="restart needs a file store"):
+            await env.restart()
 
 
 # Time ---------------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ class WorkflowEnvironment:
     ) -> None:
         self.settle_timeout = settle_timeout
         self._tmpdir: str | None = None
+        self._factory: EngineFactory | None = None
+        self._options: dict[str, Any] = {}
         if isinstance(engine, Dagger):
             if engine.runtime is not None:
                 raise RuntimeError("WorkflowEnvironment needs an engine that is not started yet")
@@ -100,14 +102,18 @@ class WorkflowEnvironment:
         else:
             if store is not None:
                 options["store"] = store
-            built = engine(clock=self.clock, **options)
-            if not isinstance(built, Dagger):
-                raise TypeError(f"the engine factory returned {type(built).__name__}, not a Dagger")
-            if built.clock is not self.clock:
-                raise TypeError("the engine factory must pass its clock= argument on to Dagger(clock=...)")
-            self.engine = built
+            self._factory, self._options = engine, options
+            self.engine = self._build(engine, options)
         if self.engine.config.broker is not None:
             raise ValueError("WorkflowEnvironment runs the embedded runtime: build the engine without broker=")
+
+    def _build(self, factory: EngineFactory, options: dict[str, Any]) -> Dagger:
+        built = factory(clock=self.clock, **options)
+        if not isinstance(built, Dagger):
+            raise TypeError(f"the engine factory returned {type(built).__name__}, not a Dagger")
+        if built.clock is not self.clock:
+            raise TypeError("the engine factory must pass its clock= argument on to Dagger(clock=...)")
+        return built
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -124,6 +130,20 @@ class WorkflowEnvironment:
             if self._tmpdir is not None:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
                 self._tmpdir = None
+
+    async def restart(self, *, down_for: float = 0.0) -> Dagger:
+        """Stop the engine as a worker stops (draining), let ``down_for`` seconds pass, and
+        start again on the same store: a new engine from the factory, as a new process
+        would build it, else the same engine object. Timers that fell due meanwhile fire
+        at the start. Returns the running engine (``env.engine``)."""
+        if self.engine.config.store == "memory://":
+            raise RuntimeError("an engine on memory:// loses its state when it stops: restart needs a file store")
+        await self.engine.stop()
+        self.clock.set(self.clock.now() + down_for)
+        if self._factory is not None:
+            self.engine = self._build(self._factory, self._options)
+        await self.start()
+        return self.engine
 
     async def __aenter__(self) -> WorkflowEnvironment:
         await self.start()
