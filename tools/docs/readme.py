@@ -2,7 +2,8 @@
 
 A page says ``<!-- readme: Running on Kafka -->`` on a line of its own and gets the body of
 the README's ``## Running on Kafka`` section there: the README stays the one copy. Headings
-move up one level (the section's ``###`` become the page's ``##``), and links are rewritten
+move up one level (the section's ``###`` become the page's ``##``; ``; level=3`` before the
+``-->`` keeps them at ``###``, for a section shown under a heading of the page), and links are rewritten
 for the site: ``docs/x.md`` to the page, ``#anchor`` to the page that shows that section,
 and paths in the repository (``examples/pizza.py``) to plain code text, since the site
 holds only docs/.
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MARKER = re.compile(r"^<!-- readme: (?P<title>.+?) -->[ \t]*$", re.MULTILINE)
+MARKER = re.compile(r"^<!-- readme: (?P<title>.+?)(?:; level=(?P<level>[2-6]))? -->[ \t]*$", re.MULTILINE)
 _LINK = re.compile(r"(?<!!)\[(?P<text>[^\]\n]+)\]\((?P<target>[^)\s]+)\)")
 _HEADING = re.compile(r"^(?P<hashes>#{1,6}) (?P<title>.+?)\s*$")
 _FENCE = re.compile(r"^(```|~~~)")
@@ -85,7 +86,7 @@ class Includer:
             if title == "intro":
                 body = self.readme.intro
             elif title in self.readme.sections:
-                body = _shift_headings(self.readme.sections[title])
+                body = _shift_headings(self.readme.sections[title], int(match["level"] or 2))
             else:
                 known = ", ".join(sorted(self.readme.sections))
                 raise ValueError(f"{page}: README.md has no section {title!r} (it has: intro, {known})")
@@ -117,7 +118,8 @@ class Includer:
         return _LINK.sub(rewrite, body)
 
 
-def _shift_headings(body: str) -> str:
+def _shift_headings(body: str, level: int) -> str:
+    """The section's ``###`` headings become ``level`` (deeper ones follow)."""
     out = []
     in_fence = False
     for line in body.splitlines():
@@ -125,6 +127,6 @@ def _shift_headings(body: str) -> str:
             in_fence = not in_fence
         heading = None if in_fence else _HEADING.match(line)
         if heading and len(heading["hashes"]) > 2:
-            line = heading["hashes"][1:] + " " + heading["title"]
+            line = "#" * min(6, len(heading["hashes"]) - 3 + level) + " " + heading["title"]
         out.append(line)
     return "\n".join(out) + "\n"
