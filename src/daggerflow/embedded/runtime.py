@@ -206,6 +206,24 @@ class EmbeddedRuntime:
         positions = [c.unread_from() for c in self.consumers.values() if c.topic == topic]
         return min(positions) if positions else None
 
+    def idle(self) -> bool:
+        """Nothing to do until time moves or a message arrives: no input queued or being
+        applied, no job running, no timer due, every topic reader at its topic's end.
+        (``daggerflow.testing.WorkflowEnvironment`` settles on this.)"""
+        task = self._task
+        if task is None:
+            return True
+        if not task.processor.idle or len(self.context.jobs) > 0:
+            return False
+        due = task.timers.next_due()
+        if due is not None and due <= self.context.clock.now():
+            return False
+        return all(c.unread_from() >= task.store.end_offset(c.topic) for c in self.consumers.values())
+
+    def next_timer(self) -> float | None:
+        """When the earliest armed timer is due (None: no timer is armed)."""
+        return None if self._task is None else self._task.timers.next_due()
+
     def stats(self) -> dict[str, Any]:
         task = self._task
         p = task.processor if task is not None else None

@@ -141,6 +141,11 @@ class Processor(Loop):
         await self._idle.wait()
 
     @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being processed."""
+        return self._idle.is_set()
+
+    @property
     def failed(self) -> BaseException | None:
         if self._task is not None and self._task.done() and not self._task.cancelled():
             return self._task.exception()
