@@ -82,6 +82,8 @@ class PartitionTask:
         self.timers.start()
         for job in self.store.pending_jobs():
             self.context.jobs.submit(job)
+        if self.store.bulk_active():
+            self.processor.schedule_bulk()  # a bulk job resumes after its last committed step
         self.purge()
 
     def purge(self) -> None:
