@@ -75,6 +75,7 @@ class EmbeddedRuntime:
         task = self._task
         if task is None:
             return
+        task.processor.pause_bulk()  # no further bulk steps (a job resumes at the next start)
         await cancel_and_wait(self._retention)  # before the readers that bound it stop
         self._retention = None
         for consumer in list(self.consumers.values()):

@@ -179,6 +179,8 @@ class KafkaRuntime:
 
     async def stop(self) -> None:
         self._running = False
+        for task in self._tasks():
+            task.processor.pause_bulk()  # no new jobs from bulk jobs while the running ones drain
         await self.context.jobs.drain(self.config.shutdown_timeout)
         if self.active is not None:
             log.info("partition tasks: %s", self.active.stats.summary())

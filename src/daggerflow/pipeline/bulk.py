@@ -62,7 +62,8 @@ def start(applier: Applier, item: BulkStart) -> None:
         applier.bulk_done(None if item.future is None else (item.future, existing), existing.finished is None)
         return
     try:
-        query = query_from_filter(spec.filter)
+        # Oldest first, whatever order the filter lists in: a job works through what was there.
+        query = msgspec.structs.replace(query_from_filter(spec.filter), sort="created")
     except InvalidInput as exc:  # checked by the caller; a record from elsewhere may not be
         log.error("bulk job %s: its filter is refused: %s", spec.id, exc)
         query = None

@@ -103,6 +103,7 @@ class PartitionTask:
         """Stop the timers and let the processor commit what it has queued (a failed
         processor has nothing more to commit)."""
         await self.timers.stop()
+        self.processor.pause_bulk()
         if self.processor.failed is None:
             await self.processor.wait_idle()
 
