@@ -4,7 +4,7 @@ and the other worker is SIGKILLed while its partitions are mid-job. The survivor
 partitions over, restores their shares of the job from the changelog and finishes them:
 every matched workflow is retried exactly once (each COMPLETED, each command sent exactly
 once, read_committed; the job counts every one done and none failed, which a second retry
-of an instance, no longer FAILURE, would have counted). The app is ``bulk_app.py``."""
+of an instance, no longer FAILURE, would have counted). The app is ``tests/integration/bulk_worker.py``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def test_a_bulk_retry_spanning_two_workers_survives_a_sigkill_mid_job(
 ) -> None:
     flag = tmp_path / "gate-closed"
     flag.write_text("closed")
-    cluster = make_cluster(target="tests.kafka.bulk_app:engine", partitions=4, env={"BULK_FLAG": str(flag)})
+    cluster = make_cluster(target="tests.integration.bulk_worker:engine", partitions=4, env={"BULK_FLAG": str(flag)})
     workers = await cluster.start(2)
     urls = []
     for w in workers:

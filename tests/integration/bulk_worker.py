@@ -1,7 +1,11 @@
-"""An application for the bulk-action test of the Kafka runtime (test_kafka_bulk.py),
-configured from the environment like ``corr_app``:
+"""A worker for the bulk-action tests that kill it (``test_bulk_crash.py``, embedded, and
+``tests/kafka/test_kafka_bulk.py``), configured from the environment:
 
-    BULK_FLAG=/path python -m daggerflow worker tests.kafka.bulk_app:engine --broker kafka://...
+    BULK_FLAG=/path BULK_DB=/path.db python -m daggerflow worker tests.integration.bulk_worker:engine
+
+With ``DAGGERFLOW_BROKER`` set it is a Kafka worker of ``DAGGERFLOW_APP`` (with
+``DAGGERFLOW_PARTITIONS`` partitions, state under ``DAGGERFLOW_DATA``); else an embedded
+one on the SQLite file ``BULK_DB`` (application ``bulk``).
 
 One template, ``Ship``: an executor task ``Gate`` that fails while the file ``$BULK_FLAG``
 exists, then a command task that sends ``{"id": <instance id>}`` to ``{app}.shipped``. A
@@ -27,14 +31,13 @@ class Gate(ExecutorTask[str, str]):
 
 def build() -> Dagger:
     env = os.environ
-    app = env["DAGGERFLOW_APP"]
-    engine = Dagger(
-        broker=env["DAGGERFLOW_BROKER"],
-        application_name=app,
-        kafka_partitions=int(env["DAGGERFLOW_PARTITIONS"]),
-        datadir=env.get("DAGGERFLOW_DATA", "daggerflow-data"),
-        web_port=0,
-    )
+    app = env.get("DAGGERFLOW_APP", "bulk")
+    if env.get("DAGGERFLOW_BROKER"):
+        engine = Dagger(broker=env["DAGGERFLOW_BROKER"], application_name=app,
+                        kafka_partitions=int(env["DAGGERFLOW_PARTITIONS"]),
+                        datadir=env.get("DAGGERFLOW_DATA", "daggerflow-data"), web_port=0)  # fmt: skip
+    else:
+        engine = Dagger(store=f"sqlite:///{env['BULK_DB']}", application_name=app, web_port=0)
     shipped = f"{app}.shipped"
 
     class Ship(KafkaCommandTask[str, str]):
