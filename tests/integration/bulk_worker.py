@@ -5,7 +5,8 @@
 
 With ``DAGGERFLOW_BROKER`` set it is a Kafka worker of ``DAGGERFLOW_APP`` (with
 ``DAGGERFLOW_PARTITIONS`` partitions, state under ``DAGGERFLOW_DATA``); else an embedded
-one on the SQLite file ``BULK_DB`` (application ``bulk``).
+one on the SQLite file ``BULK_DB`` (application ``bulk``). ``BULK_STORE=rocksdb://``: a
+Kafka worker's partition stores are RocksDB databases.
 
 One template, ``Ship``: an executor task ``Gate`` that fails while the file ``$BULK_FLAG``
 exists, then a command task that sends ``{"id": <instance id>}`` to ``{app}.shipped``. A
@@ -35,7 +36,8 @@ def build() -> Dagger:
     if env.get("DAGGERFLOW_BROKER"):
         engine = Dagger(broker=env["DAGGERFLOW_BROKER"], application_name=app,
                         kafka_partitions=int(env["DAGGERFLOW_PARTITIONS"]),
-                        datadir=env.get("DAGGERFLOW_DATA", "daggerflow-data"), web_port=0)  # fmt: skip
+                        datadir=env.get("DAGGERFLOW_DATA", "daggerflow-data"), web_port=0,
+                        store=env.get("BULK_STORE") or None)  # fmt: skip
     else:
         engine = Dagger(store=f"sqlite:///{env['BULK_DB']}", application_name=app, web_port=0)
     shipped = f"{app}.shipped"

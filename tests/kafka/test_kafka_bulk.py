@@ -24,12 +24,14 @@ pytestmark = pytest.mark.timeout(300)
 N = 160
 
 
+@pytest.mark.parametrize("store", ["sqlite", "rocksdb"])
 async def test_a_bulk_retry_spanning_two_workers_survives_a_sigkill_mid_job(
-    make_cluster: Callable[..., Any], tmp_path: Path
+    make_cluster: Callable[..., Any], tmp_path: Path, store: str
 ) -> None:
     flag = tmp_path / "gate-closed"
     flag.write_text("closed")
-    cluster = make_cluster(target="tests.integration.bulk_worker:engine", partitions=4, env={"BULK_FLAG": str(flag)})
+    env = {"BULK_FLAG": str(flag), "BULK_STORE": "rocksdb://" if store == "rocksdb" else ""}
+    cluster = make_cluster(target="tests.integration.bulk_worker:engine", partitions=4, env=env)
     workers = await cluster.start(2)
     urls = []
     for w in workers:
@@ -93,5 +95,7 @@ async def test_a_bulk_retry_spanning_two_workers_survives_a_sigkill_mid_job(
         await wait_until(all_completed, 60, message=f"{N} workflows COMPLETED")
         stats = (await http.get("/api/v1/stats")).json()
         assert set(stats["partitions"]) == {0, 1, 2, 3}, stats
+    kinds = {p.suffix for p in (workers[0].datadir / cluster.app).iterdir()} - {".lock", ".db-wal", ".db-shm"}
+    assert kinds == {".rocks" if store == "rocksdb" else ".db"}, kinds
     shipped = await read_topic(cluster.bootstrap, cluster.topic("shipped"))
     exactly_once(field_counts(shipped, "id"), ids, "commands sent by the retried workflows")
