@@ -24,6 +24,7 @@ from .pipeline.clock import Clock
 from .pipeline.ports import Runtime
 
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+_REMEMBERED = 1000
 
 
 class BulkResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -75,7 +76,10 @@ class BulkActions:
                         created=self.clock.now(), actor=actor, batch=batch)  # fmt: skip
         if self._bulk_started is None:
             self._bulk_started = {}
-        self._bulk_started[spec.id] = spec
+        started_here = self._bulk_started
+        started_here[spec.id] = spec
+        while len(started_here) > _REMEMBERED:  # the oldest are known to their partitions by now
+            del started_here[next(iter(started_here))]
         started = await runtime.bulk_start(spec)
         # The embedded runtime has taken the snapshot: its count, not the count before it.
         return BulkResult(matched=matched if started is None else started, job=spec.id)
