@@ -14,10 +14,13 @@ from typing import Any
 
 from ..errors import TaskInvalidState
 from ..machine.events import Event
+from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance
+from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
 from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.batch import PostCommit
+from ..pipeline.items import BulkStart
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
@@ -72,6 +75,7 @@ class EmbeddedRuntime:
         task = self._task
         if task is None:
             return
+        task.processor.pause_bulk()  # no further bulk steps (a job resumes at the next start)
         await cancel_and_wait(self._retention)  # before the readers that bound it stop
         self._retention = None
         for consumer in list(self.consumers.values()):
@@ -165,6 +169,28 @@ class EmbeddedRuntime:
 
     async def count_all(self, *, status: str | None, template: str | None) -> int:
         return self.count_local(status=status, template=template)
+
+    def count_query_local(self, query: InstanceQuery) -> int:
+        return self.store.count_query(query)
+
+    async def count_query_all(self, query: InstanceQuery) -> int:
+        return self.count_query_local(query)
+
+    # Bulk jobs ------------------------------------------------------------------------------
+
+    async def bulk_start(self, spec: BulkSpec) -> int | None:
+        fut: asyncio.Future[BulkShare] = asyncio.get_running_loop().create_future()
+        self.processor.submit(BulkStart(spec, 0, fut))
+        return (await fut).matched
+
+    def bulk_local(self, job: str | None) -> list[BulkShare]:
+        if job is None:
+            return self.store.bulk_active()
+        share = self.store.bulk_share(job)
+        return [] if share is None else [share]
+
+    async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
+        return self.bulk_local(job), 1
 
     # Topics ---------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ j    instance, node, seq (u64)           [v, job, payload]    (a pending job)
 p    consumer                            [v, offset]          (a consumer position)
 n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
+u    bulk job id                         [v, encoded BulkShare]  (a partition's share)
+U    bulk job id, seq (u64)              [v, instance id]     (one it has yet to act on)
 ===  ==================================  ===========================================
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
@@ -51,6 +53,7 @@ from typing import Any
 import msgspec
 
 from ..errors import ChangelogError
+from ..model.bulk import decode_share, encode_share
 from ..model.instance import Correlation, decode_instance, encode_instance
 from .base import PendingJob, Store, WriteBatch
 from .keys import U64, text_field, text_fields, u64
@@ -66,6 +69,8 @@ JOB = b"j"
 POSITION = b"p"
 SEEN = b"n"
 BUFFERED = b"e"
+BULK_SHARE = b"u"
+BULK_ITEM = b"U"
 
 Record = tuple[bytes, bytes | None]
 
@@ -134,6 +139,20 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
             (FORMAT_VERSION, c.topic, c.key, c.value, payload, expires)
         )
     out.extend(buffered.items())
+    if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
+        out.extend(_bulk_records(batch))
+    return out
+
+
+def _bulk_records(batch: WriteBatch) -> list[Record]:
+    items: dict[bytes, bytes | None] = {}
+    for job, seq in batch.bulk_items_del:
+        items[BULK_ITEM + text_field(job) + u64(seq)] = None
+    for job, seq, instance in batch.bulk_items_put:
+        items[BULK_ITEM + text_field(job) + u64(seq)] = _pack.encode((FORMAT_VERSION, instance))
+    out: list[Record] = list(items.items())
+    for job, share in batch.bulk_shares.items():
+        out.append((BULK_SHARE + text_field(job), _pack.encode((FORMAT_VERSION, encode_share(share)))))
     return out
 
 
@@ -240,6 +259,18 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
             _, topic, name, text, payload, expires = _fields(value, 6)
             batch.buffer_put.append((Correlation(topic, name, text), payload, float(expires)))
             batch.buffer_ids.append(buf_id)
+    elif tag == BULK_ITEM:
+        (job,) = text_fields(key[1:-8])
+        seq = int(U64.unpack(key[-8:])[0])
+        if value is None:
+            batch.bulk_items_del.append((job, seq))
+        else:
+            batch.bulk_items_put.append((job, seq, str(_fields(value, 2)[1])))
+    elif tag == BULK_SHARE:
+        (job,) = text_fields(key[1:])
+        if value is None:
+            raise ChangelogError(f"a bulk job's share has no tombstone: {key!r}")
+        batch.bulk_shares[job] = decode_share(_fields(value, 2)[1])
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ..errors import StoreError
+from ..model.bulk import BulkShare, decode_share, encode_share
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
 from ..model.query import InstanceQuery
 from .base import Message, PendingJob, WriteBatch
@@ -27,7 +28,7 @@ from .scan import scan
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 3  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one
+SCHEMA_VERSION = 4  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +60,11 @@ CREATE TABLE IF NOT EXISTS buffered (
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bulk_jobs (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, finished INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bulk_items (
+    job TEXT NOT NULL, seq INTEGER NOT NULL, instance TEXT NOT NULL,
+    PRIMARY KEY (job, seq)) WITHOUT ROWID;
 """
 
 
@@ -74,6 +80,12 @@ def _add_only_one(db: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
     2: [_add_only_one],
+    3: [
+        "CREATE TABLE IF NOT EXISTS bulk_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, "
+        "finished INTEGER NOT NULL, data BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bulk_items (job TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "instance TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID",
+    ],
 }
 
 _json = msgspec.json.Encoder()
@@ -208,6 +220,18 @@ class SQLiteStore:
 
     def all_timers(self) -> list[tuple[str, str, float]]:
         return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
+
+    def bulk_share(self, job: str) -> BulkShare | None:
+        row = self.db.execute("SELECT data FROM bulk_jobs WHERE id=?", (job,)).fetchone()
+        return None if row is None else decode_share(row[0])
+
+    def bulk_active(self) -> list[BulkShare]:
+        rows = self.db.execute("SELECT data FROM bulk_jobs WHERE finished=0 ORDER BY created, id")
+        return [decode_share(r[0]) for r in rows]
+
+    def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
+        rows = self.db.execute("SELECT seq, instance FROM bulk_items WHERE job=? ORDER BY seq LIMIT ?", (job, limit))
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     def pending_jobs(self) -> list[PendingJob]:
         rows = self.db.execute("SELECT instance, node, job, seq, payload FROM jobs")
@@ -431,6 +455,8 @@ class SQLiteStore:
                         (c.topic, c.key, c.value, _pack.encode(p), exp),
                     )
                     assigned.append(int(cur.lastrowid or 0))
+            if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
+                self._commit_bulk(batch)
             if batch.changelog_offsets:
                 db.executemany(
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
@@ -439,6 +465,19 @@ class SQLiteStore:
         if assigned:
             batch.buffer_ids = assigned
         return appended
+
+    def _commit_bulk(self, batch: WriteBatch) -> None:
+        db = self.db
+        if batch.bulk_items_del:
+            db.executemany("DELETE FROM bulk_items WHERE job=? AND seq=?", batch.bulk_items_del)
+        if batch.bulk_items_put:
+            db.executemany("INSERT OR REPLACE INTO bulk_items VALUES (?,?,?)", batch.bulk_items_put)
+        if batch.bulk_shares:
+            db.executemany(
+                "INSERT OR REPLACE INTO bulk_jobs VALUES (?,?,?,?)",
+                [(job, s.spec.created, int(s.finished is not None), encode_share(s))
+                 for job, s in batch.bulk_shares.items()],
+            )  # fmt: skip
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         seen = self.db.execute("SELECT topic, id FROM seen WHERE ts < ? LIMIT ?", (now - seen_ttl, limit))
