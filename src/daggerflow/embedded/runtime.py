@@ -16,6 +16,7 @@ from ..errors import TaskInvalidState
 from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule
 from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.batch import PostCommit
 from ..pipeline.partition import PartitionTask
@@ -165,6 +166,12 @@ class EmbeddedRuntime:
 
     async def count_all(self, *, status: str | None, template: str | None) -> int:
         return self.count_local(status=status, template=template)
+
+    def list_schedules_local(self) -> list[Schedule]:
+        return self.store.list_schedules()
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        return self.list_schedules_local()
 
     # Topics ---------------------------------------------------------------------------------
 

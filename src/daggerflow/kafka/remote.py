@@ -26,6 +26,7 @@ import msgspec
 
 from ..errors import ForwardError
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
+from ..model.schedule import Schedule
 from ..pipeline.partition import PartitionTask
 from ..web.auth import client_ssl_context
 from ..web.wire import INTERNAL_HEADER
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 _list_decoder = msgspec.msgpack.Decoder(list[Instance])
+_schedules_decoder = msgspec.msgpack.Decoder(list[Schedule])
 
 
 class Forwarder:
@@ -80,6 +82,15 @@ class Forwarder:
             return _list_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise ForwardError(url, f"undecodable instance list: {exc}", response.status_code) from exc
+
+    async def list_schedules(self, url: str) -> list[Schedule]:
+        """The schedules of ``url``'s partitions."""
+        response = await self._get(url, "/internal/v1/schedules", {})
+        self._check(url, response)
+        try:
+            return _schedules_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable schedule list: {exc}", response.status_code) from exc
 
     async def count_instances(self, url: str, *, status: str | None, template: str | None) -> int:
         response = await self._get(url, "/internal/v1/count", _filters(status, template))
@@ -270,6 +281,18 @@ class RemoteReads:
         """The first ``limit`` instances of every other worker, merged."""
         return await list_everywhere(self.forwarder, self.other_urls(), status=status, template=template,
                                      limit=limit, offset=0)  # fmt: skip
+
+    async def schedules_of_others(self) -> list[Schedule]:
+        """The schedules of every other worker (one that fails is skipped with a warning)."""
+        urls = list(dict.fromkeys(self.other_urls()))
+        answers = await asyncio.gather(*(self.forwarder.list_schedules(u) for u in urls), return_exceptions=True)
+        out: list[Schedule] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                out.extend(answer)
+        return out
 
     async def count_others(self, *, status: str | None, template: str | None) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

@@ -38,6 +38,7 @@ from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.instance import Instance, merge_listings
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
@@ -298,6 +299,17 @@ class KafkaRuntime:
     async def count_all(self, *, status: str | None, template: str | None) -> int:
         local = self.count_local(status=status, template=template)
         return local + await self.remote.count_others(status=status, template=template)
+
+    def list_schedules_local(self) -> list[Schedule]:
+        """The schedules of the partitions this worker holds."""
+        found = {s.name: s for store in self.stores() for s in store.list_schedules()}
+        return [found[n] for n in sorted(found)]
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        """Every worker's schedules (their REST APIs are asked), by name."""
+        found = {s.name: s for s in await self.remote.schedules_of_others()}
+        found.update((s.name, s) for s in self.list_schedules_local())
+        return [found[n] for n in sorted(found)]
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
         raise TaskInvalidState(

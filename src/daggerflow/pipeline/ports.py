@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from ..machine.events import Event
 from ..model.instance import Instance
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule
 from .ingress import AgentSpec
 from .items import Settings
 from .notify import CommitObserver
@@ -90,6 +91,12 @@ class Runtime(Protocol):
     async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
 
     async def count_all(self, *, status: str | None, template: str | None) -> int: ...
+
+    def list_schedules_local(self) -> list[Schedule]:
+        """The schedules this process holds (every schedule when embedded), by name."""
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        """Every schedule, wherever it is held (Kafka: asks the other workers), by name."""
 
     async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int: ...
 

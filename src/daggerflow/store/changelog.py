@@ -21,6 +21,7 @@ j    instance, node, seq (u64)           [v, job, payload]    (a pending job)
 p    consumer                            [v, offset]          (a consumer position)
 n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
+S    schedule name                       [v, encoded Schedule (bytes)]
 ===  ==================================  ===========================================
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
@@ -52,6 +53,7 @@ import msgspec
 
 from ..errors import ChangelogError
 from ..model.instance import Correlation, decode_instance, encode_instance
+from ..model.schedule import decode_schedule, encode_schedule
 from .base import PendingJob, Store, WriteBatch
 from .keys import U64, text_field, text_fields, u64
 
@@ -66,6 +68,7 @@ JOB = b"j"
 POSITION = b"p"
 SEEN = b"n"
 BUFFERED = b"e"
+SCHEDULE = b"S"
 
 Record = tuple[bytes, bytes | None]
 
@@ -134,6 +137,9 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
             (FORMAT_VERSION, c.topic, c.key, c.value, payload, expires)
         )
     out.extend(buffered.items())
+    for name, schedule in batch.schedules.items():
+        value = None if schedule is None else _pack.encode((FORMAT_VERSION, encode_schedule(schedule)))
+        out.append((SCHEDULE + text_field(name), value))
     return out
 
 
@@ -240,6 +246,9 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
             _, topic, name, text, payload, expires = _fields(value, 6)
             batch.buffer_put.append((Correlation(topic, name, text), payload, float(expires)))
             batch.buffer_ids.append(buf_id)
+    elif tag == SCHEDULE:
+        (name,) = text_fields(key[1:])
+        batch.schedules[name] = None if value is None else decode_schedule(_fields(value, 2)[1])
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

@@ -39,11 +39,12 @@ B     topic, key, value, id                                     msgpack [payload
 e     id                                                        the ``B`` key
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
+S     schedule name                                             encoded Schedule
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
 databases written before the ``L`` range existed need no migration: no ``L`` key reads as
-"no checkpoint"; nor do ``x`` entries written before they had a value: empty reads as "not
+"no checkpoint"; nor ``S``, which reads as "no schedules"; nor do ``x`` entries written before they had a value: empty reads as "not
 match_only_one".
 """
 
@@ -59,6 +60,7 @@ from rocksdict import WriteBatch as RocksBatch
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from ..model.schedule import Schedule, decode_schedule, encode_schedule
 from .base import Message, PendingJob, WriteBatch
 from .keys import F64 as _F64
 from .keys import U64 as _U64
@@ -267,6 +269,13 @@ class RocksDBStore(RocksTopicRetention):
             instance, timer = _fields(key[1:])
             out.append((instance, timer, _F64.unpack(value)[0]))
         return out
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        data = self.db.get(b"S" + _s(name))
+        return None if data is None else decode_schedule(data)
+
+    def list_schedules(self) -> list[Schedule]:
+        return [decode_schedule(value) for _, value in self._scan(b"S")]
 
     def pending_jobs(self) -> list[PendingJob]:
         out: list[PendingJob] = []
@@ -503,6 +512,11 @@ class RocksDBStore(RocksTopicRetention):
                 wb.delete(b"N" + _f64(_F64.unpack(old)[0]) + ids)
             wb.put(b"n" + ids, _F64.pack(first))
             wb.put(b"N" + _f64(first) + ids, b"")
+        for name, schedule in batch.schedules.items():
+            if schedule is None:
+                wb.delete(b"S" + _s(name))
+            else:
+                wb.put(b"S" + _s(name), encode_schedule(schedule))
         for partition, offset in batch.changelog_offsets.items():
             wb.put(b"L" + _u64(partition), _u64(offset))
         try:

@@ -19,13 +19,14 @@ import msgspec
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
+from ..model.schedule import Schedule, decode_schedule, encode_schedule
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 3  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one
+SCHEMA_VERSION = 4  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: schedules
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS buffered (
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 
@@ -72,6 +74,7 @@ def _add_only_one(db: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
     2: [_add_only_one],
+    3: ["CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL)"],
 }
 
 _json = msgspec.json.Encoder()
@@ -198,6 +201,13 @@ class SQLiteStore:
 
     def all_timers(self) -> list[tuple[str, str, float]]:
         return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        row = self.db.execute("SELECT data FROM schedules WHERE name = ?", (name,)).fetchone()
+        return decode_schedule(row[0]) if row else None
+
+    def list_schedules(self) -> list[Schedule]:
+        return [decode_schedule(r[0]) for r in self.db.execute("SELECT data FROM schedules ORDER BY name")]
 
     def pending_jobs(self) -> list[PendingJob]:
         rows = self.db.execute("SELECT instance, node, job, seq, payload FROM jobs")
@@ -421,6 +431,14 @@ class SQLiteStore:
                         (c.topic, c.key, c.value, _pack.encode(p), exp),
                     )
                     assigned.append(int(cur.lastrowid or 0))
+            if batch.schedules:
+                gone = [(n,) for n, sch in batch.schedules.items() if sch is None]
+                if gone:
+                    db.executemany("DELETE FROM schedules WHERE name=?", gone)
+                db.executemany(
+                    "INSERT OR REPLACE INTO schedules VALUES (?,?)",
+                    [(n, encode_schedule(sch)) for n, sch in batch.schedules.items() if sch is not None],
+                )
             if batch.changelog_offsets:
                 db.executemany(
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
