@@ -156,3 +156,32 @@ def test_transitions_put_pause_resume_tick_delete() -> None:
     assert gone.deleted and gone.schedule is None and gone.cancel_timer
     assert apply_schedule(None, DeleteSchedule(), 1_300.0).error is not None
     assert apply_schedule(None, TimerFired("tick"), 1_300.0).cancel_timer  # a stale timer
+
+
+def test_schedules_go_through_the_changelog_and_both_stores(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from daggerflow.model.schedule import Schedule
+    from daggerflow.store.base import WriteBatch
+    from daggerflow.store.changelog import Restorer, batch_records, records_batch
+    from daggerflow.store.sqlite import SQLiteStore
+
+    s = Schedule(spec=spec(every=60), next_due=120.0, created=1.0, updated=1.0)
+    batch = WriteBatch(schedules={"s": s, "gone": None})
+    records = batch_records(batch, 0.0)
+    assert records_batch(records).schedules == {"s": s, "gone": None}
+    stores = [SQLiteStore(str(Path(str(tmp_path)) / "a.db"))]
+    try:
+        from daggerflow.store.rocksdb import RocksDBStore
+
+        stores.append(RocksDBStore(str(Path(str(tmp_path)) / "r")))  # type: ignore[arg-type]
+    except ImportError:  # the rocksdb extra is not installed
+        pass
+    for store in stores:
+        try:
+            store.commit(WriteBatch(schedules={"gone": s}), 0.0)
+            Restorer(store, 0).apply((n, k, v) for n, (k, v) in enumerate(records))
+            assert store.list_schedules() == [s] and store.get_schedule("s") == s
+            assert store.get_schedule("gone") is None
+        finally:
+            store.close()
