@@ -249,3 +249,14 @@ async def test_cli(make_engine: Callable[..., Dagger], clock: ManualClock) -> No
         code, out = await cli(url, "delete", "nightly")
         assert code == 0 and "deleted schedule nightly" in out, out
         assert await engine.list_schedules() == []
+
+
+async def test_a_tick_whose_template_is_gone_records_why(make_engine: Callable[..., Dagger], clock: ManualClock) -> None:
+    async with engine_with(make_engine, clock, every=60) as engine:
+        assert (await engine.get_schedule("s")).fired == 0
+    bare = make_engine(clock=clock)  # a deploy without the template: the stored schedule still ticks
+    async with bare:
+        clock.advance(40)
+        s = await until(lambda: next((x for x in bare.local_schedules() if x.last_error), None))
+        assert "TemplateDoesNotExist" in (s.last_error or "") and s.fired == 0 and s.next_due == START + 100
+        assert ids(bare) == []

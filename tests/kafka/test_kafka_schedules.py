@@ -87,3 +87,47 @@ async def test_a_schedule_fires_once_per_tick_across_a_sigkill_of_its_owner(
 
 async def _at_least(read: Callable[[], Any], n: int) -> bool:
     return len(await read()) >= n
+
+
+async def test_schedule_actions_from_a_client_reach_the_owner(broker: str, tmp_path: Any) -> None:
+    """A ``role="client"`` engine owns no partition: its put, pause, resume and delete go to
+    the owner through the events topic, and it reads the result back from the owner's REST API."""
+    import uuid
+
+    from daggerflow import Dagger
+    from daggerflow.errors import UnknownSchedule
+
+    from ..integration.test_schedules import add_job
+    from .cluster import delete_app_topics
+
+    app = f"sched-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = dict(broker=f"kafka://{broker}", application_name=app, kafka_partitions=2)
+    worker = Dagger(**options, datadir=str(tmp_path / "w"), web_port=0)
+    client = Dagger(**options, datadir=str(tmp_path / "c"), web_port=None, role="client")
+    for engine in (worker, client):
+        add_job(engine)
+    worker.schedule("code", "job", cron="0 3 * * *", timezone="Europe/Paris")
+    await worker.start()
+    await client.start()
+    try:
+
+        async def listed() -> list[str]:
+            return [s.name for s in await client.list_schedules()]
+
+        # The definition in code was applied at the worker's start (sent to the owner if its
+        # partition was still being activated): the client sees it through the owner's API.
+        await wait_until(listed, 30, message="the schedule defined in code, listed by the client")
+        assert await listed() == ["code"]
+        made = await client.put_schedule("rest", "job", every=3600, runtime_parameters={"a": 1})
+        assert made.spec.every == 3600 and made.next_due is not None
+        assert (await worker.get_schedule("rest")).spec.runtime_parameters == {"a": 1}
+        assert (await client.pause_schedule("rest")).paused
+        assert not (await client.resume_schedule("rest")).paused
+        await client.delete_schedule("rest")
+        with pytest.raises(UnknownSchedule):
+            await worker.get_schedule("rest")
+        assert [s.name for s in await client.list_schedules()] == ["code"]
+    finally:
+        await client.stop()
+        await worker.stop()
+        await delete_app_topics(broker, app)
