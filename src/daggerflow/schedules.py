@@ -164,10 +164,7 @@ class Schedules:
             log.info("schedules defined in code applied: %s", ", ".join(sorted(self._code_schedules)))
 
     async def _find_schedule(self, name: str) -> Schedule | None:
-        for found in await self._runtime().list_schedules_all():
-            if found.name == name:
-                return found
-        return None
+        return await self._runtime().get_schedule(name)
 
     async def _schedule_act(
         self, name: str, event: Event, done: Callable[[Schedule | None], bool]

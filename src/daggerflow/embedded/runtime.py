@@ -170,6 +170,9 @@ class EmbeddedRuntime:
     def list_schedules_local(self) -> list[Schedule]:
         return self.store.list_schedules()
 
+    async def get_schedule(self, name: str) -> Schedule | None:
+        return self.store.get_schedule(name)
+
     async def list_schedules_all(self) -> list[Schedule]:
         return self.list_schedules_local()
 

@@ -294,5 +294,30 @@ class RemoteReads:
                 out.extend(answer)
         return out
 
+    async def schedule(self, key: str, name: str, *, timeout: float = 10.0) -> Schedule | None:
+        """The schedule from the worker that owns its partition (its key's), asked again while
+        the partition moves; ``ForwardError`` when nobody answers in time."""
+        assert self.owners is not None
+        p = self.partition_of(key)
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.local_task(key)
+            if task is not None:
+                return task.store.get_schedule(name)
+            owner = self.owners.owner(p)
+            left = deadline - time.monotonic()
+            if owner is not None and owner.url is not None and owner.url != self.web_url:
+                try:
+                    found = await self.forwarder.list_schedules(owner.url)
+                except ForwardError:
+                    if left <= 0:
+                        raise
+                else:
+                    return next((s for s in found if s.name == name), None)
+            if left <= 0:
+                raise ForwardError(str(owner.url if owner else None), f"no worker answers for partition {p} now")
+            with contextlib.suppress(TimeoutError):
+                await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
+
     async def count_others(self, *, status: str | None, template: str | None) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

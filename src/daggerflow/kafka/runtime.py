@@ -38,7 +38,7 @@ from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.instance import Instance, merge_listings
 from ..model.records import Message, Outgoing
-from ..model.schedule import Schedule
+from ..model.schedule import Schedule, schedule_key
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
@@ -304,6 +304,10 @@ class KafkaRuntime:
         """The schedules of the partitions this worker holds."""
         found = {s.name: s for store in self.stores() for s in store.list_schedules()}
         return [found[n] for n in sorted(found)]
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """From this worker if it holds the schedule's partition, else from its owner."""
+        return await self.remote.schedule(schedule_key(name), name)
 
     async def list_schedules_all(self) -> list[Schedule]:
         """Every worker's schedules (their REST APIs are asked), by name."""

@@ -95,6 +95,10 @@ class Runtime(Protocol):
     def list_schedules_local(self) -> list[Schedule]:
         """The schedules this process holds (every schedule when embedded), by name."""
 
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """The schedule called ``name``, wherever it is held (Kafka: from its partition's
+        owner; ``ForwardError`` when it does not answer)."""
+
     async def list_schedules_all(self) -> list[Schedule]:
         """Every schedule, wherever it is held (Kafka: asks the other workers), by name."""
 
