@@ -188,7 +188,7 @@ async def test_rest_routes(make_engine: Callable[..., Dagger], clock: ManualCloc
         r = await client.post("/api/v1/schedules/r/pause")
         assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_fire_times"] == []
         r = await client.post("/api/v1/schedules/r/resume", params={"actor": "ops"})
-        assert r.status_code == 200 and r.json()["paused"] is False
+        assert r.status_code == 200 and r.json()["paused"] is False and r.json()["updated_by"] == "ops"
         for bad, needle in (({"cron": "nope"}, "five fields"), ({"cron": "99 * * * *"}, "not valid"),
                             ({"every": 60, "timezone": "Mars/Base"}, "time zone"), ({"every": 0}, "every"),
                             ({"every": 5, "catch_up": "x"}, "catch_up"), ({}, "exactly one")):  # fmt: skip

@@ -51,46 +51,49 @@ def apply_schedule(
     if isinstance(event, DeleteSchedule):
         return ScheduleTransition(None, changed=True, deleted=True, cancel_timer=True)
     if isinstance(event, PauseSchedule):
-        return _pause(current, now) if not current.paused else ScheduleTransition(current)
+        return _pause(current, now, event.actor) if not current.paused else ScheduleTransition(current)
     if isinstance(event, ResumeSchedule):
-        return _resume(current, now) if current.paused else ScheduleTransition(current)
+        return _resume(current, now, event.actor) if current.paused else ScheduleTransition(current)
     if current.paused or current.next_due is None:
         return ScheduleTransition(current)
-    return _tick(_copy(current, now), now, changed=False)
+    return _tick(_copy(current, now, acted=False), now, changed=False)
 
 
-def _copy(schedule: Schedule, now: float) -> Schedule:
-    return msgspec.structs.replace(schedule, updated=now)
+def _copy(schedule: Schedule, now: float, actor: str | None = None, *, acted: bool = True) -> Schedule:
+    if not acted:
+        return msgspec.structs.replace(schedule, updated=now)
+    return msgspec.structs.replace(schedule, updated=now, updated_by=actor)
 
 
 def _put(current: Schedule | None, event: PutSchedule, now: float) -> ScheduleTransition:
     spec = event.spec
     if current is None:
         paused = bool(event.paused)
-        s = Schedule(spec=spec, paused=paused, next_due=next_tick(spec, now), created=now, updated=now)
+        s = Schedule(spec=spec, paused=paused, next_due=next_tick(spec, now), created=now, updated=now,
+                     updated_by=event.actor)  # fmt: skip
         return ScheduleTransition(s, changed=True, timer=None if paused else s.next_due, cancel_timer=paused)
     if spec == current.spec and (event.paused is None or event.paused == current.paused):
         return ScheduleTransition(current)  # the same definition, applied again (at every start)
-    s = _copy(current, now)
+    s = _copy(current, now, event.actor)
     s.spec = spec
     s.last_error = None
     if spec.timing() != current.spec.timing():
         s.next_due = next_tick(spec, now)
     if event.paused is not None and event.paused != current.paused:
-        return _pause(s, now) if event.paused else _resume(s, now)
+        return _pause(s, now, event.actor) if event.paused else _resume(s, now, event.actor)
     if s.paused:
         return ScheduleTransition(s, changed=True, cancel_timer=True)
     return ScheduleTransition(s, changed=True, timer=s.next_due)
 
 
-def _pause(current: Schedule, now: float) -> ScheduleTransition:
-    s = _copy(current, now)
+def _pause(current: Schedule, now: float, actor: str | None) -> ScheduleTransition:
+    s = _copy(current, now, actor)
     s.paused = True
     return ScheduleTransition(s, changed=True, cancel_timer=True)
 
 
-def _resume(current: Schedule, now: float) -> ScheduleTransition:
-    s = _copy(current, now)
+def _resume(current: Schedule, now: float, actor: str | None) -> ScheduleTransition:
+    s = _copy(current, now, actor)
     s.paused = False
     if s.next_due is None:
         s.next_due = next_tick(s.spec, now)

@@ -63,6 +63,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     last_error: str | None = None
     created: float = 0.0
     updated: float = 0.0
+    updated_by: str | None = None  # the actor of the last put, pause or resume ("code": at start)
 
     @property
     def name(self) -> str:

@@ -48,6 +48,7 @@ def schedule_info(schedule: Schedule) -> ScheduleInfo:
         last_error=schedule.last_error,
         created=schedule.created,
         updated=schedule.updated,
+        updated_by=schedule.updated_by,
     )
 
 

@@ -269,6 +269,7 @@ class ScheduleInfo(Struct, kw_only=True):
     last_error: str | None
     created: float
     updated: float
+    updated_by: Annotated[str, Meta(description="who last changed it (api, cli, code, ...)")] | None
 
 
 class ScheduleList(Struct, kw_only=True):
