@@ -7,7 +7,8 @@ One template, ``Tick``: a command task that sends ``{"id": <instance id>}`` to `
 (exactly once per instance, through the outbox). A schedule defined in code, ``beat``, starts
 one every ``SCHED_EVERY`` seconds (default 2) and catches up on ``all`` missed ticks, so the
 ids in ``{app}.ticks`` must be every tick from the first on, each exactly once, whichever
-worker owned the schedule when the tick came due.
+worker owned the schedule when the tick came due. ``DAGGERFLOW_STORE=rocksdb://`` gives the
+partitions RocksDB stores (default SQLite).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def build() -> Dagger:
         application_name=app,
         kafka_partitions=int(env.get("DAGGERFLOW_PARTITIONS", "12")),
         datadir=env.get("DAGGERFLOW_DATA", "daggerflow-data"),
+        store=env.get("DAGGERFLOW_STORE") or None,  # "rocksdb://": RocksDB partition stores
         web_port=0,
     )
     topic = f"{app}.ticks"

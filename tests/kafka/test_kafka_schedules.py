@@ -40,11 +40,12 @@ def tick_of(iid: str) -> float:
     return float(calendar.timegm(time.strptime(iid.removeprefix("beat-"), "%Y%m%dT%H%M%SZ")))
 
 
+@pytest.mark.parametrize("store", ["sqlite", "rocksdb"])
 async def test_a_schedule_fires_once_per_tick_across_a_sigkill_of_its_owner(
-    make_cluster: Callable[..., Any],
+    make_cluster: Callable[..., Any], store: str
 ) -> None:
-    cluster = make_cluster(target="tests.kafka.sched_app:engine", partitions=PARTITIONS,
-                           env={"SCHED_EVERY": str(EVERY)})  # fmt: skip
+    env = {"SCHED_EVERY": str(EVERY), "DAGGERFLOW_STORE": "rocksdb://" if store == "rocksdb" else ""}
+    cluster = make_cluster(target="tests.kafka.sched_app:engine", partitions=PARTITIONS, env=env)
     workers = await cluster.start(2)
     urls = {w.name: await web_url(w) for w in workers}
     home = partition_for(schedule_key("beat"), PARTITIONS)
@@ -83,6 +84,8 @@ async def test_a_schedule_fires_once_per_tick_across_a_sigkill_of_its_owner(
     gaps = {b - a for a, b in pairwise(times)}
     assert gaps == {float(EVERY)}, (times, cluster.dump_logs())  # every tick, none missed or doubled
     assert schedule["fired"] >= before + 4 and schedule["missed"] == 0
+    stores = [p.name for p in (other.datadir / cluster.app).iterdir() if p.name.endswith((".rocks", ".db"))]
+    assert stores and all(name.endswith(".rocks") == (store == "rocksdb") for name in stores), stores
 
 
 async def _at_least(read: Callable[[], Any], n: int) -> bool:
