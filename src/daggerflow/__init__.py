@@ -23,6 +23,7 @@ from .errors import (
     DaggerError,
     InvalidInput,
     InvalidInstanceId,
+    InvalidSchedule,
     InvalidTaskType,
     InvalidTriggerTimeForTask,
     NotSerializable,
@@ -30,8 +31,10 @@ from .errors import (
     TaskInvalidState,
     TemplateDoesNotExist,
     TooLarge,
+    UnknownSchedule,
 )
 from .model.instance import RetryPolicy
+from .model.schedule import Schedule, ScheduleSpec
 from .model.status import (
     COMPLETE_BY_KEY,
     TERMINAL_STATUSES,
@@ -101,6 +104,7 @@ __all__ = [
     "IntervalTaskTemplateBuilder",
     "InvalidInput",
     "InvalidInstanceId",
+    "InvalidSchedule",
     "InvalidTaskType",
     "InvalidTriggerTimeForTask",
     "KafkaCommandTask",
@@ -116,6 +120,8 @@ __all__ = [
     "ParallelCompositeTaskTemplateBuilder",
     "ProcessTemplateDagBuilder",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleSpec",
     "SensorTask",
     "SensorTaskTemplateBuilder",
     "StoreError",
@@ -133,5 +139,6 @@ __all__ = [
     "Topic",
     "TriggerTask",
     "TriggerTaskTemplateBuilder",
+    "UnknownSchedule",
     "__version__",
 ]

@@ -9,6 +9,7 @@ process: nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ from .pipeline.partition import TaskContext
 from .pipeline.ports import Runtime, RuntimeParts
 from .registration import Registration
 from .registry import Registry
+from .schedules import Schedules
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topics
@@ -52,7 +54,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, BulkActions):
+class Dagger(Registration, Operations, BulkActions, Schedules):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -148,6 +150,7 @@ class Dagger(Registration, Operations, BulkActions):
         self.template_dags = self._registry.templates
         self.process_templates = self._registry.process_templates
         self.runtime: Runtime | None = None
+        self._code_schedules = {}  # engine.schedule(): applied at every start
         self._limits = self.config.limits()
         self._observer: CommitObserver | None = None
         self._jobs: JobRunner | None = None
@@ -190,7 +193,8 @@ class Dagger(Registration, Operations, BulkActions):
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
         context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
-        parts = RuntimeParts(cfg.pipeline_settings(), self._registry, context, observer)
+        settings = dataclasses.replace(cfg.pipeline_settings(), instantiate=self._tick_instance)
+        parts = RuntimeParts(settings, self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
 
@@ -217,6 +221,7 @@ class Dagger(Registration, Operations, BulkActions):
             if cfg.web_port is not None and cfg.role == "worker":
                 await self._start_web()
             await runtime.start(self.web_url)
+            await self._apply_code_schedules()
         except BaseException:
             await self.stop()  # do not leave a half-started engine holding the store
             raise

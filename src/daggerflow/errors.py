@@ -9,6 +9,9 @@ DaggerError
  ├── NotSerializable            a runtime parameter or message that is not JSON-serialisable
  ├── InvalidInput               a request the engine refuses as given (HTTP 422)
  │    └── InvalidInstanceId     an instance id that cannot be addressed (empty, too long, ...)
+ ├── InvalidSchedule            a schedule definition that cannot run: its cron expression,
+ │                              interval, time zone, catch-up mode or name (HTTP 400)
+ ├── UnknownSchedule            no schedule by that name (HTTP 404)
  ├── TooLarge                   a body, message, parameters or instance over its size limit (413)
  ├── StoreError                 the database is corrupt, foreign or from a newer version
  │    ├── StateCorrupted        a partition's local store cannot be opened or read: wipe it
@@ -68,6 +71,15 @@ class InvalidInput(DaggerError, ValueError):
 class InvalidInstanceId(InvalidInput):
     """An instance id that could not be addressed afterwards (empty, too long, characters
     outside the documented set)."""
+
+
+class InvalidSchedule(DaggerError, ValueError):
+    """A schedule definition that cannot run (a cron expression, interval, time zone,
+    catch-up mode, name or template that is refused). The message names the field."""
+
+
+class UnknownSchedule(DaggerError, LookupError):
+    """No schedule by that name (HTTP 404)."""
 
 
 class TooLarge(DaggerError, ValueError):

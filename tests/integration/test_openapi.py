@@ -85,7 +85,7 @@ async def test_operations_document_errors_parameters_and_security(document: dict
         else:
             assert op["security"] == [{"bearerAuth": []}], path
             assert "401" in op["responses"], path
-        mutating = method in ("post", "patch")
+        mutating = method in ("post", "patch", "delete")
         assert ("403" in op["responses"]) == mutating, path
         if mutating:
             assert "admin scope" in op["description"], path

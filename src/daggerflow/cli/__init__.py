@@ -6,17 +6,18 @@
 - ``instances``, ``instance``, ``templates``, ``create`` and ``send`` talk to a running
   worker's REST API (``--url``, default ``$DAGGERFLOW_URL`` or http://127.0.0.1:6066), and
   so do the operators' ``retry``, ``skip``, ``complete``, ``submit``, ``patch`` and ``stop``
-  (``stop``/``retry --filter ...``: bulk jobs, ``bulk``).
+  (``stop``/``retry --filter ...``: bulk jobs, ``bulk``), and ``schedules`` (list, add,
+  delete, pause, resume).
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
-(the REST client commands) and ``operate`` (the operators' commands); the demo's command is ``daggerflow.demo.command``.
+(the REST client commands), ``operate`` (the operators' commands) and ``schedules``; the demo's command is ``daggerflow.demo.command``.
 """
 
 from __future__ import annotations
 
-from . import bulk, commands, operate, worker
+from . import bulk, commands, operate, schedules, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["bulk", "cli", "commands", "load_engine", "main", "operate", "worker"]
+__all__ = ["bulk", "cli", "commands", "load_engine", "main", "operate", "schedules", "worker"]

@@ -18,6 +18,7 @@ from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule
 from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.batch import PostCommit
 from ..pipeline.items import BulkStart
@@ -191,6 +192,14 @@ class EmbeddedRuntime:
 
     async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
         return self.bulk_local(job), 1
+    def list_schedules_local(self) -> list[Schedule]:
+        return self.store.list_schedules()
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        return self.store.get_schedule(name)
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        return self.list_schedules_local()
 
     # Topics ---------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from ..errors import ForwardError
 from ..model.bulk import BulkShare
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
 from ..model.query import InstanceQuery
+from ..model.schedule import Schedule
 from ..pipeline.partition import PartitionTask
 from ..web.auth import client_ssl_context
 from ..web.wire import INTERNAL_HEADER
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _list_decoder = msgspec.msgpack.Decoder(list[Instance])
 _shares_decoder = msgspec.msgpack.Decoder(list[BulkShare])
+_schedules_decoder = msgspec.msgpack.Decoder(list[Schedule])
 
 
 class Forwarder:
@@ -83,6 +85,15 @@ class Forwarder:
             return _list_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise ForwardError(url, f"undecodable instance list: {exc}", response.status_code) from exc
+
+    async def list_schedules(self, url: str) -> list[Schedule]:
+        """The schedules of ``url``'s partitions."""
+        response = await self._get(url, "/internal/v1/schedules", {})
+        self._check(url, response)
+        try:
+            return _schedules_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable schedule list: {exc}", response.status_code) from exc
 
     async def count_instances(self, url: str, *, status: str | None, template: str | None) -> int:
         response = await self._get(url, "/internal/v1/count", _filters(status, template))
@@ -292,6 +303,43 @@ class RemoteReads:
         """The first ``limit`` instances of every other worker, merged."""
         return await list_everywhere(self.forwarder, self.other_urls(), status=status, template=template,
                                      limit=limit, offset=0)  # fmt: skip
+
+    async def schedules_of_others(self) -> list[Schedule]:
+        """The schedules of every other worker (one that fails is skipped with a warning)."""
+        urls = list(dict.fromkeys(self.other_urls()))
+        answers = await asyncio.gather(*(self.forwarder.list_schedules(u) for u in urls), return_exceptions=True)
+        out: list[Schedule] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                out.extend(answer)
+        return out
+
+    async def schedule(self, key: str, name: str, *, timeout: float = 10.0) -> Schedule | None:
+        """The schedule from the worker that owns its partition (its key's), asked again while
+        the partition moves; ``ForwardError`` when nobody answers in time."""
+        assert self.owners is not None
+        p = self.partition_of(key)
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.local_task(key)
+            if task is not None:
+                return task.store.get_schedule(name)
+            owner = self.owners.owner(p)
+            left = deadline - time.monotonic()
+            if owner is not None and owner.url is not None and owner.url != self.web_url:
+                try:
+                    found = await self.forwarder.list_schedules(owner.url)
+                except ForwardError:
+                    if left <= 0:
+                        raise
+                else:
+                    return next((s for s in found if s.name == name), None)
+            if left <= 0:
+                raise ForwardError(str(owner.url if owner else None), f"no worker answers for partition {p} now")
+            with contextlib.suppress(TimeoutError):
+                await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
 
     async def count_others(self, *, status: str | None, template: str | None) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

@@ -40,6 +40,7 @@ from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance, merge_listings
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule, schedule_key
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..store.base import Store
@@ -333,6 +334,20 @@ class KafkaRuntime:
 
     async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
         return [*self.bulk_local(job), *await self.remote.bulk_others(job)], self.config.partitions
+    def list_schedules_local(self) -> list[Schedule]:
+        """The schedules of the partitions this worker holds."""
+        found = {s.name: s for store in self.stores() for s in store.list_schedules()}
+        return [found[n] for n in sorted(found)]
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """From this worker if it holds the schedule's partition, else from its owner."""
+        return await self.remote.schedule(schedule_key(name), name)
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        """Every worker's schedules (their REST APIs are asked), by name."""
+        found = {s.name: s for s in await self.remote.schedules_of_others()}
+        found.update((s.name, s) for s in self.list_schedules_local())
+        return [found[n] for n in sorted(found)]
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
         raise TaskInvalidState(

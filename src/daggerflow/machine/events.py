@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from ..model.instance import Instance
+from ..model.schedule import ScheduleSpec
 
 
 class Create(msgspec.Struct, gc=False, tag="create", frozen=True):
@@ -88,4 +89,32 @@ class PatchParameters(msgspec.Struct, gc=False, tag="patch", frozen=True):
 Repair = Retry | Skip | Complete | PatchParameters
 """The operators' actions (machine/repair.py applies them)."""
 
-Event = Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired | Retry | Skip | Complete | PatchParameters
+class PutSchedule(msgspec.Struct, gc=False, tag="schedule_put", frozen=True):
+    """Create a schedule, or update it (by name; an identical definition changes nothing).
+    ``paused`` None keeps the schedule's paused flag (a definition re-applied from code at
+    start does not resume what an operator paused)."""
+
+    spec: ScheduleSpec
+    paused: bool | None = None
+    actor: str | None = None
+
+
+class DeleteSchedule(msgspec.Struct, gc=False, tag="schedule_delete", frozen=True):
+    actor: str | None = None
+
+
+class PauseSchedule(msgspec.Struct, gc=False, tag="schedule_pause", frozen=True):
+    actor: str | None = None
+
+
+class ResumeSchedule(msgspec.Struct, gc=False, tag="schedule_resume", frozen=True):
+    actor: str | None = None
+
+
+ScheduleEvent = PutSchedule | DeleteSchedule | PauseSchedule | ResumeSchedule
+"""What is done to a schedule (``machine.schedules`` applies them, and its ``TimerFired``)."""
+
+Event = (
+    Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired | Retry | Skip | Complete | PatchParameters
+    | PutSchedule | DeleteSchedule | PauseSchedule | ResumeSchedule
+)

@@ -34,6 +34,7 @@ from ..machine import (
 from ..machine.events import Event
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
 from ..model.records import Outgoing, PendingJob
+from ..model.schedule import SCHEDULE_PREFIX
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
 from . import bulk
@@ -51,6 +52,7 @@ from .items import (
     Settings,
 )
 from .jobs import JobOutcome, Started
+from .schedules import schedule_event
 
 _json = msgspec.json.Encoder()
 #: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
@@ -152,7 +154,10 @@ class BatchApplier:
             self.batch.input_offsets[tp] = offset + 1
         match item:
             case InstanceEvent():
-                self.apply_event(item.instance, item.event, item.future, item.outbox)
+                if item.instance.startswith(SCHEDULE_PREFIX):  # (no instance id has a "/")
+                    schedule_event(self, item.instance, item.event, item.future)
+                else:
+                    self.apply_event(item.instance, item.event, item.future, item.outbox)
             case Incoming():
                 self.incoming(item)
             case IndexChange():

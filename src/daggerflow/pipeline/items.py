@@ -22,7 +22,7 @@ import msgspec
 
 from ..machine.events import Event
 from ..model.bulk import BulkShare, BulkSpec
-from ..model.instance import Correlation
+from ..model.instance import Correlation, Instance
 from ..model.records import Message, Outgoing
 from ..store.base import WriteBatch
 
@@ -181,3 +181,6 @@ class Settings:
     owns_instance: Callable[[str], bool] | None = None
     owns_correlation: Callable[[Correlation], bool] | None = None
     limits: Limits = field(default_factory=Limits)
+    # Builds the instance a schedule's tick creates (``pipeline.schedules.Instantiate``:
+    # template name, instance id, runtime parameters, now); None: ticks create nothing.
+    instantiate: Callable[[str, str, dict[str, Any], float], Instance] | None = None

@@ -15,6 +15,7 @@ from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
+from ..model.schedule import Schedule
 from .ingress import AgentSpec
 from .items import Settings
 from .notify import CommitObserver
@@ -92,6 +93,16 @@ class Runtime(Protocol):
     async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
 
     async def count_all(self, *, status: str | None, template: str | None) -> int: ...
+
+    def list_schedules_local(self) -> list[Schedule]:
+        """The schedules this process holds (every schedule when embedded), by name."""
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """The schedule called ``name``, wherever it is held (Kafka: from its partition's
+        owner; ``ForwardError`` when it does not answer)."""
+
+    async def list_schedules_all(self) -> list[Schedule]:
+        """Every schedule, wherever it is held (Kafka: asks the other workers), by name."""
 
     async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int: ...
 

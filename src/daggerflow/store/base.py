@@ -14,6 +14,7 @@ from ..model.bulk import BulkShare
 from ..model.instance import Correlation, Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing, PendingJob
+from ..model.schedule import Schedule
 
 __all__ = ["Message", "Outgoing", "PendingJob", "Store", "WriteBatch"]
 
@@ -43,6 +44,9 @@ class WriteBatch:
     seen_at: dict[tuple[str, str], float] = field(default_factory=dict)
     # Dedupe ids to forget (expired: a purge that goes through the changelog).
     seen_del: list[tuple[str, str]] = field(default_factory=list)
+    # Schedules written (None: deleted), by name: a schedule's state changes in the batch
+    # that creates the instances of its ticks.
+    schedules: dict[str, Schedule | None] = field(default_factory=dict)
     # Changelog partition -> offset of the last changelog record this batch applies.
     changelog_offsets: dict[int, int] = field(default_factory=dict)
     # Kafka runtime only (stores ignore these): input partition -> next offset to read, and
@@ -105,6 +109,10 @@ class Store(Protocol):
 
     def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
         """The next ``limit`` (seq, instance id) a share has yet to act on, in order."""
+    def get_schedule(self, name: str) -> Schedule | None: ...
+
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule the store holds, by name."""
         ...
 
     def pending_jobs(self) -> list[PendingJob]: ...

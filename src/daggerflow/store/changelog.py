@@ -23,6 +23,7 @@ n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
 u    bulk job id                         [v, encoded BulkShare]  (a partition's share)
 U    bulk job id, seq (u64)              [v, instance id]     (one it has yet to act on)
+S    schedule name                       [v, encoded Schedule (bytes)]
 ===  ==================================  ===========================================
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
@@ -55,6 +56,7 @@ import msgspec
 from ..errors import ChangelogError
 from ..model.bulk import decode_share, encode_share
 from ..model.instance import Correlation, decode_instance, encode_instance
+from ..model.schedule import decode_schedule, encode_schedule
 from .base import PendingJob, Store, WriteBatch
 from .keys import U64, text_field, text_fields, u64
 
@@ -71,6 +73,7 @@ SEEN = b"n"
 BUFFERED = b"e"
 BULK_SHARE = b"u"
 BULK_ITEM = b"U"
+SCHEDULE = b"S"
 
 Record = tuple[bytes, bytes | None]
 
@@ -139,6 +142,9 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
             (FORMAT_VERSION, c.topic, c.key, c.value, payload, expires)
         )
     out.extend(buffered.items())
+    for name, schedule in batch.schedules.items():
+        value = None if schedule is None else _pack.encode((FORMAT_VERSION, encode_schedule(schedule)))
+        out.append((SCHEDULE + text_field(name), value))
     if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
         out.extend(_bulk_records(batch))
     return out
@@ -271,6 +277,9 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
         if value is None:
             raise ChangelogError(f"a bulk job's share has no tombstone: {key!r}")
         batch.bulk_shares[job] = decode_share(_fields(value, 2)[1])
+    elif tag == SCHEDULE:
+        (name,) = text_fields(key[1:])
+        batch.schedules[name] = None if value is None else decode_schedule(_fields(value, 2)[1])
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

@@ -42,11 +42,12 @@ L     changelog partition (u64)                                 offset of the la
 u     bulk job id                                               encoded ``BulkShare``
 U     bulk job id, seq (u64)                                    instance id (UTF-8): one the
                                                                 share has yet to act on
+S     schedule name                                             encoded Schedule
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
 databases written before the ``L`` range existed need no migration: no ``L`` key reads as
-"no checkpoint"; nor do ``x`` entries written before they had a value: empty reads as "not
+"no checkpoint"; nor ``S``, which reads as "no schedules"; nor do ``x`` entries written before they had a value: empty reads as "not
 match_only_one".
 """
 
@@ -73,6 +74,7 @@ from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
+from .rocksdb_schedules import RocksSchedules
 from .rocksdb_topics import RocksTopicRetention
 from .scan import scan
 
@@ -98,7 +100,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksBulk):
+class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -517,6 +519,8 @@ class RocksDBStore(RocksTopicRetention, RocksBulk):
                 wb.delete(b"N" + _f64(_F64.unpack(old)[0]) + ids)
             wb.put(b"n" + ids, _F64.pack(first))
             wb.put(b"N" + _f64(first) + ids, b"")
+        if batch.schedules:
+            self._write_schedules(wb, batch)
         for partition, offset in batch.changelog_offsets.items():
             wb.put(b"L" + _u64(partition), _u64(offset))
         if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:

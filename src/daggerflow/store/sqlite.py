@@ -21,6 +21,7 @@ from ..errors import StoreError
 from ..model.bulk import BulkShare, decode_share, encode_share
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
 from ..model.query import InstanceQuery
+from ..model.schedule import Schedule, decode_schedule, encode_schedule
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
 from .scan import scan
@@ -28,7 +29,8 @@ from .scan import scan
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 4  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs
+# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs, schedules
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS bulk_jobs (
 CREATE TABLE IF NOT EXISTS bulk_items (
     job TEXT NOT NULL, seq INTEGER NOT NULL, instance TEXT NOT NULL,
     PRIMARY KEY (job, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 
@@ -85,6 +88,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "finished INTEGER NOT NULL, data BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS bulk_items (job TEXT NOT NULL, seq INTEGER NOT NULL, "
         "instance TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
     ],
 }
 
@@ -232,6 +236,12 @@ class SQLiteStore:
     def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
         rows = self.db.execute("SELECT seq, instance FROM bulk_items WHERE job=? ORDER BY seq LIMIT ?", (job, limit))
         return [(int(r[0]), str(r[1])) for r in rows]
+    def get_schedule(self, name: str) -> Schedule | None:
+        row = self.db.execute("SELECT data FROM schedules WHERE name = ?", (name,)).fetchone()
+        return decode_schedule(row[0]) if row else None
+
+    def list_schedules(self) -> list[Schedule]:
+        return [decode_schedule(r[0]) for r in self.db.execute("SELECT data FROM schedules ORDER BY name")]
 
     def pending_jobs(self) -> list[PendingJob]:
         rows = self.db.execute("SELECT instance, node, job, seq, payload FROM jobs")
@@ -457,6 +467,14 @@ class SQLiteStore:
                     assigned.append(int(cur.lastrowid or 0))
             if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
                 self._commit_bulk(batch)
+            if batch.schedules:
+                gone = [(n,) for n, sch in batch.schedules.items() if sch is None]
+                if gone:
+                    db.executemany("DELETE FROM schedules WHERE name=?", gone)
+                db.executemany(
+                    "INSERT OR REPLACE INTO schedules VALUES (?,?)",
+                    [(n, encode_schedule(sch)) for n, sch in batch.schedules.items() if sch is not None],
+                )
             if batch.changelog_offsets:
                 db.executemany(
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from ..model.instance import Instance
     from ..model.query import InstanceQuery
     from ..model.records import Message
+    from ..model.schedule import Schedule
     from ..tasks import ITemplateDAGInstance
     from ..templates import ITemplateDAG
 
@@ -92,6 +93,31 @@ class EngineAPI(Protocol):
     def count_query_local(self, query: InstanceQuery) -> int:
         """How many of this process's instances meet ``query`` (the internal route)."""
         ...
+    async def list_schedules(self) -> list[Schedule]: ...
+
+    def local_schedules(self) -> list[Schedule]: ...
+
+    async def get_schedule(self, name: str) -> Schedule: ...
+
+    async def put_schedule(
+        self,
+        name: str,
+        template: Any,
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        runtime_parameters: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "skip",
+        paused: bool | None = None,
+        actor: str | None = None,
+    ) -> Schedule: ...
+
+    async def delete_schedule(self, name: str, *, actor: str | None = None) -> None: ...
+
+    async def pause_schedule(self, name: str, *, actor: str | None = None) -> Schedule: ...
+
+    async def resume_schedule(self, name: str, *, actor: str | None = None) -> Schedule: ...
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 

@@ -5,8 +5,10 @@ An engine error maps to the status that says what the caller can do about it:
 =============================================  ======
 ``InvalidInput`` (``InvalidInstanceId``),      422    the request is well-formed but cannot
 ``NotSerializable``                                   be stored as given
+``InvalidSchedule``                            400    a schedule that cannot run as defined
 ``TooLarge``                                   413    over a configured size limit
-``TemplateDoesNotExist``, ``UnknownInstance``  404
+``TemplateDoesNotExist``, ``UnknownInstance``, 404
+``UnknownSchedule``
 ``ForwardError``                               503    the owning worker did not answer: retry
 any other ``DaggerError``                      409    e.g. a state that forbids the call
 anything else                                  500
@@ -27,10 +29,12 @@ from ..errors import (
     DaggerError,
     ForwardError,
     InvalidInput,
+    InvalidSchedule,
     NotSerializable,
     TemplateDoesNotExist,
     TooLarge,
     UnknownInstance,
+    UnknownSchedule,
 )
 from .schemas import ErrorBody
 
@@ -59,8 +63,10 @@ def error_response(message: str, status: int, kind: str | None = None, headers: 
 def status_of(exc: DaggerError) -> int:
     if isinstance(exc, ForwardError):
         return 503
-    if isinstance(exc, (TemplateDoesNotExist, UnknownInstance)):
+    if isinstance(exc, (TemplateDoesNotExist, UnknownInstance, UnknownSchedule)):
         return 404
+    if isinstance(exc, InvalidSchedule):
+        return 400
     if isinstance(exc, TooLarge):
         return 413
     if isinstance(exc, (InvalidInput, NotSerializable)):

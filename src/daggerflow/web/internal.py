@@ -47,6 +47,11 @@ async def instances(engine: EngineAPI, request: Request) -> Response:
     return _internal(msgspec.msgpack.encode(found))
 
 
+async def schedules(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(msgspec.msgpack.encode(engine.local_schedules()))
+
+
 async def count(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, CountQuery)
     total = engine.count_instances(status=q.status, template=q.template)

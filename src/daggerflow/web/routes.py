@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import docs, handlers
+from . import docs, handlers, schedule_routes
 from .schemas import (
     ActionQuery,
     Appended,
@@ -23,6 +23,7 @@ from .schemas import (
     BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
+    DeletedSchedule,
     InstancePage,
     InstanceRef,
     InstanceSnapshot,
@@ -33,6 +34,9 @@ from .schemas import (
     PostMessageRequest,
     Ready,
     RetryRequest,
+    ScheduleInfo,
+    ScheduleList,
+    ScheduleRequest,
     Stats,
     TemplateInfo,
 )
@@ -76,6 +80,7 @@ class Endpoint:
 
 
 _FORWARDS = "On the Kafka runtime the read is forwarded to the owning worker (503 if it does not answer)."
+_SCHEDULES_FORWARD = "On the Kafka runtime every worker is asked for the schedules of its partitions."
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -237,6 +242,59 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "body over max_request_bytes or parameters over the engine's size limit."
                 ),
                 tag="templates",
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/schedules",
+        (
+            Operation(
+                "GET", schedule_routes.list_schedules, "listSchedules",
+                "Every schedule, with its next fire times, paused flag and last fired tick", ScheduleList,
+                errors=(503,), tag="schedules", description=_SCHEDULES_FORWARD,
+            ),
+            Operation(
+                "POST", schedule_routes.put_schedule, "putSchedule",
+                "Create or update a schedule by name (an identical definition changes nothing)", ScheduleInfo,
+                access="admin", query=ActionQuery, body=ScheduleRequest, errors=(400, 404, 413, 422, 503),
+                tag="schedules", description=(
+                    "400 for a cron expression, interval, time zone, catch-up mode or name that cannot run; "
+                    "404 for a template that is not registered. A schedule defined in code "
+                    "(engine.schedule) is applied again at every start and wins over this."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/schedules/{name}",
+        (
+            Operation(
+                "GET", schedule_routes.get_schedule, "getSchedule", "One schedule", ScheduleInfo,
+                errors=(400, 404, 503), tag="schedules", description=_SCHEDULES_FORWARD,
+            ),
+            Operation(
+                "DELETE", schedule_routes.delete_schedule, "deleteSchedule",
+                "Delete a schedule (the instances it created stay)", DeletedSchedule, access="admin",
+                query=ActionQuery, errors=(400, 404, 503), tag="schedules",
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/schedules/{name}/pause",
+        (
+            Operation(
+                "POST", schedule_routes.pause_schedule, "pauseSchedule", "Pause a schedule: no tick fires",
+                ScheduleInfo, access="admin", query=ActionQuery, errors=(400, 404, 503), tag="schedules",
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/schedules/{name}/resume",
+        (
+            Operation(
+                "POST", schedule_routes.resume_schedule, "resumeSchedule",
+                "Resume a schedule; the ticks that came due while paused follow its catch_up mode",
+                ScheduleInfo, access="admin", query=ActionQuery, errors=(400, 404, 503), tag="schedules",
             ),
         ),
     ),

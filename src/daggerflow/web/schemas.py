@@ -141,6 +141,23 @@ class BulkRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     batch_size: Annotated[
         int, Meta(ge=1, le=1000, description="instance events per pipeline batch and partition")
     ] | None = None
+class ScheduleRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/schedules``: create or update a schedule by name (exactly one of
+    ``cron`` and ``every``)."""
+
+    name: Annotated[str, Meta(description="the schedule's name (1 to 200 bytes, printable, no '/'); its "
+                                          "instances are NAME-YYYYmmddTHHMMSSZ (the tick in UTC)")]  # fmt: skip
+    template: Annotated[str, Meta(description="the name of a registered template")]
+    cron: Annotated[str, Meta(description="a five-field cron expression, e.g. '*/5 * * * *', in timezone")] | None = None
+    every: Annotated[int, Meta(description="seconds between ticks, aligned to the Unix epoch")] | None = None
+    timezone: Annotated[str, Meta(description="an IANA time zone the cron expression is read in")] = "UTC"
+    catch_up: Annotated[str, Meta(description="ticks missed while no worker ran it or it was paused: skip "
+                                              "them, fire the latest one, or fire all (at most 100)",
+                                  extra_json_schema={"enum": ["skip", "one", "all"]})] = "skip"  # fmt: skip
+    runtime_parameters: Annotated[dict[str, Any], Meta(description="each instance's runtime parameters")] = field(
+        default_factory=dict
+    )
+    paused: Annotated[bool, Meta(description="pause or resume it; absent: as it is (new: running)")] | None = None
 
 
 class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -246,6 +263,39 @@ class DeletedInstance(Struct, kw_only=True):
 class TemplateInfo(Struct, kw_only=True):
     name: str
     version: str
+
+
+class ScheduleInfo(Struct, kw_only=True):
+    """A schedule: its definition, whether it is paused, its next ticks and its last one."""
+
+    name: str
+    template: str
+    cron: str | None
+    every: int | None
+    timezone: str
+    catch_up: str
+    runtime_parameters: dict[str, Any]
+    paused: bool
+    next_fire_times: Annotated[list[str], Meta(description="the next ticks (ISO 8601, in timezone); none "
+                                                           "while paused")]  # fmt: skip
+    next_due: Annotated[float, Meta(description="the first tick not fired yet (epoch seconds)")] | None
+    last_fired: Annotated[str, Meta(description="the last tick fired (ISO 8601, in timezone)")] | None
+    last_instance: Annotated[str, Meta(description="the instance the last fired tick created")] | None
+    fired: Annotated[int, Meta(description="instances created")]
+    missed: Annotated[int, Meta(description="ticks passed over by catch_up")]
+    last_error: str | None
+    created: float
+    updated: float
+    updated_by: Annotated[str, Meta(description="who last changed it (api, cli, code, ...)")] | None
+
+
+class ScheduleList(Struct, kw_only=True):
+    items: list[ScheduleInfo]
+
+
+class DeletedSchedule(Struct, kw_only=True):
+    name: str
+    deleted: bool
 
 
 class Stats(Struct, kw_only=True):
