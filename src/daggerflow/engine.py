@@ -25,6 +25,7 @@ from .errors import (
 )
 from .machine import Create, Stop, Submit
 from .machine.events import Event
+from .migration import Migration
 from .model.ids import ID_RULE, id_problem
 from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
@@ -42,6 +43,7 @@ from .registry import Registry
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topics
+from .versions import Versions
 from .web.auth import TokenOption
 
 log = logging.getLogger("daggerflow")
@@ -51,7 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations):
+class Dagger(Registration, Operations, Versions, Migration):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -219,6 +221,8 @@ class Dagger(Registration, Operations):
         except BaseException:
             await self.stop()  # do not leave a half-started engine holding the store
             raise
+        if cfg.role == "worker":
+            self.check_versions()  # (on Kafka: what the partitions held at start)
         if cfg.broker is not None:
             log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
                      self.web_url or "off")  # fmt: skip

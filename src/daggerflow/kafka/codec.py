@@ -5,7 +5,7 @@ encoders at the edges). No aiokafka here, so the processor can use it without th
 
 - ``{app}-events``, keyed by instance id: the instance-addressed events any process may send
   (``Create``, ``Submit``, ``Stop``, the operators' ``Retry``, ``Skip``, ``Complete`` and
-  ``PatchParameters``, and ``Deliver`` from an index owner).
+  ``PatchParameters``, ``Migrate``, and ``Deliver`` from an index owner).
 - ``{app}-correlation``, partitioned by correlation (topic, key, value): ``Routed`` listener
   messages (from the listener routers, with their correlation pairs already computed by user
   code) and ``IndexOp`` index changes (from instance owners).
@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ..machine.events import Complete, Create, Deliver, PatchParameters, Retry, Skip, Stop, Submit
+from ..machine.events import Complete, Create, Deliver, Migrate, PatchParameters, Retry, Skip, Stop, Submit
 from ..model.instance import Correlation
 from .partitioner import partition_for_key
 
@@ -71,7 +71,7 @@ class IndexOp(msgspec.Struct, tag="index", frozen=True):
     only_one: bool = False  # the node's listener is match_only_one
 
 
-EventRecord = Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters
+EventRecord = Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters | Migrate
 CorrelationRecord = Routed | IndexOp
 
 _encoder = msgspec.msgpack.Encoder()

@@ -90,6 +90,12 @@ class Forwarder:
             raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
         return count
 
+    async def versions(self, url: str) -> bytes:
+        """The template versions ``url`` sees (JSON, ``model.versions.encode_versions``)."""
+        response = await self._get(url, "/internal/v1/versions", {})
+        self._check(url, response)
+        return response.content
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -270,6 +276,18 @@ class RemoteReads:
         """The first ``limit`` instances of every other worker, merged."""
         return await list_everywhere(self.forwarder, self.other_urls(), status=status, template=template,
                                      limit=limit, offset=0)  # fmt: skip
+
+    async def versions_others(self) -> list[bytes]:
+        """Every other worker's version listing; workers that fail are skipped with a warning."""
+        urls = list(dict.fromkeys(self.other_urls()))
+        answers = await asyncio.gather(*(self.forwarder.versions(u) for u in urls), return_exceptions=True)
+        out: list[bytes] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                out.append(answer)
+        return out
 
     async def count_others(self, *, status: str | None, template: str | None) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from ..model.instance import Instance, Node
 from . import transitions
-from .events import Complete, Event, PatchParameters, Retry, Skip
+from .events import Complete, Event, Migrate, PatchParameters, Retry, Skip
+from .migrate import apply_migrate
 from .transitions import (
     COMPLETED,
     EXECUTING,
@@ -41,6 +42,8 @@ _COMPLETABLE = frozenset({K_LISTENER, K_SENSOR, K_TRIGGER})
 
 def apply(instance: Instance | None, event: Event, ctx: Context) -> Transition:
     if not isinstance(event, (Retry, Skip, Complete, PatchParameters)):
+        if isinstance(event, Migrate):
+            return apply_migrate(instance, event, ctx)
         return transitions.apply(instance, event, ctx)
     if instance is None:
         return Transition(None, error="unknown workflow instance")

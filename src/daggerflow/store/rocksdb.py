@@ -39,6 +39,7 @@ B     topic, key, value, id                                     msgpack [payload
 e     id                                                        the ``B`` key
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
+v     template, version                                         msgpack [definition, seen]
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
@@ -390,6 +391,20 @@ class RocksDBStore(RocksTopicRetention):
         )
         self._heads[topic] = offset + 1
         return offset
+
+    def save_template_version(self, template: str, version: str, definition: bytes, ts: float) -> None:
+        """Keep a template version's definition (tag ``v``: template, version -> definition, seen)."""
+        key = b"v" + _s(template) + _s(version)
+        if self.db.get(key) is None:
+            self.db.put(key, _pack.encode((definition, ts)), self._write)
+
+    def template_versions(self) -> list[tuple[str, str, bytes, float]]:
+        out: list[tuple[str, str, bytes, float]] = []
+        for key, value in self._scan(b"v"):
+            template, version = _fields(key[1:])
+            definition, ts = _unpack.decode(value)
+            out.append((template, version, bytes(definition), float(ts)))
+        return sorted(out, key=lambda row: row[3])
 
     def _buffer_id(self) -> int:
         if self._next_buffer_id is None:

@@ -27,7 +27,8 @@ from .scan import scan
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 3  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one
+SCHEMA_VERSION = 4  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one;
+# 4: template_versions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +60,9 @@ CREATE TABLE IF NOT EXISTS buffered (
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS template_versions (
+    template TEXT NOT NULL, version TEXT NOT NULL, definition BLOB NOT NULL, seen REAL NOT NULL,
+    PRIMARY KEY (template, version)) WITHOUT ROWID;
 """
 
 
@@ -74,6 +78,10 @@ def _add_only_one(db: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
     2: [_add_only_one],
+    3: [
+        "CREATE TABLE IF NOT EXISTS template_versions (template TEXT NOT NULL, version TEXT NOT NULL, "
+        "definition BLOB NOT NULL, seen REAL NOT NULL, PRIMARY KEY (template, version)) WITHOUT ROWID"
+    ],
 }
 
 _json = msgspec.json.Encoder()
@@ -318,6 +326,18 @@ class SQLiteStore:
             )
         self._heads[topic] = offset + 1
         return offset
+
+    def save_template_version(self, template: str, version: str, definition: bytes, ts: float) -> None:
+        """Keep a template version's definition (the first time it is seen; durable on return)."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO template_versions (template, version, definition, seen) VALUES (?,?,?,?)",
+                (template, version, definition, ts),
+            )
+
+    def template_versions(self) -> list[tuple[str, str, bytes, float]]:
+        rows = self.db.execute("SELECT template, version, definition, seen FROM template_versions ORDER BY seen")
+        return [(str(t), str(v), bytes(d), float(s)) for t, v, d, s in rows]
 
     def _transaction(self) -> _Tx:
         return _Tx(self.db)
