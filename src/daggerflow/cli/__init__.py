@@ -5,17 +5,18 @@
 - ``daggerflow demo pizza`` runs the README's pizza workflow end to end and reports.
 - ``instances``, ``instance``, ``templates``, ``create`` and ``send`` talk to a running
   worker's REST API (``--url``, default ``$DAGGERFLOW_URL`` or http://127.0.0.1:6066), and
-  so do the operators' ``retry``, ``skip``, ``complete``, ``submit`` and ``patch``.
+  so do the operators' ``retry``, ``skip``, ``complete``, ``submit`` and ``patch``, and
+  ``migrate`` (running instances to the registered template version).
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
-(the REST client commands) and ``operate`` (the operators' commands); the demo's command is ``daggerflow.demo.command``.
+(the REST client commands), ``operate`` (the operators' commands) and ``migrate``; the demo's command is ``daggerflow.demo.command``.
 """
 
 from __future__ import annotations
 
-from . import commands, operate, worker
+from . import commands, migrate, operate, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["cli", "commands", "load_engine", "main", "operate", "worker"]
+__all__ = ["cli", "commands", "load_engine", "main", "migrate", "operate", "worker"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..model.instance import Instance
     from ..model.records import Message
+    from ..model.versions import MigrationReport, TemplateVersion
     from ..tasks import ITemplateDAGInstance
     from ..templates import ITemplateDAG
 
@@ -57,6 +59,22 @@ class EngineAPI(Protocol):
     async def patch_parameters(
         self, instance_id: Any, changes: dict[str, Any], *, actor: str | None = None
     ) -> ITemplateDAGInstance[Any, Any]: ...
+
+    async def template_versions(self) -> list[TemplateVersion]: ...
+
+    def local_versions(self) -> list[TemplateVersion]: ...
+
+    async def migrate(
+        self,
+        template: str,
+        from_version: str,
+        to_version: str | None = None,
+        *,
+        node_map: Mapping[str, str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> MigrationReport: ...
 
     def list_instances(
         self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0

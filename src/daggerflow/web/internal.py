@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from ..errors import NotOwner
 from ..model.instance import encode_instance
+from ..model.versions import encode_versions
 from .inputs import decode_query
 from .schemas import CountQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
@@ -49,3 +50,8 @@ async def count(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, CountQuery)
     total = engine.count_instances(status=q.status, template=q.template)
     return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
+
+
+async def versions(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(encode_versions(engine.local_versions()), media_type="application/json")
