@@ -190,7 +190,7 @@ class Dagger(Registration, Operations, Versions, Migration):
 
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
-        context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
+        context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl, self.check_store)
         parts = RuntimeParts(cfg.pipeline_settings(), self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
@@ -222,7 +222,7 @@ class Dagger(Registration, Operations, Versions, Migration):
             await self.stop()  # do not leave a half-started engine holding the store
             raise
         if cfg.role == "worker":
-            self.check_versions()  # (on Kafka: what the partitions held at start)
+            self.remember_registered_versions()
         if cfg.broker is not None:
             log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
                      self.web_url or "off")  # fmt: skip

@@ -28,9 +28,11 @@ from .model.versions import (
     missing_in,
 )
 from .pipeline.ports import Runtime
+from .pipeline.running import running_in
 
 if TYPE_CHECKING:
     from .registry import Registry
+    from .store.base import Store
 
 log = logging.getLogger("daggerflow")
 
@@ -45,7 +47,8 @@ class Versions:
         runtime = self._runtime()
         registry = self._registry
         found: dict[tuple[str, str], TemplateVersion] = {}
-        for template, version, data, _ in runtime.stored_versions():
+        stored = runtime.stored_versions()
+        for template, version, data, _ in stored:
             found[(template, version)] = TemplateVersion(
                 template=template, version=version, definition=decode_definition(data)
             )
@@ -70,6 +73,12 @@ class Versions:
         for key, (lacks_types, lacks_topics) in missing.items():
             found[key].missing_task_types = sorted(lacks_types)
             found[key].missing_topics = sorted(lacks_topics)
+        kept = {(t, v) for t, v, _, _ in stored}
+        for key, entry in found.items():
+            # A version seen once stays listed after its last instance ends (embedded: for
+            # good, in the store; Kafka: while this worker runs).
+            if key not in kept and entry.definition is not None:
+                runtime.remember_version(key[0], key[1], encode_definition(entry.definition))
         return merge_versions([found.values()])
 
     async def template_versions(self) -> list[TemplateVersion]:
@@ -80,32 +89,50 @@ class Versions:
         others = [decode_versions(data) for data in await runtime.versions_elsewhere()]
         return merge_versions([local, *others])
 
-    def check_versions(self) -> list[TemplateVersion]:
-        """The start-up check: keep the definitions of the versions registered and of those
-        running here, and warn, once per version, about what its running instances need that
-        this worker does not register. Returns the versions that lack something."""
+    def remember_registered_versions(self) -> None:
+        """Keep the definitions of the versions this worker registers (at start)."""
         runtime = self._runtime()
-        versions = self.local_versions()
         kept = {(t, v) for t, v, _, _ in runtime.stored_versions()}
-        lacking: list[TemplateVersion] = []
-        for v in versions:
-            if (v.template, v.version) not in kept and v.definition is not None:
-                runtime.remember_version(v.template, v.version, encode_definition(v.definition))
-            if v.running and (v.missing_task_types or v.missing_topics):
-                lacking.append(v)
-                needs = []
-                if v.missing_task_types:
-                    needs.append(f"task types {', '.join(v.missing_task_types)}")
-                if v.missing_topics:
-                    needs.append(f"listener topics {', '.join(v.missing_topics)}")
-                log.warning(
-                    "template %s version %s: %d running instance(s) need %s, which this worker does "
-                    "not register: those tasks fail naming the missing type (listeners on a missing "
-                    "topic wait); deploy the code that defines them and retry, or migrate the "
-                    "instances to version %s",
-                    v.template, v.version, v.running, " and ".join(needs), self._current_version(v.template),
-                )  # fmt: skip
-        return lacking
+        for registered in self._registry.templates.values():
+            definition = describe_spec(registered.spec)
+            if (definition.template, definition.version) not in kept:
+                runtime.remember_version(definition.template, definition.version, encode_definition(definition))
+
+    def check_store(self, store: Store) -> list[TemplateVersion]:
+        """The start-up check of a store a partition task starts over (embedded: at start;
+        Kafka: each partition this worker activates): warn, once per version, about what its
+        running instances need that this worker does not register (once per version in this
+        process). Returns those versions. Costs one read of the store's running instances."""
+        registry = self._registry
+        types, topics = registry.task_types.keys(), registry.listeners.keys()
+        lacking: dict[tuple[str, str], TemplateVersion] = {}
+        for instance in list(running_in([store])):
+            lacks_types, lacks_topics = missing_in(instance, types, topics)
+            if not (lacks_types or lacks_topics):
+                continue
+            key = (instance.template_name, instance.template_version)
+            v = lacking.setdefault(key, TemplateVersion(template=key[0], version=key[1]))
+            v.running += 1
+            v.missing_task_types = sorted({*v.missing_task_types, *lacks_types})
+            v.missing_topics = sorted({*v.missing_topics, *lacks_topics})
+        warned: set[tuple[str, str]] = self.__dict__.setdefault("_versions_warned", set())
+        for key, v in lacking.items():
+            if key in warned:
+                continue  # (another partition of this worker held instances of it)
+            warned.add(key)
+            needs = []
+            if v.missing_task_types:
+                needs.append(f"task types {', '.join(v.missing_task_types)}")
+            if v.missing_topics:
+                needs.append(f"listener topics {', '.join(v.missing_topics)}")
+            log.warning(
+                "template %s version %s: %d running instance(s) in %s need %s, which this worker does "
+                "not register: those tasks fail naming the missing type (listeners on a missing topic "
+                "wait); deploy the code that defines them and retry, or migrate the instances to "
+                "version %s",
+                v.template, v.version, v.running, store.path, " and ".join(needs), self._current_version(v.template),
+            )  # fmt: skip
+        return list(lacking.values())
 
     def _current_version(self, template: str) -> str:
         registered = self._registry.templates.get(template)
