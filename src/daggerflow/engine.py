@@ -9,6 +9,7 @@ process: nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -191,7 +192,8 @@ class Dagger(Registration, Operations, Versions, Migration):
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
         context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl, self.check_store)
-        parts = RuntimeParts(cfg.pipeline_settings(), self._registry, context, observer)
+        settings = dataclasses.replace(cfg.pipeline_settings(), registered_version=self._registered_version)
+        parts = RuntimeParts(settings, self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
 

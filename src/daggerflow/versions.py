@@ -134,6 +134,10 @@ class Versions:
             )  # fmt: skip
         return list(lacking.values())
 
+    def _registered_version(self, template: str) -> str | None:
+        registered = self._registry.templates.get(template)
+        return None if registered is None else registered.spec.version()
+
     def _current_version(self, template: str) -> str:
         registered = self._registry.templates.get(template)
         return "(none registered)" if registered is None else registered.spec.version()

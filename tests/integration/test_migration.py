@@ -15,8 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
-from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, InvalidInput, TemplateDoesNotExist
+from daggerflow import (
+    DAGBuilderHelper,
+    Dagger,
+    ExecutorTask,
+    InvalidInput,
+    TaskInvalidState,
+    TemplateDoesNotExist,
+)
+from daggerflow.machine import Migrate
 from daggerflow.model.instance import Instance
+from daggerflow.model.template import instantiate
 
 from .test_repair import cli
 from .test_rest import ORDER_CMD, ORDER_READY, WaitReady, listener_waiting, send_order_task
@@ -150,7 +159,7 @@ async def test_migration_input_is_checked(make_engine: Callable[..., Dagger]) ->
             await engine.migrate("orders", v1, "0123456789abcdef")
         with pytest.raises(InvalidInput, match="both"):
             await engine.migrate("orders", v2)
-        with pytest.raises(InvalidInput, match="has no node 'orders.nope'"):
+        with pytest.raises(InvalidInput, match=r"has no node 'orders\.nope'"):
             await engine.migrate("orders", v1, node_map={LISTENER: "orders.nope"})
         with pytest.raises(InvalidInput, match="unknown filter"):
             await engine.migrate("orders", v1, filter={"colour": "red"})
@@ -203,3 +212,19 @@ async def test_a_removed_task_class_fails_naming_it_and_a_retry_after_the_deploy
         await third.wait_for("f1", timeout=10)
         done = await third.get_instance_state("f1")
         assert done is not None and done.status == "COMPLETED" and done.runtime_parameters["finished"] is True
+
+
+async def test_the_owner_refuses_a_target_version_it_does_not_register(make_engine: Callable[..., Dagger]) -> None:
+    await waiting_orders(make_engine, ["o1"])
+    engine = make_engine(name="db")
+    orders(engine, version=1)
+    async with engine:
+        other = make_engine(name="other")
+        orders(other, version=2)  # the code of another deploy: its tree, built elsewhere
+        spec = other.template_dags["orders"].spec
+        found = await engine.get_instance_state("o1")
+        assert found is not None
+        target = instantiate(spec, "o1", dict(found.runtime_parameters), now=0.0)
+        with pytest.raises(TaskInvalidState, match="not registered on the worker that owns workflow o1"):
+            await engine.runtime.call("o1", Migrate(target, found.template_version, {LISTENER: RENAMED}))  # type: ignore[union-attr]
+        assert (await engine.get_instance_state("o1")).template_version == found.template_version  # type: ignore[union-attr]

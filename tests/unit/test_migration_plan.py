@@ -4,6 +4,7 @@ the index and timers following the node, and each refusal."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from daggerflow.machine import Migrate, apply
@@ -189,3 +190,14 @@ def test_missing_task_types_and_topics_of_a_running_instance() -> None:
     r = waiting()
     types, topics = missing_in(r.inst, task_types=["Exec"], listener_topics=[])
     assert types == {"OrderListener"} and topics == {"orders"}  # a completed: its type is not needed
+
+
+def test_refused_where_the_owner_does_not_register_the_target_version() -> None:
+    r = waiting()
+    v2 = spec(proc("P", ex("a"), listener("wait"), ex("c")))
+    event = Migrate(target(r, v2), V1.version())
+    ctx = dataclasses.replace(r.ctx(), registered_version=lambda name: V1.version())
+    tr = apply(r.inst, event, ctx)
+    assert tr.error is not None and f"version {v2.version()} of 'wf' is not registered on the worker" in tr.error
+    ctx = dataclasses.replace(r.ctx(), registered_version=lambda name: v2.version())
+    assert apply(r.inst, event, ctx).error is None

@@ -186,6 +186,14 @@ def apply_migrate(instance: Instance | None, event: Migrate, ctx: Context) -> Tr
     and the timers moved by the usual diff (``_Walk.finish_transition``)."""
     if instance is None:
         return Transition(None, error="unknown workflow instance")
+    goal = event.target
+    if ctx.registered_version is not None:
+        here = ctx.registered_version(goal.template_name)
+        if here != goal.template_version:
+            return Transition(instance, error=(
+                f"version {goal.template_version} of {goal.template_name!r} is not registered on the worker "
+                f"that owns workflow {instance.id} (it registers {here or 'none'}): deploy that code there first"
+            ))  # fmt: skip
     result = plan(instance, event.target, dict(event.node_map), event.from_version)
     if result.instance is None:
         return Transition(instance, error=result.refusal)

@@ -132,7 +132,7 @@ class BatchApplier:
         self.now = now
         self.run_inline_hook = run_inline
         self.transitions = 0
-        self.ctx = Context(self.now, proc.settings.delete_on_complete)
+        self.ctx = Context(self.now, proc.settings.delete_on_complete, proc.settings.registered_version)
         self.index_added: dict[Correlation, list[tuple[str, str, bool]]] = {}
         self.index_removed: set[tuple[Correlation, str, str]] = set()
         self.buffer_taken: set[int] = set()

@@ -159,3 +159,5 @@ class Settings:
     owns_instance: Callable[[str], bool] | None = None
     owns_correlation: Callable[[Correlation], bool] | None = None
     limits: Limits = field(default_factory=Limits)
+    # The version of a template the engine registers (``machine.Context.registered_version``).
+    registered_version: Callable[[str], str | None] | None = None
