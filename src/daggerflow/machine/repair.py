@@ -1,4 +1,5 @@
-"""The operators' actions on one instance: retry, skip, complete, patch parameters.
+"""The operators' actions on one instance: retry, skip, complete, patch parameters (and
+migrations, ``machine/migrate.py``, dispatched from here).
 
 ``apply`` here is the whole machine: the actions (``events.Repair``) are applied by a walk
 that extends the one of ``transitions`` (same bookkeeping, same effects), every other
@@ -41,10 +42,10 @@ _COMPLETABLE = frozenset({K_LISTENER, K_SENSOR, K_TRIGGER})
 
 
 def apply(instance: Instance | None, event: Event, ctx: Context) -> Transition:
-    if not isinstance(event, (Retry, Skip, Complete, PatchParameters)):
-        if isinstance(event, Migrate):
-            return apply_migrate(instance, event, ctx)
+    if not isinstance(event, (Retry, Skip, Complete, PatchParameters, Migrate)):
         return transitions.apply(instance, event, ctx)
+    if isinstance(event, Migrate):
+        return apply_migrate(instance, event, ctx)
     if instance is None:
         return Transition(None, error="unknown workflow instance")
     problem = refusal(instance, event)
