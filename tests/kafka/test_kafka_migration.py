@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -22,14 +23,18 @@ pytest.importorskip("aiokafka")
 from daggerflow import Dagger
 from daggerflow.model.instance import Instance
 
-from ..integration.test_migration import LISTENER, RENAMED, orders
+from ..integration.test_migration import LISTENER, RENAMED, later, orders
 from ..integration.test_rest import ORDER_READY, listener_waiting
 from .cluster import delete_app_topics
 
 pytestmark = pytest.mark.timeout(300)
 
 PARTITIONS = 4
-IDS = [f"k{i}" for i in range(10)]
+# The listener topic is not the application's (other runs, other tests use it): ids, which
+# are the correlation values, unique to this run.
+RUN = uuid.uuid4().hex[:6]
+IDS = [f"k{i}-{RUN}" for i in range(10)]
+LOST = f"lost-{RUN}"
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
@@ -59,11 +64,14 @@ def workers(broker: str, app: str, tmp_path: Path, version: int) -> list[Dagger]
         engine = Dagger(broker=f"kafka://{broker}", application_name=app, kafka_partitions=PARTITIONS,
                         datadir=str(tmp_path / name), web_port=0)  # fmt: skip
         orders(engine, version=version)
+        later(engine, with_finisher=version == 1)  # v2's deploy lost the Finisher class
         out.append(engine)
     return out
 
 
-async def test_migrating_listener_waiting_instances_on_partitions_of_two_workers(broker: str, tmp_path: Path) -> None:
+async def test_migrating_listener_waiting_instances_on_partitions_of_two_workers(
+    broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app = f"migrate-{uuid.uuid4().hex[:8]}"
     try:
         old = workers(broker, app, tmp_path, version=1)
@@ -73,18 +81,26 @@ async def test_migrating_listener_waiting_instances_on_partitions_of_two_workers
             await both_own_partitions(*old)
             for iid in IDS:
                 await old[0].template_dags["orders"].create_instance(iid, submit_task=True, order_id=iid)
-            for iid in IDS:
+            await old[0].template_dags["later"].create_instance(LOST, submit_task=True, order_id=LOST)
+            for iid in [*IDS, LOST]:
                 await old[0].wait_for(iid, listener_waiting, timeout=60)
+            later_v1 = old[0].template_dags["later"].spec.version()
         finally:
             for engine in old:
                 await engine.stop()
 
         new = workers(broker, app, tmp_path, version=2)
         v2 = new[0].template_dags["orders"].spec.version()
+        caplog.set_level(logging.WARNING, logger="daggerflow")
         await asyncio.gather(*(e.start() for e in new))
         try:
             await both_own_partitions(*new)
             first, second = new
+            # Each worker that activated the partition of LOST (the first one to start may have
+            # held every partition before the group settled) warned once for that version.
+            warnings = [r.getMessage() for r in caplog.records if later_v1 in r.getMessage()]
+            assert 1 <= len(warnings) <= 2 and all("task types Finisher" in w for w in warnings), warnings
+            assert len({w.split(" in ", 1)[1].split("/p0")[0] for w in warnings}) == len(warnings)
             runtime: Any = first.runtime
             theirs = [i for i in IDS if runtime.partition_of(i) in owned(second)]
             assert theirs and len(theirs) < len(IDS), "the instances should be on both workers' partitions"
@@ -117,6 +133,14 @@ async def test_migrating_listener_waiting_instances_on_partitions_of_two_workers
             for iid in IDS:
                 done = await first.wait_for(iid, lambda i: i.status == "COMPLETED", timeout=60)
                 assert done.runtime_parameters.get("invoiced") is True, iid
+
+            # The task whose class is gone fails naming it, on whichever worker owns it.
+            await first.append(ORDER_READY, LOST, json.dumps({"order_id": LOST}))
+            await first.wait_for(LOST, lambda i: i.status == "FAILURE", timeout=60)
+            lost = await first.get_instance_state(LOST)
+            assert lost is not None
+            errors = [n.error for n in lost.nodes.values() if n.type_name == "Finisher"]
+            assert errors and "task type 'Finisher' is not registered in this worker" in str(errors[0])
         finally:
             for engine in new:
                 await engine.stop()
