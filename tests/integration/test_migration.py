@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,6 +70,19 @@ def later(engine: Dagger, *, with_finisher: bool) -> None:
     engine.add_template("later", helper.generic_template(template_name="later", root_process=process))
 
 
+@pytest.fixture(params=["sqlite", "rocksdb"])
+def engines(request: pytest.FixtureRequest, make_engine: Callable[..., Dagger], tmp_path: Path) -> Callable[..., Dagger]:
+    """``make_engine`` on each store kind (one database per ``name``, as make_engine's)."""
+    if request.param == "rocksdb":
+        pytest.importorskip("rocksdict")
+
+    def factory(name: str = "engine", **options: Any) -> Dagger:
+        where = f"rocksdb:///{tmp_path}/{name}" if request.param == "rocksdb" else f"sqlite:///{tmp_path}/{name}.db"
+        return make_engine(name=name, store=where, **options)
+
+    return factory
+
+
 async def waiting_orders(make_engine: Callable[..., Dagger], ids: list[str]) -> str:
     """Instances of orders v1 waiting in their listener, in the store of engine "db"; v1's version."""
     old = make_engine(name="db")
@@ -91,8 +105,9 @@ async def ready(engine: Dagger, client: httpx.AsyncClient, iid: str) -> Instance
 
 
 async def test_instances_waiting_in_a_listener_migrate_and_complete_under_the_new_version(
-    make_engine: Callable[..., Dagger],
+    engines: Callable[..., Dagger],
 ) -> None:
+    make_engine = engines
     v1 = await waiting_orders(make_engine, ["m1", "m2", "m3", "m4"])
     engine = make_engine(name="db", web_port=0)
     orders(engine, version=2)
@@ -180,8 +195,9 @@ async def test_migration_input_is_checked(make_engine: Callable[..., Dagger]) ->
 
 
 async def test_a_removed_task_class_fails_naming_it_and_a_retry_after_the_deploy_completes(
-    make_engine: Callable[..., Dagger], caplog: pytest.LogCaptureFixture
+    engines: Callable[..., Dagger], caplog: pytest.LogCaptureFixture
 ) -> None:
+    make_engine = engines
     first = make_engine(name="db")
     later(first, with_finisher=True)
     async with first:
