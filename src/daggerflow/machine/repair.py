@@ -38,14 +38,18 @@ from .transitions import (
 )
 
 _COMPOSITES = frozenset({K_ROOT, K_PROCESS, K_PARALLEL})
+# Event types are final (msgspec structs nobody subclasses): a set lookup of the type is the
+# cheapest test on the hot path, where nearly every event is none of these.
+_OPERATORS = frozenset({Retry, Skip, Complete, PatchParameters, Migrate})
 _COMPLETABLE = frozenset({K_LISTENER, K_SENSOR, K_TRIGGER})
 
 
 def apply(instance: Instance | None, event: Event, ctx: Context) -> Transition:
-    if not isinstance(event, (Retry, Skip, Complete, PatchParameters, Migrate)):
+    if type(event) not in _OPERATORS:
         return transitions.apply(instance, event, ctx)
     if isinstance(event, Migrate):
         return apply_migrate(instance, event, ctx)
+    assert isinstance(event, (Retry, Skip, Complete, PatchParameters))
     if instance is None:
         return Transition(None, error="unknown workflow instance")
     problem = refusal(instance, event)
