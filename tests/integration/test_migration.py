@@ -140,7 +140,13 @@ async def test_instances_waiting_in_a_listener_migrate_and_complete_under_the_ne
         m1 = await engine.get_instance_state("m1")
         assert m1 is not None and m1.template_version == v2 and listener_waiting(m1)
 
-        # One through the CLI, the rest through the Python API.
+        # One through the CLI (dry first), the rest through the Python API.
+        code, out = await cli(str(engine.web_url), "migrate", "--template", "orders", "--from", v1, "--map",
+                              f"{LISTENER}={RENAMED}", "--filter", "param.order_id=m2", "--dry-run", "--json")  # fmt: skip
+        assert code == 0, out
+        dry_cli = json.loads(out)
+        assert dry_cli["dry_run"] is True and [i["id"] for i in dry_cli["instances"]] == ["m2"]
+        assert (await engine.get_instance_state("m2")).template_version == v1  # type: ignore[union-attr]
         code, out = await cli(str(engine.web_url), "migrate", "--template", "orders", "--from", v1, "--map",
                               f"{LISTENER}={RENAMED}", "--filter", "param.order_id=m2")  # fmt: skip
         assert code == 0 and "migrated 1" in out, out
