@@ -107,7 +107,8 @@ class Capture:
 def dump(store: Store) -> dict[str, Any]:
     """Every row of the store's state tables, raw (derived data included: SQLite's status,
     template and created columns; RocksDB's listing, reverse-index and purge ranges).
-    Topic messages, metadata and changelog checkpoints are left out."""
+    Topic messages, metadata, changelog checkpoints and the embedded runtime's catalogue of
+    template versions (never changelogged) are left out."""
     if isinstance(store, SQLiteStore):
         out: dict[str, Any] = {}
         for table in ("instances", "correlation", "timers", "jobs", "positions", "seen", "buffered"):
@@ -121,7 +122,7 @@ def dump(store: Store) -> dict[str, Any]:
     it.seek_to_first()
     while it.valid():
         key: bytes = it.key()
-        if key[:1] not in (b"m", b"q", b"L"):
+        if key[:1] not in (b"m", b"q", b"L", b"v"):
             rows.setdefault(key[:1].decode(), []).append((key, it.value()))
         it.next()
     del it

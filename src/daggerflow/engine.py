@@ -27,6 +27,7 @@ from .errors import (
 )
 from .machine import Create, Stop, Submit
 from .machine.events import Event
+from .migration import Migration
 from .model.ids import ID_RULE, id_problem
 from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
@@ -45,6 +46,7 @@ from .schedules import Schedules
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .templates import ITemplateDAG
 from .topics import Topics
+from .versions import Versions
 from .web.auth import TokenOption
 
 log = logging.getLogger("daggerflow")
@@ -54,7 +56,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, BulkActions, Schedules):
+class Dagger(Registration, Operations, BulkActions, Schedules, Versions, Migration):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -192,8 +194,10 @@ class Dagger(Registration, Operations, BulkActions, Schedules):
 
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
-        context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
-        settings = dataclasses.replace(cfg.pipeline_settings(), instantiate=self._tick_instance)
+        context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl, self.check_store)
+        settings = dataclasses.replace(
+            cfg.pipeline_settings(), instantiate=self._tick_instance, registered_version=self._registered_version
+        )
         parts = RuntimeParts(settings, self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
@@ -225,6 +229,8 @@ class Dagger(Registration, Operations, BulkActions, Schedules):
         except BaseException:
             await self.stop()  # do not leave a half-started engine holding the store
             raise
+        if cfg.role == "worker":
+            self.remember_registered_versions()
         if cfg.broker is not None:
             log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
                      self.web_url or "off")  # fmt: skip

@@ -70,7 +70,7 @@ class Registry:
             return self.task_types[type_name]
         except KeyError:
             raise KeyError(
-                f"task type {type_name!r} is not registered in this process (is the module that "
+                f"task type {type_name!r} is not registered in this worker (is the module that "
                 "defines its template imported?)"
             ) from None
 

@@ -379,6 +379,7 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("DROP TABLE bulk_jobs")
         db.execute("DROP TABLE bulk_items")
         db.execute("DROP TABLE schedules")
+        db.execute("DROP TABLE template_versions")
         db.execute("ALTER TABLE correlation DROP COLUMN only_one")
         db.execute("PRAGMA user_version = 1")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
@@ -388,6 +389,7 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
         assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
         assert migrated.bulk_active() == []
         assert migrated.list_schedules() == []
+        assert migrated.template_versions() == []
         assert migrated.get_instance("a") is not None and migrated.position("c") == 3
         assert migrated.changelog_checkpoint(0) is None
         migrated.commit(WriteBatch(changelog_offsets={0: 12}), 0.0)

@@ -295,6 +295,17 @@ def test_consumer_positions(opener: Opener) -> None:
     assert again.position("listener:orders") == 9 and again.position("agent:x") == 1
 
 
+def test_template_versions_are_kept_once_and_survive_a_reopen(opener: Opener) -> None:
+    store = opener()
+    assert store.template_versions() == []
+    store.save_template_version("orders", "v1", b'{"template":"orders"}', 2.0)
+    store.save_template_version("orders", "v1", b"ignored: kept already", 3.0)
+    store.save_template_version("a\x00b", "v0", b"{}", 1.0)
+    store.close()
+    again = opener()
+    assert again.template_versions() == [("a\x00b", "v0", b"{}", 1.0), ("orders", "v1", b'{"template":"orders"}', 2.0)]
+
+
 # Dedupe ids and buffered messages --------------------------------------------------------------
 
 

@@ -7,17 +7,18 @@
   worker's REST API (``--url``, default ``$DAGGERFLOW_URL`` or http://127.0.0.1:6066), and
   so do the operators' ``retry``, ``skip``, ``complete``, ``submit``, ``patch`` and ``stop``
   (``stop``/``retry --filter ...``: bulk jobs, ``bulk``), and ``schedules`` (list, add,
-  delete, pause, resume).
+  delete, pause, resume), and ``migrate`` (running instances to the registered template
+  version).
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
-(the REST client commands), ``operate`` (the operators' commands) and ``schedules``; the demo's command is ``daggerflow.demo.command``.
+(the REST client commands), ``operate`` (the operators' commands), ``schedules`` and ``migrate``; the demo's command is ``daggerflow.demo.command``.
 """
 
 from __future__ import annotations
 
-from . import bulk, commands, operate, schedules, worker
+from . import bulk, commands, migrate, operate, schedules, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["bulk", "cli", "commands", "load_engine", "main", "operate", "schedules", "worker"]
+__all__ = ["bulk", "cli", "commands", "load_engine", "main", "migrate", "operate", "schedules", "worker"]

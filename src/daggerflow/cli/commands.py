@@ -81,7 +81,7 @@ def instance(instance_id: str, url: str) -> None:
 @url_option
 @json_option
 def templates(url: str, as_json: bool) -> None:
-    """List the workflow templates a running worker has registered."""
+    """List every version of every workflow template, with its running instances."""
     found = expect(call_worker("GET", url, "/api/v1/templates"), url, list)
     if as_json:
         print_json(found)
@@ -89,8 +89,13 @@ def templates(url: str, as_json: bool) -> None:
     table = Table(title=f"templates at {url}", box=box.SIMPLE_HEAD)
     table.add_column("name")
     table.add_column("version")
+    table.add_column("current")
+    table.add_column("running", justify="right")
+    table.add_column("missing")
     for t in found:
-        table.add_row(t["name"], t["version"])
+        missing = [*t.get("missing_task_types", []), *(f"topic {x}" for x in t.get("missing_topics", []))]
+        table.add_row(t["name"], t["version"], "yes" if t.get("current") else "", str(t.get("running", 0)),
+                      ", ".join(missing))  # fmt: skip
     console.print(table)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..pipeline.items import BulkStart
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
+from ..pipeline.running import running_in
 from ..store.base import Store
 from ..store.factory import open_store
 from .log import AgentConsumer, Consumer, ListenerConsumer, Readers, TopicSignals
@@ -200,6 +201,18 @@ class EmbeddedRuntime:
 
     async def list_schedules_all(self) -> list[Schedule]:
         return self.list_schedules_local()
+
+    def running_instances(self) -> Iterator[Instance]:
+        return running_in([self.store])
+
+    def stored_versions(self) -> list[tuple[str, str, bytes, float]]:
+        return self.store.template_versions()
+
+    def remember_version(self, template: str, version: str, definition: bytes) -> None:
+        self.store.save_template_version(template, version, definition, self.context.clock.now())
+
+    async def versions_elsewhere(self) -> list[bytes]:
+        return []  # one process holds everything
 
     # Topics ---------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ encoders at the edges). No aiokafka here, so the processor can use it without th
 
 - ``{app}-events``, keyed by instance id: the instance-addressed events any process may send
   (``Create``, ``Submit``, ``Stop``, the operators' ``Retry``, ``Skip``, ``Complete`` and
-  ``PatchParameters``, and ``Deliver`` from an index owner), a bulk job's ``BulkSpec``,
+  ``PatchParameters``, ``Migrate``, and ``Deliver`` from an index owner), a bulk job's ``BulkSpec``,
   sent to every partition (keyed ``bulk:<job>``), for each to start its share, and, keyed by
   a schedule's key (``schedule/NAME``), the schedule actions (``PutSchedule``,
   ``DeleteSchedule``, ``PauseSchedule``, ``ResumeSchedule``).
@@ -31,6 +31,7 @@ from ..machine.events import (
     Create,
     DeleteSchedule,
     Deliver,
+    Migrate,
     PatchParameters,
     PauseSchedule,
     PutSchedule,
@@ -89,7 +90,7 @@ class IndexOp(msgspec.Struct, tag="index", frozen=True):
 
 
 EventRecord = (
-    Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters | BulkSpec
+    Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters | Migrate | BulkSpec
     | PutSchedule | DeleteSchedule | PauseSchedule | ResumeSchedule
 )
 CorrelationRecord = Routed | IndexOp

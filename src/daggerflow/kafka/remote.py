@@ -122,6 +122,11 @@ class Forwarder:
             return _shares_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
+    async def versions(self, url: str) -> bytes:
+        """The template versions ``url`` sees (JSON, ``model.versions.encode_versions``)."""
+        response = await self._get(url, "/internal/v1/versions", {})
+        self._check(url, response)
+        return response.content
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -340,6 +345,18 @@ class RemoteReads:
                 raise ForwardError(str(owner.url if owner else None), f"no worker answers for partition {p} now")
             with contextlib.suppress(TimeoutError):
                 await self.owners.wait_owner(p, min(left, 0.5), other_than=owner)
+
+    async def versions_others(self) -> list[bytes]:
+        """Every other worker's version listing; workers that fail are skipped with a warning."""
+        urls = list(dict.fromkeys(self.other_urls()))
+        answers = await asyncio.gather(*(self.forwarder.versions(u) for u in urls), return_exceptions=True)
+        out: list[bytes] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                out.append(answer)
+        return out
 
     async def count_others(self, *, status: str | None, template: str | None) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
@@ -43,6 +43,7 @@ from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule, schedule_key
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
+from ..pipeline.running import running_in
 from ..store.base import Store
 from . import codec
 from .active_tasks import ActiveTasks
@@ -95,6 +96,7 @@ class KafkaRuntime:
         self.parts = parts
         self.forwarder = Forwarder(token=config.forward_token, cafile=config.forward_cafile)
         self.remote = RemoteReads(self.forwarder, self.partition_of, self.local_task, self.worker_id)
+        self._versions: dict[tuple[str, str], tuple[str, str, bytes, float]] = {}
         self.active: ActiveTasks | None = None  # a worker's (a client has none)
         self._loops: list[TopicLoop] = []
 
@@ -380,6 +382,21 @@ class KafkaRuntime:
 
     def _tasks(self) -> list[PartitionTask]:
         return [] if self.active is None else self.active.running()
+
+    def running_instances(self) -> Iterator[Instance]:
+        return running_in(self.stores())
+
+    def stored_versions(self) -> list[tuple[str, str, bytes, float]]:
+        return list(self._versions.values())
+
+    def remember_version(self, template: str, version: str, definition: bytes) -> None:
+        # Not changelogged: a worker lists the versions its code registers, and those of the
+        # running instances it holds (derived from their node trees); GET templates merges
+        # every worker's listing.
+        self._versions.setdefault((template, version), (template, version, definition, self.context.clock.now()))
+
+    async def versions_elsewhere(self) -> list[bytes]:
+        return await self.remote.versions_others()
 
     def stores(self) -> list[Store]:
         return [t.store for t in self._tasks()]

@@ -86,6 +86,17 @@ class PatchParameters(msgspec.Struct, gc=False, tag="patch", frozen=True):
     actor: str | None = None
 
 
+class Migrate(msgspec.Struct, gc=False, tag="migrate", frozen=True):
+    """Move a running instance to another version of its template: ``target`` is that
+    version's node tree for it (built by the caller from the registered template, every node
+    NOT_STARTED); the state is carried over by node name, or the name ``node_map`` gives."""
+
+    target: Instance
+    from_version: str | None = None
+    node_map: dict[str, str] = msgspec.field(default_factory=dict)
+    actor: str | None = None
+
+
 Repair = Retry | Skip | Complete | PatchParameters
 """The operators' actions (machine/repair.py applies them)."""
 
@@ -115,6 +126,6 @@ ScheduleEvent = PutSchedule | DeleteSchedule | PauseSchedule | ResumeSchedule
 """What is done to a schedule (``machine.schedules`` applies them, and its ``TimerFired``)."""
 
 Event = (
-    Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired | Retry | Skip | Complete | PatchParameters
+    Create | Submit | Stop | Deliver | JobDone | JobFailed | TimerFired | Retry | Skip | Complete | PatchParameters | Migrate
     | PutSchedule | DeleteSchedule | PauseSchedule | ResumeSchedule
 )

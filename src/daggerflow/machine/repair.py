@@ -1,4 +1,5 @@
-"""The operators' actions on one instance: retry, skip, complete, patch parameters.
+"""The operators' actions on one instance: retry, skip, complete, patch parameters (and
+migrations, ``machine/migrate.py``, dispatched from here).
 
 ``apply`` here is the whole machine: the actions (``events.Repair``) are applied by a walk
 that extends the one of ``transitions`` (same bookkeeping, same effects), every other
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from ..model.instance import Instance, Node
 from . import transitions
-from .events import Complete, Event, PatchParameters, Retry, Skip
+from .events import Complete, Event, Migrate, PatchParameters, Retry, Skip
+from .migrate import apply_migrate
 from .transitions import (
     COMPLETED,
     EXECUTING,
@@ -36,12 +38,18 @@ from .transitions import (
 )
 
 _COMPOSITES = frozenset({K_ROOT, K_PROCESS, K_PARALLEL})
+# Event types are final (msgspec structs nobody subclasses): a set lookup of the type is the
+# cheapest test on the hot path, where nearly every event is none of these.
+_OPERATORS = frozenset({Retry, Skip, Complete, PatchParameters, Migrate})
 _COMPLETABLE = frozenset({K_LISTENER, K_SENSOR, K_TRIGGER})
 
 
 def apply(instance: Instance | None, event: Event, ctx: Context) -> Transition:
-    if not isinstance(event, (Retry, Skip, Complete, PatchParameters)):
+    if type(event) not in _OPERATORS:
         return transitions.apply(instance, event, ctx)
+    if isinstance(event, Migrate):
+        return apply_migrate(instance, event, ctx)
+    assert isinstance(event, (Retry, Skip, Complete, PatchParameters))
     if instance is None:
         return Transition(None, error="unknown workflow instance")
     problem = refusal(instance, event)

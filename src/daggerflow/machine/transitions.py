@@ -12,7 +12,7 @@ Dagger was broken the intent is implemented (see docs/design.md, "Semantics").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,9 @@ _WAITING_KINDS = frozenset({K_LISTENER, K_SENSOR})
 class Context:
     now: float
     delete_on_complete: bool = False
+    # The version of a template the applying worker registers (None: it registers none); a
+    # migration is applied only where its target version is registered. None: no check.
+    registered_version: Callable[[str], str | None] | None = None
 
 
 @dataclass

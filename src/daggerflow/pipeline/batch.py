@@ -9,6 +9,7 @@ them, and runs the jobs it started inline when they finish without waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from ..machine import (
     SetTimer,
     apply,
 )
-from ..machine.events import Event
+from ..machine.events import Complete, Event, Migrate, PatchParameters, Retry, Skip
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
 from ..model.records import Outgoing, PendingJob
 from ..model.schedule import SCHEDULE_PREFIX
@@ -58,6 +59,11 @@ _json = msgspec.json.Encoder()
 #: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
 #: a listener), and a template could loop; what is left runs after the commit.
 MAX_INLINE_ROUNDS = 32
+
+log = logging.getLogger(__name__)
+
+# The operators' events: refused where nobody waits for the answer, they are logged.
+_OPERATORS = (Retry, Skip, Complete, PatchParameters, Migrate)
 
 
 class Oversize(Exception):
@@ -139,7 +145,7 @@ class BatchApplier:
         self.now = now
         self.run_inline_hook = run_inline
         self.transitions = 0
-        self.ctx = Context(self.now, proc.settings.delete_on_complete)
+        self.ctx = Context(self.now, proc.settings.delete_on_complete, proc.settings.registered_version)
         self.index_added: dict[Correlation, list[tuple[str, str, bool]]] = {}
         self.index_removed: set[tuple[Correlation, str, str]] = set()
         self.buffer_taken: set[int] = set()
@@ -217,6 +223,9 @@ class BatchApplier:
             self.end_job(iid, event.node, event.seq)
         if tr.error is not None and future is not None:
             self.after.errors.append((future, TaskInvalidState(tr.error)))
+        elif tr.error is not None and isinstance(event, _OPERATORS):
+            # Sent by another worker (or a client), which answered its caller already.
+            log.warning("%s of workflow %s refused here: %s", type(event).__name__, iid, tr.error)
         elif future is not None:
             self.after.results.append((future, tr.instance))
         if isinstance(event, JobDone) and event.job == "stop" and box:

@@ -184,3 +184,5 @@ class Settings:
     # Builds the instance a schedule's tick creates (``pipeline.schedules.Instantiate``:
     # template name, instance id, runtime parameters, now); None: ticks create nothing.
     instantiate: Callable[[str, str, dict[str, Any], float], Instance] | None = None
+    # The version of a template the engine registers (``machine.Context.registered_version``).
+    registered_version: Callable[[str], str | None] | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,9 @@ class TaskContext:
     on_committed: CommitHook
     inline_jobs: bool
     dedupe_ttl: float
+    # Told of each store a task starts over (the engine's start-up check of the running
+    # instances against the registered task types and topics).
+    on_started: Callable[[Store], object] | None = None
 
 
 class PartitionTask:
@@ -85,6 +89,11 @@ class PartitionTask:
         if self.store.bulk_active():
             self.processor.schedule_bulk()  # a bulk job resumes after its last committed step
         self.purge()
+        if self.context.on_started is not None:
+            try:
+                self.context.on_started(self.store)
+            except Exception:  # a check must not stop the partition from working
+                log.warning("the start-up check of partition %d failed", self.partition, exc_info=True)
 
     def purge(self) -> None:
         """Forget expired dedupe ids and buffered messages, through a batch of their own, so

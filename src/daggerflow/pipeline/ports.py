@@ -6,7 +6,7 @@ facade (``engine.Dagger``) holds one and delegates every instance and topic call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,6 +125,20 @@ class Runtime(Protocol):
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 
     def topic_names(self) -> list[str]: ...
+
+    def running_instances(self) -> Iterator[Instance]:
+        """Every instance this process holds that has not ended (a scan: for the operators'
+        calls, not the hot path)."""
+
+    def stored_versions(self) -> list[tuple[str, str, bytes, float]]:
+        """The template versions this process keeps: (template, version, definition, seen)."""
+
+    def remember_version(self, template: str, version: str, definition: bytes) -> None:
+        """Keep a version's definition (embedded: in the store, durably; Kafka: in memory,
+        each worker its registered versions, the others derived from running instances)."""
+
+    async def versions_elsewhere(self) -> list[bytes]:
+        """The version listings of the other workers (their internal route's answers)."""
 
     def purge(self) -> None:
         """Forget expired dedupe ids and buffered messages (housekeeping)."""

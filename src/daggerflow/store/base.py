@@ -143,6 +143,15 @@ class Store(Protocol):
         each message it appended, in order. Fills ``batch.buffer_ids`` if it was empty."""
         ...
 
+    def save_template_version(self, template: str, version: str, definition: bytes, ts: float) -> None:
+        """Keep a template version's definition, unless one is kept already (not part of a
+        batch: the catalogue of versions is the embedded runtime's, never changelogged)."""
+        ...
+
+    def template_versions(self) -> list[tuple[str, str, bytes, float]]:
+        """Every kept (template, version, definition, first seen), oldest first."""
+        ...
+
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         """What has expired, at most ``limit`` of each: dedupe ids (topic, id) first seen
         before ``now - seen_ttl``, and buffered messages due by ``now``. A purge deletes them

@@ -43,6 +43,7 @@ u     bulk job id                                               encoded ``BulkSh
 U     bulk job id, seq (u64)                                    instance id (UTF-8): one the
                                                                 share has yet to act on
 S     schedule name                                             encoded Schedule
+v     template, version                                         msgpack [definition, seen]
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
@@ -76,6 +77,7 @@ from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
 from .rocksdb_schedules import RocksSchedules
 from .rocksdb_topics import RocksTopicRetention
+from .rocksdb_versions import RocksVersions
 from .scan import scan
 
 APPLICATION = b"daggerflow"
@@ -100,7 +102,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules):
+class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules, RocksVersions):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)

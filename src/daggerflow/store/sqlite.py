@@ -29,7 +29,8 @@ from .scan import scan
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs, schedules
+# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs, schedules,
+# template_versions
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -68,6 +69,9 @@ CREATE TABLE IF NOT EXISTS bulk_items (
     job TEXT NOT NULL, seq INTEGER NOT NULL, instance TEXT NOT NULL,
     PRIMARY KEY (job, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS template_versions (
+    template TEXT NOT NULL, version TEXT NOT NULL, definition BLOB NOT NULL, seen REAL NOT NULL,
+    PRIMARY KEY (template, version)) WITHOUT ROWID;
 """
 
 
@@ -89,6 +93,8 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE TABLE IF NOT EXISTS bulk_items (job TEXT NOT NULL, seq INTEGER NOT NULL, "
         "instance TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS template_versions (template TEXT NOT NULL, version TEXT NOT NULL, "
+        "definition BLOB NOT NULL, seen REAL NOT NULL, PRIMARY KEY (template, version)) WITHOUT ROWID",
     ],
 }
 
@@ -352,6 +358,18 @@ class SQLiteStore:
             )
         self._heads[topic] = offset + 1
         return offset
+
+    def save_template_version(self, template: str, version: str, definition: bytes, ts: float) -> None:
+        """Keep a template version's definition (the first time it is seen; durable on return)."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO template_versions (template, version, definition, seen) VALUES (?,?,?,?)",
+                (template, version, definition, ts),
+            )
+
+    def template_versions(self) -> list[tuple[str, str, bytes, float]]:
+        rows = self.db.execute("SELECT template, version, definition, seen FROM template_versions ORDER BY seen")
+        return [(str(t), str(v), bytes(d), float(s)) for t, v, d, s in rows]
 
     def _transaction(self) -> _Tx:
         return _Tx(self.db)

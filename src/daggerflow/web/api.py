@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from ..model.query import InstanceQuery
     from ..model.records import Message
     from ..model.schedule import Schedule
+    from ..model.versions import MigrationReport, TemplateVersion
     from ..tasks import ITemplateDAGInstance
     from ..templates import ITemplateDAG
 
@@ -61,6 +63,22 @@ class EngineAPI(Protocol):
     async def patch_parameters(
         self, instance_id: Any, changes: dict[str, Any], *, actor: str | None = None
     ) -> ITemplateDAGInstance[Any, Any]: ...
+
+    async def template_versions(self) -> list[TemplateVersion]: ...
+
+    def local_versions(self) -> list[TemplateVersion]: ...
+
+    async def migrate(
+        self,
+        template: str,
+        from_version: str,
+        to_version: str | None = None,
+        *,
+        node_map: Mapping[str, str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> MigrationReport: ...
 
     def list_instances(
         self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0

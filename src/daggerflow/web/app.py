@@ -68,6 +68,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/query-count", internal.query_count),
         _internal(engine, "/internal/v1/bulk/{job}", internal.bulk_shares),
         _internal(engine, "/internal/v1/schedules", internal.schedules),
+        _internal(engine, "/internal/v1/versions", internal.versions),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from ..errors import InvalidInput
 from ..model.instance import Instance
 from ..model.snapshot import snapshot, summary
+from ..model.versions import TemplateVersion
 from ..topics import encode_value
 from .errors import ApiError, JSONResponse
 from .inputs import decode_body, decode_query, read_body
@@ -37,12 +38,15 @@ from .schemas import (
     ListQuery,
     MessagesPage,
     MessagesQuery,
+    MigrationRequest,
+    MigrationResult,
     NoQuery,
     PostMessageRequest,
     Ready,
     RetryRequest,
     Stats,
     TemplateInfo,
+    TemplateNode,
     TopicMessage,
     as_struct,
 )
@@ -178,7 +182,22 @@ async def bulk_job(engine: EngineAPI, request: Request) -> Response:
 
 async def templates(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
-    return JSONResponse([TemplateInfo(name=t.name, version=t.version) for t in engine.template_dags.values()])
+    versions = await engine.template_versions()
+    return JSONResponse([_template_info(v) for v in versions])
+
+
+def _template_info(v: TemplateVersion) -> TemplateInfo:
+    nodes = [] if v.definition is None else [as_struct(msgspec.to_builtins(n), TemplateNode) for n in v.definition.nodes]
+    return TemplateInfo(name=v.template, version=v.version, current=v.current, running=v.running, nodes=nodes,
+                        missing_task_types=v.missing_task_types, missing_topics=v.missing_topics)  # fmt: skip
+
+
+async def migrate(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    body = decode_body(await read_body(request, engine.max_request_bytes), MigrationRequest)
+    report = await engine.migrate(body.template, body.from_version, body.to_version, node_map=body.node_map,
+                                  filter=body.filter, dry_run=body.dry_run, actor=q.actor)  # fmt: skip
+    return JSONResponse(as_struct(msgspec.to_builtins(report), MigrationResult))
 
 
 async def create_instance(engine: EngineAPI, request: Request) -> Response:

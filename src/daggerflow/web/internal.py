@@ -15,6 +15,7 @@ from starlette.responses import Response
 from ..errors import InvalidInput, NotOwner
 from ..model.instance import encode_instance
 from ..model.query import query_from_filter
+from ..model.versions import encode_versions
 from .errors import ApiError
 from .inputs import decode_query
 from .schemas import CountQuery, InternalFilterQuery, InternalListQuery, NoQuery
@@ -71,3 +72,8 @@ async def query_count(engine: EngineAPI, request: Request) -> Response:
 async def bulk_shares(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     return _internal(msgspec.msgpack.encode(engine.bulk_local_shares(request.path_params["job"])))
+
+
+async def versions(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(encode_versions(engine.local_versions()), media_type="application/json")

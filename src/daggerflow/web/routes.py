@@ -30,6 +30,8 @@ from .schemas import (
     ListQuery,
     MessagesPage,
     MessagesQuery,
+    MigrationRequest,
+    MigrationResult,
     NoQuery,
     PostMessageRequest,
     Ready,
@@ -222,8 +224,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/v1/templates",
         (
             Operation(
-                "GET", handlers.templates, "listTemplates", "The registered templates and their versions",
-                list[TemplateInfo], tag="templates",
+                "GET", handlers.templates, "listTemplates",
+                "Every version of every template, with its count of running instances", list[TemplateInfo],
+                errors=(503,), tag="templates",
+                description=(
+                    "The version a worker registers is marked current; older versions are listed while "
+                    "instances of them run (embedded: as long as the store keeps them), with the task "
+                    "types and listener topics those instances need that a worker lacks. On the Kafka "
+                    "runtime every worker is asked and the counts are added."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/migrations",
+        (
+            Operation(
+                "POST", handlers.migrate, "migrateInstances",
+                "Move running instances of a template to another version (or, dry, report what would happen)",
+                MigrationResult, access="admin", query=ActionQuery, body=MigrationRequest,
+                errors=(404, 413, 422, 503), tag="templates",
+                description=(
+                    "Node states are carried over by name, or by node_map (old name -> new name); new "
+                    "nodes start NOT_STARTED. An instance is refused, with the reason, while a task of it "
+                    "runs user code, when a waiting listener or the node the workflow is at has no "
+                    "counterpart in the target version. The target is the version the worker registers."
+                ),
             ),
         ),
     ),

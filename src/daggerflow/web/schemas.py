@@ -260,9 +260,63 @@ class DeletedInstance(Struct, kw_only=True):
     deleted: bool
 
 
+class TemplateNode(Struct, kw_only=True, omit_defaults=True):
+    name: Annotated[str, Meta(description="the node's dotted name, as instances name it (and node_map uses)")]
+    kind: str
+    type: Annotated[str, Meta(description="the registered task type")] | None = None
+    topic: str | None = None
+
+
 class TemplateInfo(Struct, kw_only=True):
+    """One version of a template: the registered one (``current``) or one that running
+    instances (or, embedded, the store) still know."""
+
     name: str
-    version: str
+    version: Annotated[str, Meta(description="the content hash of the template's definition")]
+    current: Annotated[bool, Meta(description="the version this worker's code registers")] = False
+    running: Annotated[int, Meta(description="instances of this version that have not ended (every worker)")] = 0
+    nodes: list[TemplateNode] = field(default_factory=list)
+    missing_task_types: Annotated[
+        list[str], Meta(description="task types its running instances need that a worker does not register")
+    ] = field(default_factory=list)
+    missing_topics: Annotated[
+        list[str], Meta(description="listener topics its running instances wait on that a worker does not read")
+    ] = field(default_factory=list)
+
+
+class MigrationRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/migrations``: move running instances to another version of their template."""
+
+    template: Annotated[str, Meta(min_length=1, description="the template's name")]
+    from_version: Annotated[str, Meta(min_length=1, description="the version the instances are at")]
+    to_version: (
+        Annotated[str, Meta(description="the target version (default and only choice: the registered one)")] | None
+    ) = None
+    node_map: Annotated[
+        dict[str, str], Meta(description="old node name -> new node name, where names differ")
+    ] = field(default_factory=dict)
+    filter: Annotated[
+        dict[str, Any], Meta(description="only instances that match (the keys of the instance listing)")
+    ] = field(default_factory=dict)
+    dry_run: Annotated[bool, Meta(description="report what would happen, change nothing")] = False
+
+
+class MigrationInstance(Struct, kw_only=True, omit_defaults=True):
+    id: str
+    action: Annotated[str, Meta(extra_json_schema={"enum": ["migrate", "refuse"]})]
+    reason: Annotated[str, Meta(description="why it is refused")] | None = None
+    sent: Annotated[bool, Meta(description="handed to the worker that owns it (Kafka)")] = False
+
+
+class MigrationResult(Struct, kw_only=True):
+    template: str
+    from_version: str
+    to_version: str
+    dry_run: bool
+    matched: int
+    migrated: int
+    refused: int
+    instances: list[MigrationInstance]
 
 
 class ScheduleInfo(Struct, kw_only=True):
