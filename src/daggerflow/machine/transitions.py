@@ -69,6 +69,8 @@ class Transition:
     effects: list[Effect] = field(default_factory=list)
     changed: bool = False
     error: str | None = None
+    # The (node, from, to) status changes, in order (for the history).
+    statuses: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def desired_correlations(instance: Instance) -> dict[str, Correlation]:
@@ -129,6 +131,7 @@ class _Walk:
         self.ctx = ctx
         self.now = ctx.now
         self.effects: list[Effect] = []
+        self.statuses: list[tuple[str, str, str]] = []
         self.changed = fresh
         self.fresh = fresh
         self._timers_before = {} if fresh else dict(instance.timers)
@@ -161,10 +164,12 @@ class _Walk:
             self.effects.append(InstanceDeleted(inst.id))
         if self.changed:
             inst.lastupdated = self.now
-        return Transition(inst, self.effects, self.changed)
+        return Transition(inst, self.effects, self.changed, None, self.statuses)
 
     def set_status(self, node: Node, status: str) -> None:
-        node.status = status
+        if node.status != status:
+            self.statuses.append((node.id, node.status, status))
+            node.status = status
         self.changed = True
 
     def run_job(self, node: Node, job: str, payload: Any = None) -> None:

@@ -159,3 +159,5 @@ class Settings:
     owns_instance: Callable[[str], bool] | None = None
     owns_correlation: Callable[[Correlation], bool] | None = None
     limits: Limits = field(default_factory=Limits)
+    # Entries of each instance's history a read shows (``model.history``); 0: none kept.
+    history_limit: int = 100

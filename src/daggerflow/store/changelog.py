@@ -21,6 +21,7 @@ j    instance, node, seq (u64)           [v, job, payload]    (a pending job)
 p    consumer                            [v, offset]          (a consumer position)
 n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
+h    instance, first seq (u64)           [v, msgpack array of history entries]
 ===  ==================================  ===========================================
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
@@ -66,6 +67,7 @@ JOB = b"j"
 POSITION = b"p"
 SEEN = b"n"
 BUFFERED = b"e"
+HISTORY = b"h"
 
 Record = tuple[bytes, bytes | None]
 
@@ -134,6 +136,12 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
             (FORMAT_VERSION, c.topic, c.key, c.value, payload, expires)
         )
     out.extend(buffered.items())
+    rows: dict[bytes, bytes | None] = {}
+    for instance, first in batch.history_del:
+        rows[HISTORY + text_field(instance) + u64(first)] = None
+    for instance, first, data in batch.history_put:
+        rows[HISTORY + text_field(instance) + u64(first)] = _pack.encode((FORMAT_VERSION, data))
+    out.extend(rows.items())
     return out
 
 
@@ -240,6 +248,13 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
             _, topic, name, text, payload, expires = _fields(value, 6)
             batch.buffer_put.append((Correlation(topic, name, text), payload, float(expires)))
             batch.buffer_ids.append(buf_id)
+    elif tag == HISTORY:
+        (instance,) = text_fields(key[1:-8])
+        first = int(U64.unpack(key[-8:])[0])
+        if value is None:
+            batch.history_del.append((instance, first))
+        else:
+            batch.history_put.append((instance, first, bytes(_fields(value, 2)[1])))
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

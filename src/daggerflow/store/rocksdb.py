@@ -37,6 +37,8 @@ n     topic, message id                                         first seen (floa
 N     first seen, topic, message id                             -- (to purge by age)
 B     topic, key, value, id                                     msgpack [payload, expires]
 e     id                                                        the ``B`` key
+h     instance, first seq (u64)                                msgpack array of history
+                                                                entries (model.history)
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
 ====  ========================================================  ============================
@@ -261,6 +263,10 @@ class RocksDBStore(RocksTopicRetention):
             out.append((instance, node, value == _ONLY_ONE))
         return out
 
+    def history_rows(self, instance_id: str) -> list[tuple[int, bytes]]:
+        prefix = b"h" + _s(instance_id)
+        return [(int(_U64.unpack(key[-8:])[0]), bytes(value)) for key, value in self._scan(prefix)]
+
     def all_timers(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
         for key, value in self._scan(b"T"):
@@ -433,6 +439,10 @@ class RocksDBStore(RocksTopicRetention):
                 wb.put(b"r" + sid, _pack.encode((status, created, template)))
             listed[iid] = (status, created, template)
             wb.put(b"i" + sid, batch.encoded.get(iid) or encode_instance(inst))
+        for instance, seq in batch.history_del:
+            wb.delete(b"h" + _s(instance) + _u64(seq))
+        for instance, seq, data in batch.history_put:
+            wb.put(b"h" + _s(instance) + _u64(seq), data)
         for c, instance, node in batch.index_del:
             wb.delete(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node))
             wb.delete(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node))
@@ -541,6 +551,8 @@ class RocksDBStore(RocksTopicRetention):
             wb.delete(key)
             wb.delete(b"x" + _s(topic) + _s(name) + _s(value) + sid + _s(node))
         for key in self._keys(b"T" + sid):
+            wb.delete(key)
+        for key in self._keys(b"h" + sid):
             wb.delete(key)
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..model.history import Page
     from ..model.instance import Instance
     from ..model.records import Message
     from ..tasks import ITemplateDAGInstance
@@ -39,6 +40,10 @@ class EngineAPI(Protocol):
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def local_instance(self, instance_id: str) -> Instance | None: ...
+
+    async def history(self, instance_id: Any, *, limit: int = 100, after: int = -1) -> Page: ...
+
+    def local_history(self, instance_id: str, *, after: int = -1, limit: int = 100) -> Page | None: ...
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None: ...
 

@@ -65,6 +65,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         # :path, so that an id with a "/" (sent as %2F, decoded by the server) still matches.
         _internal(engine, "/internal/v1/instances/{id:path}", internal.instance),
         _internal(engine, "/internal/v1/count", internal.count),
+        _internal(engine, "/internal/v1/history/{id:path}", internal.history),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``

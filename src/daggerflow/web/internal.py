@@ -15,7 +15,7 @@ from starlette.responses import Response
 from ..errors import NotOwner
 from ..model.instance import encode_instance
 from .inputs import decode_query
-from .schemas import CountQuery, InternalListQuery, NoQuery
+from .schemas import CountQuery, HistoryQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -37,6 +37,18 @@ async def instance(engine: EngineAPI, request: Request) -> Response:
     if found is None:
         return _internal(b"", 404)
     return _internal(encode_instance(found))
+
+
+async def history(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, HistoryQuery)
+    iid: str = request.path_params["id"]
+    try:
+        page = engine.local_history(iid, after=q.after, limit=q.limit)
+    except NotOwner as exc:
+        return _internal(str(exc).encode(), MISDIRECTED, "text/plain")
+    if page is None:
+        return _internal(b"", 404)
+    return _internal(msgspec.msgpack.encode(page))
 
 
 async def instances(engine: EngineAPI, request: Request) -> Response:

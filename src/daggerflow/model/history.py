@@ -1,0 +1,179 @@
+"""The history of an instance: what happened to it, one entry per applied event.
+
+Pure data and functions: building an entry from an event and the status changes the
+machine reports, folding a batch's entries into the instance's record, and reading a page.
+
+Where entries live. An instance's newest entries ride in its own record, as the msgpack
+body of an array (``Instance.history_tail``): they commit, changelog and restore with it at
+no extra row. Once the tail holds ``FLUSH_ENTRIES`` entries or ``FLUSH_BYTES`` bytes it
+becomes one store row ``(instance, first seq) -> msgpack array`` (``Flush``), listed in
+``Instance.history_rows`` so that rows are deleted exactly (with the instance, or once
+they hold only entries beyond ``history_limit``) without reading the store. A pizza
+workflow thus writes no history row at all; a long-lived one writes one per ~32 entries.
+
+Bounded: a read shows the newest ``history_limit`` entries, preceded by a marker entry
+(``event="dropped"``) saying how many older ones were dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from .instance import Instance
+
+FLUSH_ENTRIES = 32
+FLUSH_BYTES = 4096
+ERROR_CHARS = 200
+DEFAULT_LIMIT = 100
+DROPPED = "dropped"
+
+
+class Entry(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, frozen=True):
+    """One applied event. ``changes``: the (node, from, to) status changes it caused, in
+    order. ``attempt``: the attempts of the event's node after it. ``offset`` (and
+    ``partition`` on Kafka) of a delivery: the listener message that matched. ``actor``:
+    who asked for a manual action. A marker (``event="dropped"``) has ``dropped``: how many
+    older entries are gone. Stored as an array: fields only ever get appended."""
+
+    seq: int
+    time: float
+    event: str
+    node: str | None = None
+    changes: list[tuple[str, str, str]] = []
+    job: str | None = None
+    attempt: int | None = None
+    error: str | None = None
+    actor: str | None = None
+    topic: str | None = None
+    offset: int | None = None
+    partition: int | None = None
+    detail: str | None = None
+    dropped: int = 0
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of a history, oldest first; ``next``: the ``after`` of the next page."""
+
+    items: list[Entry]
+    next: int | None = None
+
+
+class Flush(msgspec.Struct, frozen=True):
+    """What folding a batch's entries asks of the store: a row to put, rows to delete."""
+
+    put: tuple[int, bytes] | None = None
+    delete: tuple[int, ...] = ()
+
+
+_encoder = msgspec.msgpack.Encoder()
+_rows = msgspec.msgpack.Decoder(list[Entry])
+
+
+def summary(error: str | None) -> str | None:
+    """The first line of an error, at most ``ERROR_CHARS`` characters."""
+    if not error:
+        return None
+    line = error.split("\n", 1)[0]
+    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "…"
+
+
+def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[str, str, str]]) -> Entry:
+    """The entry of ``event`` (a ``machine.events`` struct) applied to ``inst`` (its state
+    after), which changed the statuses ``changes``. Only the fields the event has are read."""
+    kind: str = event.__struct_config__.tag
+    node_id: str | None = getattr(event, "node", None)
+    job = attempt = error = topic = offset = partition = detail = None
+    if kind == "timer":
+        node_id, _, detail = event.key.partition(":")
+    node = None if node_id is None else inst.nodes.get(node_id)
+    if kind in ("done", "failed"):
+        job = event.job
+        if node is not None:
+            attempt = node.attempts
+        if kind == "failed":
+            error = summary(event.error)
+    elif kind == "deliver":
+        topic = event.topic or None
+        if event.offset >= 0:
+            offset = event.offset
+        if event.partition >= 0:
+            partition = event.partition
+    elif kind == "patch":
+        detail = ",".join(sorted(event.changes))
+    elif kind == "retry" and event.runtime_parameters:
+        detail = ",".join(sorted(event.runtime_parameters))
+    if error is None and changes:
+        for changed, _, after in changes:
+            if after == "FAILURE":
+                failed = inst.nodes.get(changed)
+                error = summary(failed.error if failed is not None else None)
+                if error is not None:
+                    break
+    return Entry(seq, now, kind, node_id, changes, job, attempt, error, getattr(event, "actor", None),
+                 topic, offset, partition, detail)  # fmt: skip
+
+
+def _header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def fold(inst: Instance, entries: list[Entry], limit: int) -> Flush:
+    """Add ``entries`` (numbered from ``inst.history_seq`` on) to the tail in ``inst``'s
+    record, and move the tail to a row when it is full. Changes ``inst``."""
+    encoded = _encoder.encode(entries)
+    inst.history_tail += encoded[len(_header(len(entries))) :]
+    inst.history_seq = seq = entries[-1].seq + 1
+    count = seq - inst.history_flushed
+    if count < FLUSH_ENTRIES and len(inst.history_tail) < FLUSH_BYTES:
+        return Flush()
+    first = inst.history_flushed
+    row = _header(count) + inst.history_tail
+    rows = (*inst.history_rows, first)
+    inst.history_flushed = seq
+    inst.history_tail = b""
+    # A row goes once its newest entry is beyond the limit (it ends where the next begins).
+    cutoff = seq - limit
+    keep = 0
+    while keep < len(rows) - 1 and rows[keep + 1] <= cutoff:
+        keep += 1
+    inst.history_rows = rows[keep:]
+    return Flush((first, row), rows[:keep])
+
+
+def tail_entries(inst: Instance) -> list[Entry]:
+    count = inst.history_seq - inst.history_flushed
+    if count <= 0:
+        return []
+    return _rows.decode(_header(count) + inst.history_tail)
+
+
+def read(inst: Instance, rows: Iterable[tuple[int, bytes]], limit: int, *, after: int = -1, size: int = 100) -> Page:
+    """A page of ``inst``'s history: ``rows`` are its store rows (first seq, value); those
+    its record does not list (a commit newer than ``inst``) are left out. The newest
+    ``limit`` entries are shown, after the marker if older ones were dropped; the page holds
+    at most ``size`` items with a seq above ``after``."""
+    listed = set(inst.history_rows)
+    entries: list[Entry] = []
+    for first, data in sorted(rows):
+        if first in listed:
+            entries.extend(e for e in _rows.decode(data) if e.seq < inst.history_flushed)
+    entries.extend(tail_entries(inst))
+    cutoff = inst.history_seq - limit
+    visible = [e for e in entries if e.seq >= cutoff]
+    dropped = visible[0].seq if visible else inst.history_seq
+    items: list[Entry] = []
+    if dropped > 0:
+        time = visible[0].time if visible else inst.lastupdated
+        items.append(Entry(dropped - 1, time, DROPPED, dropped=dropped))
+    items.extend(visible)
+    page = [e for e in items if e.seq > after]
+    more = len(page) > size
+    page = page[:size]
+    return Page(page, page[-1].seq if more else None)
