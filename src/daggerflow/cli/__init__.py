@@ -9,13 +9,13 @@
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
-(the REST client commands) and ``operate`` (the operators' commands); the demo's command is ``daggerflow.demo.command``.
+(the REST client commands), ``operate`` (the operators' commands) and ``history``; the demo's command is ``daggerflow.demo.command``.
 """
 
 from __future__ import annotations
 
-from . import commands, operate, worker
+from . import commands, history, operate, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["cli", "commands", "load_engine", "main", "operate", "worker"]
+__all__ = ["cli", "commands", "history", "load_engine", "main", "operate", "worker"]

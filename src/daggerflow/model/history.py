@@ -80,45 +80,56 @@ def summary(error: str | None) -> str | None:
     return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "…"
 
 
+_KINDS: dict[type, str] = {}
+
+
 def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[str, str, str]]) -> Entry:
     """The entry of ``event`` (a ``machine.events`` struct) applied to ``inst`` (its state
-    after), which changed the statuses ``changes``. Only the fields the event has are read."""
-    kind: str = event.__struct_config__.tag
-    node_id: str | None = getattr(event, "node", None)
-    job = attempt = error = topic = offset = partition = detail = None
+    after), which changed the statuses ``changes``. On the hot path: every applied event."""
+    cls = type(event)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = cls.__struct_config__.tag
+    if kind == "done":
+        node = inst.nodes.get(event.node)
+        attempts = None if node is None else node.attempts
+        if changes and changes[0][2] == "FAILURE":  # (a task's own failure is its first change)
+            return Entry(seq, now, kind, event.node, changes, event.job, attempts, _error_of(inst, changes))
+        return Entry(seq, now, kind, event.node, changes, event.job, attempts)
+    if kind == "deliver":
+        offset = event.offset
+        partition = event.partition
+        return Entry(seq, now, kind, event.node, changes, None, None, None, None, event.topic or None,
+                     None if offset < 0 else offset, None if partition < 0 else partition)  # fmt: skip
+    if kind == "create":
+        return Entry(seq, now, kind, None, changes)
+    if kind == "failed":
+        node = inst.nodes.get(event.node)
+        return Entry(seq, now, kind, event.node, changes, event.job, None if node is None else node.attempts,
+                     summary(event.error))  # fmt: skip
     if kind == "timer":
-        node_id, _, detail = event.key.partition(":")
-    node = None if node_id is None else inst.nodes.get(node_id)
-    if kind in ("done", "failed"):
-        job = event.job
-        if node is not None:
-            attempt = node.attempts
-        if kind == "failed":
-            error = summary(event.error)
-    elif kind == "deliver":
-        topic = event.topic or None
-        if event.offset >= 0:
-            offset = event.offset
-        if event.partition >= 0:
-            partition = event.partition
-    elif kind == "patch":
+        node_id, _, purpose = event.key.partition(":")
+        error = _error_of(inst, changes) if changes and changes[0][2] == "FAILURE" else None
+        return Entry(seq, now, kind, node_id, changes, None, None, error, detail=purpose)
+    detail = None
+    if kind == "patch":
         detail = ",".join(sorted(event.changes))
     elif kind == "retry" and event.runtime_parameters:
         detail = ",".join(sorted(event.runtime_parameters))
-    if error is None and changes:
-        for changed, _, after in changes:
-            if after == "FAILURE":
-                failed = inst.nodes.get(changed)
-                error = summary(failed.error if failed is not None else None)
-                if error is not None:
-                    break
-    return Entry(seq, now, kind, node_id, changes, job, attempt, error, getattr(event, "actor", None),
-                 topic, offset, partition, detail)  # fmt: skip
+    return Entry(seq, now, kind, getattr(event, "node", None), changes, actor=event.actor, detail=detail)
+
+
+def _error_of(inst: Instance, changes: list[tuple[str, str, str]]) -> str | None:
+    failed = inst.nodes.get(changes[0][0])
+    return None if failed is None else summary(failed.error)
+
+
+_HEADERS = [bytes((0x90 | n,)) for n in range(16)]
 
 
 def _header(count: int) -> bytes:
     if count < 16:
-        return bytes((0x90 | count,))
+        return _HEADERS[count]
     if count < 1 << 16:
         return b"\xdc" + count.to_bytes(2, "big")
     return b"\xdd" + count.to_bytes(4, "big")
@@ -127,8 +138,9 @@ def _header(count: int) -> bytes:
 def fold(inst: Instance, entries: list[Entry], limit: int) -> Flush:
     """Add ``entries`` (numbered from ``inst.history_seq`` on) to the tail in ``inst``'s
     record, and move the tail to a row when it is full. Changes ``inst``."""
+    n = len(entries)
     encoded = _encoder.encode(entries)
-    inst.history_tail += encoded[len(_header(len(entries))) :]
+    inst.history_tail += memoryview(encoded)[1 if n < 16 else 3 if n < 1 << 16 else 5 :]
     inst.history_seq = seq = entries[-1].seq + 1
     count = seq - inst.history_flushed
     if count < FLUSH_ENTRIES and len(inst.history_tail) < FLUSH_BYTES:

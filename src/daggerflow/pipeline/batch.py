@@ -33,6 +33,7 @@ from ..machine import (
 )
 from ..machine.events import Event
 from ..model import history
+from ..model.history import entry as history_entry
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
 from ..model.records import Message, Outgoing, PendingJob
 from ..model.snapshot import snapshot
@@ -214,8 +215,7 @@ class BatchApplier:
             entries = self.history.get(iid)
             if entries is None:
                 entries = self.history[iid] = []
-            seq = inst.history_seq + len(entries)
-            entries.append(history.entry(seq, self.now, event, inst, tr.statuses))
+            entries.append(history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses))
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
