@@ -198,8 +198,11 @@ class EngineConfig:
         if self.broker is None:
             return limits
         from .kafka.config import RECORD_LIMIT
+        from .model.history import FLUSH_BYTES
 
-        return limits.capped(RECORD_LIMIT)
+        # (an instance's record also carries its history's tail, up to FLUSH_BYTES)
+        capped = limits.capped(RECORD_LIMIT)
+        return Limits(capped.message, capped.parameters, min(capped.instance, RECORD_LIMIT - FLUSH_BYTES))
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""

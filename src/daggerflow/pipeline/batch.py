@@ -455,8 +455,10 @@ class BatchApplier:
     def size_problem(self, iid: str, inst: Instance, size: int) -> TooLarge | None:
         """Why ``inst`` cannot be committed, or None. An instance committed over a limit
         (lowered since) may still progress (stop, finish), growing by at most a sixteenth
-        of the limit a batch."""
+        of the limit a batch. The history's tail in the record (``model.history``, under
+        ``FLUSH_BYTES``) does not count: a workflow's limit is its own state's."""
         limits = self.proc.settings.limits
+        size -= len(inst.history_tail)
         if size > limits.instance and self._grows(iid, size, limits.instance):
             return TooLarge(f"the record of instance {iid!r}", size, limits.instance, " (max_instance_bytes)")
         if size > limits.parameters:
