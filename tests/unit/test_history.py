@@ -11,12 +11,16 @@ from hypothesis import strategies as st
 
 from daggerflow.machine import Deliver, JobFailed, PatchParameters, Retry, Skip, Stop, Submit, TimerFired
 from daggerflow.model import history
-from daggerflow.model.history import DROPPED, FLUSH_ENTRIES, Entry, entry, fold, read, summary
+from daggerflow.model.history import DROPPED, FLUSH_ENTRIES, Entry, Row, as_entry, fold, read, summary
 from daggerflow.model.instance import Instance, copy_instance
 
 from .machine_helpers import Run, ex, listener, proc, spec
 
 T = 1_000_000.0
+
+
+def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[str, str, str]]) -> Entry:
+    return as_entry(history.entry(seq, now, event, inst, changes))
 
 
 def chain() -> Run:
@@ -72,6 +76,11 @@ def _create(r: Run) -> Any:
     return Create(r.inst, True)
 
 
+def test_no_op_status_changes_are_left_out() -> None:
+    e = as_entry((0, T, "done", "n", [("n", "EXECUTING", "EXECUTING"), ("n", "EXECUTING", "COMPLETED")]))
+    assert e.changes == [("n", "EXECUTING", "COMPLETED")]
+
+
 def test_an_error_summary_comes_from_the_node_a_change_failed() -> None:
     r = Run(spec(proc("P", listener("l", timeout=5.0))))
     r.create()
@@ -81,21 +90,21 @@ def test_an_error_summary_comes_from_the_node_a_change_failed() -> None:
     assert summary(None) is None and summary("") is None and summary("a\nb") == "a"
 
 
-def _entries(start: int, n: int, size: int = 0) -> list[Entry]:
-    return [Entry(seq, T + seq, "done", "n", [("n", "EXECUTING", "COMPLETED")], detail="x" * size)
-            for seq in range(start, start + n)]  # fmt: skip
+def _entries(start: int, n: int, size: int = 0) -> list[Row]:
+    return [(seq, T + seq, "done", "n", [("n", "EXECUTING", "COMPLETED")], None, None, None, None, None, None, None,
+             "x" * size or None) for seq in range(start, start + n)]  # fmt: skip
 
 
 def _blank() -> Instance:
     return chain().inst
 
 
-def _record(inst: Instance, rows: dict[int, bytes], entries: list[Entry], limit: int) -> None:
+def _record(inst: Instance, rows: dict[int, bytes], entries: list[Row], limit: int) -> None:
     """What a batch and a store do with a batch's entries."""
     flush = fold(inst, entries, limit)
-    for first in flush.delete:
-        del rows[first]
-    if flush.put is not None:
+    if flush is not None:
+        for first in flush.delete:
+            del rows[first]
         rows[flush.put[0]] = flush.put[1]
 
 
@@ -107,7 +116,7 @@ def test_the_tail_rides_in_the_record_until_it_is_full() -> None:
     assert [e.seq for e in read(again, [], 100).items] == [0, 1, 2, 3, 4]
     _record(inst, rows, _entries(5, FLUSH_ENTRIES - 5), 100)
     assert list(rows) == [0] and inst.history_tail == b"" and inst.history_flushed == FLUSH_ENTRIES
-    assert msgspec.msgpack.decode(rows[0], type=list[Entry]) == _entries(0, FLUSH_ENTRIES)
+    assert msgspec.msgpack.decode(rows[0], type=list[Entry]) == [as_entry(e) for e in _entries(0, FLUSH_ENTRIES)]
     _record(inst, rows, _entries(FLUSH_ENTRIES, 1, size=history.FLUSH_BYTES), 100)  # a big entry flushes
     assert list(rows) == [0, FLUSH_ENTRIES]
 

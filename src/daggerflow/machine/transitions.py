@@ -167,9 +167,9 @@ class _Walk:
         return Transition(inst, self.effects, self.changed, None, self.statuses)
 
     def set_status(self, node: Node, status: str) -> None:
-        if node.status != status:
-            self.statuses.append((node.id, node.status, status))
-            node.status = status
+        # (a no-op change, were there one, is left out of the history when it is read)
+        self.statuses.append((node.id, node.status, status))
+        node.status = status
         self.changed = True
 
     def run_job(self, node: Node, job: str, payload: Any = None) -> None:

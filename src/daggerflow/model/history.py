@@ -64,12 +64,16 @@ class Page(msgspec.Struct, frozen=True):
 class Flush(msgspec.Struct, frozen=True):
     """What folding a batch's entries asks of the store: a row to put, rows to delete."""
 
-    put: tuple[int, bytes] | None = None
+    put: tuple[int, bytes]
     delete: tuple[int, ...] = ()
 
 
+#: An entry as built on the hot path: ``Entry``'s fields in order (trailing defaults left out).
+Row = tuple[Any, ...]
+
 _encoder = msgspec.msgpack.Encoder()
 _rows = msgspec.msgpack.Decoder(list[Entry])
+_one = msgspec.msgpack.Decoder(Entry)
 
 
 def summary(error: str | None) -> str | None:
@@ -83,9 +87,10 @@ def summary(error: str | None) -> str | None:
 _KINDS: dict[type, str] = {}
 
 
-def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[str, str, str]]) -> Entry:
+def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[str, str, str]]) -> Row:
     """The entry of ``event`` (a ``machine.events`` struct) applied to ``inst`` (its state
-    after), which changed the statuses ``changes``. On the hot path: every applied event."""
+    after), which changed the statuses ``changes``: an ``Entry``'s fields, as a tuple (it is
+    encoded as one; on the hot path, every applied event, a tuple costs less)."""
     cls = type(event)
     kind = _KINDS.get(cls)
     if kind is None:
@@ -94,29 +99,42 @@ def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[
         node = inst.nodes.get(event.node)
         attempts = None if node is None else node.attempts
         if changes and changes[0][2] == "FAILURE":  # (a task's own failure is its first change)
-            return Entry(seq, now, kind, event.node, changes, event.job, attempts, _error_of(inst, changes))
-        return Entry(seq, now, kind, event.node, changes, event.job, attempts)
+            return (seq, now, kind, event.node, changes, event.job, attempts, _error_of(inst, changes))
+        return (seq, now, kind, event.node, changes, event.job, attempts)
     if kind == "deliver":
         offset = event.offset
         partition = event.partition
-        return Entry(seq, now, kind, event.node, changes, None, None, None, None, event.topic or None,
-                     None if offset < 0 else offset, None if partition < 0 else partition)  # fmt: skip
+        return (seq, now, kind, event.node, changes, None, None, None, None, event.topic or None,
+                None if offset < 0 else offset, None if partition < 0 else partition)  # fmt: skip
     if kind == "create":
-        return Entry(seq, now, kind, None, changes)
+        return (seq, now, kind, None, changes)
     if kind == "failed":
         node = inst.nodes.get(event.node)
-        return Entry(seq, now, kind, event.node, changes, event.job, None if node is None else node.attempts,
-                     summary(event.error))  # fmt: skip
+        return (seq, now, kind, event.node, changes, event.job, None if node is None else node.attempts,
+                summary(event.error))  # fmt: skip
     if kind == "timer":
         node_id, _, purpose = event.key.partition(":")
         error = _error_of(inst, changes) if changes and changes[0][2] == "FAILURE" else None
-        return Entry(seq, now, kind, node_id, changes, None, None, error, detail=purpose)
+        return (seq, now, kind, node_id, changes, None, None, error, None, None, None, None, purpose)
     detail = None
     if kind == "patch":
         detail = ",".join(sorted(event.changes))
     elif kind == "retry" and event.runtime_parameters:
         detail = ",".join(sorted(event.runtime_parameters))
-    return Entry(seq, now, kind, getattr(event, "node", None), changes, actor=event.actor, detail=detail)
+    return (seq, now, kind, getattr(event, "node", None), changes, None, None, None, event.actor, None, None,
+            None, detail)  # fmt: skip
+
+
+def as_entry(row: Row) -> Entry:
+    """A row of ``entry`` as the ``Entry`` it encodes (no-op status changes left out)."""
+    return clean(_one.decode(_encoder.encode(row)))
+
+
+def clean(e: Entry) -> Entry:
+    """``e`` without no-op status changes (the machine reports every status it sets)."""
+    if all(a != b for _, a, b in e.changes):
+        return e
+    return msgspec.structs.replace(e, changes=[c for c in e.changes if c[1] != c[2]])
 
 
 def _error_of(inst: Instance, changes: list[tuple[str, str, str]]) -> str | None:
@@ -135,16 +153,16 @@ def _header(count: int) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big")
 
 
-def fold(inst: Instance, entries: list[Entry], limit: int) -> Flush:
+def fold(inst: Instance, entries: list[Row], limit: int) -> Flush | None:
     """Add ``entries`` (numbered from ``inst.history_seq`` on) to the tail in ``inst``'s
     record, and move the tail to a row when it is full. Changes ``inst``."""
     n = len(entries)
     encoded = _encoder.encode(entries)
     inst.history_tail += memoryview(encoded)[1 if n < 16 else 3 if n < 1 << 16 else 5 :]
-    inst.history_seq = seq = entries[-1].seq + 1
+    inst.history_seq = seq = entries[-1][0] + 1
     count = seq - inst.history_flushed
     if count < FLUSH_ENTRIES and len(inst.history_tail) < FLUSH_BYTES:
-        return Flush()
+        return None
     first = inst.history_flushed
     row = _header(count) + inst.history_tail
     rows = (*inst.history_rows, first)
@@ -178,7 +196,7 @@ def read(inst: Instance, rows: Iterable[tuple[int, bytes]], limit: int, *, after
             entries.extend(e for e in _rows.decode(data) if e.seq < inst.history_flushed)
     entries.extend(tail_entries(inst))
     cutoff = inst.history_seq - limit
-    visible = [e for e in entries if e.seq >= cutoff]
+    visible = [clean(e) for e in entries if e.seq >= cutoff]
     dropped = visible[0].seq if visible else inst.history_seq
     items: list[Entry] = []
     if dropped > 0:

@@ -148,7 +148,7 @@ class BatchApplier:
         self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
         self.seen: set[tuple[str, str]] = set()
         self.history_limit = proc.settings.history_limit
-        self.history: dict[str, list[history.Entry]] = {}  # the batch's entries per instance
+        self.history: dict[str, list[history.Row]] = {}  # the batch's entries per instance
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -483,7 +483,7 @@ class BatchApplier:
             changed = self.after.changed[iid]
             assert changed is not None  # (a deleted instance's entries are dropped)
             flush = history.fold(changed, entries, self.history_limit)
-            if flush.put is not None:
+            if flush is not None:
                 self.batch.history_put.append((iid, *flush.put))
                 self.batch.history_del.extend((iid, first) for first in flush.delete)
         limits = self.proc.settings.limits
