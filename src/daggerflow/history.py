@@ -18,11 +18,11 @@ MAX_PAGE = 1000
 class HistoryReads:
     _runtime: Callable[[], Runtime]
 
-    async def history(self, instance_id: Any, *, limit: int = 100, after: int = -1) -> Page:
+    async def history(self, instance_id: Any, *, limit: int = 100, after: int | None = None) -> Page:
         """A page of what happened to an instance, oldest first: ``items`` (``Entry``: seq,
         time, event kind, node, status changes, attempt, error, actor, matched message...)
-        and ``next``, the ``after`` of the next page (None on the last). ``UnknownInstance``
-        if there is no such instance."""
+        and ``next``, the ``after`` of the next page (None on the last); ``after=None``
+        starts at the oldest. ``UnknownInstance`` if there is no such instance."""
         size, after = _paging(limit, after)
         iid = getattr(instance_id, "id", instance_id)
         page = None
@@ -32,7 +32,7 @@ class HistoryReads:
             raise UnknownInstance(f"no workflow instance {iid!r}")
         return page
 
-    def local_history(self, instance_id: str, *, after: int = -1, limit: int = 100) -> Page | None:
+    def local_history(self, instance_id: str, *, after: int | None = None, limit: int = 100) -> Page | None:
         """A page of the history of an instance this process holds (forwarded reads answer
         with it); on Kafka, ``NotOwner`` when this worker does not hold its partition now."""
         size, after = _paging(limit, after)
@@ -40,6 +40,8 @@ class HistoryReads:
 
 
 def _paging(limit: Any, after: Any) -> tuple[int, int]:
+    if after is None:
+        after = -1
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
     if isinstance(after, bool) or not isinstance(after, int) or after < -1:

@@ -158,6 +158,9 @@ async def test_python_api_input_and_unknown_ids(web: Dagger) -> None:
     with pytest.raises(UnknownInstance):
         await web.history("../bad/id")
     await create(web, "quick", "h8")
+    await settled(web, "h8")
+    assert (await web.history("h8", after=None)).items == (await web.history("h8")).items != []
+    assert [e.seq for e in (await web.history("h8", after=0)).items] == [1]
     for bad in ({"limit": 0}, {"limit": 1001}, {"limit": True}, {"after": -2}, {"after": "1"}):
         with pytest.raises(InvalidInput):
             await web.history("h8", **bad)
