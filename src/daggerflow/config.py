@@ -118,6 +118,8 @@ class EngineConfig:
     max_instance_bytes: int = 1024 * 1024
     # Embedded topics: {"topic" or "*": {"ms": ..., "messages": ...}} (``embedded.retention``).
     topic_retention: dict[str, dict[str, Any]] | None = None
+    # Entries of each instance's history kept (the oldest are dropped); 0: no history.
+    history_limit: int = 100
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -146,6 +148,12 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
                 raise ConfigurationError(f"{name} must be an integer number of bytes >= 1024, got {value!r}")
+        if isinstance(self.history_limit, bool) or not isinstance(self.history_limit, int) or not (
+            0 <= self.history_limit <= 1_000_000
+        ):
+            raise ConfigurationError(
+                f"history_limit must be an integer from 0 (no history) to 1000000, got {self.history_limit!r}"
+            )
         if self.web_port is not None and (
             isinstance(self.web_port, bool) or not isinstance(self.web_port, int) or not 0 <= self.web_port <= 65535
         ):
@@ -190,8 +198,11 @@ class EngineConfig:
         if self.broker is None:
             return limits
         from .kafka.config import RECORD_LIMIT
+        from .model.history import FLUSH_BYTES
 
-        return limits.capped(RECORD_LIMIT)
+        # (an instance's record also carries its history's tail, up to FLUSH_BYTES)
+        capped = limits.capped(RECORD_LIMIT)
+        return Limits(capped.message, capped.parameters, min(capped.instance, RECORD_LIMIT - FLUSH_BYTES))
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated again."""
@@ -218,6 +229,7 @@ class EngineConfig:
             max_batch=self.max_batch_size,
             commit_interval=self.commit_interval,
             limits=self.limits(),
+            history_limit=self.history_limit,
         )
 
     def embedded_config(self) -> EmbeddedConfig:

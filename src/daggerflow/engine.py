@@ -25,6 +25,7 @@ from .errors import (
     TaskInvalidState,
     TooLarge,
 )
+from .history import HistoryReads
 from .machine import Create, Stop, Submit
 from .machine.events import Event
 from .migration import Migration
@@ -56,7 +57,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, BulkActions, Schedules, Versions, Migration):
+class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Versions, Migration):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -104,6 +105,7 @@ class Dagger(Registration, Operations, BulkActions, Schedules, Versions, Migrati
         max_parameters_bytes: int = 1024 * 1024,
         max_instance_bytes: int = 1024 * 1024,
         topic_retention: dict[str, dict[str, Any]] | None = None,
+        history_limit: int = 100,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -145,6 +147,7 @@ class Dagger(Registration, Operations, BulkActions, Schedules, Versions, Migrati
             max_parameters_bytes=max_parameters_bytes,
             max_instance_bytes=max_instance_bytes,
             topic_retention=topic_retention,
+            history_limit=history_limit,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)

@@ -380,6 +380,7 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("DROP TABLE bulk_items")
         db.execute("DROP TABLE schedules")
         db.execute("DROP TABLE template_versions")
+        db.execute("DROP TABLE history")
         db.execute("ALTER TABLE correlation DROP COLUMN only_one")
         db.execute("PRAGMA user_version = 1")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
@@ -390,6 +391,8 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
         assert migrated.bulk_active() == []
         assert migrated.list_schedules() == []
         assert migrated.template_versions() == []
+        migrated.commit(WriteBatch(history_put=[("a", 0, b"\x90")]), 0.0)
+        assert migrated.history_rows("a") == [(0, b"\x90")]
         assert migrated.get_instance("a") is not None and migrated.position("c") == 3
         assert migrated.changelog_checkpoint(0) is None
         migrated.commit(WriteBatch(changelog_offsets={0: 12}), 0.0)
@@ -413,6 +416,35 @@ def test_sqlite_schema_2_index_entries_read_back_as_not_match_only_one(tmp_path:
         assert migrated.lookup(AT2) == [("w", "m", True)]
     finally:
         migrated.close()
+
+
+def test_sqlite_schema_3_gets_the_history_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "v3.db")
+    store = SQLiteStore(path)
+    store.commit(WriteBatch(instances={"a": inst("a")}), 0.0)
+    store.close()
+    with sqlite3.connect(path) as db:  # what version 3 wrote
+        db.execute("DROP TABLE history")
+        db.execute("PRAGMA user_version = 3")
+        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    migrated = SQLiteStore(path)
+    try:
+        assert migrated.get_instance("a") is not None and migrated.history_rows("a") == []
+        migrated.commit(WriteBatch(history_put=[("a", 0, b"\x90")]), 0.0)
+        assert migrated.history_rows("a") == [(0, b"\x90")]
+    finally:
+        migrated.close()
+
+
+def test_history_rows_round_trip_through_records() -> None:
+    batch = WriteBatch(history_put=[("a", 32, b"\x91\x01"), ("b/x", 0, b"\x90")], history_del=[("a", 0)])
+    records = batch_records(batch, 0.0)
+    assert [k[:1] for k, _ in records] == [b"h", b"h", b"h"]
+    back = records_batch(records)
+    assert back.history_put == batch.history_put and back.history_del == batch.history_del
+    # A row put again after its tombstone is a put; deleted after its put, a delete.
+    again = records_batch(records + batch_records(WriteBatch(history_del=[("a", 32)]), 0.0))
+    assert again.history_put == [("b/x", 0, b"\x90")] and sorted(again.history_del) == [("a", 0), ("a", 32)]
 
 
 def test_an_index_record_without_the_flag_reads_as_not_match_only_one() -> None:

@@ -215,6 +215,23 @@ def test_deleting_an_instance_drops_its_index_entries_and_timers(store: Store) -
     assert store.all_timers() == [("w2", "L:timeout", 6.0)]
 
 
+def test_history_rows_put_delete_and_go_with_their_instance(opener: Opener) -> None:
+    store = opener()
+    rows = [("w1", 0, b"\x91\x01"), ("w1", 32, b"\x91\x02"), ("w2", 0, b"\x91\x03"), ("w10", 5, b"\x90")]
+    store.commit(WriteBatch(instances={i: inst(i) for i in ("w1", "w2", "w10")}, history_put=rows), 0.0)
+    assert store.history_rows("w1") == [(0, b"\x91\x01"), (32, b"\x91\x02")]  # (w10's are not w1's)
+    store.commit(WriteBatch(history_del=[("w1", 0)], history_put=[("w1", 64, b"\x90")]), 0.0)
+    store.close()
+    store = opener()
+    assert store.history_rows("w1") == [(32, b"\x91\x02"), (64, b"\x90")]
+    # Deleted and put in one batch: the put wins (deletes go first, as for every table).
+    store.commit(WriteBatch(history_del=[("w2", 0)], history_put=[("w2", 0, b"\x91\x04")]), 0.0)
+    assert store.history_rows("w2") == [(0, b"\x91\x04")]
+    store.commit(WriteBatch(instances={"w1": None, "w2": None}), 0.0)  # even without history_del
+    assert store.history_rows("w1") == [] and store.history_rows("w2") == []
+    assert store.history_rows("w10") == [(5, b"\x90")]
+
+
 # Jobs --------------------------------------------------------------------------------------
 
 

@@ -12,13 +12,13 @@
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
-(the REST client commands), ``operate`` (the operators' commands), ``schedules`` and ``migrate``; the demo's command is ``daggerflow.demo.command``.
+(the REST client commands), ``operate`` (the operators' commands), ``schedules``, ``migrate`` and ``history``; the demo's command is ``daggerflow.demo.command``.
 """
 
 from __future__ import annotations
 
-from . import bulk, commands, migrate, operate, schedules, worker
+from . import bulk, commands, history, migrate, operate, schedules, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["bulk", "cli", "commands", "load_engine", "main", "migrate", "operate", "schedules", "worker"]
+__all__ = ["bulk", "cli", "commands", "history", "load_engine", "main", "migrate", "operate", "schedules", "worker"]

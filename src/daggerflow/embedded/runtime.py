@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import TaskInvalidState
 from ..machine.events import Event
 from ..model.bulk import BulkShare, BulkSpec
+from ..model.history import Page
 from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
@@ -153,6 +154,12 @@ class EmbeddedRuntime:
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         return self.committed(instance_id)
+
+    def local_history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        return None if self._task is None else self._task.history(instance_id, after=after, size=size)
+
+    async def history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        return self.local_history(instance_id, after=after, size=size)
 
     async def wait_for(self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None) -> Instance:
         current = self.committed(instance_id)

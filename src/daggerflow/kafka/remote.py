@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +27,7 @@ import msgspec
 
 from ..errors import ForwardError
 from ..model.bulk import BulkShare
+from ..model.history import Page
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
 from ..model.query import InstanceQuery
 from ..model.schedule import Schedule
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 _list_decoder = msgspec.msgpack.Decoder(list[Instance])
 _shares_decoder = msgspec.msgpack.Decoder(list[BulkShare])
 _schedules_decoder = msgspec.msgpack.Decoder(list[Schedule])
+_page_decoder = msgspec.msgpack.Decoder(Page)
+T = TypeVar("T")
 
 
 class Forwarder:
@@ -67,6 +71,18 @@ class Forwarder:
             raise ForwardError(
                 url, f"undecodable instance {instance_id!r}: {exc}", response.status_code
             ) from exc
+
+    async def get_history(self, url: str, instance_id: str, *, after: int, size: int) -> Page | None:
+        """A page of the history of an instance its owner at ``url`` holds; None if none."""
+        path = f"/internal/v1/history/{quote(instance_id, safe='')}"
+        response = await self._get(url, path, {"after": str(after), "limit": str(size)})
+        if response.status_code == 404 and response.headers.get(INTERNAL_HEADER):
+            return None
+        self._check(url, response)
+        try:
+            return _page_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable history of {instance_id!r}: {exc}", response.status_code) from exc
 
     async def list_instances(
         self,
@@ -248,7 +264,31 @@ class RemoteReads:
         return None if task is None else task.processor.committed_instance(instance_id)
 
     async def instance(self, instance_id: str, *, timeout: float = 10.0) -> Instance | None:
-        """The instance from the worker that owns its partition (its REST API).
+        """The instance from the worker that owns its partition (its REST API)."""
+        return await self._from_owner(
+            instance_id,
+            lambda task: task.processor.committed_instance(instance_id),
+            lambda url: self.forwarder.get_instance(url, instance_id),
+            timeout,
+        )
+
+    async def history(self, instance_id: str, *, after: int, size: int, timeout: float = 10.0) -> Page | None:
+        """A page of the instance's history, from this worker or the one that owns it."""
+        return await self._from_owner(
+            instance_id,
+            lambda task: task.history(instance_id, after=after, size=size),
+            lambda url: self.forwarder.get_history(url, instance_id, after=after, size=size),
+            timeout,
+        )
+
+    async def _from_owner(
+        self,
+        instance_id: str,
+        local: Callable[[PartitionTask], T | None],
+        remote: Callable[[str], Awaitable[T | None]],
+        timeout: float,
+    ) -> T | None:
+        """``local`` of this worker's task for the instance, else ``remote`` of its owner's URL.
 
         During a rebalance the owners topic may still name this worker (its own partition is
         being re-activated) or a worker that just lost the partition (it answers 421): wait,
@@ -261,12 +301,12 @@ class RemoteReads:
         while True:
             task = self.local_task(instance_id)
             if task is not None:
-                return task.processor.committed_instance(instance_id)
+                return local(task)
             owner = self.owners.owner(p)
             left = deadline - time.monotonic()
             if owner is not None and owner.url is not None and owner.url != self.web_url and owner != tried:
                 try:
-                    return await self.forwarder.get_instance(owner.url, instance_id)
+                    return await remote(owner.url)
                 except ForwardError as exc:
                     if exc.status not in (None, 421) or left <= 0:
                         raise

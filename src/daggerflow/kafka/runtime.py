@@ -37,6 +37,7 @@ from typing import Any
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.bulk import BulkShare, BulkSpec
+from ..model.history import Page
 from ..model.instance import Instance, merge_listings
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
@@ -272,6 +273,16 @@ class KafkaRuntime:
         if local is not None:
             return local
         return await self.remote.instance(instance_id)
+
+    def local_history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        task = self.local_task(instance_id)
+        if task is None:
+            raise NotOwner(f"this worker does not hold the partition of {instance_id!r} now")
+        return task.history(instance_id, after=after, size=size)
+
+    async def history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        """From this worker if it holds the instance, else from its owner (REST)."""
+        return await self.remote.history(instance_id, after=after, size=size)
 
     async def wait_for(
         self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None

@@ -30,6 +30,9 @@ class Deliver(msgspec.Struct, gc=False, tag="deliver", frozen=True):
     node: str
     payload: Any
     topic: str = ""
+    # The matching message's offset (and partition, on Kafka), for the history; -1: none.
+    offset: int = -1
+    partition: int = -1
 
 
 class JobDone(msgspec.Struct, gc=False, tag="done", frozen=True):

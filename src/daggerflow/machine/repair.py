@@ -102,6 +102,8 @@ class _RepairWalk(_Walk):
         if event.runtime_parameters:
             inst.runtime_parameters.update(event.runtime_parameters)
         for node in self.to_rerun():
+            if node.status != NOT_STARTED:
+                self.statuses.append((node.id, node.status, NOT_STARTED))
             node.status = NOT_STARTED
             node.halted_by_failure = False
             node.attempts = 0

@@ -72,6 +72,8 @@ class Transition:
     effects: list[Effect] = field(default_factory=list)
     changed: bool = False
     error: str | None = None
+    # The (node, from, to) status changes, in order (for the history).
+    statuses: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def desired_correlations(instance: Instance) -> dict[str, Correlation]:
@@ -132,6 +134,7 @@ class _Walk:
         self.ctx = ctx
         self.now = ctx.now
         self.effects: list[Effect] = []
+        self.statuses: list[tuple[str, str, str]] = []
         self.changed = fresh
         self.fresh = fresh
         self._timers_before = {} if fresh else dict(instance.timers)
@@ -164,9 +167,11 @@ class _Walk:
             self.effects.append(InstanceDeleted(inst.id))
         if self.changed:
             inst.lastupdated = self.now
-        return Transition(inst, self.effects, self.changed)
+        return Transition(inst, self.effects, self.changed, None, self.statuses)
 
     def set_status(self, node: Node, status: str) -> None:
+        # (a no-op change, were there one, is left out of the history when it is read)
+        self.statuses.append((node.id, node.status, status))
         node.status = status
         self.changed = True
 

@@ -116,6 +116,12 @@ class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     correlations: dict[str, Correlation] = msgspec.field(default_factory=dict)
     # Timer key ("<node id>:<purpose>") -> due time; mirrored by the store's timer table.
     timers: dict[str, float] = msgspec.field(default_factory=dict)
+    # The history (``model.history``): the next entry's seq, the seq the tail starts at,
+    # the first seq of each store row, and the newest entries (a msgpack array's body).
+    history_seq: int = 0
+    history_flushed: int = 0
+    history_rows: tuple[int, ...] = ()
+    history_tail: bytes = b""
 
     @property
     def root(self) -> Node:

@@ -33,8 +33,10 @@ from ..machine import (
     apply,
 )
 from ..machine.events import Complete, Event, Migrate, PatchParameters, Retry, Skip
+from ..model import history
+from ..model.history import entry as history_entry
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
-from ..model.records import Outgoing, PendingJob
+from ..model.records import Message, Outgoing, PendingJob
 from ..model.schedule import SCHEDULE_PREFIX
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
@@ -115,6 +117,11 @@ class PostCommit:
     bulk_more: bool = False  # ...and bulk jobs have work left: queue the next step
 
 
+def deliver_of(node: str, msg: Message) -> Deliver:
+    partition = msg.partition
+    return Deliver(node, msg.value, msg.topic, msg.offset, -1 if partition is None else partition)
+
+
 def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
     if instance is None:
         return set()
@@ -153,6 +160,8 @@ class BatchApplier:
         self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
         self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
         self.seen: set[tuple[str, str]] = set()
+        self.history_limit = proc.settings.history_limit
+        self.history: dict[str, list[history.Row]] = {}  # the batch's entries per instance
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -235,6 +244,11 @@ class BatchApplier:
         inst = tr.instance
         self.transitions += 1
         inst.update_count += 1
+        if self.history_limit:
+            entries = self.history.get(iid)
+            if entries is None:
+                entries = self.history[iid] = []
+            entries.append(history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses))
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
@@ -273,6 +287,9 @@ class BatchApplier:
                 self.batch.instances[iid] = None
                 self.after.changed[iid] = None
                 self.after.deleted[iid] = inst
+                # Its history goes with it: the rows it lists, and this batch's entries.
+                self.batch.history_del.extend((iid, first) for first in inst.history_rows)
+                self.history.pop(iid, None)
         for deliver in follow_ups:
             self.apply_event(iid, deliver)
         return True
@@ -370,7 +387,7 @@ class BatchApplier:
                 continue
             self.buffer_taken.add(buf_id)
             self.batch.buffer_del.append(buf_id)
-            out.append(Deliver(node, payload, at.topic))
+            out.append(Deliver(node, payload, at.topic))  # (its offset is not kept)
         return out
 
     def incoming(self, item: Incoming) -> None:
@@ -398,7 +415,7 @@ class BatchApplier:
                 if not self.owns_instance(iid):
                     # Its owner decides (a late delivery to a finished node is ignored there);
                     # the entry's flag is all this partition knows of the node.
-                    self.batch.forwards.append(ForwardEvent(iid, Deliver(node, msg.value, msg.topic)))
+                    self.batch.forwards.append(ForwardEvent(iid, deliver_of(node, msg)))
                     matched = True
                     only_one_taken = only_one_taken or only_one
                     continue
@@ -412,7 +429,7 @@ class BatchApplier:
                     if only_one_taken:
                         continue
                     only_one_taken = True
-                self.apply_event(iid, Deliver(node, msg.value, msg.topic))
+                self.apply_event(iid, deliver_of(node, msg))
                 matched = True
         if item.unmatched_route is not None and not matched:
             self.batch.forwards.append(item.unmatched_route)
@@ -471,8 +488,10 @@ class BatchApplier:
     def size_problem(self, iid: str, inst: Instance, size: int) -> TooLarge | None:
         """Why ``inst`` cannot be committed, or None. An instance committed over a limit
         (lowered since) may still progress (stop, finish), growing by at most a sixteenth
-        of the limit a batch."""
+        of the limit a batch. The history's tail in the record (``model.history``, under
+        ``FLUSH_BYTES``) does not count: a workflow's limit is its own state's."""
         limits = self.proc.settings.limits
+        size -= len(inst.history_tail)
         if size > limits.instance and self._grows(iid, size, limits.instance):
             return TooLarge(f"the record of instance {iid!r}", size, limits.instance, " (max_instance_bytes)")
         if size > limits.parameters:
@@ -493,6 +512,13 @@ class BatchApplier:
             self.batch.jobs_put = [j for j in self.batch.jobs_put if (j.instance, j.node, j.seq) not in gone]
             gone = gone | self.inlined
             self.after.jobs = [j for j in self.after.jobs if (j.instance, j.node, j.seq) not in gone]
+        for iid, entries in self.history.items():
+            changed = self.after.changed[iid]
+            assert changed is not None  # (a deleted instance's entries are dropped)
+            flush = history.fold(changed, entries, self.history_limit)
+            if flush is not None:
+                self.batch.history_put.append((iid, *flush.put))
+                self.batch.history_del.extend((iid, first) for first in flush.delete)
         limits = self.proc.settings.limits
         smaller = min(limits.instance, limits.parameters)
         problems: dict[str, TooLarge] = {}

@@ -186,3 +186,5 @@ class Settings:
     instantiate: Callable[[str, str, dict[str, Any], float], Instance] | None = None
     # The version of a template the engine registers (``machine.Context.registered_version``).
     registered_version: Callable[[str], str | None] | None = None
+    # Entries of each instance's history a read shows (``model.history``); 0: none kept.
+    history_limit: int = 100

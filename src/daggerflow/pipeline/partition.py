@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import PartitionMoved
 from ..machine import TimerFired
+from ..model import history
 from ..store.base import Store
 from .clock import Clock
 from .items import Committer, Item, Purge, Settings
@@ -71,6 +72,14 @@ class PartitionTask:
         )
         self.processor = Processor(store, context.clock, settings, hooks, committer)
         self.closed = False
+
+    def history(self, instance_id: str, *, after: int, size: int) -> history.Page | None:
+        """A page of an instance's committed history (None: no such instance here)."""
+        inst = self.processor.committed_instance(instance_id)
+        if inst is None:
+            return None
+        rows = self.store.history_rows(instance_id) if inst.history_rows else []
+        return history.read(inst, rows, self.processor.settings.history_limit, after=after, size=size)
 
     def _timer_fired(self, instance: str, key: str) -> None:
         self.processor.submit_event(instance, TimerFired(key))

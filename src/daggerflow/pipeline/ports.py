@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..machine.events import Event
 from ..model.bulk import BulkShare, BulkSpec
+from ..model.history import Page
 from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
@@ -81,6 +82,13 @@ class Runtime(Protocol):
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         """The committed state, wherever it is held."""
+
+    def local_history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        """A page of the history of an instance this process holds (None: no such instance);
+        ``NotOwner`` where another worker owns it."""
+
+    async def history(self, instance_id: str, *, after: int, size: int) -> Page | None:
+        """A page of the history of any instance, wherever it is held."""
 
     async def wait_for(
         self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None

@@ -135,12 +135,12 @@ class Processor(Loop):
         return decode_instance(data) if data is not None else copy_instance(inst)
 
     def committed_size(self, instance_id: str) -> int:
-        """The size of the committed record (0 if there is none)."""
+        """The size of the committed record without its history tail (0 if there is none)."""
         inst = self.committed_instance(instance_id)
         if inst is None:
             return 0
         data = self.cache[instance_id][1]
-        return len(data) if data is not None else len(encode_instance(inst))
+        return (len(data) if data is not None else len(encode_instance(inst))) - len(inst.history_tail)
 
     def _remember(self, inst: Instance, data: bytes | None) -> None:
         self.cache[inst.id] = (inst, data)

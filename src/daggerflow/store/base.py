@@ -47,6 +47,10 @@ class WriteBatch:
     # Schedules written (None: deleted), by name: a schedule's state changes in the batch
     # that creates the instances of its ticks.
     schedules: dict[str, Schedule | None] = field(default_factory=dict)
+    # History rows (``model.history``): (instance, first seq, msgpack array of entries), and
+    # the (instance, first seq) of rows to delete.
+    history_put: list[tuple[str, int, bytes]] = field(default_factory=list)
+    history_del: list[tuple[str, int]] = field(default_factory=list)
     # Changelog partition -> offset of the last changelog record this batch applies.
     changelog_offsets: dict[int, int] = field(default_factory=dict)
     # Kafka runtime only (stores ignore these): input partition -> next offset to read, and
@@ -95,6 +99,10 @@ class Store(Protocol):
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         """The (instance, node, match_only_one) entries indexed under ``at``."""
+        ...
+
+    def history_rows(self, instance_id: str) -> list[tuple[int, bytes]]:
+        """The stored history rows of an instance: (first seq, msgpack array of entries)."""
         ...
 
     def all_timers(self) -> list[tuple[str, str, float]]: ...

@@ -24,6 +24,7 @@ e    buffered message id (u64)           [v, topic, key, value, payload, expires
 u    bulk job id                         [v, encoded BulkShare]  (a partition's share)
 U    bulk job id, seq (u64)              [v, instance id]     (one it has yet to act on)
 S    schedule name                       [v, encoded Schedule (bytes)]
+h    instance, first seq (u64)           [v, msgpack array of history entries]
 ===  ==================================  ===========================================
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
@@ -74,6 +75,7 @@ BUFFERED = b"e"
 BULK_SHARE = b"u"
 BULK_ITEM = b"U"
 SCHEDULE = b"S"
+HISTORY = b"h"
 
 Record = tuple[bytes, bytes | None]
 
@@ -142,6 +144,12 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
             (FORMAT_VERSION, c.topic, c.key, c.value, payload, expires)
         )
     out.extend(buffered.items())
+    rows: dict[bytes, bytes | None] = {}
+    for instance, first in batch.history_del:
+        rows[HISTORY + text_field(instance) + u64(first)] = None
+    for instance, first, data in batch.history_put:
+        rows[HISTORY + text_field(instance) + u64(first)] = _pack.encode((FORMAT_VERSION, data))
+    out.extend(rows.items())
     for name, schedule in batch.schedules.items():
         value = None if schedule is None else _pack.encode((FORMAT_VERSION, encode_schedule(schedule)))
         out.append((SCHEDULE + text_field(name), value))
@@ -280,6 +288,13 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
     elif tag == SCHEDULE:
         (name,) = text_fields(key[1:])
         batch.schedules[name] = None if value is None else decode_schedule(_fields(value, 2)[1])
+    elif tag == HISTORY:
+        (instance,) = text_fields(key[1:-8])
+        first = int(U64.unpack(key[-8:])[0])
+        if value is None:
+            batch.history_del.append((instance, first))
+        else:
+            batch.history_put.append((instance, first, bytes(_fields(value, 2)[1])))
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

@@ -7,11 +7,8 @@ power loss). One process owns a database at a time (an exclusive lock file ``<di
 next to the database directory), so the worker is the single writer and topic heads and
 the buffered-message id counter live in memory.
 
-Key layout. A key is a one-byte table tag followed by its fields. A string field is its
-UTF-8 bytes with every ``00`` byte escaped as ``00 FF``, followed by the separator
-``00 01``: no field is a prefix of another, and byte order is the strings' order. Integers
-are 8-byte big-endian, floats 8 bytes in an order-preserving encoding, so byte order is
-numeric order.
+Key layout: a one-byte table tag followed by its fields, in the order-preserving encoding
+of ``store/keys.py`` (which the changelog shares).
 
 ====  ========================================================  ============================
 tag   key fields                                                value
@@ -37,6 +34,8 @@ n     topic, message id                                         first seen (floa
 N     first seen, topic, message id                             -- (to purge by age)
 B     topic, key, value, id                                     msgpack [payload, expires]
 e     id                                                        the ``B`` key
+h     instance, first seq (u64)                                msgpack array of history
+                                                                entries (model.history)
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
 u     bulk job id                                               encoded ``BulkShare``
@@ -46,10 +45,9 @@ S     schedule name                                             encoded Schedule
 v     template, version                                         msgpack [definition, seen]
 ====  ========================================================  ============================
 
-The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
-databases written before the ``L`` range existed need no migration: no ``L`` key reads as
-"no checkpoint"; nor ``S``, which reads as "no schedules"; nor do ``x`` entries written before they had a value: empty reads as "not
-match_only_one".
+Version 1 databases need no migration: a missing range reads as empty (no ``L``: no
+checkpoint; no ``S``, ``u``, ``v``, ``h``: none kept yet), and an ``x`` entry written before
+entries had a value reads as "not match_only_one".
 """
 
 from __future__ import annotations
@@ -75,6 +73,7 @@ from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
+from .rocksdb_history import RocksHistory
 from .rocksdb_schedules import RocksSchedules
 from .rocksdb_topics import RocksTopicRetention
 from .rocksdb_versions import RocksVersions
@@ -102,7 +101,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules, RocksVersions):
+class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules, RocksVersions):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -451,6 +450,8 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules, RocksVersions
                 wb.put(b"r" + sid, _pack.encode((status, created, template)))
             listed[iid] = (status, created, template)
             wb.put(b"i" + sid, batch.encoded.get(iid) or encode_instance(inst))
+        if batch.history_put or batch.history_del:
+            self._write_history(wb, batch)
         for c, instance, node in batch.index_del:
             wb.delete(b"x" + _s(c.topic) + _s(c.key) + _s(c.value) + _s(instance) + _s(node))
             wb.delete(b"X" + _s(instance) + _s(c.topic) + _s(c.key) + _s(c.value) + _s(node))
@@ -563,6 +564,8 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksSchedules, RocksVersions
             wb.delete(key)
             wb.delete(b"x" + _s(topic) + _s(name) + _s(value) + sid + _s(node))
         for key in self._keys(b"T" + sid):
+            wb.delete(key)
+        for key in self._keys(b"h" + sid):
             wb.delete(key)
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:

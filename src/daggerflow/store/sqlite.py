@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
 # 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs, schedules,
-# template_versions
+# template_versions, history
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -72,7 +72,16 @@ CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL)
 CREATE TABLE IF NOT EXISTS template_versions (
     template TEXT NOT NULL, version TEXT NOT NULL, definition BLOB NOT NULL, seen REAL NOT NULL,
     PRIMARY KEY (template, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    instance TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (instance, seq)) WITHOUT ROWID;
 """
+
+# An instance's history rows (model.history): keyed by the seq of their first entry.
+_HISTORY = (
+    "CREATE TABLE IF NOT EXISTS history (instance TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "data BLOB NOT NULL, PRIMARY KEY (instance, seq)) WITHOUT ROWID"
+)
 
 
 def _add_only_one(db: sqlite3.Connection) -> None:
@@ -95,6 +104,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS template_versions (template TEXT NOT NULL, version TEXT NOT NULL, "
         "definition BLOB NOT NULL, seen REAL NOT NULL, PRIMARY KEY (template, version)) WITHOUT ROWID",
+        _HISTORY,
     ],
 }
 
@@ -227,6 +237,10 @@ class SQLiteStore:
             (at.topic, at.key, at.value),
         )
         return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    def history_rows(self, instance_id: str) -> list[tuple[int, bytes]]:
+        rows = self.db.execute("SELECT seq, data FROM history WHERE instance=? ORDER BY seq", (instance_id,))
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def all_timers(self) -> list[tuple[str, str, float]]:
         return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
@@ -406,6 +420,11 @@ class SQLiteStore:
                 db.executemany("DELETE FROM instances WHERE id=?", dels)
                 db.executemany("DELETE FROM correlation WHERE instance=?", dels)
                 db.executemany("DELETE FROM timers WHERE instance=?", dels)
+                db.executemany("DELETE FROM history WHERE instance=?", dels)
+            if batch.history_del:
+                db.executemany("DELETE FROM history WHERE instance=? AND seq=?", batch.history_del)
+            if batch.history_put:
+                db.executemany("INSERT OR REPLACE INTO history VALUES (?,?,?)", batch.history_put)
             if batch.index_del:
                 db.executemany(
                     "DELETE FROM correlation WHERE topic=? AND key=? AND value=? AND instance=? AND node=?",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..bulk_actions import BulkResult
     from ..model.bulk import BulkProgress, BulkShare
+    from ..model.history import Page
     from ..model.instance import Instance
     from ..model.query import InstanceQuery
     from ..model.records import Message
@@ -45,6 +46,10 @@ class EngineAPI(Protocol):
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def local_instance(self, instance_id: str) -> Instance | None: ...
+
+    async def history(self, instance_id: Any, *, limit: int = 100, after: int | None = None) -> Page: ...
+
+    def local_history(self, instance_id: str, *, after: int | None = None, limit: int = 100) -> Page | None: ...
 
     async def stop_instance(self, instance_id: Any) -> ITemplateDAGInstance[Any, Any] | None: ...
 

@@ -69,6 +69,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/bulk/{job}", internal.bulk_shares),
         _internal(engine, "/internal/v1/schedules", internal.schedules),
         _internal(engine, "/internal/v1/versions", internal.versions),
+        _internal(engine, "/internal/v1/history/{id:path}", internal.history),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``

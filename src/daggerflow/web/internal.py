@@ -18,7 +18,7 @@ from ..model.query import query_from_filter
 from ..model.versions import encode_versions
 from .errors import ApiError
 from .inputs import decode_query
-from .schemas import CountQuery, InternalFilterQuery, InternalListQuery, NoQuery
+from .schemas import CountQuery, HistoryQuery, InternalFilterQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -40,6 +40,18 @@ async def instance(engine: EngineAPI, request: Request) -> Response:
     if found is None:
         return _internal(b"", 404)
     return _internal(encode_instance(found))
+
+
+async def history(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, HistoryQuery)
+    iid: str = request.path_params["id"]
+    try:
+        page = engine.local_history(iid, after=q.after, limit=q.limit)
+    except NotOwner as exc:
+        return _internal(str(exc).encode(), MISDIRECTED, "text/plain")
+    if page is None:
+        return _internal(b"", 404)
+    return _internal(msgspec.msgpack.encode(page))
 
 
 async def instances(engine: EngineAPI, request: Request) -> Response:

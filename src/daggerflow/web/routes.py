@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import docs, handlers, schedule_routes
+from .history import instance_history
 from .schemas import (
     ActionQuery,
     Appended,
@@ -24,6 +25,8 @@ from .schemas import (
     CreateInstanceRequest,
     DeletedInstance,
     DeletedSchedule,
+    HistoryPage,
+    HistoryQuery,
     InstancePage,
     InstanceRef,
     InstanceSnapshot,
@@ -155,6 +158,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Operation(
                 "GET", handlers.instance, "getInstance", "One workflow's snapshot", InstanceSnapshot,
                 errors=(404, 503), description=_FORWARDS,
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/{id}/history",
+        (
+            Operation(
+                "GET", instance_history, "getInstanceHistory",
+                "What happened to a workflow, oldest first: each applied event and the status changes it caused",
+                HistoryPage, query=HistoryQuery, errors=(404, 503),
+                description="Paged: pass a page's `next` as `after` for the next one. The newest "
+                "`history_limit` entries are kept; a first entry with event `dropped` says how many older "
+                "ones were dropped. " + _FORWARDS,
             ),
         ),
     ),

@@ -82,6 +82,15 @@ class MessagesQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     limit: Limit = 100
 
 
+class HistoryQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Paging of an instance's history, oldest first."""
+
+    limit: Limit = 100
+    after: Annotated[
+        int, Meta(ge=-1, le=MAX_OFFSET, description="only entries with a seq above this one (the previous page's next)")
+    ] = -1
+
+
 class NoQuery(Struct, forbid_unknown_fields=True):
     """A route that takes no query parameters."""
 
@@ -413,6 +422,39 @@ class TopicMessage(Struct, kw_only=True):
 class MessagesPage(Struct, kw_only=True):
     messages: list[TopicMessage]
     next: int
+
+
+class StatusChange(Struct, kw_only=True):
+    node: str
+    from_: str = field(name="from")
+    to: str
+
+
+class HistoryItem(Struct, kw_only=True, omit_defaults=True):
+    """One entry of an instance's history: an applied event and the status changes it
+    caused. ``event`` is the kind (create, submit, stop, deliver, done, failed, timer, retry,
+    skip, complete, patch), or ``dropped`` for the marker that says how many older entries
+    were dropped (``dropped``)."""
+
+    seq: int
+    time: float
+    event: str
+    node: str | None = None
+    changes: list[StatusChange] = field(default_factory=list)
+    job: Annotated[str, Meta(description="the user call that ended (execute, on_message, ...)")] | None = None
+    attempt: Annotated[int, Meta(description="the attempts of the event's node after it")] | None = None
+    error: Annotated[str, Meta(description="the error's first line")] | None = None
+    actor: Annotated[str, Meta(description="who asked for a manual action")] | None = None
+    topic: str | None = None
+    offset: Annotated[int, Meta(description="the offset of the listener message that matched")] | None = None
+    partition: Annotated[int, Meta(description="its partition (Kafka)")] | None = None
+    detail: Annotated[str, Meta(description="a timer's purpose, the patched parameter names")] | None = None
+    dropped: int = 0
+
+
+class HistoryPage(Struct, kw_only=True):
+    items: list[HistoryItem]
+    next: Annotated[int, Meta(description="the `after` of the next page; null on the last")] | None
 
 
 def as_struct(data: Any, kind: type[Any]) -> Any:
