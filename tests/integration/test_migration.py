@@ -139,6 +139,10 @@ async def test_instances_waiting_in_a_listener_migrate_and_complete_under_the_ne
         assert [(i["id"], i["action"]) for i in r.json()["instances"]] == [("m1", "migrate")]
         m1 = await engine.get_instance_state("m1")
         assert m1 is not None and m1.template_version == v2 and listener_waiting(m1)
+        # The history records the migration with its actor and the versions.
+        page = (await client.get("/api/v1/instances/m1/history")).json()
+        moved = [e for e in page["items"] if e["event"] == "migrate"]
+        assert len(moved) == 1 and moved[0]["actor"] == "ops" and moved[0]["detail"].endswith(f"-> {v2}"), moved
 
         # One through the CLI (dry first), the rest through the Python API.
         code, out = await cli(str(engine.web_url), "migrate", "--template", "orders", "--from", v1, "--map",

@@ -121,6 +121,9 @@ def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[
         detail = ",".join(sorted(event.changes))
     elif kind == "retry" and event.runtime_parameters:
         detail = ",".join(sorted(event.runtime_parameters))
+    elif kind == "migrate":
+        target = event.target.template_version
+        detail = f"{event.from_version} -> {target}" if event.from_version else f"-> {target}"
     return (seq, now, kind, getattr(event, "node", None), changes, None, None, None, event.actor, None, None,
             None, detail)  # fmt: skip
 
