@@ -9,6 +9,7 @@ process: nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ from .pipeline.ports import Runtime, RuntimeParts
 from .registration import Registration
 from .registry import Registry
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
+from .telemetry import Telemetry, build
 from .templates import ITemplateDAG
 from .topics import Topics
 from .web.auth import TokenOption
@@ -99,6 +101,10 @@ class Dagger(Registration, Operations):
         max_parameters_bytes: int = 1024 * 1024,
         max_instance_bytes: int = 1024 * 1024,
         topic_retention: dict[str, dict[str, Any]] | None = None,
+        tracing: bool | None = None,
+        metrics: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -140,6 +146,10 @@ class Dagger(Registration, Operations):
             max_parameters_bytes=max_parameters_bytes,
             max_instance_bytes=max_instance_bytes,
             topic_retention=topic_retention,
+            tracing=tracing,
+            metrics=metrics,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -149,6 +159,7 @@ class Dagger(Registration, Operations):
         self.runtime: Runtime | None = None
         self._limits = self.config.limits()
         self._observer: CommitObserver | None = None
+        self.telemetry: Telemetry | None = None
         self._jobs: JobRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
@@ -189,7 +200,10 @@ class Dagger(Registration, Operations):
     def _build_runtime(self, jobs: JobRunner, observer: CommitObserver) -> Runtime:
         cfg = self.config
         context = TaskContext(self.clock, jobs, observer, cfg.inline_jobs, cfg.dedupe_ttl)
-        parts = RuntimeParts(cfg.pipeline_settings(), self._registry, context, observer)
+        settings = cfg.pipeline_settings()
+        if self._observing():
+            settings = dataclasses.replace(settings, observer=self.telemetry)
+        parts = RuntimeParts(settings, self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
 
@@ -207,7 +221,12 @@ class Dagger(Registration, Operations):
         self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
                                cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
-        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter)
+        # Tracing is decided here, once: a provider installed after the start is not used.
+        self.telemetry = build(self.clock.now, system="kafka" if cfg.broker is not None else "daggerflow",
+                               tracing=cfg.tracing, tracer_provider=cfg.tracer_provider,
+                               meter_provider=cfg.meter_provider)  # fmt: skip
+        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter,
+                                        self.telemetry if self._observing() else None)  # fmt: skip
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
         self._observer.start()
@@ -222,6 +241,11 @@ class Dagger(Registration, Operations):
         if cfg.broker is not None:
             log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
                      self.web_url or "off")  # fmt: skip
+
+    def _observing(self) -> bool:
+        """Whether the pipeline reports to the telemetry (metrics on, or spans to emit)."""
+        tel = self.telemetry
+        return tel is not None and (self.config.metrics or tel.tracing is not None)
 
     async def _start_web(self) -> None:
         from .web.server import WebServer
@@ -339,6 +363,9 @@ class Dagger(Registration, Operations):
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
+        tel = self.telemetry
+        if tel is not None and tel.tracing is not None:
+            instance.trace = tel.tracing.context_for(iid)
         # The whole record's size is checked where it is encoded anyway (the batch that
         # creates it): a record over max_instance_bytes fails this call with TooLarge.
         applied, result = await runtime.call(iid, Create(instance, submit_task))

@@ -164,7 +164,8 @@ class KafkaRuntime:
         self.supervisor.spawn("fetch", fetch.run(), name="kafka-fetch")
         self.supervisor.spawn("job-runner", self.context.jobs.failure())
         self._loops = stateless_loops(self.worker, routing, {t: listeners[t] for t in routed}, agents,
-                                      watch.end_fenced, self.parts.settings.limits.message)  # fmt: skip
+                                      watch.end_fenced, self.parts.settings.limits.message,
+                                      self.parts.settings.observer)  # fmt: skip
         for loop in self._loops:
             await loop.start()
             assert loop.task is not None

@@ -48,6 +48,7 @@ from .items import (
     Settings,
 )
 from .jobs import JobOutcome, Started
+from .observe import BUFFERED, DUPLICATE, ERROR, LATE, MATCHED, UNMATCHED
 
 _json = msgspec.json.Encoder()
 #: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
@@ -100,6 +101,7 @@ class PostCommit:
     # batch created it): what the lifecycle log compares ``changed`` with.
     before: dict[str, Instance | None] = field(default_factory=dict)
     appends: list[Outgoing] = field(default_factory=list)  # the messages the batch appends
+    telemetry: list[Any] = field(default_factory=list)  # what the observer reports after it
 
 
 def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
@@ -140,6 +142,7 @@ class BatchApplier:
         self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
         self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
         self.seen: set[tuple[str, str]] = set()
+        self.obs = proc.settings.observer
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -205,6 +208,8 @@ class BatchApplier:
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
+            if self.obs is not None and isinstance(event, (JobDone, JobFailed)):
+                self.obs.outbox(self.after.telemetry, inst, event.node, box)
             self.batch.appends.extend(box)
         after_jobs = _active_jobs(inst)
         for node, seq in before - after_jobs:
@@ -346,14 +351,24 @@ class BatchApplier:
             self.batch.positions[item.consumer] = msg.offset + 1
         if item.future is not None:
             self.after.results.append((item.future, msg.offset))
+        obs = self.obs
         if item.dead_letter is not None:
             self.batch.appends.append(item.dead_letter)
+            if obs is not None:
+                obs.correlated(self.after.telemetry, msg, item.consumer, ERROR, [], 0)
             return
         self.batch.forwards.extend(item.routes)
         key = None if item.message_id is None else (msg.topic, item.message_id)
         if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
-            return  # a redelivered or duplicate message: ignored (design §3)
+            if obs is not None:  # a redelivered or duplicate message: ignored (design §3)
+                obs.correlated(self.after.telemetry, msg, item.consumer, DUPLICATE, [], 0)
+            return
         matched = False
+        # What the observer reports: the local instances the message changed, the
+        # deliveries forwarded, and whether it found only finished nodes (late).
+        hits: list[Instance] = []
+        forwarded = 0
+        found = False
         # Every matching waiter of a normal listener gets the message; of the waiters whose
         # listener is match_only_one, only the first.
         only_one_taken = False
@@ -367,6 +382,7 @@ class BatchApplier:
                     # the entry's flag is all this partition knows of the node.
                     self.batch.forwards.append(ForwardEvent(iid, Deliver(node, msg.value, msg.topic)))
                     matched = True
+                    forwarded += 1
                     only_one_taken = only_one_taken or only_one
                     continue
                 target = self.load(iid)
@@ -379,11 +395,15 @@ class BatchApplier:
                     if only_one_taken:
                         continue
                     only_one_taken = True
-                self.apply_event(iid, Deliver(node, msg.value, msg.topic))
+                found = True
+                if self.apply_event(iid, Deliver(node, msg.value, msg.topic)) and obs is not None:
+                    changed = self.after.changed.get(iid)
+                    if changed is not None:
+                        hits.append(changed)
                 matched = True
         if item.unmatched_route is not None and not matched:
             self.batch.forwards.append(item.unmatched_route)
-            return
+            return  # its routed copy is reported where it is matched
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
         buffered = not matched and ttl > 0 and bool(item.mappings)
         if buffered:
@@ -396,6 +416,14 @@ class BatchApplier:
         if key is not None and (matched or buffered):
             self.seen.add(key)
             self.batch.seen.append(key)
+        if obs is not None:
+            if hits or forwarded:
+                result = MATCHED
+            elif found:
+                result = LATE
+            else:
+                result = BUFFERED if buffered else UNMATCHED
+            obs.correlated(self.after.telemetry, msg, item.consumer, result, hits, forwarded)
 
     def run_jobs_inline(self) -> None:
         """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).

@@ -24,6 +24,7 @@ from ..machine.events import Event
 from ..model.instance import Correlation
 from ..model.records import Message, Outgoing
 from ..store.base import WriteBatch
+from .observe import PipelineObserver
 
 
 class ForwardEvent(msgspec.Struct, frozen=True):
@@ -159,3 +160,5 @@ class Settings:
     owns_instance: Callable[[str], bool] | None = None
     owns_correlation: Callable[[Correlation], bool] | None = None
     limits: Limits = field(default_factory=Limits)
+    # Traces and metrics (``telemetry``); None: nothing observes, nothing is recorded.
+    observer: PipelineObserver | None = None

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from ..model.instance import Instance
     from ..model.records import Message
     from ..tasks import ITemplateDAGInstance
+    from ..telemetry import Telemetry
     from ..templates import ITemplateDAG
 
 
@@ -20,6 +21,9 @@ class EngineAPI(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    #: Its metrics and tracing, once started (None before).
+    telemetry: Telemetry | None
 
     @property
     def template_dags(self) -> dict[str, ITemplateDAG]: ...

@@ -1,0 +1,162 @@
+"""``Telemetry``: what the pipeline observes (``pipeline.observe.PipelineObserver``) turned
+into metrics and, when the application installed a tracer provider, spans.
+
+After each commit it compares every changed instance with its state before the batch, as
+the lifecycle log does: a root that left NOT_STARTED started, a node that became terminal
+ended (its span, its duration), a task whose job ended with an error and is not terminal
+failed an attempt that will be retried. Everything it reports is committed state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..model.instance import Instance, Node
+from ..model.records import Message, Outgoing
+from ..model.status import TERMINAL_STATUSES
+from .metrics import Metrics
+from .tracing import AgentScope, Tracing, _Consumed, _Send
+
+_NO_NODES: dict[str, Node] = {}
+_NO_CORRELATIONS: dict[str, Any] = {}
+
+
+class Telemetry:
+    def __init__(self, now: Callable[[], float], metrics: Metrics, tracing: Tracing | None) -> None:
+        self.now = now
+        self.metrics = metrics
+        self.tracing = tracing
+        # Start times of retried attempts seen by this worker ((instance, node) -> time):
+        # the record keeps only the task's first start. Taken when the attempt ends.
+        self._attempt_started: dict[tuple[str, str], float] = {}
+
+    # Before the commit ----------------------------------------------------------------
+
+    def agent(self, msg: Message, name: str) -> AgentScope | None:
+        return AgentScope(self.tracing, msg, name) if self.tracing is not None else None
+
+    def outbox(self, pending: list[Any], inst: Instance, node: str, box: list[Outgoing]) -> None:
+        n = inst.nodes.get(node)
+        if n is None:
+            return
+        sent = self.metrics.commands_sent
+        for out in box:
+            sent.child(inst.template_name, n.name, out.topic).inc()
+        if self.tracing is not None and inst.trace is not None:
+            pending.extend(self.tracing.stamp(inst, n, box, self.now()))
+
+    def correlated(
+        self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int
+    ) -> None:
+        self.metrics.correlation.child(msg.topic, result).inc()
+        if self.tracing is not None:
+            pending.append(_Consumed(msg, consumer, result, matched, forwarded, self.now()))
+
+    def batch_committed(self, items: int, seconds: float) -> None:
+        self.metrics.commit_duration.child().observe(seconds)
+        self.metrics.batch_size.child().observe(items)
+
+    def timer_fired(self, key: str, late: float) -> None:
+        # Keys are "<node id>:<purpose>[:<job>]"; purposes are few (due, timeout, max_run, retry).
+        parts = key.split(":")
+        purpose = next((p for p in reversed(parts) if p in _PURPOSES), "other")
+        self.metrics.timer_lateness.child(purpose).observe(max(0.0, late))
+
+    # After the commit -----------------------------------------------------------------
+
+    def committed(self, changed: dict[str, Instance | None], deleted: dict[str, Instance],
+                  before: dict[str, Instance | None], pending: list[Any]) -> None:  # fmt: skip
+        now = self.now()
+        links: dict[str, list[Any]] | None = None
+        tracing = self.tracing
+        if pending and tracing is not None:
+            links = {}
+            for entry in pending:
+                if isinstance(entry, _Send):
+                    tracing.sent(entry)
+                else:
+                    link = tracing.consumed(entry, now)
+                    for inst in entry.matched:
+                        links.setdefault(inst.id, []).append(link)
+        for iid, inst in changed.items():
+            gone = inst is None
+            if inst is None:
+                inst = deleted.get(iid)
+                if inst is None:
+                    continue
+            self._instance(inst, before.get(iid), gone, now, links)
+
+    def _instance(self, inst: Instance, prev: Instance | None, gone: bool, now: float,
+                  links: dict[str, list[Any]] | None) -> None:  # fmt: skip
+        m = self.metrics
+        template = inst.template_name
+        root = inst.root
+        tracing = self.tracing if inst.trace is not None else None
+        prev_nodes = prev.nodes if prev is not None else _NO_NODES
+        self._listeners(inst, prev, gone, now)
+        for node in inst.nodes.values():
+            old = prev_nodes.get(node.id)
+            if old is not None and old.status == node.status and old.job_seq == node.job_seq and old.error == node.error:
+                continue
+            terminal = node.status in TERMINAL_STATUSES
+            ended = terminal and (old is None or old.status not in TERMINAL_STATUSES)
+            if node is root:
+                if (old is None or old.status == "NOT_STARTED") and node.status != "NOT_STARTED":
+                    m.workflows_started.child(template).inc()
+                if ended:
+                    outcome = node.status.lower()
+                    m.workflows_completed.child(template, outcome).inc()
+                    m.workflow_duration.child(template, outcome).observe(
+                        max(0.0, (node.time_completed or now) - root.time_created)
+                    )
+                    if tracing is not None:
+                        tracing.instance_span(inst, now)
+                continue
+            old_seq = old.job_seq if old is not None else 0
+            if node.job_seq > old_seq:  # an attempt started in this batch
+                if node.attempts == 1 and node.time_submitted:
+                    m.schedule_to_start.child(template, node.name).observe(max(0.0, now - node.time_submitted))
+                elif node.attempts > 1 and tracing is not None:
+                    self._attempt_started[(inst.id, node.id)] = now
+            if ended:
+                if not node.time_submitted:
+                    continue  # never ran (skipped, or halted before it started)
+                start = self._attempt_started.pop((inst.id, node.id), node.time_submitted)
+                end = node.time_completed or now
+                if node.kind != "process":
+                    m.task_duration.child(template, node.name, node.status.lower()).observe(max(0.0, end - start))
+                    if node.kind == "listener":
+                        m.listener_wait.child(template, node.name, node.topic or "").observe(
+                            max(0.0, end - node.time_submitted)
+                        )
+                if tracing is not None:
+                    error = node.error if node.status == "FAILURE" else None
+                    found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
+                    tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
+            elif (
+                not terminal and node.error is not None and node.job is None
+                and (old is None or old.job is not None or old_seq != node.job_seq)
+            ):  # fmt: skip
+                m.retries.child(template, node.name).inc()
+                if tracing is not None:
+                    start = self._attempt_started.pop((inst.id, node.id), node.time_submitted or now)
+                    tracing.node_ended(inst, node, start, now, max(1, node.attempts), node.error)
+
+    def _listeners(self, inst: Instance, prev: Instance | None, gone: bool, now: float) -> None:
+        """Keep ``Metrics.open_listeners`` in step with the instance's indexed listeners."""
+        current = _NO_CORRELATIONS if gone else inst.correlations
+        old = prev.correlations if prev is not None else _NO_CORRELATIONS
+        if current.keys() == old.keys():
+            return
+        waiting = self.metrics.open_listeners
+        for nid in old.keys() - current.keys():
+            waiting.pop((inst.id, nid), None)
+        for nid in current.keys() - old.keys():
+            node = inst.nodes.get(nid)
+            if node is not None:
+                waiting[(inst.id, nid)] = ((inst.template_name, node.name, current[nid].topic),
+                                           node.time_submitted or now)  # fmt: skip
+
+
+_PURPOSES = frozenset({"due", "timeout", "max_run", "retry"})
