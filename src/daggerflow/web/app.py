@@ -72,5 +72,5 @@ def create_app(engine: EngineAPI) -> Starlette:
     # would otherwise answer as the listing where a client asked for an instance).
     app.router.redirect_slashes = False
     app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, _version()))
-    app.add_middleware(RequestTelemetry, telemetry=getattr(engine, "telemetry", None))
+    app.add_middleware(RequestTelemetry, engine=engine)
     return app

@@ -14,16 +14,16 @@ from opentelemetry import propagate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from ..telemetry import Telemetry
+    from .api import EngineAPI
 
 
 class RequestTelemetry:
-    def __init__(self, app: ASGIApp, telemetry: Telemetry | None) -> None:
+    def __init__(self, app: ASGIApp, engine: EngineAPI) -> None:
         self.app = app
-        self.telemetry = telemetry
+        self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tel = self.telemetry
+        tel = getattr(self.engine, "telemetry", None)  # (None until the engine starts)
         if scope["type"] != "http" or tel is None:
             await self.app(scope, receive, send)
             return
