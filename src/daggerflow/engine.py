@@ -223,7 +223,8 @@ class Dagger(Registration, Operations):
                                cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
         # Tracing is decided here, once: a provider installed after the start is not used.
         self.telemetry = build(self.clock.now, system="kafka" if cfg.broker is not None else "daggerflow",
-                               tracing=cfg.tracing, tracer_provider=cfg.tracer_provider,
+                               tracing=cfg.tracing, group=cfg.application_name if cfg.broker else "",
+                               tracer_provider=cfg.tracer_provider,
                                meter_provider=cfg.meter_provider)  # fmt: skip
         self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter,
                                         self.telemetry if self._observing() else None)  # fmt: skip

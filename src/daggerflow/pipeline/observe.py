@@ -46,6 +46,12 @@ class PipelineObserver(Protocol):
     def timer_fired(self, key: str, late: float) -> None:
         """A timer fired ``late`` seconds after its due time."""
 
+    def consumer_lag(self, topic: str, lag: int) -> None:
+        """Kafka: the records of ``topic`` this worker's partitions are behind its end."""
+
+    def rebalanced(self, change: str, partitions: int) -> None:
+        """Kafka: ``partitions`` were ``"assigned"`` or ``"revoked"``."""
+
     def committed(self, changed: dict[str, Instance | None], deleted: dict[str, Instance],
                   before: dict[str, Instance | None], pending: list[Any]) -> None:  # fmt: skip
         """After a commit: the instances it changed (None: deleted; ``deleted`` holds their

@@ -27,6 +27,7 @@ def build(
     *,
     system: str,
     tracing: bool | None,
+    group: str = "",
     tracer_provider: Any = None,
     meter_provider: Any = None,
 ) -> Telemetry:
@@ -38,7 +39,7 @@ def build(
         provider = tracer_provider if tracer_provider is not None else global_tracer_provider()
     if tracing is True and provider is None:
         log.warning("tracing=True but no OpenTelemetry tracer provider is installed: no spans are emitted")
-    spans = Tracing(provider, system) if provider is not None else None
+    spans = Tracing(provider, system, group) if provider is not None else None
     if spans is not None and spans.seeded is None:
         log.warning("the tracer provider has no id_generator to seed: spans get random ids, so a step re-run "
                     "after a crash is emitted twice and task spans may name a parent never emitted")  # fmt: skip

@@ -63,6 +63,12 @@ class Telemetry:
         purpose = next((p for p in reversed(parts) if p in _PURPOSES), "other")
         self.metrics.timer_lateness.child(purpose).observe(max(0.0, late))
 
+    def consumer_lag(self, topic: str, lag: int) -> None:
+        self.metrics.consumer_lag.child(topic).set(lag)
+
+    def rebalanced(self, change: str, partitions: int) -> None:
+        self.metrics.rebalances.child(change).inc()
+
     # After the commit -----------------------------------------------------------------
 
     def committed(self, changed: dict[str, Instance | None], deleted: dict[str, Instance],

@@ -77,12 +77,14 @@ def _state(text: str) -> TraceState | None:
 
 
 class Tracing:
-    """Emits the engine's spans into ``provider``; ``system``: ``messaging.system``."""
+    """Emits the engine's spans into ``provider``; ``system``: ``messaging.system``;
+    ``group``: the consumer group of the messages the partitions read (Kafka's main group)."""
 
-    def __init__(self, provider: Any, system: str) -> None:
+    def __init__(self, provider: Any, system: str, group: str = "") -> None:
         self.seeded = ids.install(provider)
         self.tracer = provider.get_tracer("daggerflow", _version())
         self.system = system
+        self.group = group
 
     # Contexts -------------------------------------------------------------------------
 
@@ -240,8 +242,8 @@ class Tracing:
             attrs["messaging.kafka.offset"] = msg.offset
         else:
             attrs["messaging.message.id"] = str(msg.offset)
-        if c.consumer:
-            attrs["messaging.consumer.group.name"] = c.consumer
+        if c.consumer or self.group:
+            attrs["messaging.consumer.group.name"] = c.consumer or self.group
         links = []
         origin = self.message_link(msg.headers)
         if origin is not None:
