@@ -4,18 +4,21 @@ provider.
 
 Labels are template, task and topic names only (and an outcome), never instance ids,
 correlation values or offsets: their number is bounded by the application's templates.
-Each label combination is bound once (``Family.child``) and kept, so recording costs a
-dictionary look-up and the instruments' own work.
+Each label combination is bound once (``Family.child``) and kept; recording adds to plain
+numbers (a histogram: one ``bisect`` and two additions), which the registry's collector
+turns into the Prometheus text when ``/metrics`` is read.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry import metrics as otel
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 #: Seconds, from a fast commit to a day-long wait.
@@ -33,44 +36,87 @@ def meter_provider() -> Any | None:
 
 
 class Child:
-    """One label combination of a family, in both systems."""
+    """One label combination of a family: its value(s) kept as plain numbers (the event
+    loop is the only writer; a scrape reads them on the same loop), mirrored to its
+    OpenTelemetry instrument when there is one."""
 
-    __slots__ = ("attributes", "otel", "prom")
+    __slots__ = ("attributes", "bounds", "counts", "otel", "sum", "value")
 
-    def __init__(self, prom: Any, otel_instrument: Any, attributes: dict[str, str]) -> None:
-        self.prom = prom
+    def __init__(self, otel_instrument: Any, attributes: dict[str, str], bounds: Sequence[float] | None) -> None:
         self.otel = otel_instrument
         self.attributes = attributes
+        self.value = 0.0
+        self.sum = 0.0
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1) if bounds is not None else []
 
     def inc(self, amount: float = 1.0) -> None:
-        self.prom.inc(amount)
+        self.value += amount
         if self.otel is not None:
             self.otel.add(amount, self.attributes)
 
     def observe(self, value: float) -> None:
-        self.prom.observe(value)
+        assert self.bounds is not None
+        self.counts[bisect_left(self.bounds, value)] += 1  # (the first bucket whose le >= value)
+        self.sum += value
         if self.otel is not None:
             self.otel.record(value, self.attributes)
 
     def set(self, value: float) -> None:
-        self.prom.set(value)
+        self.value = value
         if self.otel is not None:
             self.otel.set(value, self.attributes)
 
 
 class Family:
-    def __init__(self, prom: Any, otel_instrument: Any, labels: Sequence[str]) -> None:
-        self._prom = prom
+    """A metric and its children by label values; ``kind``: counter, gauge or histogram."""
+
+    def __init__(self, name: str, help_text: str, kind: str, labels: Sequence[str], otel_instrument: Any,
+                 bounds: Sequence[float] | None = None) -> None:  # fmt: skip
+        self.name = name
+        self.help = help_text
+        self.kind = kind
+        self.labels = tuple(labels)
         self._otel = otel_instrument
-        self._labels = tuple(labels)
-        self._children: dict[tuple[str, ...], Child] = {}
+        self.bounds = tuple(bounds) if bounds is not None else None
+        self.children: dict[tuple[str, ...], Child] = {}
 
     def child(self, *values: str) -> Child:
-        found = self._children.get(values)
+        found = self.children.get(values)
         if found is None:
-            prom = self._prom.labels(*values) if self._labels else self._prom
-            found = self._children[values] = Child(prom, self._otel, dict(zip(self._labels, values, strict=True)))
+            attributes = dict(zip(self.labels, values, strict=True))
+            found = self.children[values] = Child(self._otel, attributes, self.bounds)
         return found
+
+    def collect(self) -> Metric:
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.help, labels=self.labels)
+            for values, c in self.children.items():
+                counter.add_metric(values, c.value)
+            return counter
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.help, labels=self.labels)
+            for values, c in self.children.items():
+                gauge.add_metric(values, c.value)
+            return gauge
+        assert self.bounds is not None
+        histogram = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        for values, c in self.children.items():
+            buckets, total = [], 0
+            for bound, n in zip((*self.bounds, math.inf), c.counts, strict=True):
+                total += n
+                buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), total))
+            histogram.add_metric(values, buckets, c.sum)
+        return histogram
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()
 
 
 class _Waiting(Collector):
@@ -96,6 +142,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._now = now
         self._meter = meter_provider.get_meter("daggerflow") if meter_provider is not None else None
+        self._families: list[Family] = []
         # Open listeners: (instance, node) -> ((template, task, topic), waiting since).
         self.open_listeners: dict[tuple[str, str], tuple[tuple[str, str, str], float]] = {}
         self.workflows_started = self._counter("workflows_started", "workflow instances started", ["template"])
@@ -123,30 +170,32 @@ class Metrics:
         self.rebalances = self._counter("kafka_rebalances", "partition assignments changed", ["change"])
         self.http_duration = self._histogram("http_request_duration_seconds", "REST requests",
                                              ["method", "route", "status"])  # fmt: skip
+        self.registry.register(_Families(self._families))
         self.registry.register(_Waiting(self))
         if self._meter is not None:
             self._meter.create_observable_gauge("daggerflow.listeners.open", [self._observe_open], "{listener}")
             self._meter.create_observable_gauge("daggerflow.listener.oldest_wait", [self._observe_oldest], "s")
 
     def _counter(self, name: str, help_text: str, labels: list[str]) -> Family:
-        prom = Counter(f"daggerflow_{name}", help_text, labels, registry=self.registry)
         inst = self._meter.create_counter(f"daggerflow.{name}".replace("_", "."), "1", help_text) if self._meter else None
-        return Family(prom, inst, labels)
+        return self._add(Family(f"daggerflow_{name}", help_text, "counter", labels, inst))
 
     def _gauge(self, name: str, help_text: str, labels: list[str]) -> Family:
-        prom = Gauge(f"daggerflow_{name}", help_text, labels, registry=self.registry)
         create = getattr(self._meter, "create_gauge", None) if self._meter is not None else None
         inst = create(f"daggerflow.{name}".replace("_", "."), "{record}", help_text) if create is not None else None
-        return Family(prom, inst, labels)
+        return self._add(Family(f"daggerflow_{name}", help_text, "gauge", labels, inst))
 
     def _histogram(self, name: str, help_text: str, labels: list[str], buckets: Sequence[float] = DURATION_BUCKETS) -> Family:
-        prom = Histogram(f"daggerflow_{name}", help_text, labels, registry=self.registry, buckets=buckets)
         inst = None
         if self._meter is not None:
             unit = "s" if name.endswith("_seconds") else "1"
             inst = self._meter.create_histogram(f"daggerflow.{name.removesuffix('_seconds')}".replace("_", "."),
                                                 unit, help_text)  # fmt: skip
-        return Family(prom, inst, labels)
+        return self._add(Family(f"daggerflow_{name}", help_text, "histogram", labels, inst, buckets))
+
+    def _add(self, family: Family) -> Family:
+        self._families.append(family)
+        return family
 
     def waiting(self) -> dict[tuple[str, str, str], tuple[int, float]]:
         """(template, task, topic) -> (open listeners, the oldest one's wait in seconds)."""

@@ -100,7 +100,8 @@ class Telemetry:
         root = inst.root
         tracing = self.tracing if inst.trace is not None else None
         prev_nodes = prev.nodes if prev is not None else _NO_NODES
-        self._listeners(inst, prev, gone, now)
+        if inst.correlations or (prev is not None and prev.correlations):
+            self._listeners(inst, prev, gone, now)
         for node in inst.nodes.values():
             old = prev_nodes.get(node.id)
             if old is not None and old.status == node.status and old.job_seq == node.job_seq and old.error == node.error:
