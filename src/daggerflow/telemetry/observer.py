@@ -15,7 +15,7 @@ from typing import Any
 from ..model.instance import Instance, Node
 from ..model.records import Message, Outgoing
 from ..model.status import TERMINAL_STATUSES
-from .metrics import Metrics
+from .metrics import Child, Metrics
 from .tracing import AgentScope, Tracing, _Consumed, _Send
 
 _NO_NODES: dict[str, Node] = {}
@@ -30,6 +30,7 @@ class Telemetry:
         # Start times of retried attempts seen by this worker ((instance, node) -> time):
         # the record keeps only the task's first start. Taken when the attempt ends.
         self._attempt_started: dict[tuple[str, str], float] = {}
+        self._templates: dict[str, _TemplateStats] = {}
 
     # Before the commit ----------------------------------------------------------------
 
@@ -40,9 +41,9 @@ class Telemetry:
         n = inst.nodes.get(node)
         if n is None:
             return
-        sent = self.metrics.commands_sent
+        node_stats = self._stats(inst.template_name).node(n.name, n.topic)
         for out in box:
-            sent.child(inst.template_name, n.name, out.topic).inc()
+            node_stats.sent(out.topic).inc()
         if self.tracing is not None and inst.trace is not None:
             pending.extend(self.tracing.stamp(inst, n, box, self.now()))
 
@@ -93,10 +94,15 @@ class Telemetry:
                     continue
             self._instance(inst, before.get(iid), gone, now, links)
 
+    def _stats(self, template: str) -> _TemplateStats:
+        found = self._templates.get(template)
+        if found is None:
+            found = self._templates[template] = _TemplateStats(self.metrics, template)
+        return found
+
     def _instance(self, inst: Instance, prev: Instance | None, gone: bool, now: float,
                   links: dict[str, list[Any]] | None) -> None:  # fmt: skip
-        m = self.metrics
-        template = inst.template_name
+        stats = self._stats(inst.template_name)
         root = inst.root
         tracing = self.tracing if inst.trace is not None else None
         prev_nodes = prev.nodes if prev is not None else _NO_NODES
@@ -106,46 +112,42 @@ class Telemetry:
             old = prev_nodes.get(node.id)
             if old is not None and old.status == node.status and old.job_seq == node.job_seq and old.error == node.error:
                 continue
-            terminal = node.status in TERMINAL_STATUSES
+            status = node.status
+            terminal = status in TERMINAL_STATUSES
             ended = terminal and (old is None or old.status not in TERMINAL_STATUSES)
             if node is root:
-                if (old is None or old.status == "NOT_STARTED") and node.status != "NOT_STARTED":
-                    m.workflows_started.child(template).inc()
+                if (old is None or old.status == "NOT_STARTED") and status != "NOT_STARTED":
+                    stats.started.inc()
                 if ended:
-                    outcome = node.status.lower()
-                    m.workflows_completed.child(template, outcome).inc()
-                    m.workflow_duration.child(template, outcome).observe(
-                        max(0.0, (node.time_completed or now) - root.time_created)
-                    )
+                    stats.ended(status, max(0.0, (node.time_completed or now) - root.time_created))
                     if tracing is not None:
                         tracing.instance_span(inst, now)
                 continue
             old_seq = old.job_seq if old is not None else 0
             if node.job_seq > old_seq:  # an attempt started in this batch
                 if node.attempts == 1 and node.time_submitted:
-                    m.schedule_to_start.child(template, node.name).observe(max(0.0, now - node.time_submitted))
+                    stats.node(node.name, node.topic).schedule_to_start.observe(max(0.0, now - node.time_submitted))
                 elif node.attempts > 1 and tracing is not None:
                     self._attempt_started[(inst.id, node.id)] = now
             if ended:
                 if not node.time_submitted:
                     continue  # never ran (skipped, or halted before it started)
-                start = self._attempt_started.pop((inst.id, node.id), node.time_submitted)
+                start = self._attempt_started.pop((inst.id, node.id), node.time_submitted) if tracing else node.time_submitted
                 end = node.time_completed or now
                 if node.kind != "process":
-                    m.task_duration.child(template, node.name, node.status.lower()).observe(max(0.0, end - start))
+                    node_stats = stats.node(node.name, node.topic)
+                    node_stats.ended(status, max(0.0, end - start))
                     if node.kind == "listener":
-                        m.listener_wait.child(template, node.name, node.topic or "").observe(
-                            max(0.0, end - node.time_submitted)
-                        )
+                        node_stats.wait.observe(max(0.0, end - node.time_submitted))
                 if tracing is not None:
-                    error = node.error if node.status == "FAILURE" else None
+                    error = node.error if status == "FAILURE" else None
                     found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
                     tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
             elif (
                 not terminal and node.error is not None and node.job is None
                 and (old is None or old.job is not None or old_seq != node.job_seq)
             ):  # fmt: skip
-                m.retries.child(template, node.name).inc()
+                stats.node(node.name, node.topic).retries.inc()
                 if tracing is not None:
                     start = self._attempt_started.pop((inst.id, node.id), node.time_submitted or now)
                     tracing.node_ended(inst, node, start, now, max(1, node.attempts), node.error)
@@ -154,16 +156,67 @@ class Telemetry:
         """Keep ``Metrics.open_listeners`` in step with the instance's indexed listeners."""
         current = _NO_CORRELATIONS if gone else inst.correlations
         old = prev.correlations if prev is not None else _NO_CORRELATIONS
-        if current.keys() == old.keys():
-            return
         waiting = self.metrics.open_listeners
-        for nid in old.keys() - current.keys():
-            waiting.pop((inst.id, nid), None)
-        for nid in current.keys() - old.keys():
-            node = inst.nodes.get(nid)
-            if node is not None:
-                waiting[(inst.id, nid)] = ((inst.template_name, node.name, current[nid].topic),
-                                           node.time_submitted or now)  # fmt: skip
+        for nid in old:
+            if nid not in current:
+                waiting.pop((inst.id, nid), None)
+        for nid, at in current.items():
+            if nid not in old and (node := inst.nodes.get(nid)) is not None:
+                waiting[(inst.id, nid)] = ((inst.template_name, node.name, at.topic), node.time_submitted or now)
 
 
 _PURPOSES = frozenset({"due", "timeout", "max_run", "retry"})
+
+
+class _NodeStats:
+    """The children of one task (template, task name): bound once, so that recording an
+    event costs no label tuple and no look-up beyond this object's."""
+
+    __slots__ = ("_durations", "_metrics", "_sent", "_task", "_template", "retries", "schedule_to_start", "wait")
+
+    def __init__(self, metrics: Metrics, template: str, task: str, topic: str | None) -> None:
+        self._metrics, self._template, self._task = metrics, template, task
+        self.schedule_to_start = metrics.schedule_to_start.child(template, task)
+        self.retries = metrics.retries.child(template, task)
+        self.wait = metrics.listener_wait.child(template, task, topic or "")
+        self._durations: dict[str, Child] = {}
+        self._sent: dict[str, Child] = {}
+
+    def ended(self, status: str, seconds: float) -> None:
+        child = self._durations.get(status)
+        if child is None:
+            child = self._durations[status] = self._metrics.task_duration.child(self._template, self._task,
+                                                                                status.lower())  # fmt: skip
+        child.observe(seconds)
+
+    def sent(self, topic: str) -> Child:
+        child = self._sent.get(topic)
+        if child is None:
+            child = self._sent[topic] = self._metrics.commands_sent.child(self._template, self._task, topic)
+        return child
+
+
+class _TemplateStats:
+    __slots__ = ("_durations", "_ended", "_metrics", "_nodes", "_template", "started")
+
+    def __init__(self, metrics: Metrics, template: str) -> None:
+        self._metrics, self._template = metrics, template
+        self.started = metrics.workflows_started.child(template)
+        self._ended: dict[str, Child] = {}
+        self._durations: dict[str, Child] = {}
+        self._nodes: dict[str, _NodeStats] = {}
+
+    def ended(self, status: str, seconds: float) -> None:
+        ended = self._ended.get(status)
+        if ended is None:
+            outcome = status.lower()
+            ended = self._ended[status] = self._metrics.workflows_completed.child(self._template, outcome)
+            self._durations[status] = self._metrics.workflow_duration.child(self._template, outcome)
+        ended.inc()
+        self._durations[status].observe(seconds)
+
+    def node(self, name: str, topic: str | None) -> _NodeStats:
+        found = self._nodes.get(name)
+        if found is None:
+            found = self._nodes[name] = _NodeStats(self._metrics, self._template, name, topic)
+        return found
