@@ -265,3 +265,20 @@ async def test_each_attempt_of_a_retried_task_is_a_span(make_engine: EngineFacto
     assert attempts[0].context is not None and attempts[1].context is not None
     assert attempts[0].context.span_id != attempts[1].context.span_id  # (instance, node, attempt)
     assert attempts[1].start_time >= attempts[0].end_time
+
+
+async def test_update_topic_snapshots_carry_the_instance_s_trace(make_engine: EngineFactory) -> None:
+    provider, _ = tracer()
+    engine = make_engine(tracer_provider=provider, task_update_topic="trace_updates")
+    await engine.start()
+    try:
+        template = pizza(engine, ORDERS, READY)
+        await engine.create_instance(template, "u-1", params("u-1"), submit_task=True)
+        record = engine.committed("u-1")
+        assert record is not None and record.trace is not None
+        updates = engine.read_topic("trace_updates", 0, 10)
+        assert updates
+        expected = ids.traceparent(int.from_bytes(record.trace.trace_id, "big"), record.trace.span, 1)
+        assert {m.headers.get("traceparent") for m in updates} == {expected}
+    finally:
+        await engine.stop()

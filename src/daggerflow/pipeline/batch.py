@@ -198,7 +198,12 @@ class BatchApplier:
             self.after.errors.append((future, TaskInvalidState(tr.error)))
         elif future is not None:
             self.after.results.append((future, tr.instance))
+        stop_box = False
         if isinstance(event, JobDone) and event.job == "stop" and box:
+            stop_box = True
+            target = tr.instance or inst
+            if self.obs is not None and target is not None:
+                self.obs.outbox(self.after.telemetry, target, event.node, box)
             self.batch.appends.extend(box)  # a stop() hook's messages: the stop is committed
         if not tr.changed or tr.instance is None:
             return False
@@ -208,7 +213,7 @@ class BatchApplier:
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
-            if self.obs is not None and isinstance(event, (JobDone, JobFailed)):
+            if self.obs is not None and isinstance(event, (JobDone, JobFailed)) and not stop_box:
                 self.obs.outbox(self.after.telemetry, inst, event.node, box)
             self.batch.appends.extend(box)
         after_jobs = _active_jobs(inst)
@@ -508,4 +513,8 @@ class BatchApplier:
             inst = changed if changed is not None else self.after.deleted.get(iid)
             if inst is not None:
                 value = _json.encode(snapshot(inst)).decode()
-                self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
+                headers = self.obs.headers(inst) if self.obs is not None else None
+                if headers is None:
+                    self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
+                else:
+                    self.batch.appends.append(Outgoing(topic, inst.partition_key(), value, headers))

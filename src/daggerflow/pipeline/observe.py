@@ -34,6 +34,9 @@ class PipelineObserver(Protocol):
     def outbox(self, pending: list[Any], inst: Instance, node: str, box: list[Outgoing]) -> None:
         """A job of ``node`` sent ``box``: stamp its trace headers (in place), count it."""
 
+    def headers(self, inst: Instance) -> dict[str, str] | None:
+        """The trace headers of a message about ``inst`` (its update-topic snapshot), if any."""
+
     def correlated(
         self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int
     ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..model.instance import Instance, Node
 from ..model.records import Message, Outgoing
 from ..model.status import TERMINAL_STATUSES
+from . import ids
 from .metrics import Child, Metrics
 from .tracing import AgentScope, Tracing, _Consumed, _Send
 
@@ -46,6 +47,15 @@ class Telemetry:
             node_stats.sent(out.topic).inc()
         if self.tracing is not None and inst.trace is not None:
             pending.extend(self.tracing.stamp(inst, n, box, self.now()))
+
+    def headers(self, inst: Instance) -> dict[str, str] | None:
+        tc = inst.trace
+        if tc is None or self.tracing is None:
+            return None
+        headers = {"traceparent": ids.traceparent(int.from_bytes(tc.trace_id, "big"), tc.span, tc.flags)}
+        if tc.state:
+            headers["tracestate"] = tc.state
+        return headers
 
     def correlated(
         self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int
