@@ -120,23 +120,28 @@ class Telemetry:
             self._listeners(inst, prev, gone, now)
         for node in inst.nodes.values():
             old = prev_nodes.get(node.id)
-            if old is not None and old.status == node.status and old.job_seq == node.job_seq and old.error == node.error:
-                continue
             status = node.status
+            if old is None:
+                if status == "NOT_STARTED":
+                    continue  # (created by this batch, not reached yet)
+            elif old.status == status and old.job_seq == node.job_seq and old.error == node.error:
+                continue
             terminal = status in TERMINAL_STATUSES
             ended = terminal and (old is None or old.status not in TERMINAL_STATUSES)
             if node is root:
                 if (old is None or old.status == "NOT_STARTED") and status != "NOT_STARTED":
                     stats.started.inc()
                 if ended:
-                    stats.ended(status, max(0.0, (node.time_completed or now) - root.time_created))
+                    took = (node.time_completed or now) - root.time_created
+                    stats.ended(status, took if took > 0.0 else 0.0)
                     if tracing is not None:
                         tracing.instance_span(inst, now)
                 continue
             old_seq = old.job_seq if old is not None else 0
             if node.job_seq > old_seq:  # an attempt started in this batch
                 if node.attempts == 1 and node.time_submitted:
-                    stats.node(node.name, node.topic).schedule_to_start.observe(max(0.0, now - node.time_submitted))
+                    delay = now - node.time_submitted
+                    stats.node(node.name, node.topic).schedule_to_start.observe(delay if delay > 0.0 else 0.0)
                 elif node.attempts > 1 and tracing is not None:
                     self._attempt_started[(inst.id, node.id)] = now
             if ended:
@@ -146,9 +151,11 @@ class Telemetry:
                 end = node.time_completed or now
                 if node.kind != "process":
                     node_stats = stats.node(node.name, node.topic)
-                    node_stats.ended(status, max(0.0, end - start))
+                    took = end - start
+                    node_stats.ended(status, took if took > 0.0 else 0.0)
                     if node.kind == "listener":
-                        node_stats.wait.observe(max(0.0, end - node.time_submitted))
+                        waited = end - node.time_submitted
+                        node_stats.wait.observe(waited if waited > 0.0 else 0.0)
                 if tracing is not None:
                     error = node.error if status == "FAILURE" else None
                     found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
