@@ -366,7 +366,7 @@ class Dagger(Registration, Operations):
         )
         tel = self.telemetry
         if tel is not None and tel.tracing is not None:
-            instance.trace = tel.tracing.context_for(iid)
+            instance.trace = tel.tracing.context_for(iid, template.name)
         # The whole record's size is checked where it is encoded anyway (the batch that
         # creates it): a record over max_instance_bytes fails this call with TooLarge.
         applied, result = await runtime.call(iid, Create(instance, submit_task))

@@ -282,3 +282,30 @@ async def test_update_topic_snapshots_carry_the_instance_s_trace(make_engine: En
         assert {m.headers.get("traceparent") for m in updates} == {expected}
     finally:
         await engine.stop()
+
+
+async def test_an_instance_is_sampled_whole_or_not_at_all(make_engine: EngineFactory) -> None:
+    """The sampler decides once, for the instance's root; the flag kept in the record makes
+    every later span (on any worker) follow it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = make_engine(tracer_provider=provider)
+    await engine.start()
+    try:
+        template = pizza(engine, ORDERS, READY)
+        await engine.create_instance(template, "s-1", params("s-1"), submit_task=True)
+        await engine.append(READY, "s-1", ready("s-1"), None)
+        await engine.wait_for("s-1", None, 10)
+        record = engine.committed("s-1")
+        assert record is not None and record.trace is not None and record.trace.flags == 0
+        assert [s for s in exporter.get_finished_spans() if (s.attributes or {}).get("daggerflow.instance.id")] == []
+        (message,) = engine.read_topic(ORDERS, 0, 10)
+        assert message.headers["traceparent"].endswith("-00")  # the decision travels with it
+    finally:
+        await engine.stop()

@@ -82,20 +82,32 @@ class Tracing:
 
     def __init__(self, provider: Any, system: str, group: str = "") -> None:
         self.seeded = ids.install(provider)
+        self.sampler = getattr(provider, "sampler", None)  # (the SDK's; for a new root's flag)
         self.tracer = provider.get_tracer("daggerflow", _version())
         self.system = system
         self.group = group
 
     # Contexts -------------------------------------------------------------------------
 
-    def context_for(self, instance_id: str) -> TraceContext:
-        """The trace context of a new instance: the current span's trace, else its own."""
+    def context_for(self, instance_id: str, template: str = "") -> TraceContext:
+        """The trace context of a new instance: the current span's trace, else its own, sampled
+        as the provider's sampler decides for a root (the flag every later span follows)."""
         span = ids.span_id(instance_id, INSTANCE)
         current = trace.get_current_span().get_span_context()
         if current.is_valid:
             return TraceContext(current.trace_id.to_bytes(16, "big"), span, current.span_id,
                                 int(current.trace_flags), current.trace_state.to_header())  # fmt: skip
-        return TraceContext(ids.trace_id(instance_id).to_bytes(16, "big"), span)
+        trace_id = ids.trace_id(instance_id)
+        return TraceContext(trace_id.to_bytes(16, "big"), span, 0, self._root_flags(trace_id, template))
+
+    def _root_flags(self, trace_id: int, template: str) -> int:
+        if self.sampler is None:
+            return 1
+        try:
+            result = self.sampler.should_sample(None, trace_id, f"instance {template}", SpanKind.INTERNAL)
+            return 1 if result.decision.is_sampled() else 0
+        except Exception:  # a sampler of another shape: sample, as the API's default does
+            return 1
 
     @staticmethod
     def link_to(tc: TraceContext, span: int, attributes: Mapping[str, Any] | None = None) -> Link:
