@@ -97,3 +97,44 @@ async def test_one_trace_across_a_failover(broker: str, tmp_path: Path) -> None:
     assert 'daggerflow_kafka_rebalances_total{change="assigned"} 1.0' in text
     assert f'daggerflow_kafka_consumer_lag{{topic="{app}-events"}}' in text
     assert 'daggerflow_task_duration_seconds_count{outcome="completed",task="PizzaWorkflow.Delivery.Delivery_executor_task",template="PizzaWorkflow"} 1.0' in text
+
+
+async def test_a_rerouted_listener_topic_keeps_the_producer_s_link(broker: str, tmp_path: Path) -> None:
+    """A listener topic with another partition count than the application's is re-routed
+    through ``{app}-correlation`` by its own group: the routed copy keeps the record's trace
+    headers, so the consumer span still links to the producer."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    app = f"trroute-{uuid.uuid4().hex[:8]}"
+    orders, ready_topic = f"{app}.orders", f"{app}.ready"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(ready_topic, 2, 1)])
+    finally:
+        await admin.close()
+    provider, exporter = tracer()
+    engine = worker(broker, app, tmp_path / "w", provider)
+    pizza(engine, orders, ready_topic)
+    upstream = f"00-{'56' * 16}-{'78' * 8}-01"
+    try:
+        await engine.start()
+        await engine.template_dags["PizzaWorkflow"].create_instance("r-1", submit_task=True, **params("r-1"))
+        await engine.wait_for("r-1", lambda i: any(n.kind == "listener" and n.status == "EXECUTING"
+                                                   for n in i.nodes.values()), timeout=60)  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            await producer.send_and_wait(ready_topic, ready("r-1").encode(), key=b"any",
+                                         headers=[("traceparent", upstream.encode())])  # fmt: skip
+        finally:
+            await producer.stop()
+        assert (await engine.wait_for("r-1", timeout=60)).status.code == "COMPLETED"
+        record = await engine.get_instance_state("r-1")
+        assert record is not None and record.trace is not None
+    finally:
+        await engine.stop()
+        await delete_app_topics(broker, app)
+    (consumed,) = named(exporter.get_finished_spans(), f"process {ready_topic}")
+    assert {f"{link.context.trace_id:032x}" for link in consumed.links} == {record.trace.trace_id.hex(), "56" * 16}
+    assert (consumed.attributes or {})["messaging.destination.partition.id"] in ("0", "1")

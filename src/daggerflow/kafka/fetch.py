@@ -105,7 +105,8 @@ class FetchLoop:
                 return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source,
                                    only_one=routed.only_one)  # fmt: skip
             message = Message(
-                routed.topic, routed.offset, routed.key, routed.value, {}, record.timestamp / 1000
+                routed.topic, routed.offset, routed.key, routed.value, routed.trace or {}, record.timestamp / 1000,
+                routed.partition,
             )
             # (the key is informational: correlation uses the mappings)
             mappings = [(str(k), str(v)) for k, v in routed.mappings]
