@@ -225,7 +225,7 @@ class Dagger(Registration, Operations):
         self.telemetry = build(self.clock.now, system="kafka" if cfg.broker is not None else "daggerflow",
                                tracing=cfg.tracing, group=cfg.application_name if cfg.broker else "",
                                tracer_provider=cfg.tracer_provider,
-                               meter_provider=cfg.meter_provider)  # fmt: skip
+                               meter_provider=cfg.meter_provider, metrics=cfg.metrics)  # fmt: skip
         self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter,
                                         self.telemetry if self._observing() else None)  # fmt: skip
         runtime = self._build_runtime(self._jobs, self._observer)

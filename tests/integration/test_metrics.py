@@ -127,3 +127,22 @@ async def test_retries_and_timer_lateness_are_counted(make_engine: EngineFactory
         await engine.stop()
     assert value(found, "daggerflow_task_retries_total", template="Flaky", task="Flaky.P.flaky_executor_task") == 1
     assert value(found, "daggerflow_timer_lateness_seconds_count", purpose="retry") == 1
+
+
+async def test_metrics_false_records_none_even_with_tracing_on(make_engine: EngineFactory) -> None:
+    from prometheus_client import generate_latest
+
+    from ..telemetry_support import tracer
+
+    provider, exporter = tracer()
+    engine = make_engine(metrics=False, tracer_provider=provider)
+    await engine.start()
+    try:
+        template = pizza(engine, ORDERS, READY)
+        await engine.create_instance(template, "x-1", params("x-1"), submit_task=True)
+        assert engine.telemetry is not None
+        text = generate_latest(engine.telemetry.metrics.registry).decode()
+    finally:
+        await engine.stop()
+    assert exporter.get_finished_spans()  # traced
+    assert "daggerflow_commands_sent_total{" not in text and "daggerflow_listeners_open{" not in text

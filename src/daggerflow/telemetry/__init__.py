@@ -30,10 +30,12 @@ def build(
     group: str = "",
     tracer_provider: Any = None,
     meter_provider: Any = None,
+    metrics: bool = True,
 ) -> Telemetry:
     """The engine's telemetry. ``tracing``: None, on when a tracer provider is installed;
     False, off; True, on (a warning if no provider is installed: nothing to emit into).
-    The providers default to the global ones (``opentelemetry.trace``/``.metrics``)."""
+    The providers default to the global ones (``opentelemetry.trace``/``.metrics``).
+    ``metrics`` False: every instrument records nothing."""
     provider = None
     if tracing is not False:
         provider = tracer_provider if tracer_provider is not None else global_tracer_provider()
@@ -44,7 +46,7 @@ def build(
         log.warning("the tracer provider has no id_generator to seed: spans get random ids, so a step re-run "
                     "after a crash is emitted twice and task spans may name a parent never emitted")  # fmt: skip
     meters = meter_provider if meter_provider is not None else global_meter_provider()
-    return Telemetry(now, Metrics(now, meters), spans)
+    return Telemetry(now, Metrics(now, meters if metrics else None, metrics), spans)
 
 
 __all__ = ["Metrics", "Telemetry", "Tracing", "build"]

@@ -67,6 +67,24 @@ class Child:
             self.otel.set(value, self.attributes)
 
 
+class _Off(Child):
+    """What every family hands out when metrics are off (``metrics=False``, tracing on)."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+    def observe(self, value: float) -> None:
+        return None
+
+    def set(self, value: float) -> None:
+        return None
+
+
+_OFF = _Off(None, {}, None)
+
+
 class Family:
     """A metric and its children by label values; ``kind``: counter, gauge or histogram."""
 
@@ -79,8 +97,11 @@ class Family:
         self._otel = otel_instrument
         self.bounds = tuple(bounds) if bounds is not None else None
         self.children: dict[tuple[str, ...], Child] = {}
+        self.enabled = True
 
     def child(self, *values: str) -> Child:
+        if not self.enabled:
+            return _OFF
         found = self.children.get(values)
         if found is None:
             attributes = dict(zip(self.labels, values, strict=True))
@@ -137,8 +158,9 @@ class _Waiting(Collector):
 
 
 class Metrics:
-    def __init__(self, now: Callable[[], float], meter_provider: Any | None = None) -> None:
+    def __init__(self, now: Callable[[], float], meter_provider: Any | None = None, enabled: bool = True) -> None:
         self.registry = CollectorRegistry()
+        self.enabled = enabled
         self._now = now
         self._meter = meter_provider.get_meter("daggerflow") if meter_provider is not None else None
         self._families: list[Family] = []
@@ -193,6 +215,7 @@ class Metrics:
         return self._add(Family(f"daggerflow_{name}", help_text, "histogram", labels, inst, buckets))
 
     def _add(self, family: Family) -> Family:
+        family.enabled = self.enabled
         self._families.append(family)
         return family
 

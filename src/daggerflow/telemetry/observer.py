@@ -116,7 +116,7 @@ class Telemetry:
         root = inst.root
         tracing = self.tracing if inst.trace is not None else None
         prev_nodes = prev.nodes if prev is not None else _NO_NODES
-        if inst.correlations or (prev is not None and prev.correlations):
+        if (inst.correlations or (prev is not None and prev.correlations)) and self.metrics.enabled:
             self._listeners(inst, prev, gone, now)
         for node in inst.nodes.values():
             old = prev_nodes.get(node.id)
