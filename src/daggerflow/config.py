@@ -43,8 +43,6 @@ ACCEPTED_NO_EFFECT = frozenset(
         "beacon",
         "loop",
         "kafka_broker_list",
-        "tracing_sensor",
-        "datadog_sensor",
         "trigger_interval",
         "max_tasks_per_trigger",
         "restart_tasks_on_boot",
@@ -63,10 +61,30 @@ ACCEPTED_NO_EFFECT = frozenset(
 UpdateCallback = Callable[[Any], Awaitable[Any]]
 
 
+#: Dagger's sensors, which this design replaces: None is accepted (Dagger's default), a
+#: sensor is refused saying what to do instead.
+REPLACED_SENSORS = {
+    "tracing_sensor": (
+        "tracing_sensor is not supported: daggerflow traces through OpenTelemetry. Install an "
+        "OpenTelemetry SDK TracerProvider (opentelemetry.trace.set_tracer_provider) with the exporter "
+        "you want before the engine starts, and drop tracing_sensor (tracing=False turns tracing off); "
+        "see docs/observability.md"
+    ),
+    "datadog_sensor": (
+        "datadog_sensor is not supported: daggerflow's metrics are served at /metrics (Prometheus) and "
+        "sent through OpenTelemetry when a MeterProvider is installed; point the Datadog agent at either "
+        "and drop datadog_sensor; see docs/observability.md"
+    ),
+}
+
+
 def check_options(options: dict[str, Any]) -> None:
-    """Dagger's faust-era options are accepted and ignored; any other unknown option is an
-    error that lists what is supported."""
-    unknown = set(options) - ACCEPTED_NO_EFFECT
+    """Dagger's faust-era options are accepted and ignored; its sensors are refused unless
+    None; any other unknown option is an error that lists what is supported."""
+    for name, why in REPLACED_SENSORS.items():
+        if options.get(name) is not None:
+            raise ConfigurationError(why)
+    unknown = set(options) - ACCEPTED_NO_EFFECT - set(REPLACED_SENSORS)
     if unknown:
         supported = ", ".join(f.name for f in dataclasses.fields(EngineConfig))
         raise ConfigurationError(
@@ -120,6 +138,13 @@ class EngineConfig:
     topic_retention: dict[str, dict[str, Any]] | None = None
     # Entries of each instance's history kept (the oldest are dropped); 0: no history.
     history_limit: int = 100
+    # Telemetry (docs/observability.md). tracing: None, on when an OpenTelemetry tracer
+    # provider is installed; metrics: False records none (``/metrics`` keeps its gauges).
+    tracing: bool | None = None
+    metrics: bool = True
+    # OpenTelemetry providers to use instead of the global ones (tests, several engines).
+    tracer_provider: Any = field(default=None, repr=False)
+    meter_provider: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -140,6 +165,8 @@ class EngineConfig:
             check_store_url(self.store)  # naming what is supported (e.g. store="aerospike://")
         if self.consumer_auto_offset_reset not in ("earliest", "latest"):
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
+        if self.tracing not in (None, True, False) or not isinstance(self.metrics, bool):
+            raise ConfigurationError("tracing must be None (auto), True or False, and metrics True or False")
         if self.durability not in ("normal", "full"):
             raise ConfigurationError("durability must be 'normal' or 'full'")
         if isinstance(self.max_request_bytes, bool) or not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1:

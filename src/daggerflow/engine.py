@@ -45,6 +45,7 @@ from .registration import Registration
 from .registry import Registry
 from .schedules import Schedules
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
+from .telemetry import Telemetry, build
 from .templates import ITemplateDAG
 from .topics import Topics
 from .versions import Versions
@@ -106,6 +107,10 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         max_instance_bytes: int = 1024 * 1024,
         topic_retention: dict[str, dict[str, Any]] | None = None,
         history_limit: int = 100,
+        tracing: bool | None = None,
+        metrics: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -148,6 +153,10 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
             max_instance_bytes=max_instance_bytes,
             topic_retention=topic_retention,
             history_limit=history_limit,
+            tracing=tracing,
+            metrics=metrics,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -158,6 +167,7 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         self._code_schedules = {}  # engine.schedule(): applied at every start
         self._limits = self.config.limits()
         self._observer: CommitObserver | None = None
+        self.telemetry: Telemetry | None = None
         self._jobs: JobRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
@@ -201,6 +211,8 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         settings = dataclasses.replace(
             cfg.pipeline_settings(), instantiate=self._tick_instance, registered_version=self._registered_version
         )
+        if self._observing():
+            settings = dataclasses.replace(settings, observer=self.telemetry)
         parts = RuntimeParts(settings, self._registry, context, observer)
         if cfg.broker is None:
             from .embedded.runtime import EmbeddedRuntime
@@ -219,7 +231,13 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
                                cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip
-        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter)
+        # Tracing is decided here, once: a provider installed after the start is not used.
+        self.telemetry = build(self.clock.now, system="kafka" if cfg.broker is not None else "daggerflow",
+                               tracing=cfg.tracing, group=cfg.application_name if cfg.broker else "",
+                               tracer_provider=cfg.tracer_provider,
+                               meter_provider=cfg.meter_provider, metrics=cfg.metrics)  # fmt: skip
+        self._observer = CommitObserver(self.view, cfg.task_update_callbacks, cfg.dead_letter,
+                                        self.telemetry if self._observing() else None)  # fmt: skip
         runtime = self._build_runtime(self._jobs, self._observer)
         self.runtime = runtime
         self._observer.start()
@@ -237,6 +255,11 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         if cfg.broker is not None:
             log.info("daggerflow engine %r started on Kafka as a %s (web %s)", cfg.application_name, cfg.role,
                      self.web_url or "off")  # fmt: skip
+
+    def _observing(self) -> bool:
+        """Whether the pipeline reports to the telemetry (metrics on, or spans to emit)."""
+        tel = self.telemetry
+        return tel is not None and (self.config.metrics or tel.tracing is not None)
 
     async def _start_web(self) -> None:
         from .web.server import WebServer
@@ -354,6 +377,9 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
             partition_key_lookup=partition_key_lookup,
             overrides=overrides,
         )
+        tel = self.telemetry
+        if tel is not None and tel.tracing is not None:
+            instance.trace = tel.tracing.context_for(iid, template.name)
         # The whole record's size is checked where it is encoded anyway (the batch that
         # creates it): a record over max_instance_bytes fails this call with TooLarge.
         applied, result = await runtime.call(iid, Create(instance, submit_task))

@@ -352,8 +352,8 @@ def test_an_observable_gauge_is_read_as_its_last_value(telemetry_capture: Teleme
 
 
 async def test_a_capture_around_a_pizza_workflow(telemetry_capture: TelemetryCapture) -> None:
-    # The engine's spans come from daggerflow's tracing; here the capture must only see what
-    # the test itself makes while a workflow runs, with the engine's spans (if any) beside it.
+    # The capture sees the test's own spans and the engine's (daggerflow.telemetry), in one
+    # trace: the workflow continues the context it was created in.
     tracer = trace.get_tracer("tests.testing_kit")
     async with WorkflowEnvironment() as env:
         pizza(env.engine)
@@ -361,7 +361,11 @@ async def test_a_capture_around_a_pizza_workflow(telemetry_capture: TelemetryCap
             order = await env.start_workflow(TEMPLATE, "p", **ORDER)
         await env.send(READY_TOPIC, {"order_id": "o-1", "status": "READY"})
         await env.wait_for_status(order)
-    assert "place order" in telemetry_capture.span_names()
+    names = telemetry_capture.span_names()
+    assert "place order" in names and f"instance {TEMPLATE}" in names, names
+    placed = telemetry_capture.span("place order")
+    workflow = telemetry_capture.span(f"instance {TEMPLATE}")
+    assert workflow.context.trace_id == placed.context.trace_id
     assert isinstance(telemetry_capture.tracer_provider, trace.TracerProvider)
 
 

@@ -19,6 +19,7 @@ from ..model.records import Message, Outgoing
 from ..pipeline.background import Loop
 from ..pipeline.ingress import AgentSpec, ListenerMapper, chunks, map_messages, run_agents
 from ..pipeline.items import AgentCommit, Incoming
+from ..pipeline.observe import PipelineObserver
 from ..pipeline.processor import Processor
 from ..store.base import Store
 
@@ -64,6 +65,7 @@ class Readers:
     start_at_end: bool  # a reader without a position starts at the end ("latest")
     dead_letter_topic: str
     max_message_bytes: int  # what an agent may send in one message (Limits.message)
+    observer: PipelineObserver | None = None  # traces of the agents' messages
 
 
 class Consumer(Loop, abc.ABC):
@@ -144,7 +146,7 @@ class AgentConsumer(Consumer):
         first_pending = loop.time()
         for chunk in chunks(messages, self.concurrency):
             sent.extend(await run_agents(self.handler, chunk, self.name, self.readers.dead_letter_topic,
-                                         self.readers.max_message_bytes))  # fmt: skip
+                                         self.readers.max_message_bytes, self.readers.observer))  # fmt: skip
             if chunk[-1] is messages[-1] or loop.time() - first_pending >= COMMIT_INTERVAL:
                 fut: asyncio.Future[Any] = loop.create_future()
                 self.processor.submit(AgentCommit(self.name, chunk[-1].offset + 1, sent, fut))

@@ -102,7 +102,8 @@ class EmbeddedRuntime:
         if self._task is None:
             return
         readers = Readers(self.store, self.processor, self.signals, self.config.start_at_end,
-                          self.config.dead_letter_topic, self.parts.settings.limits.message)  # fmt: skip
+                          self.config.dead_letter_topic, self.parts.settings.limits.message,
+                          self.parts.settings.observer)  # fmt: skip
         wanted: list[Consumer] = [
             *(ListenerConsumer(f"listener:{t}", t, readers, c) for t, c in self.parts.subscriptions.listeners.items()),
             *(AgentConsumer(f"agent:{a.name}", a, readers) for a in self.parts.subscriptions.agents),

@@ -77,6 +77,8 @@ class Routed(msgspec.Struct, tag="msg", frozen=True):
     # (match_only_one is a listener's: its index entries carry it, ``IndexOp.only_one``; the
     # field that records of older workers have is ignored, a map struct skipping unknowns)
     message_id: str | None = None
+    # The message's W3C trace headers (traceparent, tracestate), for its consumer span's link.
+    trace: dict[str, str] | None = None
 
 
 class IndexOp(msgspec.Struct, tag="index", frozen=True):

@@ -6,6 +6,7 @@ topics read directly).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,10 @@ from ..model.bulk import BulkSpec
 from ..model.records import Message
 from ..pipeline.ingress import dead_letter
 from ..pipeline.items import BulkStart, Incoming, IndexChange, InstanceEvent, Item
+from ..pipeline.observe import PipelineObserver
 from ..pipeline.partition import PartitionTask
 from . import codec
+from .compat import partition_state
 from .guard import AssignmentGuard
 from .listeners import ListenerRouting
 from .records import message_of
@@ -25,6 +28,8 @@ log = logging.getLogger("daggerflow.kafka")
 
 #: Inputs a task may hold before the fetch loop waits for it (memory bound, backpressure).
 MAX_QUEUED = 5000
+#: Seconds between two consumer-lag readings (each goes over the assigned partitions).
+LAG_INTERVAL = 5.0
 
 
 class FetchLoop:
@@ -34,8 +39,11 @@ class FetchLoop:
         guard: AssignmentGuard,
         task_of: Callable[[int], PartitionTask | None],
         routing: ListenerRouting,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.consumer = consumer
+        self.observer = observer
+        self._lag_due = 0.0
         self.guard = guard
         self.task_of = task_of
         self.routing = routing
@@ -46,6 +54,9 @@ class FetchLoop:
         guard, direct, task_of = self.guard, self.routing.direct, self.task_of
         while True:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
+            if self.observer is not None and (now := time.monotonic()) >= self._lag_due:
+                if self.report_lag(self.observer):  # (else: no end known yet, try next time)
+                    self._lag_due = now + LAG_INTERVAL
             # Listener topics last: a task's correlation records of this fetch go to it first
             # (``ListenerRouting.direct_items`` checks that it has every index change already).
             for fetched in sorted(guard.stamp(batch), key=lambda f: f.tp.topic in direct):
@@ -65,6 +76,24 @@ class FetchLoop:
                 if task.processor.queue.qsize() > MAX_QUEUED:
                     await task.processor.wait_idle()
 
+    def report_lag(self, observer: PipelineObserver) -> bool:
+        """Records between each assigned partition's position and its end, summed by topic
+        (the positions and ends the consumer already knows: no request to the broker)."""
+        lag: dict[str, int] = {}
+        try:
+            for tp in self.consumer.assignment():
+                end = self.consumer.highwater(tp)
+                position = partition_state(self.consumer, tp)
+                if end is None or position is None or not position.has_valid_position:
+                    continue
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position.position)
+        except Exception:  # (the assignment changed meanwhile: read it next time)
+            log.debug("consumer lag not read", exc_info=True)
+            return False
+        for topic, behind in lag.items():
+            observer.consumer_lag(topic, behind)
+        return bool(lag)
+
     def decode_record(self, tp: TopicPartition, record: Any) -> Item:
         """An internal topic's record as the item it carries (a dead letter if unreadable)."""
         source = (tp, record.offset)
@@ -79,7 +108,7 @@ class FetchLoop:
                 return IndexChange(routed.at, routed.instance, routed.node, routed.put, source=source,
                                    only_one=routed.only_one)  # fmt: skip
             message = Message(
-                routed.topic, routed.offset, routed.key, routed.value, {}, record.timestamp / 1000,
+                routed.topic, routed.offset, routed.key, routed.value, routed.trace or {}, record.timestamp / 1000,
                 routed.partition,
             )
             # (the key is informational: correlation uses the mappings)

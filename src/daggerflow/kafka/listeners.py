@@ -25,6 +25,9 @@ from .records import ForwardEncoder, OutRecord, message_of, outgoing_record
 
 log = logging.getLogger("daggerflow.kafka")
 
+#: Headers a routed copy of a listener message keeps (its consumer span links to them).
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
 #: A stateless loop's work on one fetched chunk of a partition: the records to commit with it.
 ChunkHandler = Callable[[TopicPartition, list[Any]], Awaitable[list[OutRecord]]]
 
@@ -75,8 +78,9 @@ class ListenerRouting:
             by_partition.setdefault(codec.partition_of_correlation(at, n), []).append(pair)
         assert msg.partition is not None
         topic = mapper.topic
+        trace = {k: v for k in _TRACE_HEADERS if (v := msg.headers.get(k)) is not None} or None
         return {
-            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, message_id)
+            part: codec.Routed(topic, msg.partition, msg.offset, msg.key, msg.value, found, message_id, trace)
             for part, found in by_partition.items()
         }
 

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from ..pipeline.observe import PipelineObserver
+
 
 class AssignmentHandler(Protocol):
     async def handle_assigned(self, assigned: Iterable[TopicPartition]) -> None: ...
@@ -21,11 +23,18 @@ class AssignmentHandler(Protocol):
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, handler: AssignmentHandler) -> None:
+    def __init__(self, handler: AssignmentHandler, observer: PipelineObserver | None = None) -> None:
         self._handler = handler
+        self._observer = observer
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        if self._observer is not None and revoked:
+            self._observer.rebalanced("revoked", len(revoked))
         await self._handler.handle_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        if self._observer is not None and assigned:
+            self._observer.rebalanced("assigned", len(assigned))
         await self._handler.handle_assigned(assigned)

@@ -163,14 +163,15 @@ class KafkaRuntime:
         self.active = ActiveTasks(self.worker, self.parts, main, guard)
         routing.consumer = consumer
         consumer.subscribe([self.topics.events.name, self.topics.correlation.name, *routing.direct],
-                           listener=RebalanceListener(self.active.manager))  # fmt: skip
+                           listener=RebalanceListener(self.active.manager, self.parts.settings.observer))  # fmt: skip
         await self.active.start(self.owners, watch, web_url)
         await consumer.start()
-        fetch = FetchLoop(consumer, guard, self.active.task, routing)
+        fetch = FetchLoop(consumer, guard, self.active.task, routing, self.parts.settings.observer)
         self.supervisor.spawn("fetch", fetch.run(), name="kafka-fetch")
         self.supervisor.spawn("job-runner", self.context.jobs.failure())
         self._loops = stateless_loops(self.worker, routing, {t: listeners[t] for t in routed}, agents,
-                                      watch.end_fenced, self.parts.settings.limits.message)  # fmt: skip
+                                      watch.end_fenced, self.parts.settings.limits.message,
+                                      self.parts.settings.observer)  # fmt: skip
         for loop in self._loops:
             await loop.start()
             assert loop.task is not None

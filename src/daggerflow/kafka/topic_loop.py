@@ -17,6 +17,7 @@ from ..errors import TaskMigrated
 from ..pipeline.background import cancel_and_wait
 from ..pipeline.ingress import AgentSpec, chunks, run_agents
 from ..pipeline.lifecycle import dead_letters_committed
+from ..pipeline.observe import PipelineObserver
 from .collector import CommitStats, GroupClients
 from .compat import stop_consumer
 from .context import WorkerContext
@@ -161,7 +162,9 @@ class TopicLoop:
         dead_letters_committed(((o.topic, o.value) for o in outs), self.dead_letter_topic)
 
 
-def agent_handler(agent: AgentSpec, dead_letter_topic: str, max_message_bytes: int) -> ChunkHandler:
+def agent_handler(
+    agent: AgentSpec, dead_letter_topic: str, max_message_bytes: int, observer: PipelineObserver | None = None
+) -> ChunkHandler:
     """An agent's handler over a fetched chunk, ``concurrency`` messages at a time: what
     they sent (or their dead letters), to commit with the chunk's offsets."""
     fn, name, concurrency = agent.handler, agent.name, agent.concurrency
@@ -171,7 +174,7 @@ def agent_handler(agent: AgentSpec, dead_letter_topic: str, max_message_bytes: i
         messages = [message_of(tp, r) for r in records]
         for chunk in chunks(messages, concurrency):
             outs.extend(outgoing_record(o) for o in await run_agents(fn, chunk, name, dead_letter_topic,
-                                                                       max_message_bytes))  # fmt: skip
+                                                                       max_message_bytes, observer))  # fmt: skip
         return outs
 
     return handle
@@ -184,13 +187,14 @@ def stateless_loops(
     agents: Sequence[AgentSpec],
     end_fenced: EndFenced,
     max_message_bytes: int,
+    observer: PipelineObserver | None = None,
 ) -> list[TopicLoop]:
     """A loop for each listener topic routed by its own group, and one for each agent."""
     app, dead = worker.config.app, worker.topics.dead_letter.name
     loops = [TopicLoop(worker, listener_group(app, topic), topic, routing.route_handler(topic, classes), end_fenced)
              for topic, classes in routed.items()]  # fmt: skip
     loops += [
-        TopicLoop(worker, agent_group(app, a.name), a.topic, agent_handler(a, dead, max_message_bytes), end_fenced)
+        TopicLoop(worker, agent_group(app, a.name), a.topic, agent_handler(a, dead, max_message_bytes, observer), end_fenced)
         for a in agents
     ]
     return loops

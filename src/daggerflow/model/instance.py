@@ -101,6 +101,22 @@ class Correlation(msgspec.Struct, gc=False, frozen=True, array_like=True):
     value: str
 
 
+class TraceContext(msgspec.Struct, gc=False, frozen=True, array_like=True, omit_defaults=True):
+    """The instance's place in a distributed trace (W3C trace context), kept in its record
+    so that its spans stay in one trace across restarts and Kafka failovers.
+
+    ``span`` is the id of the ``instance {template}`` span (derived from the instance id, see
+    ``telemetry.ids``), ``parent`` the caller's span it continues (0: the instance's span is
+    the trace's root). An array of a 16-byte string and small integers: about 30 bytes.
+    """
+
+    trace_id: bytes
+    span: int
+    parent: int = 0
+    flags: int = 1
+    state: str = ""
+
+
 class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     """A workflow instance: all its nodes plus the shared runtime parameters."""
 
@@ -122,6 +138,8 @@ class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     history_flushed: int = 0
     history_rows: tuple[int, ...] = ()
     history_tail: bytes = b""
+    # Set at creation when tracing is on (``telemetry``); None costs nothing in the record.
+    trace: TraceContext | None = None
 
     @property
     def root(self) -> Node:

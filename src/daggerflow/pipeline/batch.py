@@ -55,6 +55,7 @@ from .items import (
     Settings,
 )
 from .jobs import JobOutcome, Started
+from .observe import BUFFERED, DUPLICATE, ERROR, LATE, MATCHED, UNMATCHED
 from .schedules import schedule_event
 
 _json = msgspec.json.Encoder()
@@ -115,6 +116,7 @@ class PostCommit:
     appends: list[Outgoing] = field(default_factory=list)  # the messages the batch appends
     bulk_stepped: bool = False  # the batch held a ``BulkStep``
     bulk_more: bool = False  # ...and bulk jobs have work left: queue the next step
+    telemetry: list[Any] = field(default_factory=list)  # what the observer reports after it
 
 
 def deliver_of(node: str, msg: Message) -> Deliver:
@@ -162,6 +164,7 @@ class BatchApplier:
         self.seen: set[tuple[str, str]] = set()
         self.history_limit = proc.settings.history_limit
         self.history: dict[str, list[history.Row]] = {}  # the batch's entries per instance
+        self.obs = proc.settings.observer
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -237,7 +240,12 @@ class BatchApplier:
             log.warning("%s of workflow %s refused here: %s", type(event).__name__, iid, tr.error)
         elif future is not None:
             self.after.results.append((future, tr.instance))
+        stop_box = False
         if isinstance(event, JobDone) and event.job == "stop" and box:
+            stop_box = True
+            target = tr.instance or inst
+            if self.obs is not None and target is not None:
+                self.obs.outbox(self.after.telemetry, target, event.node, box)
             self.batch.appends.extend(box)  # a stop() hook's messages: the stop is committed
         if not tr.changed or tr.instance is None:
             return False
@@ -252,6 +260,8 @@ class BatchApplier:
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if box:
+            if self.obs is not None and isinstance(event, (JobDone, JobFailed)) and not stop_box:
+                self.obs.outbox(self.after.telemetry, inst, event.node, box)
             self.batch.appends.extend(box)
         after_jobs = _active_jobs(inst)
         for node, seq in before - after_jobs:
@@ -396,14 +406,24 @@ class BatchApplier:
             self.batch.positions[item.consumer] = msg.offset + 1
         if item.future is not None:
             self.after.results.append((item.future, msg.offset))
+        obs = self.obs
         if item.dead_letter is not None:
             self.batch.appends.append(item.dead_letter)
+            if obs is not None:
+                obs.correlated(self.after.telemetry, msg, item.consumer, ERROR, [], 0)
             return
         self.batch.forwards.extend(item.routes)
         key = None if item.message_id is None else (msg.topic, item.message_id)
         if key is not None and (key in self.seen or self.proc.store.has_seen(*key)):
-            return  # a redelivered or duplicate message: ignored (design §3)
+            if obs is not None:  # a redelivered or duplicate message: ignored (design §3)
+                obs.correlated(self.after.telemetry, msg, item.consumer, DUPLICATE, [], 0)
+            return
         matched = False
+        # What the observer reports: the local instances the message changed, the
+        # deliveries forwarded, and whether it found only finished nodes (late).
+        hits: list[Instance] = []
+        forwarded = 0
+        found = False
         # Every matching waiter of a normal listener gets the message; of the waiters whose
         # listener is match_only_one, only the first.
         only_one_taken = False
@@ -417,6 +437,7 @@ class BatchApplier:
                     # the entry's flag is all this partition knows of the node.
                     self.batch.forwards.append(ForwardEvent(iid, deliver_of(node, msg)))
                     matched = True
+                    forwarded += 1
                     only_one_taken = only_one_taken or only_one
                     continue
                 target = self.load(iid)
@@ -429,11 +450,15 @@ class BatchApplier:
                     if only_one_taken:
                         continue
                     only_one_taken = True
-                self.apply_event(iid, deliver_of(node, msg))
+                found = True
+                if self.apply_event(iid, deliver_of(node, msg)) and obs is not None:
+                    changed = self.after.changed.get(iid)
+                    if changed is not None:
+                        hits.append(changed)
                 matched = True
         if item.unmatched_route is not None and not matched:
             self.batch.forwards.append(item.unmatched_route)
-            return
+            return  # its routed copy is reported where it is matched
         ttl = self.proc.settings.unmatched_ttl(msg.topic)
         buffered = not matched and ttl > 0 and bool(item.mappings)
         if buffered:
@@ -446,6 +471,14 @@ class BatchApplier:
         if key is not None and (matched or buffered):
             self.seen.add(key)
             self.batch.seen.append(key)
+        if obs is not None:
+            if hits or forwarded:
+                result = MATCHED
+            elif found:
+                result = LATE
+            else:
+                result = BUFFERED if buffered else UNMATCHED
+            obs.correlated(self.after.telemetry, msg, item.consumer, result, hits, forwarded)
 
     def run_jobs_inline(self) -> None:
         """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).
@@ -539,4 +572,8 @@ class BatchApplier:
             inst = changed if changed is not None else self.after.deleted.get(iid)
             if inst is not None:
                 value = _json.encode(snapshot(inst)).decode()
-                self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
+                headers = self.obs.headers(inst) if self.obs is not None else None
+                if headers is None:
+                    self.batch.appends.append(Outgoing(topic, inst.partition_key(), value))
+                else:
+                    self.batch.appends.append(Outgoing(topic, inst.partition_key(), value, headers))

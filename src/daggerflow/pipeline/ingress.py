@@ -23,6 +23,7 @@ import msgspec
 from ..model.records import Message, Outgoing
 from . import outbox
 from .eager import gather_eagerly
+from .observe import PipelineObserver
 from .outbox import oversize_message
 
 log = logging.getLogger(__name__)
@@ -168,23 +169,39 @@ async def map_messages(mapper: ListenerMapper, messages: Sequence[Message]) -> l
 
 
 async def run_agent(
-    handler: AgentHandler, msg: Message, name: str, dead_letter_topic: str, max_message_bytes: int
+    handler: AgentHandler,
+    msg: Message,
+    name: str,
+    dead_letter_topic: str,
+    max_message_bytes: int,
+    observer: PipelineObserver | None = None,
 ) -> list[Outgoing]:
     """Run an agent on one message: what it sent, or a dead letter if it raised or sent a
     message over ``max_message_bytes`` (then nothing it sent goes out)."""
+    scope = observer.agent(msg, name) if observer is not None else None
     with outbox.capture() as box:
         try:
-            await handler(msg.value)
+            if scope is None:
+                await handler(msg.value)
+            else:
+                with scope:
+                    await handler(msg.value)
         except Exception as exc:
             # WARNING comes from daggerflow.lifecycle once the dead letter is committed.
             log.debug("agent %s failed on %s@%d: %r", name, msg.topic, msg.offset, exc)
+            if scope is not None:
+                scope.sent([], f"{type(exc).__name__}: {exc}")
             return [
                 dead_letter(
                     dead_letter_topic, msg, name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
                 )
             ]
     if box and (problem := oversize_message(box, max_message_bytes)) is not None:
+        if scope is not None:
+            scope.sent([], problem)
         return [dead_letter(dead_letter_topic, msg, name, problem, "")]
+    if scope is not None:
+        scope.sent(box, None)
     return box
 
 
@@ -196,10 +213,16 @@ def chunks(messages: Sequence[Message], width: int) -> Iterator[Sequence[Message
 
 
 async def run_agents(
-    handler: AgentHandler, chunk: Sequence[Message], name: str, dead_letter_topic: str, max_message_bytes: int
+    handler: AgentHandler,
+    chunk: Sequence[Message],
+    name: str,
+    dead_letter_topic: str,
+    max_message_bytes: int,
+    observer: PipelineObserver | None = None,
 ) -> list[Outgoing]:
     """Run an agent on a chunk of messages at once: what they sent (or their dead letters), in order."""
     sent: list[Outgoing] = []
-    for box in await gather_eagerly(run_agent(handler, m, name, dead_letter_topic, max_message_bytes) for m in chunk):
+    runs = (run_agent(handler, m, name, dead_letter_topic, max_message_bytes, observer) for m in chunk)
+    for box in await gather_eagerly(runs):
         sent.extend(box)
     return sent

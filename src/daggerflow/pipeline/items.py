@@ -25,6 +25,7 @@ from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Correlation, Instance
 from ..model.records import Message, Outgoing
 from ..store.base import WriteBatch
+from .observe import PipelineObserver
 
 
 class ForwardEvent(msgspec.Struct, frozen=True):
@@ -188,3 +189,5 @@ class Settings:
     registered_version: Callable[[str], str | None] | None = None
     # Entries of each instance's history a read shows (``model.history``); 0: none kept.
     history_limit: int = 100
+    # Traces and metrics (``telemetry``); None: nothing observes, nothing is recorded.
+    observer: PipelineObserver | None = None

@@ -18,6 +18,7 @@ from ..model.instance import Instance
 from .background import cancel_and_wait
 from .batch import PostCommit
 from .lifecycle import log_commit
+from .observe import PipelineObserver
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ class CommitObserver:
         view: Callable[[Instance], Any],
         callbacks: Sequence[Callable[[Any], Awaitable[Any]]] = (),
         dead_letter_topic: str | None = None,
+        telemetry: PipelineObserver | None = None,
     ) -> None:
         self._view = view
+        self._telemetry = telemetry
         self._dead_letter_topic = dead_letter_topic
         self._callbacks = list(callbacks)
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[Instance]]]] = {}
@@ -63,6 +66,8 @@ class CommitObserver:
     def __call__(self, after: PostCommit, appended: list[tuple[str, int]]) -> None:
         changed, deleted = after.changed, after.deleted
         log_commit(changed, deleted, after.before, after.appends, self._dead_letter_topic)
+        if self._telemetry is not None:
+            self._telemetry.committed(changed, deleted, after.before, after.telemetry)
         for iid, inst in changed.items():
             if inst is None:
                 inst = deleted.get(iid)  # waiters see the final state of a deleted instance

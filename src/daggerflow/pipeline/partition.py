@@ -61,7 +61,8 @@ class PartitionTask:
         self.store = store
         self.context = context
         jobs = context.jobs
-        self.timers = TimerService(context.clock, self._timer_fired)
+        obs = settings.observer
+        self.timers = TimerService(context.clock, self._timer_fired, obs.timer_fired if obs is not None else None)
         hooks = Hooks(
             run_job=jobs.submit,
             run_inline=jobs.run_inline if context.inline_jobs else None,

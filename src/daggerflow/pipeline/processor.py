@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,7 +187,11 @@ class Processor(Loop):
     def process(self, items: list[Item]) -> None:
         try:
             batch, after = self._prepare(items)
+            obs = self.settings.observer
+            began = time.perf_counter() if obs is not None else 0.0
             appended = self.store.commit(batch, self.clock.now())
+            if obs is not None:
+                obs.batch_committed(len(items), time.perf_counter() - began)
         except BaseException as exc:
             self._failed(items, exc)
             raise
@@ -197,7 +202,11 @@ class Processor(Loop):
         state until it completes (the cache changes only afterwards); new inputs queue."""
         try:
             batch, after = self._prepare(items)
+            obs = self.settings.observer
+            began = time.perf_counter() if obs is not None else 0.0
             appended = await committer(batch, self.clock.now())
+            if obs is not None:
+                obs.batch_committed(len(items), time.perf_counter() - began)
         except BaseException as exc:
             self._failed(items, exc)
             raise

@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class TimerService(Loop):
-    def __init__(self, clock: Clock, fire: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, clock: Clock, fire: Callable[[str, str], None], late: Callable[[str, float], None] | None = None
+    ) -> None:
         self._clock = clock
         self._fire = fire
+        self._late = late  # told each timer's lateness (``PipelineObserver.timer_fired``)
         self._heap: list[tuple[float, str, str]] = []
         self._due: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
@@ -57,6 +60,8 @@ class TimerService(Loop):
                 due, instance, key = heapq.heappop(self._heap)
                 if self._due.get((instance, key)) == due:
                     del self._due[(instance, key)]
+                    if self._late is not None:
+                        self._late(key, now - due)
                     self._fire(instance, key)
             if not self._heap:
                 await self._wake.wait()

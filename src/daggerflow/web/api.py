@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..model.schedule import Schedule
     from ..model.versions import MigrationReport, TemplateVersion
     from ..tasks import ITemplateDAGInstance
+    from ..telemetry import Telemetry
     from ..templates import ITemplateDAG
 
 
@@ -27,6 +28,9 @@ class EngineAPI(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    #: Its metrics and tracing, once started (None before).
+    telemetry: Telemetry | None
 
     @property
     def template_dags(self) -> dict[str, ITemplateDAG]: ...

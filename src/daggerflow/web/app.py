@@ -27,6 +27,7 @@ from . import internal
 from .errors import EXCEPTION_HANDLERS
 from .openapi import build_document
 from .routes import ENDPOINTS, Endpoint, Handler
+from .telemetry import RequestTelemetry
 
 if TYPE_CHECKING:
     from .api import EngineAPI
@@ -76,4 +77,5 @@ def create_app(engine: EngineAPI) -> Starlette:
     # would otherwise answer as the listing where a client asked for an instance).
     app.router.redirect_slashes = False
     app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, _version()))
+    app.add_middleware(RequestTelemetry, engine=engine)
     return app

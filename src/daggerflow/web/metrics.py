@@ -25,4 +25,8 @@ def render(engine: EngineAPI) -> tuple[bytes, str]:
     by_status = Gauge("daggerflow_instances", "workflow instances by status", ["status"], registry=registry)
     for status in ("NOT_STARTED", "SUBMITTED", "EXECUTING", "COMPLETED", "FAILURE", "SKIPPED", "STOPPED"):
         by_status.labels(status).set(engine.count_instances(status=status))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    text = generate_latest(registry)
+    telemetry = engine.telemetry
+    if telemetry is not None:  # the counters and histograms (``telemetry.metrics``)
+        text += generate_latest(telemetry.metrics.registry)
+    return text, CONTENT_TYPE_LATEST
