@@ -82,6 +82,8 @@ async def test_fires_once_per_tick_with_deterministic_ids_and_survives_a_restart
         assert s.last_instance == first and s.last_fired == START + 40 and s.next_due == START + 100
         done = await engine.wait_for(first, timeout=5)
         assert done.status.code == "COMPLETED" and done.runtime_parameters == {"who": "cron", "ran": 1}
+        created = (await engine.history(first)).items[0]
+        assert created.event == "create" and created.actor == "schedule:s"  # which schedule made it
         clock.advance(60)
         await fired(engine, "s", 2)
         assert ids(engine) == [first, tick_instance_id("s", START + 100)]

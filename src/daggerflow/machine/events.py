@@ -13,6 +13,8 @@ from ..model.schedule import ScheduleSpec
 class Create(msgspec.Struct, gc=False, tag="create", frozen=True):
     instance: Instance
     submit: bool = False
+    # Who created it, when not the caller of create_instance: "schedule:NAME" for a tick.
+    actor: str | None = None
 
 
 class Submit(msgspec.Struct, gc=False, tag="submit", frozen=True):

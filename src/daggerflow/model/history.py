@@ -107,7 +107,9 @@ def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[
         return (seq, now, kind, event.node, changes, None, None, None, None, event.topic or None,
                 None if offset < 0 else offset, None if partition < 0 else partition)  # fmt: skip
     if kind == "create":
-        return (seq, now, kind, None, changes)
+        if event.actor is None:
+            return (seq, now, kind, None, changes)
+        return (seq, now, kind, None, changes, None, None, None, event.actor)
     if kind == "failed":
         node = inst.nodes.get(event.node)
         return (seq, now, kind, event.node, changes, event.job, None if node is None else node.attempts,

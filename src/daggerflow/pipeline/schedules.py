@@ -112,6 +112,7 @@ def _fire(applier: ScheduleHost, schedule: Schedule, ticks: list[float]) -> Sche
     created = 0
     error = None
     last = schedule.last_instance
+    actor = f"schedule:{spec.name}"  # the instance's history says which schedule made it
     for tick in ticks:
         iid = tick_instance_id(spec.name, tick)
         try:
@@ -124,9 +125,9 @@ def _fire(applier: ScheduleHost, schedule: Schedule, ticks: list[float]) -> Sche
             log.warning("schedule %r could not create %s: %s", spec.name, iid, exc)
             continue
         if applier.owns_instance(iid):
-            applier.apply_event(iid, Create(instance, True))
+            applier.apply_event(iid, Create(instance, True, actor))
         else:
-            applier.batch.forwards.append(ForwardEvent(iid, Create(instance, True)))
+            applier.batch.forwards.append(ForwardEvent(iid, Create(instance, True, actor)))
         created += 1
         last = iid
     if error is None and created:
