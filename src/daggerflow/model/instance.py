@@ -7,7 +7,7 @@ a node names its task class by the name it was registered under (``type_name``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -116,6 +116,9 @@ class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     correlations: dict[str, Correlation] = msgspec.field(default_factory=dict)
     # Timer key ("<node id>:<purpose>") -> due time; mirrored by the store's timer table.
     timers: dict[str, float] = msgspec.field(default_factory=dict)
+    # The runtime parameters the store indexes for search (``model.query.search_rows``),
+    # fixed at creation from the template.
+    search_keys: tuple[str, ...] = ()
 
     @property
     def root(self) -> Node:
@@ -177,13 +180,21 @@ def listing_order(instance: Instance) -> tuple[float, str]:
     return instance.root.time_created, instance.id
 
 
-def merge_listings(listings: Iterable[Iterable[Instance]], *, offset: int, limit: int) -> list[Instance]:
+def merge_listings(
+    listings: Iterable[Iterable[Instance]],
+    *,
+    offset: int,
+    limit: int,
+    key: Callable[[Instance], Any] = listing_order,
+    reverse: bool = False,
+) -> list[Instance]:
     """One page of several listings (partitions, workers), as one store holding them all would
-    list it. An instance listed twice (its partition just moved) keeps its most advanced copy."""
+    list it (in ``key`` order: ``model.query.sort_key`` gives a query's). An instance listed
+    twice (its partition just moved) keeps its most advanced copy."""
     newest: dict[str, Instance] = {}
     for listing in listings:
         for inst in listing:
             known = newest.get(inst.id)
             if known is None or inst.update_count > known.update_count:
                 newest[inst.id] = inst
-    return sorted(newest.values(), key=listing_order)[offset : offset + limit]
+    return sorted(newest.values(), key=key, reverse=reverse)[offset : offset + limit]

@@ -91,6 +91,21 @@ def param_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def search_rows(instance: Instance | None) -> dict[str, str]:
+    """The search index rows of an instance: each of its ``search_keys`` that it has as a
+    scalar parameter (a string, number or boolean), as ``param_text``. A filter on such a
+    parameter is answered from the index; objects and lists are never equal to a filter."""
+    if instance is None or not instance.search_keys:
+        return {}
+    params = instance.runtime_parameters
+    out: dict[str, str] = {}
+    for name in instance.search_keys:
+        value = params.get(name)
+        if isinstance(value, str | int | float):  # (bool is an int)
+            out[name] = param_text(value)
+    return out
+
+
 def parse_time(name: str, text: str | float | int) -> float:
     """Epoch seconds, or an ISO-8601 time (a time without a zone is UTC)."""
     if isinstance(text, bool):
@@ -167,6 +182,17 @@ def query_from_filter(filter: Mapping[str, Any] | None) -> InstanceQuery:
     if not isinstance(filter, Mapping):
         raise InvalidInput("filter must be a JSON object")
     return query_from_pairs(filter.items())
+
+
+def listing_query(
+    query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+) -> InstanceQuery:
+    """The query of a listing call that may also spell status and template as keywords
+    (the calls before queries existed): those given override the query's."""
+    if query is None:
+        return InstanceQuery(status=status, template=template)
+    changes = {k: v for k, v in (("status", status), ("template", template)) if v is not None}
+    return msgspec.structs.replace(query, **changes) if changes else query
 
 
 def matches(instance: Instance, query: InstanceQuery) -> bool:

@@ -31,8 +31,9 @@ from ..machine import (
     SetTimer,
     apply,
 )
-from ..machine.events import Event
+from ..machine.events import Complete, Event, Skip, Stop, Submit, TimerFired
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
+from ..model.query import search_rows
 from ..model.records import Outgoing, PendingJob
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
@@ -53,6 +54,9 @@ _json = msgspec.json.Encoder()
 #: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
 #: a listener), and a template could loop; what is left runs after the commit.
 MAX_INLINE_ROUNDS = 32
+#: Events that never change runtime parameters (a ``JobDone`` does when it carries changes):
+#: after any other event the instance's search rows are computed again (``search_changes``).
+_KEEPS_PARAMS = frozenset({Submit, Stop, Deliver, JobDone, JobFailed, TimerFired, Skip, Complete})
 
 
 class Oversize(Exception):
@@ -140,6 +144,7 @@ class BatchApplier:
         self.withdrawn: set[tuple[str, str, int]] = set()  # ...and ended again
         self.inlined: set[tuple[str, str, int]] = set()  # ...and ran before the commit
         self.seen: set[tuple[str, str]] = set()
+        self.search_dirty: set[str] = set()  # instances whose searchable parameters may have changed
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -204,6 +209,8 @@ class BatchApplier:
         inst.update_count += 1
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
+        if type(event) not in _KEEPS_PARAMS or (isinstance(event, JobDone) and (event.params or event.removed)):
+            self.search_dirty.add(iid)
         if box:
             self.batch.appends.extend(box)
         after_jobs = _active_jobs(inst)
@@ -453,7 +460,31 @@ class BatchApplier:
         committed = self.proc.committed_size(iid)
         return committed <= limit or size > committed + limit // 16
 
+    def search_changes(self) -> None:
+        """The search rows of the instances whose searchable parameters may have changed
+        and of those deleted: the difference between what the store holds (the rows of the
+        committed state) and the rows of the new state."""
+        batch = self.batch
+        before = self.after.before
+        for iid in self.search_dirty | self.after.deleted.keys():
+            inst = self.after.changed.get(iid)
+            committed = before.get(iid)
+            old = search_rows(committed)
+            new = search_rows(inst)
+            if inst is not None and committed is None:
+                batch.search_profiles.append((inst.template_name, inst.search_keys))
+            if old == new:
+                continue
+            batch.search_del.extend((iid, name) for name in old if name not in new)
+            if inst is not None:
+                created = inst.root.time_created
+                batch.search_put.extend(
+                    (iid, name, text, created) for name, text in new.items() if old.get(name) != text
+                )
+
     def finish(self) -> None:
+        if self.search_dirty or self.after.deleted:
+            self.search_changes()
         self.after.appends = self.batch.appends
         if self.withdrawn or self.inlined:
             gone = self.withdrawn

@@ -39,6 +39,7 @@ B     topic, key, value, id                                     msgpack [payload
 e     id                                                        the ``B`` key
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
+a, A  the search index: rows, profiles and their reverse (``store/rocksdb_search.py``)
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
@@ -59,7 +60,6 @@ from rocksdict import WriteBatch as RocksBatch
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from ..model.query import InstanceQuery
 from .base import Message, PendingJob, WriteBatch
 from .keys import F64 as _F64
 from .keys import U64 as _U64
@@ -69,8 +69,8 @@ from .keys import text_fields as _fields
 from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
+from .rocksdb_search import RocksSearch
 from .rocksdb_topics import RocksTopicRetention
-from .scan import scan
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -94,7 +94,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention):
+class RocksDBStore(RocksTopicRetention, RocksSearch):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -254,14 +254,6 @@ class RocksDBStore(RocksTopicRetention):
 
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         return len(self._keys(self._index_prefix(status, template)))
-
-    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
-        return scan(self, query)[offset : offset + limit]
-
-    def count_query(self, query: InstanceQuery) -> int:
-        if query.is_plain():
-            return self.count_instances(status=query.status, template=query.template)
-        return len(scan(self, query))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)
@@ -515,12 +507,18 @@ class RocksDBStore(RocksTopicRetention):
             wb.put(b"N" + _f64(first) + ids, b"")
         for partition, offset in batch.changelog_offsets.items():
             wb.put(b"L" + _u64(partition), _u64(offset))
+        fresh = (
+            self._search_writes(wb, batch.search_put, batch.search_del, batch.search_profiles)
+            if batch.search_put or batch.search_del or batch.search_profiles
+            else []
+        )
         try:
             db.write(wb, self._write)
         except BaseException:
             self._next_buffer_id = next_buffer_id  # the ids were not used
             raise
         self._heads.update(heads)  # only once the batch is written
+        self._profiles_written(fresh)
         if assigned:
             batch.buffer_ids = assigned
         if len(self._listed) + len(listed) > 100_000:
@@ -552,6 +550,7 @@ class RocksDBStore(RocksTopicRetention):
             wb.delete(b"x" + _s(topic) + _s(name) + _s(value) + sid + _s(node))
         for key in self._keys(b"T" + sid):
             wb.delete(key)
+        self._drop_search_rows(wb, sid)
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         buffered: list[int] = []

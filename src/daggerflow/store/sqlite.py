@@ -19,15 +19,28 @@ import msgspec
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from ..model.query import InstanceQuery
+from ..model.query import InstanceQuery, matches
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
-from .scan import scan
+from .search_plan import SqlPlan, sql_plan
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-SCHEMA_VERSION = 3  # 2: the changelog table (changelog checkpoints); 3: correlation.only_one
+# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: the search index
+SCHEMA_VERSION = 4
+
+# The search index (``store/search_plan.py``): an instance's searchable parameters, the
+# (template, search keys) of the instances held, and the correlation index by value.
+_SEARCH_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS search (instance TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, "
+    "created REAL NOT NULL, PRIMARY KEY (instance, name)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS search_value ON search (name, value, created)",
+    "CREATE TABLE IF NOT EXISTS search_profiles (template TEXT NOT NULL, keys TEXT NOT NULL, "
+    "PRIMARY KEY (template, keys)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS correlation_value ON correlation (value)",
+    "CREATE INDEX IF NOT EXISTS instances_updated ON instances (updated)",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,7 +72,7 @@ CREATE TABLE IF NOT EXISTS buffered (
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
-"""
+""" + "".join(s + ";\n" for s in _SEARCH_SCHEMA)
 
 
 def _add_only_one(db: sqlite3.Connection) -> None:
@@ -74,6 +87,9 @@ def _add_only_one(db: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
     2: [_add_only_one],
+    # Instances created before the index have no search rows: an empty profile says so, and
+    # their parameters are found by reading them.
+    3: [*_SEARCH_SCHEMA, "INSERT OR IGNORE INTO search_profiles SELECT DISTINCT template, '[]' FROM instances"],
 }
 
 _json = msgspec.json.Encoder()
@@ -90,6 +106,10 @@ class SQLiteStore:
         self.path = path
         self._lockfile = LockFile(path)
         self._heads: dict[str, int] = {}
+        self._profiles: dict[str, set[tuple[str, ...]]] | None = None  # (search_profiles, read once)
+        # The correlation table indexes the waiting listeners of this store's own instances
+        # (false for a Kafka partition: it holds the entries it owns, of any instance).
+        self.local_correlations = True
         if path != ":memory:":
             private_dirs(Path(path).parent)
             self._lockfile.acquire(path)
@@ -192,12 +212,50 @@ class SQLiteStore:
         return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
 
     def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
-        return scan(self, query)[offset : offset + limit]
+        if limit <= 0:
+            return []
+        plan = self._plan(query)
+        sql = f"SELECT i.data FROM instances i{plan.where}{plan.order}"
+        if plan.exact:
+            rows = self.db.execute(sql + " LIMIT ? OFFSET ?", (*plan.args, limit, offset))
+            return [decode_instance(r[0]) for r in rows]
+        out: list[Instance] = []
+        skip = offset
+        for (data,) in self.db.execute(sql, plan.args):
+            inst = decode_instance(data)
+            if not matches(inst, query):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            out.append(inst)
+            if len(out) >= limit:
+                break
+        return out
 
     def count_query(self, query: InstanceQuery) -> int:
-        if query.is_plain():
-            return self.count_instances(status=query.status, template=query.template)
-        return len(scan(self, query))
+        plan = self._plan(query)
+        if plan.exact:
+            return int(self.db.execute(f"SELECT COUNT(*) FROM instances i{plan.where}", plan.args).fetchone()[0])
+        rows = self.db.execute(f"SELECT i.data FROM instances i{plan.where}", plan.args)
+        return sum(1 for (data,) in rows if matches(decode_instance(data), query))
+
+    def query_plan(self, query: InstanceQuery) -> list[str]:
+        """Diagnostics: SQLite's ``EXPLAIN QUERY PLAN`` of ``query`` (one line per step)."""
+        plan = self._plan(query)
+        rows = self.db.execute(f"EXPLAIN QUERY PLAN SELECT i.data FROM instances i{plan.where}{plan.order}", plan.args)
+        return [str(r[3]) for r in rows]
+
+    def _plan(self, query: InstanceQuery) -> SqlPlan:
+        return sql_plan(query, self._search_profiles(), correlations=self.local_correlations)
+
+    def _search_profiles(self) -> dict[str, set[tuple[str, ...]]]:
+        if self._profiles is None:
+            profiles: dict[str, set[tuple[str, ...]]] = {}
+            for template, keys in self.db.execute("SELECT template, keys FROM search_profiles"):
+                profiles.setdefault(template, set()).add(tuple(msgspec.json.decode(keys)))
+            self._profiles = profiles
+        return self._profiles
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         rows = self.db.execute(
@@ -354,6 +412,17 @@ class SQLiteStore:
                 db.executemany("DELETE FROM instances WHERE id=?", dels)
                 db.executemany("DELETE FROM correlation WHERE instance=?", dels)
                 db.executemany("DELETE FROM timers WHERE instance=?", dels)
+                db.executemany("DELETE FROM search WHERE instance=?", dels)
+            if batch.search_del:
+                db.executemany("DELETE FROM search WHERE instance=? AND name=?", batch.search_del)
+            if batch.search_put:
+                db.executemany("INSERT OR REPLACE INTO search VALUES (?,?,?,?)", batch.search_put)
+            new_profiles = self._new_profiles(batch.search_profiles) if batch.search_profiles else ()
+            if new_profiles:
+                db.executemany(
+                    "INSERT OR IGNORE INTO search_profiles VALUES (?,?)",
+                    [(t, _json.encode(list(keys)).decode()) for t, keys in new_profiles],
+                )
             if batch.index_del:
                 db.executemany(
                     "DELETE FROM correlation WHERE topic=? AND key=? AND value=? AND instance=? AND node=?",
@@ -436,9 +505,15 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
                 )
         self._heads.update(heads)  # only once the transaction committed
+        for template, keys in new_profiles:
+            self._search_profiles().setdefault(template, set()).add(keys)
         if assigned:
             batch.buffer_ids = assigned
         return appended
+
+    def _new_profiles(self, profiles: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, tuple[str, ...]]]:
+        known = self._search_profiles()
+        return list(dict.fromkeys(p for p in profiles if p[1] not in known.get(p[0], ())))
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         seen = self.db.execute("SELECT topic, id FROM seen WHERE ts < ? LIMIT ?", (now - seen_ttl, limit))

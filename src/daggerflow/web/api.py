@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..model.instance import Instance
+    from ..model.query import InstanceQuery
     from ..model.records import Message
     from ..tasks import ITemplateDAGInstance
     from ..templates import ITemplateDAG
@@ -59,16 +60,22 @@ class EngineAPI(Protocol):
     ) -> ITemplateDAGInstance[Any, Any]: ...
 
     def list_instances(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None,
+        limit: int = 100, offset: int = 0,
     ) -> list[Instance]: ...
 
-    def count_instances(self, *, status: str | None = None, template: str | None = None) -> int: ...
+    def count_instances(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
     async def list_instances_async(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None,
+        limit: int = 100, offset: int = 0,
     ) -> list[Instance]: ...
 
-    async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int: ...
+    async def count_instances_async(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 

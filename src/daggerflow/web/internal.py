@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from ..errors import NotOwner
 from ..model.instance import encode_instance
-from .inputs import decode_query
+from .inputs import decode_list_query, decode_query
 from .schemas import CountQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
@@ -40,12 +40,12 @@ async def instance(engine: EngineAPI, request: Request) -> Response:
 
 
 async def instances(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, InternalListQuery)
-    found = engine.list_instances(status=q.status, template=q.template, limit=q.limit, offset=q.offset)
+    q, query = decode_list_query(request, InternalListQuery)
+    found = engine.list_instances(query, limit=q.limit, offset=q.offset)
     return _internal(msgspec.msgpack.encode(found))
 
 
 async def count(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, CountQuery)
-    total = engine.count_instances(status=q.status, template=q.template)
+    _, query = decode_list_query(request, CountQuery)
+    total = engine.count_instances(query)
     return _internal(msgspec.json.encode({"count": total}), media_type="application/json")

@@ -1,0 +1,216 @@
+"""Instance search on the RocksDB store: the search rows, the profiles and the query.
+
+====  ========================================================  ============================
+tag   key fields                                                value
+====  ========================================================  ============================
+a     name, value, created, instance                            -- (a search row)
+a     "" (an empty name), template, search keys (JSON text)     -- (a search profile)
+A     instance, name                                            msgpack [value, created]
+                                                                (the row's reverse: to move
+                                                                or drop an instance's rows)
+====  ========================================================  ============================
+
+A query takes its candidates from the most selective index it has (a fully indexed
+parameter: one ``a`` range; else the rows of a partly indexed one plus the listing of the
+templates that do not index it; else the correlation index; else the status/template
+listing, bounded by the creation times), reads them, checks each with
+``model.query.matches`` and sorts them. A query of status, template and creation times only
+in creation order walks the listing index and reads only its page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+
+import msgspec
+from rocksdict import Rdict
+from rocksdict import WriteBatch as RocksBatch
+
+from ..model.instance import Instance, decode_instance
+from ..model.query import InstanceQuery, matches, sort_key
+from .keys import f64, text_field, text_fields
+from .search_plan import param_plans
+
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+_json = msgspec.json.Encoder()
+_PROFILES = b"a" + text_field("")
+_RUNNING = ("NOT_STARTED", "SUBMITTED", "EXECUTING")
+
+
+def _index_prefix(status: str | None, template: str | None) -> bytes:
+    if status and template:
+        return b"b" + text_field(status) + text_field(template)
+    if status:
+        return b"s" + text_field(status)
+    if template:
+        return b"t" + text_field(template)
+    return b"c"
+
+
+class RocksSearch:
+    """Mixed into ``RocksDBStore``: the search index's writes and the instance query."""
+
+    db: Rdict
+    # The correlation index (``x``) holds the waiting listeners of this store's own
+    # instances (false for a Kafka partition: it holds the entries it owns, of any instance).
+    local_correlations: bool = True
+    _profiles: dict[str, set[tuple[str, ...]]] | None = None
+
+    def _scan(self, prefix: bytes, start: bytes | None = None) -> Generator[tuple[bytes, bytes], None, None]:
+        raise NotImplementedError  # RocksDBStore's
+
+    def _keys(self, prefix: bytes, limit: int | None = None, skip: int = 0) -> list[bytes]:
+        raise NotImplementedError  # RocksDBStore's
+
+    # Writes -----------------------------------------------------------------------------
+
+    def _search_writes(
+        self,
+        wb: RocksBatch,
+        puts: list[tuple[str, str, str, float]],
+        dels: list[tuple[str, str]],
+        profiles: list[tuple[str, tuple[str, ...]]],
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """Put a batch's search changes into ``wb``; return the profiles new to the store."""
+        for instance, name in dels:
+            self._drop_row(wb, text_field(instance), text_field(name))
+        for instance, name, value, created in puts:
+            sid, sname = text_field(instance), text_field(name)
+            self._drop_row(wb, sid, sname)
+            wb.put(b"a" + sname + text_field(value) + f64(created) + sid, b"")
+            wb.put(b"A" + sid + sname, _pack.encode((value, created)))
+        known = self._search_profiles()
+        fresh = list(dict.fromkeys(p for p in profiles if p[1] not in known.get(p[0], ())))
+        for template, keys in fresh:
+            wb.put(_PROFILES + text_field(template) + text_field(_json.encode(list(keys)).decode()), b"")
+        return fresh
+
+    def _profiles_written(self, fresh: list[tuple[str, tuple[str, ...]]]) -> None:
+        for template, keys in fresh:
+            self._search_profiles().setdefault(template, set()).add(keys)
+
+    def _drop_row(self, wb: RocksBatch, sid: bytes, sname: bytes) -> None:
+        old = self.db.get(b"A" + sid + sname)
+        if old is not None:
+            value, created = _unpack.decode(old)
+            wb.delete(b"a" + sname + text_field(value) + f64(created) + sid)
+            wb.delete(b"A" + sid + sname)
+
+    def _drop_search_rows(self, wb: RocksBatch, sid: bytes) -> None:
+        """Delete every search row of an instance (it is deleted)."""
+        prefix = b"A" + sid
+        for key, raw in self._scan(prefix):
+            (name,) = text_fields(key[len(prefix) :])
+            value, created = _unpack.decode(raw)
+            wb.delete(b"a" + text_field(name) + text_field(value) + f64(created) + sid)
+            wb.delete(key)
+
+    def _search_profiles(self) -> dict[str, set[tuple[str, ...]]]:
+        if self._profiles is None:
+            profiles: dict[str, set[tuple[str, ...]]] = {}
+            for key in self._keys(_PROFILES):
+                template, keys = text_fields(key[len(_PROFILES) :])
+                profiles.setdefault(template, set()).add(tuple(msgspec.json.decode(keys)))
+            self._profiles = profiles
+        return self._profiles
+
+    # The query --------------------------------------------------------------------------
+
+    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
+        if limit <= 0:
+            return []
+        if _listing_only(query):
+            return self._listing_page(query, limit, offset)
+        found = self._matches(query)
+        key, reverse = sort_key(query)
+        found.sort(key=key, reverse=reverse)
+        return found[offset : offset + limit]
+
+    def count_query(self, query: InstanceQuery) -> int:
+        if _listing_only(query):
+            return sum(1 for _ in self._listing_ids(query))
+        return len(self._matches(query))
+
+    def _matches(self, query: InstanceQuery) -> list[Instance]:
+        ids = self._candidates(query)
+        keys: list[str | int | float | bytes | bool] = [b"i" + text_field(i) for i in ids]
+        found: list[bytes | None] = (self.db.get(keys) or []) if keys else []
+        out = []
+        for data in found:
+            if data is not None:
+                inst = decode_instance(data)
+                if matches(inst, query):
+                    out.append(inst)
+        return out
+
+    def _candidates(self, query: InstanceQuery) -> Iterable[str]:
+        """Ids of a superset of the matches, from the most selective index at hand."""
+        plans = param_plans(query, self._search_profiles())
+        full = [p for p in plans if not p.unindexed]
+        if full:
+            sets = [set(self._rows(p.name, p.value)) for p in full]
+            return set.intersection(*sets)
+        partial = [p for p in plans if not p.scan_only]
+        if partial:
+            plan = partial[0]
+            ids = set(self._rows(plan.name, plan.value))
+            for template in plan.unindexed:
+                ids.update(self._listing_ids(query, template=template))
+            return ids
+        if query.waiting_on is not None or query.correlation is not None:
+            if not self.local_correlations:
+                statuses = (query.status,) if query.status is not None else _RUNNING
+                return {i for s in statuses for i in self._listing_ids(query, status=s)}
+            if query.waiting_on is not None:
+                prefix = b"x" + text_field(query.waiting_on)
+                return {text_fields(k[len(prefix) :])[2] for k in self._keys(prefix)}
+            # A correlation value alone: every waiting listener's entry is read.
+            wanted = query.correlation
+            return {f[3] for k in self._keys(b"x") if (f := text_fields(k[1:]))[2] == wanted}
+        return self._listing_ids(query)
+
+    def _rows(self, name: str, value: str) -> Generator[str, None, None]:
+        prefix = b"a" + text_field(name) + text_field(value)
+        for key in self._keys(prefix):
+            yield text_fields(key[len(prefix) + 8 :])[0]
+
+    def _listing_ids(
+        self, query: InstanceQuery, *, status: str | None = None, template: str | None = None
+    ) -> list[str]:
+        """Ids from the status/template listing, within the query's creation times."""
+        prefix = _index_prefix(status or query.status, template or query.template)
+        start = prefix + f64(query.created_after) if query.created_after is not None else None
+        stop = f64(query.created_before) if query.created_before is not None else None
+        cut = len(prefix)
+        out = []
+        scan = self._scan(prefix, start)
+        try:
+            for key, _ in scan:
+                if stop is not None and key[cut : cut + 8] >= stop:
+                    break
+                out.append(text_fields(key[cut + 8 :])[0])
+        finally:
+            scan.close()
+        return out
+
+    def _listing_page(self, query: InstanceQuery, limit: int, offset: int) -> list[Instance]:
+        ids = self._listing_ids(query)
+        if query.sort.startswith("-"):
+            ids.reverse()
+        page: list[str | int | float | bytes | bool] = [b"i" + text_field(i) for i in ids[offset : offset + limit]]
+        found: list[bytes | None] = (self.db.get(page) or []) if page else []
+        return [decode_instance(data) for data in found if data is not None]
+
+
+def _listing_only(query: InstanceQuery) -> bool:
+    """Status, template and creation times only, in creation order: the listing's own."""
+    return (
+        query.sort.endswith("created")
+        and not query.params
+        and query.version is None
+        and query.waiting_on is None
+        and query.correlation is None
+        and query.updated_after is None
+    )
+
