@@ -381,8 +381,8 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     migrated = SQLiteStore(path)
     try:
-        assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-        assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
         assert migrated.get_instance("a") is not None and migrated.position("c") == 3
         assert migrated.changelog_checkpoint(0) is None
         migrated.commit(WriteBatch(changelog_offsets={0: 12}), 0.0)

@@ -21,10 +21,9 @@ in creation order walks the listing index and reads only its page.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
+from typing import Any
 
 import msgspec
-from rocksdict import Rdict
-from rocksdict import WriteBatch as RocksBatch
 
 from ..model.instance import Instance, decode_instance
 from ..model.query import InstanceQuery, matches, sort_key
@@ -51,7 +50,9 @@ def _index_prefix(status: str | None, template: str | None) -> bytes:
 class RocksSearch:
     """Mixed into ``RocksDBStore``: the search index's writes and the instance query."""
 
-    db: Rdict
+    # The store's ``Rdict``; write batches are ``rocksdict.WriteBatch`` (rocksdict stays in
+    # ``store/rocksdb.py``).
+    db: Any
     # The correlation index (``x``) holds the waiting listeners of this store's own
     # instances (false for a Kafka partition: it holds the entries it owns, of any instance).
     local_correlations: bool = True
@@ -67,7 +68,7 @@ class RocksSearch:
 
     def _search_writes(
         self,
-        wb: RocksBatch,
+        wb: Any,
         puts: list[tuple[str, str, str, float]],
         dels: list[tuple[str, str]],
         profiles: list[tuple[str, tuple[str, ...]]],
@@ -90,14 +91,14 @@ class RocksSearch:
         for template, keys in fresh:
             self._search_profiles().setdefault(template, set()).add(keys)
 
-    def _drop_row(self, wb: RocksBatch, sid: bytes, sname: bytes) -> None:
+    def _drop_row(self, wb: Any, sid: bytes, sname: bytes) -> None:
         old = self.db.get(b"A" + sid + sname)
         if old is not None:
             value, created = _unpack.decode(old)
             wb.delete(b"a" + sname + text_field(value) + f64(created) + sid)
             wb.delete(b"A" + sid + sname)
 
-    def _drop_search_rows(self, wb: RocksBatch, sid: bytes) -> None:
+    def _drop_search_rows(self, wb: Any, sid: bytes) -> None:
         """Delete every search row of an instance (it is deleted)."""
         prefix = b"A" + sid
         for key, raw in self._scan(prefix):

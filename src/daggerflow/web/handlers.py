@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -62,6 +63,8 @@ async def ready(engine: EngineAPI, request: Request) -> Response:
 
 async def dagger_instances(engine: EngineAPI, request: Request) -> Response:
     q, query = decode_list_query(request, ListQuery)
+    if q.sort is None:  # Dagger listed in creation order
+        query = msgspec.structs.replace(query, sort="created")
     found = await engine.list_instances_async(query, limit=q.limit, offset=q.offset)
     return JSONResponse([_snapshot(i) for i in found])
 
