@@ -5,6 +5,9 @@ search rows follow creation, parameter patches, task changes and deletion."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from typing import Any
 
 import httpx
@@ -160,3 +163,29 @@ async def test_openapi_documents_the_filters(shop: Dagger, client: httpx.AsyncCl
             "version", "sort"} <= set(params)  # fmt: skip
     assert params["sort"]["schema"]["enum"] == ["-created", "created", "-updated", "updated"]
     assert "search_attributes" in params["param.NAME"]["description"]
+
+
+async def cli(url: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daggerflow", *args, "--url", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cli_lists_with_filters_and_sort(shop: Dagger) -> None:
+    url = shop.web_url
+    assert url is not None
+    code, out = await cli(url, "instances", "--filter", "customer_id=ann", "--filter", "template=shop", "--json")
+    assert code == 0, out
+    assert ids(json.loads(out)["items"]) == ["s2", "s0"]
+    code, out = await cli(url, "list", "-f", "param.region=us", "--sort", "created", "--json")
+    assert code == 0 and ids(json.loads(out)["items"]) == ["s2", "s3"], out
+    code, out = await cli(url, "list", "--filter", f"waiting_on={ORDER_READY}")
+    assert code == 0 and "o2" in out and "s1" not in out and "1-3 of 3" in out, out
+    code, out = await cli(url, "list", "--filter", "nonsense")
+    assert code == 2 and "expected NAME=VALUE" in out and "Traceback" not in out, out
+    code, out = await cli(url, "list", "--filter", "created_after=yesterday")
+    assert code != 0 and "ISO-8601" in out and "Traceback" not in out, out

@@ -116,8 +116,8 @@ class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     correlations: dict[str, Correlation] = msgspec.field(default_factory=dict)
     # Timer key ("<node id>:<purpose>") -> due time; mirrored by the store's timer table.
     timers: dict[str, float] = msgspec.field(default_factory=dict)
-    # The runtime parameters the store indexes for search (``model.query.search_rows``),
-    # fixed at creation from the template.
+    # The runtime parameters the template declared searchable when it was created (its
+    # listeners' correlatable keys are searchable too: ``model.query.search_names``).
     search_keys: tuple[str, ...] = ()
 
     @property

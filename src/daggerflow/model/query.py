@@ -91,15 +91,25 @@ def param_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def search_names(instance: Instance) -> tuple[str, ...]:
+    """The runtime parameters an instance is indexed by: those its template declared
+    (``search_keys``), then its listeners' correlatable keys (Dagger's business keys)."""
+    names = dict.fromkeys(instance.search_keys)
+    for node in instance.nodes.values():
+        if node.correlatable_key:
+            names[node.correlatable_key] = None
+    return tuple(names)
+
+
 def search_rows(instance: Instance | None) -> dict[str, str]:
-    """The search index rows of an instance: each of its ``search_keys`` that it has as a
+    """The search index rows of an instance: each of its ``search_names`` that it has as a
     scalar parameter (a string, number or boolean), as ``param_text``. A filter on such a
     parameter is answered from the index; objects and lists are never equal to a filter."""
-    if instance is None or not instance.search_keys:
+    if instance is None:
         return {}
     params = instance.runtime_parameters
     out: dict[str, str] = {}
-    for name in instance.search_keys:
+    for name in search_names(instance):
         value = params.get(name)
         if isinstance(value, str | int | float):  # (bool is an int)
             out[name] = param_text(value)

@@ -396,18 +396,10 @@ def instantiate(
     expander = _Expander(instance, IdSource(seed), now, overrides or Overrides())
     root = expander.add(Node(id=instance_id, name=spec.name, kind=Kind.ROOT.value))
     root.children = (expander.process_chain(spec.root_process, instance_id, spec.name),)
-    instance.search_keys = search_keys(spec, instance)
+    # Only the declared ones: the listeners' correlatable keys are read from the nodes
+    # (``model.query.search_names``), and a template without declarations stores nothing.
+    instance.search_keys = spec.search_attributes
     return instance
-
-
-def search_keys(spec: WorkflowSpec, instance: Instance) -> tuple[str, ...]:
-    """The parameters an instance is searchable by: the template's declared attributes,
-    then its listeners' correlatable keys (Dagger's business keys), each once."""
-    keys = dict.fromkeys(spec.search_attributes)
-    for node in instance.nodes.values():
-        if node.correlatable_key:
-            keys[node.correlatable_key] = None
-    return tuple(keys)
 
 
 def check_search_attributes(names: Any) -> tuple[str, ...]:

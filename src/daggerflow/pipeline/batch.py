@@ -33,7 +33,7 @@ from ..machine import (
 )
 from ..machine.events import Complete, Event, Skip, Stop, Submit, TimerFired
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
-from ..model.query import search_rows
+from ..model.query import search_names, search_rows
 from ..model.records import Outgoing, PendingJob
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
@@ -472,7 +472,7 @@ class BatchApplier:
             old = search_rows(committed)
             new = search_rows(inst)
             if inst is not None and committed is None:
-                batch.search_profiles.append((inst.template_name, inst.search_keys))
+                batch.search_profiles.append((inst.template_name, search_names(inst)))
             if old == new:
                 continue
             batch.search_del.extend((iid, name) for name in old if name not in new)
