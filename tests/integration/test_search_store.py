@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daggerflow.model.instance import Correlation, Instance, Node
-from daggerflow.model.query import InstanceQuery, matches, query_from_pairs, search_names, search_rows, sort_key
+from daggerflow.model.query import (
+    InstanceQuery,
+    matches,
+    query_from_pairs,
+    search_names,
+    search_rows,
+    sort_key,
+)
 from daggerflow.store.base import Store, WriteBatch
 from daggerflow.store.sqlite import SQLiteStore
 

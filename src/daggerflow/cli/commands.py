@@ -9,6 +9,7 @@ import click
 from rich import box
 from rich.table import Table
 
+from ..model.query import DEFAULT_SORT, FILTER_NAMES, PARAM_PREFIX, SORTS
 from .client import (
     ClientCommand,
     call_worker,
@@ -19,7 +20,6 @@ from .client import (
     styled_status,
     url_option,
 )
-from ..model.query import DEFAULT_SORT, FILTER_NAMES, PARAM_PREFIX, SORTS
 from .group import cli, console
 
 if TYPE_CHECKING:
