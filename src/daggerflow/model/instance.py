@@ -159,6 +159,19 @@ def copy_instance(instance: Instance) -> Instance:
 _any_decoder = msgspec.msgpack.Decoder()
 
 
+class _ParametersOnly(msgspec.Struct):
+    runtime_parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_parameters_decoder = msgspec.msgpack.Decoder(_ParametersOnly)
+
+
+def decode_parameters(data: bytes) -> dict[str, Any]:
+    """Only the runtime parameters of an encoded instance: the rest of the record is
+    skipped, not built (a search that reads instances tests these first)."""
+    return _parameters_decoder.decode(data).runtime_parameters
+
+
 def encode_params(params: dict[str, Any]) -> bytes:
     """Runtime parameters as stored inside the instance record (their size is checked)."""
     return _encoder.encode(params)

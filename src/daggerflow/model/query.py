@@ -91,6 +91,14 @@ def param_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def params_match(params: Mapping[str, Any], query: InstanceQuery) -> bool:
+    """Whether runtime parameters meet the query's ``param.NAME`` conditions."""
+    for name, text in query.params:
+        if name not in params or param_text(params[name]) != text:
+            return False
+    return True
+
+
 def search_names(instance: Instance) -> tuple[str, ...]:
     """The runtime parameters an instance is indexed by: those its template declared
     (``search_keys``), then its listeners' correlatable keys (Dagger's business keys)."""
@@ -220,10 +228,8 @@ def matches(instance: Instance, query: InstanceQuery) -> bool:
         return False
     if query.updated_after is not None and instance.lastupdated < query.updated_after:
         return False
-    params = instance.runtime_parameters
-    for name, text in query.params:
-        if name not in params or param_text(params[name]) != text:
-            return False
+    if query.params and not params_match(instance.runtime_parameters, query):
+        return False
     if query.waiting_on is not None or query.correlation is not None:
         waits = instance.correlations.values()
         if query.waiting_on is not None and not any(c.topic == query.waiting_on for c in waits):

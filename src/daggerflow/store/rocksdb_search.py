@@ -25,8 +25,8 @@ from typing import Any
 
 import msgspec
 
-from ..model.instance import Instance, decode_instance
-from ..model.query import InstanceQuery, matches, sort_key
+from ..model.instance import Instance, decode_instance, decode_parameters
+from ..model.query import InstanceQuery, matches, params_match, sort_key
 from .keys import f64, text_field, text_fields
 from .search_plan import param_plans
 
@@ -140,6 +140,8 @@ class RocksSearch:
         out = []
         for data in found:
             if data is not None:
+                if query.params and not params_match(decode_parameters(data), query):
+                    continue  # (the whole record is decoded only for a candidate that may match)
                 inst = decode_instance(data)
                 if matches(inst, query):
                     out.append(inst)

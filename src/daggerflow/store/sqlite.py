@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 
 from ..errors import StoreError
-from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from ..model.query import InstanceQuery, matches
+from ..model.instance import Correlation, Instance, decode_instance, decode_parameters, encode_instance
+from ..model.query import InstanceQuery, matches, params_match
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
 from .search_plan import SqlPlan, sql_plan
@@ -222,6 +222,8 @@ class SQLiteStore:
         out: list[Instance] = []
         skip = offset
         for (data,) in self.db.execute(sql, plan.args):
+            if query.params and not params_match(decode_parameters(data), query):
+                continue  # (the whole record is decoded only for a candidate that may match)
             inst = decode_instance(data)
             if not matches(inst, query):
                 continue
@@ -238,7 +240,12 @@ class SQLiteStore:
         if plan.exact:
             return int(self.db.execute(f"SELECT COUNT(*) FROM instances i{plan.where}", plan.args).fetchone()[0])
         rows = self.db.execute(f"SELECT i.data FROM instances i{plan.where}", plan.args)
-        return sum(1 for (data,) in rows if matches(decode_instance(data), query))
+        return sum(
+            1
+            for (data,) in rows
+            if (not query.params or params_match(decode_parameters(data), query))
+            and matches(decode_instance(data), query)
+        )
 
     def query_plan(self, query: InstanceQuery) -> list[str]:
         """Diagnostics: SQLite's ``EXPLAIN QUERY PLAN`` of ``query`` (one line per step)."""
