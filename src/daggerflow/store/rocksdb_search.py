@@ -35,6 +35,10 @@ _unpack = msgspec.msgpack.Decoder()
 _json = msgspec.json.Encoder()
 _PROFILES = b"a" + text_field("")
 _RUNNING = ("NOT_STARTED", "SUBMITTED", "EXECUTING")
+_CHUNK = 1000
+# Candidates' ids are encoded without ``text_field``'s cache: a long search would evict
+# what the commits use from it.
+_id_field = text_field.__wrapped__
 
 
 def _index_prefix(status: str | None, template: str | None) -> bytes:
@@ -134,12 +138,14 @@ class RocksSearch:
         return len(self._matches(query))
 
     def _matches(self, query: InstanceQuery) -> list[Instance]:
-        ids = self._candidates(query)
-        keys: list[str | int | float | bytes | bool] = [b"i" + text_field(i) for i in ids]
-        found: list[bytes | None] = (self.db.get(keys) or []) if keys else []
+        ids = list(self._candidates(query))
         out = []
-        for data in found:
-            if data is not None:
+        for start in range(0, len(ids), _CHUNK):  # (bounded memory for a long candidate list)
+            keys: list[str | int | float | bytes | bool] = [b"i" + _id_field(i) for i in ids[start : start + _CHUNK]]
+            found: list[bytes | None] = self.db.get(keys) or []
+            for data in found:
+                if data is None:
+                    continue
                 if query.params and not params_match(decode_parameters(data), query):
                     continue  # (the whole record is decoded only for a candidate that may match)
                 inst = decode_instance(data)
@@ -201,7 +207,7 @@ class RocksSearch:
         ids = self._listing_ids(query)
         if query.sort.startswith("-"):
             ids.reverse()
-        page: list[str | int | float | bytes | bool] = [b"i" + text_field(i) for i in ids[offset : offset + limit]]
+        page: list[str | int | float | bytes | bool] = [b"i" + _id_field(i) for i in ids[offset : offset + limit]]
         found: list[bytes | None] = (self.db.get(page) or []) if page else []
         return [decode_instance(data) for data in found if data is not None]
 
