@@ -15,6 +15,9 @@ import pytest
 
 from daggerflow import Dagger, ManualClock
 
+# The project tests itself with the kit it ships (docs/testing.md).
+pytest_plugins = ["daggerflow.testing.pytest_plugin"]
+
 TEST_STORE = os.environ.get("DAGGERFLOW_TEST_STORE", "sqlite")
 if TEST_STORE not in ("sqlite", "rocksdb"):
     raise pytest.UsageError(f"DAGGERFLOW_TEST_STORE={TEST_STORE!r}: use 'sqlite' or 'rocksdb'")

@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from .bulk_actions import BulkActions
 from .config import EngineConfig, check_options
 from .errors import (
     ConfigurationError,
@@ -52,7 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, Search):
+class Dagger(Registration, Operations, BulkActions, Search):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under

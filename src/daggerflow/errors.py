@@ -44,6 +44,10 @@ class UnknownInstance(DaggerError, LookupError):
     """No such workflow instance, or no such node in it (HTTP 404)."""
 
 
+class UnknownJob(UnknownInstance):
+    """No bulk job has that id (HTTP 404)."""
+
+
 class InvalidTriggerTimeForTask(DaggerError):
     pass
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, ManualClock, TriggerTask
 from daggerflow.templates import ITemplateDAG
+from daggerflow.testing import WorkflowEnvironment
 
 from .support_29_56 import JsonKeyListener, index_entries, node, rows, state
 
@@ -64,47 +65,50 @@ def _register(engine: Dagger) -> tuple[ITemplateDAG, ITemplateDAG]:
     return listen, timer
 
 
+def _orders_engine(make_engine: EngineFactory) -> EngineFactory:
+    """How each "process" builds its engine: on the same SQLite file, templates registered."""
+
+    def factory(**options: Any) -> Dagger:
+        engine = make_engine("orders", **options)
+        _register(engine)
+        return engine
+
+    return factory
+
+
 async def test_waiting_listeners_and_timers_survive_a_restart(make_engine: EngineFactory) -> None:
     """§10.55: after the engine is stopped and a new engine object is started on the same
     SQLite file, a waiting listener completes on a later message, a timer due in the
     future fires when its time comes, and one that fell due while the engine was down
     fires at start; already consumed messages are not delivered again."""
-    clock = ManualClock()
-    t0 = clock.now()
-    first = make_engine("orders", clock=clock)
-    await first.start()
-    try:
-        listen, timer = _register(first)
-        await listen.create_instance("waiting", submit_task=True, order_id="R-1")
-        await listen.create_instance("done-before", submit_task=True, order_id="R-0")
-        await first.topics["restart_orders"].send(value={"order_id": "R-0"})
-        await first.wait_for("done-before", timeout=5)
-        await timer.create_instance("later", submit_task=True, when=t0 + 3600)
-        await timer.create_instance("during-downtime", submit_task=True, when=t0 + 60)
+    async with WorkflowEnvironment(_orders_engine(make_engine)) as env:
+        t0 = env.now()
+        first = env.engine
+        await env.start_workflow("ListenFlow", "waiting", order_id="R-1")
+        await env.start_workflow("ListenFlow", "done-before", order_id="R-0")
+        await env.send("restart_orders", {"order_id": "R-0"})
+        await env.wait_for_status("done-before", "COMPLETED")
+        await env.start_workflow("TimerFlow", "later", when=t0 + 3600)
+        await env.start_workflow("TimerFlow", "during-downtime", when=t0 + 60)
         assert rows(first, "timers") == 2
         assert [e[2] for e in index_entries(first)] == ["R-1"]
-    finally:
-        await first.stop()
 
-    # The worker was down for two minutes: the second timer fell due meanwhile.
-    clock2 = ManualClock(start=t0 + 120)
-    second = make_engine("orders", clock=clock2)
-    _register(second)
-    await second.start()
-    try:
-        assert (await second.wait_for("during-downtime", timeout=5)).status.code == "COMPLETED"
+        # The worker is down for two minutes: the second timer falls due meanwhile.
+        second = await env.restart(down_for=120)
+        assert second is not first and env.now() == t0 + 120
+        await env.wait_for_status("during-downtime", "COMPLETED")
         assert state(second, "during-downtime").runtime_parameters["delivered"] == 1
 
         later = state(second, "later")
         assert node(later, "deliver").status == "EXECUTING"
         assert rows(second, "timers") == 1
-        clock2.set(t0 + 3599)
+        await env.sleep_until(t0 + 3599)
         waiting = state(second, "waiting")
         assert node(waiting, "ORDER_listener_task").status == "EXECUTING"
         assert waiting.correlations and [e[2] for e in index_entries(second)] == ["R-1"]
 
-        await second.topics["restart_orders"].send(value={"order_id": "R-1"})
-        assert (await second.wait_for("waiting", timeout=5)).status.code == "COMPLETED"
+        await env.send("restart_orders", {"order_id": "R-1"})
+        await env.wait_for_status("waiting", "COMPLETED")
         assert state(second, "waiting").runtime_parameters["billed"] == 1
         assert state(second, "waiting").runtime_parameters["messages"] == [{"order_id": "R-1"}]
         # The message consumed before the restart was not delivered again.
@@ -112,12 +116,10 @@ async def test_waiting_listeners_and_timers_survive_a_restart(make_engine: Engin
         assert state(second, "done-before").runtime_parameters["billed"] == 1
         assert state(second, "later").status == "EXECUTING"
 
-        clock2.set(t0 + 3600)
-        assert (await second.wait_for("later", timeout=5)).status.code == "COMPLETED"
+        await env.sleep(1)
+        await env.wait_for_status("later", "COMPLETED")
         assert state(second, "later").runtime_parameters["delivered"] == 1
         assert rows(second, "timers") == 0 and index_entries(second) == []
-    finally:
-        await second.stop()
 
 
 async def test_message_appended_before_a_stop_is_delivered_after_restart(make_engine: EngineFactory) -> None:

@@ -1,8 +1,10 @@
 """Inventory §10.29-31 and §10.42-43: interval deadlines, trigger bookkeeping, triggers that
 are due before they are reached, monitored processes and max_run_duration.
 
-Time is a ManualClock: nothing sleeps; a test waits for the committed state that arms a
-timer, moves the clock, and waits for the state the timer leads to.
+Time is a ManualClock: nothing sleeps. The first tests run in a ``WorkflowEnvironment``
+(daggerflow.testing), whose ``sleep`` steps time through every timer due and returns once
+the engine has settled; the others move the clock by hand and wait for the state a timer
+leads to.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from daggerflow import (
     TriggerTask,
 )
 from daggerflow.templates import ITemplateDAG
+from daggerflow.testing import WorkflowEnvironment
 
 from .support_29_56 import JsonKeyListener, has_timer, index_entries, node, rows, state
 
@@ -116,34 +119,28 @@ async def _started(make_engine: EngineFactory, clock: ManualClock, name: str = "
 # §10.29 -------------------------------------------------------------------------------------
 
 
-async def test_interval_force_completes_at_deadline(make_engine: EngineFactory, clock: ManualClock) -> None:
+async def test_interval_force_completes_at_deadline(make_engine: EngineFactory) -> None:
     """§10.29 (fix): interval_execute keeps returning False; once the force-complete
     deadline passes the task runs ``execute`` and completes instead of hanging."""
-    engine = await _started(make_engine, clock)
-    try:
-        template = _interval_workflow(engine, NeverDonePoll)
-        t0 = clock.now()
-        await template.create_instance("i", submit_task=True, deadline=t0 + 25, period=10)
-        await engine.wait_for("i", lambda i: i.runtime_parameters.get("polls") == 1 and has_timer(i), 5)
+    async with WorkflowEnvironment(make_engine) as env:
+        engine = env.engine
+        _interval_workflow(engine, NeverDonePoll)
+        t0 = env.now()
+        await env.start_workflow("IntervalFlow", "i", deadline=t0 + 25, period=10)
+        assert state(engine, "i").runtime_parameters["polls"] == 1 and has_timer(state(engine, "i"))
         assert node(state(engine, "i"), "poll").status == "EXECUTING"
-        for expected_polls in (2, 3):
-            clock.advance(10)
-            await engine.wait_for(
-                "i", lambda i, n=expected_polls: i.runtime_parameters.get("polls") == n and has_timer(i), 5
-            )
+        await env.sleep(20)  # polls at t0+10 and t0+20
+        assert state(engine, "i").runtime_parameters["polls"] == 3
         # t0+20: next poll would be t0+30, but the deadline (t0+25) is earlier: fire then.
         assert list(state(engine, "i").timers.values()) == [t0 + 25]
-        clock.advance(10)
-        inst = await engine.wait_for("i", timeout=5)
-        assert inst.status.code == "COMPLETED"
+        await env.sleep(10)
+        await env.wait_for_status("i", "COMPLETED")
         committed = state(engine, "i")
-        assert committed is not None
         assert node(committed, "poll").status == "COMPLETED"
+        assert node(committed, "poll").time_completed == t0 + 25  # at the deadline itself
         assert committed.runtime_parameters["executed_at_poll"] == 3  # execute ran, no 4th poll
         assert committed.runtime_parameters["after"] is True  # and the chain moved on
         assert committed.timers == {} and rows(engine, "timers") == 0
-    finally:
-        await engine.stop()
 
 
 async def test_interval_reached_after_its_deadline_executes_at_once(
@@ -163,25 +160,20 @@ async def test_interval_reached_after_its_deadline_executes_at_once(
         await engine.stop()
 
 
-async def test_interval_completes_when_interval_execute_returns_true(
-    make_engine: EngineFactory, clock: ManualClock
-) -> None:
+async def test_interval_completes_when_interval_execute_returns_true(make_engine: EngineFactory) -> None:
     """§10.28/§10.29: on True the task runs execute once and completes before the deadline."""
-    engine = await _started(make_engine, clock)
-    try:
-        template = _interval_workflow(engine, DoneAtTwoPoll)
-        await template.create_instance("i", submit_task=True, deadline=clock.now() + 1000, period=10)
-        await engine.wait_for("i", lambda i: i.runtime_parameters.get("polls") == 1 and has_timer(i), 5)
-        clock.advance(10)
-        inst = await engine.wait_for("i", timeout=5)
-        assert inst.status.code == "COMPLETED"
+    async with WorkflowEnvironment(make_engine) as env:
+        engine = env.engine
+        _interval_workflow(engine, DoneAtTwoPoll)
+        await env.start_workflow("IntervalFlow", "i", deadline=env.now() + 1000, period=10)
+        assert state(engine, "i").runtime_parameters.get("polls") == 1 and has_timer(state(engine, "i"))
+        await env.sleep(10)
+        await env.wait_for_status("i", "COMPLETED")
         params = state(engine, "i").runtime_parameters
         assert params["polls"] == 2 and params["interval_executed"] is True
         # §10.30: the completed interval task leaves no pending timer behind.
         assert state(engine, "i").timers == {} and rows(engine, "timers") == 0
         assert engine.stats()["timers"] == 0
-    finally:
-        await engine.stop()
 
 
 # §10.30 -------------------------------------------------------------------------------------
@@ -204,32 +196,27 @@ def _trigger_workflow(engine: Dagger, first_listener: bool = False) -> ITemplate
     return _register(engine, "TriggerFlow", process)
 
 
-async def test_completed_trigger_leaves_no_timer(make_engine: EngineFactory, clock: ManualClock) -> None:
+async def test_completed_trigger_leaves_no_timer(make_engine: EngineFactory) -> None:
     """§10.26/§10.30: a future trigger waits with one durable timer; after it fires the task
     is COMPLETED and neither the instance nor the store keeps a timer."""
-    engine = await _started(make_engine, clock)
-    try:
-        template = _trigger_workflow(engine)
-        await template.create_instance("t", submit_task=True, when=clock.now() + 60)
+    async with WorkflowEnvironment(make_engine) as env:
+        engine = env.engine
+        _trigger_workflow(engine)
+        t0 = env.now()
+        await env.start_workflow("TriggerFlow", "t", when=t0 + 60)
         inst = state(engine, "t")
-        assert inst is not None and node(inst, "fire").status == "EXECUTING"
+        assert node(inst, "fire").status == "EXECUTING"
         assert len(inst.timers) == 1 and rows(engine, "timers") == 1
-        clock.advance(59)
-        # Not due yet: another instance's full run proves the engine is idle, not slow.
-        other = await template.create_instance("other", submit_task=True, when=clock.now() - 5)
-        await engine.wait_for(other.id, timeout=5)
+        await env.sleep(59)  # settled: not due yet, so nothing happened
         assert node(state(engine, "t"), "fire").status == "EXECUTING"
-        clock.advance(1)
-        view = await engine.wait_for("t", timeout=5)
-        assert view.status.code == "COMPLETED"
+        await env.sleep(1)
+        await env.wait_for_status("t", "COMPLETED")
         inst = state(engine, "t")
-        assert inst is not None
         assert node(inst, "fire").status == "COMPLETED" and inst.runtime_parameters["fired"] == 1
+        assert node(inst, "fire").time_completed == t0 + 60
         assert inst.timers == {}
         assert rows(engine, "timers") == 0
         assert engine.stats()["timers"] == 0
-    finally:
-        await engine.stop()
 
 
 async def test_timers_of_stopped_workflow_are_purged(make_engine: EngineFactory, clock: ManualClock) -> None:

@@ -45,6 +45,7 @@ from daggerflow.machine.events import Create, JobDone
 from daggerflow.machine.transitions import Context, apply
 from daggerflow.model.instance import Correlation, Instance, Node, copy_instance
 from daggerflow.model.template import instantiate
+from daggerflow.testing import WorkflowEnvironment
 
 T = 5.0  # timeout of every wait; the tests themselves take milliseconds
 
@@ -1348,47 +1349,44 @@ async def test_trigger_without_its_time_parameter_fails_at_creation(engine: Dagg
 
 
 async def test_interval_task_polls_every_period_until_ready_then_executes_once(
-    manual: Dagger, clock: ManualClock
+    make_engine: Callable[..., Dagger],
 ) -> None:
     """§10.28: an interval task calls ``interval_execute`` when due; on False it is re-armed
-    ``period`` seconds later; on True it runs ``execute`` once and completes."""
-    engine = manual
-    h = DAGBuilderHelper(engine)
-    poll = h.generic_interval_task_builder(
-        task_type=Poller,
-        name="Poll",
-        time_to_force_complete_key="force_at",
-        interval_execute_period_key="period",
-    )
-    template = register(engine, "Polling", ("P", [poll, executor(h, "After")]))
-    t0 = clock.now()
-    await template.create_instance("poll", submit_task=True, force_at=t0 + 1000, period=10, ready_after=3)
+    ``period`` seconds later; on True it runs ``execute`` once and completes. (In a
+    WorkflowEnvironment: each ``sleep`` returns once what fell due has run.)"""
+    async with WorkflowEnvironment(make_engine) as env:
+        engine = env.engine
+        h = DAGBuilderHelper(engine)
+        poll = h.generic_interval_task_builder(
+            task_type=Poller,
+            name="Poll",
+            time_to_force_complete_key="force_at",
+            interval_execute_period_key="period",
+        )
+        register(engine, "Polling", ("P", [poll, executor(h, "After")]))
+        t0 = env.now()
+        await env.start_workflow("Polling", "poll", force_at=t0 + 1000, period=10, ready_after=3)
 
-    inst = await engine.wait_for(
-        "poll", lambda i: i.runtime_parameters.get("polls") == 1 and bool(i.timers), timeout=T
-    )
-    raw = committed(engine, "poll")
-    poll_id = node(raw, "Poll").id
-    assert raw.timers == {f"{poll_id}:due": t0 + 10}  # re-armed one period later
-    assert status_of(raw, "Poll") == "EXECUTING" and "executed" not in raw.runtime_parameters
+        raw = committed(engine, "poll")
+        poll_id = node(raw, "Poll").id
+        assert raw.runtime_parameters["polls"] == 1
+        assert raw.timers == {f"{poll_id}:due": t0 + 10}  # re-armed one period later
+        assert status_of(raw, "Poll") == "EXECUTING" and "executed" not in raw.runtime_parameters
 
-    clock.advance(10)
-    await engine.wait_for(
-        "poll",
-        lambda i: i.runtime_parameters.get("polls") == 2 and i.timers.get(f"{poll_id}:due") == t0 + 20,
-        timeout=T,
-    )
-    assert "executed" not in committed(engine, "poll").runtime_parameters
+        await env.sleep(10)
+        raw = committed(engine, "poll")
+        assert raw.runtime_parameters["polls"] == 2 and raw.timers == {f"{poll_id}:due": t0 + 20}
+        assert "executed" not in raw.runtime_parameters
 
-    clock.advance(10)
-    inst = await engine.wait_for("poll", timeout=T)
-    raw = committed(engine, "poll")
-    assert inst.status.code == "COMPLETED"
-    assert raw.runtime_parameters["polls"] == 3
-    assert raw.runtime_parameters["executed"] == 1
-    assert status_of(raw, "Poll") == "COMPLETED" and node(raw, "Poll").time_completed == t0 + 20
-    assert raw.runtime_parameters["trace"] == ["After_executor_task"]
-    assert raw.timers == {}
+        await env.sleep(10)
+        inst = await env.wait_for_status("poll", "COMPLETED")
+        raw = committed(engine, "poll")
+        assert inst.status.code == "COMPLETED"
+        assert raw.runtime_parameters["polls"] == 3
+        assert raw.runtime_parameters["executed"] == 1
+        assert status_of(raw, "Poll") == "COMPLETED" and node(raw, "Poll").time_completed == t0 + 20
+        assert raw.runtime_parameters["trace"] == ["After_executor_task"]
+        assert raw.timers == {}
 
 
 # The README's pizza workflow, end to end and across a restart -----------------------------

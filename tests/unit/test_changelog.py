@@ -376,6 +376,8 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as db:  # make it what version 1 wrote
         db.execute("DROP TABLE changelog")
+        db.execute("DROP TABLE bulk_jobs")
+        db.execute("DROP TABLE bulk_items")
         db.execute("ALTER TABLE correlation DROP COLUMN only_one")
         db.execute("PRAGMA user_version = 1")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
@@ -383,6 +385,7 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
     try:
         assert migrated.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert migrated.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+        assert migrated.bulk_active() == []
         assert migrated.get_instance("a") is not None and migrated.position("c") == 3
         assert migrated.changelog_checkpoint(0) is None
         migrated.commit(WriteBatch(changelog_offsets={0: 12}), 0.0)

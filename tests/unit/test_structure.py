@@ -23,8 +23,9 @@ MAX_LINES = 600
 
 #: Modules that are applications of the library, above the facade.
 ABOVE_FACADE = {"daggerflow", "daggerflow.__main__", "daggerflow.cli", "daggerflow.engine"}
-#: Packages whose every module is above the facade.
-ABOVE_FACADE_PACKAGES = ("daggerflow.cli", "daggerflow.demo")
+#: Packages whose every module is above the facade (the test kit drives an engine, as an
+#: application's tests do).
+ABOVE_FACADE_PACKAGES = ("daggerflow.cli", "daggerflow.demo", "daggerflow.testing")
 
 #: What each layer may import from the package, besides itself (prefix match).
 INWARD = {
@@ -150,6 +151,19 @@ def test_nothing_below_the_facade_imports_the_engine() -> None:
         if m not in ABOVE_FACADE and not any(within(m, p) for p in ABOVE_FACADE_PACKAGES)
         for t, line in imports(m)
         if within(t, "daggerflow.engine")
+    ]
+    assert offenders == []
+
+
+def test_only_tests_import_the_testing_kit() -> None:
+    # daggerflow.testing may import pytest and the OpenTelemetry SDK; the engine (and the
+    # package root, which every user imports) must work without them.
+    offenders = [
+        f"{m}:{line}"
+        for m in MODULES
+        if not within(m, "daggerflow.testing")
+        for t, line in imports(m)
+        if within(t, "daggerflow.testing")
     ]
     assert offenders == []
 

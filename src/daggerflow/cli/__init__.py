@@ -5,7 +5,8 @@
 - ``daggerflow demo pizza`` runs the README's pizza workflow end to end and reports.
 - ``instances``, ``instance``, ``templates``, ``create`` and ``send`` talk to a running
   worker's REST API (``--url``, default ``$DAGGERFLOW_URL`` or http://127.0.0.1:6066), and
-  so do the operators' ``retry``, ``skip``, ``complete``, ``submit`` and ``patch``.
+  so do the operators' ``retry``, ``skip``, ``complete``, ``submit``, ``patch`` and ``stop``
+  (``stop``/``retry --filter ...``: bulk jobs, ``bulk``).
 
 Modules: ``group`` (the command group, consoles, usage errors), ``target`` (importing the
 user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``commands``
@@ -14,8 +15,8 @@ user's engine), ``worker``, ``client`` (talking to a worker's REST API), ``comma
 
 from __future__ import annotations
 
-from . import commands, operate, worker
+from . import bulk, commands, operate, worker
 from .group import cli, main
 from .target import load_engine
 
-__all__ = ["cli", "commands", "load_engine", "main", "operate", "worker"]
+__all__ = ["bulk", "cli", "commands", "load_engine", "main", "operate", "worker"]

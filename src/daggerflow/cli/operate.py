@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import click
 
+from .bulk import batch_option, dry_run_option, filter_option, no_wait_option, run_bulk
 from .client import ClientCommand, call_worker, expect, json_option, print_json, styled_status, url_option
 from .group import cli, console
 
@@ -40,12 +41,27 @@ def _instance(instance_id: str) -> str:
 
 
 @cli.command(cls=ClientCommand)
-@click.argument("instance_id")
+@click.argument("instance_id", required=False)
 @click.option("--params", "params_json", metavar="JSON", help="Merged into the runtime parameters first.")
+@filter_option
+@dry_run_option
+@no_wait_option
+@batch_option
 @url_option
 @json_option
-def retry(instance_id: str, params_json: str | None, url: str, as_json: bool) -> None:
-    """Run a FAILURE workflow again from its failed tasks (completed tasks do not run again)."""
+def retry(instance_id: str | None, params_json: str | None, filters: tuple[str, ...], dry_run: bool,
+          no_wait: bool, batch_size: int | None, url: str, as_json: bool) -> None:  # fmt: skip
+    """Run a FAILURE workflow again from its failed tasks (completed tasks do not run again);
+    with --filter, every FAILURE workflow it matches, as a bulk job."""
+    if filters:
+        if instance_id is not None or params_json is not None:
+            raise click.UsageError("--filter retries what it matches: give no INSTANCE_ID or --params with it")
+        run_bulk("retry", filters, url, dry_run=dry_run, no_wait=no_wait, batch_size=batch_size, as_json=as_json)
+        return
+    if instance_id is None:
+        raise click.UsageError("give an INSTANCE_ID, or --filter NAME=VALUE for a bulk retry")
+    if dry_run or no_wait or batch_size is not None:
+        raise click.UsageError("--dry-run, --no-wait and --batch-size go with --filter")
     body = {} if params_json is None else {"runtime_parameters": _object(params_json, "--params")}
     _act("POST", url, _instance(instance_id) + "/retry", "retried", as_json, json=body)
 

@@ -14,11 +14,13 @@ from typing import Any
 
 from ..errors import TaskInvalidState
 from ..machine.events import Event
+from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance
 from ..model.query import InstanceQuery, listing_query
 from ..model.records import Message, Outgoing
 from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.batch import PostCommit
+from ..pipeline.items import BulkStart
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.processor import Processor
@@ -73,6 +75,7 @@ class EmbeddedRuntime:
         task = self._task
         if task is None:
             return
+        task.processor.pause_bulk()  # no further bulk steps (a job resumes at the next start)
         await cancel_and_wait(self._retention)  # before the readers that bound it stop
         self._retention = None
         for consumer in list(self.consumers.values()):
@@ -188,6 +191,28 @@ class EmbeddedRuntime:
     ) -> int:
         return self.count_local(query, status=status, template=template)
 
+    def count_query_local(self, query: InstanceQuery) -> int:
+        return self.store.count_query(query)
+
+    async def count_query_all(self, query: InstanceQuery) -> int:
+        return self.count_query_local(query)
+
+    # Bulk jobs ------------------------------------------------------------------------------
+
+    async def bulk_start(self, spec: BulkSpec) -> int | None:
+        fut: asyncio.Future[BulkShare] = asyncio.get_running_loop().create_future()
+        self.processor.submit(BulkStart(spec, 0, fut))
+        return (await fut).matched
+
+    def bulk_local(self, job: str | None) -> list[BulkShare]:
+        if job is None:
+            return self.store.bulk_active()
+        share = self.store.bulk_share(job)
+        return [] if share is None else [share]
+
+    async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
+        return self.bulk_local(job), 1
+
     # Topics ---------------------------------------------------------------------------------
 
     async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int:
@@ -227,6 +252,24 @@ class EmbeddedRuntime:
     def _unread_from(self, topic: str) -> int | None:
         positions = [c.unread_from() for c in self.consumers.values() if c.topic == topic]
         return min(positions) if positions else None
+
+    def idle(self) -> bool:
+        """Nothing to do until time moves or a message arrives: no input queued or being
+        applied, no job running, no timer due, every topic reader at its topic's end.
+        (``daggerflow.testing.WorkflowEnvironment`` settles on this.)"""
+        task = self._task
+        if task is None:
+            return True
+        if not task.processor.idle or len(self.context.jobs) > 0:
+            return False
+        due = task.timers.next_due()
+        if due is not None and due <= self.context.clock.now():
+            return False
+        return all(c.unread_from() >= task.store.end_offset(c.topic) for c in self.consumers.values())
+
+    def next_timer(self) -> float | None:
+        """When the earliest armed timer is due (None: no timer is armed)."""
+        return None if self._task is None else self._task.timers.next_due()
 
     def stats(self) -> dict[str, Any]:
         task = self._task

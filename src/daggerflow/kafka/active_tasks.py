@@ -97,6 +97,8 @@ class ActiveTasks:
         await self.worker.supervisor.stop("standby-updater")
         if self.standby is not None:
             await self.standby.stop()
+        for task in self.tasks.values():
+            task.processor.pause_bulk()  # bulk jobs resume at the partitions' next activation
         idle = [asyncio.create_task(t.processor.wait_idle()) for t in self.tasks.values() if t.failed is None]
         if idle:
             _, late = await asyncio.wait(idle, timeout=timeout)

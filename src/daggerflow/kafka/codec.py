@@ -5,7 +5,8 @@ encoders at the edges). No aiokafka here, so the processor can use it without th
 
 - ``{app}-events``, keyed by instance id: the instance-addressed events any process may send
   (``Create``, ``Submit``, ``Stop``, the operators' ``Retry``, ``Skip``, ``Complete`` and
-  ``PatchParameters``, and ``Deliver`` from an index owner).
+  ``PatchParameters``, and ``Deliver`` from an index owner), and a bulk job's ``BulkSpec``,
+  sent to every partition (keyed ``bulk:<job>``), for each to start its share.
 - ``{app}-correlation``, partitioned by correlation (topic, key, value): ``Routed`` listener
   messages (from the listener routers, with their correlation pairs already computed by user
   code) and ``IndexOp`` index changes (from instance owners).
@@ -24,6 +25,7 @@ from typing import Any
 import msgspec
 
 from ..machine.events import Complete, Create, Deliver, PatchParameters, Retry, Skip, Stop, Submit
+from ..model.bulk import BulkSpec
 from ..model.instance import Correlation
 from .partitioner import partition_for_key
 
@@ -71,7 +73,7 @@ class IndexOp(msgspec.Struct, tag="index", frozen=True):
     only_one: bool = False  # the node's listener is match_only_one
 
 
-EventRecord = Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters
+EventRecord = Create | Submit | Stop | Deliver | Retry | Skip | Complete | PatchParameters | BulkSpec
 CorrelationRecord = Routed | IndexOp
 
 _encoder = msgspec.msgpack.Encoder()

@@ -11,9 +11,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ..model.bulk import BulkSpec
 from ..model.records import Message
 from ..pipeline.ingress import dead_letter
-from ..pipeline.items import Incoming, IndexChange, InstanceEvent, Item
+from ..pipeline.items import BulkStart, Incoming, IndexChange, InstanceEvent, Item
 from ..pipeline.partition import PartitionTask
 from . import codec
 from .guard import AssignmentGuard
@@ -70,6 +71,8 @@ class FetchLoop:
         try:
             if tp.topic == self.events:
                 event = codec.decode_event(record.value)
+                if isinstance(event, BulkSpec):
+                    return BulkStart(event, tp.partition, source=source)
                 return InstanceEvent(record.key.decode(), event, source=source)
             routed = codec.decode_correlation(record.value)
             if isinstance(routed, codec.IndexOp):

@@ -25,6 +25,7 @@ import httpx
 import msgspec
 
 from ..errors import ForwardError
+from ..model.bulk import BulkShare
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
 from ..model.query import InstanceQuery, listing_query, sort_key
 from ..pipeline.partition import PartitionTask
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 _list_decoder = msgspec.msgpack.Decoder(list[Instance])
+_shares_decoder = msgspec.msgpack.Decoder(list[BulkShare])
 
 
 class Forwarder:
@@ -100,6 +102,25 @@ class Forwarder:
         except (msgspec.DecodeError, KeyError) as exc:
             raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
         return count
+
+    async def count_query(self, url: str, query: InstanceQuery) -> int:
+        """How many instances of ``url``'s partitions meet ``query``."""
+        params = {"filter": msgspec.json.encode(query.to_filter()).decode()}
+        response = await self._get(url, "/internal/v1/query-count", params)
+        self._check(url, response)
+        try:
+            return msgspec.json.decode(response.content, type=dict[str, int])["count"]
+        except (msgspec.DecodeError, KeyError) as exc:
+            raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
+
+    async def bulk_shares(self, url: str, job: str) -> list[BulkShare]:
+        """The shares of bulk job ``job`` that ``url``'s partitions hold."""
+        response = await self._get(url, f"/internal/v1/bulk/{quote(job, safe='')}", {})
+        self._check(url, response)
+        try:
+            return _shares_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -288,3 +309,27 @@ class RemoteReads:
 
     async def count_others(self, query: InstanceQuery) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), query)
+
+    async def count_query_others(self, query: InstanceQuery) -> int:
+        """How many instances of the other workers meet ``query`` (one that fails is skipped)."""
+        urls = self.other_urls()
+        answers = await asyncio.gather(*(self.forwarder.count_query(u, query) for u in urls), return_exceptions=True)
+        total = 0
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                total += answer
+        return total
+
+    async def bulk_others(self, job: str) -> list[BulkShare]:
+        """The shares of ``job`` the other workers hold (one that fails is skipped)."""
+        urls = self.other_urls()
+        answers = await asyncio.gather(*(self.forwarder.bulk_shares(u, job) for u in urls), return_exceptions=True)
+        found: list[BulkShare] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                found.extend(answer)
+        return found

@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
+from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance, merge_listings
 from ..model.query import InstanceQuery, listing_query, sort_key
 from ..model.records import Message, Outgoing
@@ -178,6 +179,8 @@ class KafkaRuntime:
 
     async def stop(self) -> None:
         self._running = False
+        for task in self._tasks():
+            task.processor.pause_bulk()  # no new jobs from bulk jobs while the running ones drain
         await self.context.jobs.drain(self.config.shutdown_timeout)
         if self.active is not None:
             log.info("partition tasks: %s", self.active.stats.summary())
@@ -319,6 +322,37 @@ class KafkaRuntime:
     ) -> int:
         q = listing_query(query, status=status, template=template)
         return self.count_local(q) + await self.remote.count_others(q)
+
+    def count_query_local(self, query: InstanceQuery) -> int:
+        return sum(s.count_query(query) for s in self.stores())
+
+    async def count_query_all(self, query: InstanceQuery) -> int:
+        return self.count_query_local(query) + await self.remote.count_query_others(query)
+
+    # Bulk jobs ------------------------------------------------------------------------------
+
+    async def bulk_start(self, spec: BulkSpec) -> int | None:
+        """Send the job to every partition of the events topic: each partition's owner starts
+        its share in its own transaction (``pipeline.bulk``), a partition that moves resumes
+        its share from the changelog. Sent again, a partition keeps the share it has."""
+        record = codec.encode(spec)
+        key = f"bulk:{spec.id}".encode()
+        sends = [self._send_plain(self.topics.events.name, record, key=key, partition=p)
+                 for p in range(self.config.partitions)]  # fmt: skip
+        await asyncio.gather(*sends)
+        return None
+
+    def bulk_local(self, job: str | None) -> list[BulkShare]:
+        found: list[BulkShare] = []
+        for store in self.stores():
+            if job is None:
+                found.extend(store.bulk_active())
+            elif (share := store.bulk_share(job)) is not None:
+                found.append(share)
+        return found
+
+    async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
+        return [*self.bulk_local(job), *await self.remote.bulk_others(job)], self.config.partitions
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]:
         raise TaskInvalidState(

@@ -37,8 +37,11 @@ from ..model.query import search_names, search_rows
 from ..model.records import Outgoing, PendingJob
 from ..model.snapshot import snapshot
 from ..store.base import Store, WriteBatch
+from . import bulk
 from .items import (
     AgentCommit,
+    BulkStart,
+    BulkStep,
     ForwardEvent,
     ForwardIndex,
     Incoming,
@@ -104,6 +107,8 @@ class PostCommit:
     # batch created it): what the lifecycle log compares ``changed`` with.
     before: dict[str, Instance | None] = field(default_factory=dict)
     appends: list[Outgoing] = field(default_factory=list)  # the messages the batch appends
+    bulk_stepped: bool = False  # the batch held a ``BulkStep``
+    bulk_more: bool = False  # ...and bulk jobs have work left: queue the next step
 
 
 def _active_jobs(instance: Instance | None) -> set[tuple[str, int]]:
@@ -164,6 +169,20 @@ class BatchApplier:
                 self.batch.positions[item.consumer] = item.next_offset
                 if item.future is not None:
                     self.after.results.append((item.future, item.next_offset))
+            case BulkStep():
+                self.after.bulk_stepped = True
+                bulk.step(self)
+            case BulkStart():
+                bulk.start(self, item)
+
+    @property
+    def store(self) -> Store:
+        return self.proc.store
+
+    def bulk_done(self, result: tuple[Any, Any] | None, more: bool) -> None:
+        if result is not None:
+            self.after.results.append(result)
+        self.after.bulk_more = self.after.bulk_more or more
 
     def load(self, iid: str) -> Instance | None:
         """The instance as this batch sees it: its own changes, else the committed state."""

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ..machine.events import Event
+from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Correlation
 from ..model.records import Message, Outgoing
 from ..store.base import WriteBatch
@@ -124,7 +125,28 @@ class Purge:
     source: None = None
 
 
-Item = InstanceEvent | Incoming | AgentCommit | IndexChange | Purge
+@dataclass
+class BulkStart:
+    """Start this partition's share of a bulk job: the ids that match its filter now are
+    stored with it (``pipeline.bulk``). The future gets the share (an existing one if the
+    job was started here already)."""
+
+    spec: BulkSpec
+    partition: int = 0
+    future: asyncio.Future[BulkShare] | None = None
+    source: tuple[Any, int] | None = None
+
+
+@dataclass
+class BulkStep:
+    """Act on the next instances of the active bulk jobs (at most each job's batch size),
+    beside whatever else the batch holds; queued again after the commit while work is left."""
+
+    future: None = None
+    source: None = None
+
+
+Item = InstanceEvent | Incoming | AgentCommit | IndexChange | Purge | BulkStart | BulkStep
 
 #: Commits a batch somewhere other than the local store alone (the Kafka runtime's
 #: transaction); returns what ``Store.commit`` returns.

@@ -82,6 +82,8 @@ class PartitionTask:
         self.timers.start()
         for job in self.store.pending_jobs():
             self.context.jobs.submit(job)
+        if self.store.bulk_active():
+            self.processor.schedule_bulk()  # a bulk job resumes after its last committed step
         self.purge()
 
     def purge(self) -> None:
@@ -101,6 +103,7 @@ class PartitionTask:
         """Stop the timers and let the processor commit what it has queued (a failed
         processor has nothing more to commit)."""
         await self.timers.stop()
+        self.processor.pause_bulk()
         if self.processor.failed is None:
             await self.processor.wait_idle()
 

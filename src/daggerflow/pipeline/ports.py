@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..machine.events import Event
+from ..model.bulk import BulkShare, BulkSpec
 from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
@@ -118,6 +119,22 @@ class Runtime(Protocol):
     ) -> int: ...
 
     async def append(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None) -> int: ...
+
+    async def bulk_start(self, spec: BulkSpec) -> int | None:
+        """Start a bulk job on every partition. Embedded: applied on return, with the count
+        of its matched instances; Kafka: sent to each partition of the events topic (None)."""
+
+    def bulk_local(self, job: str | None) -> list[BulkShare]:
+        """The shares of ``job`` this process holds (None: of every active job)."""
+        ...
+
+    async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
+        """The shares of ``job`` wherever held, and how many partitions there are."""
+        ...
+
+    def count_query_local(self, query: InstanceQuery) -> int: ...
+
+    async def count_query_all(self, query: InstanceQuery) -> int: ...
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 

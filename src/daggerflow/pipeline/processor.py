@@ -26,7 +26,7 @@ from ..store.base import Store, WriteBatch
 from .background import Loop
 from .batch import BatchApplier, Oversize, PostCommit
 from .clock import Clock
-from .items import Committer, InstanceEvent, Item, Settings
+from .items import BulkStep, Committer, InstanceEvent, Item, Settings
 from .jobs import JobOutcome, Started
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class Processor(Loop):
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_commit = 0.0
+        self._bulk_queued = False  # a BulkStep is in the queue (one at a time)
+        self._bulk_paused = False  # draining: no further steps (the jobs resume at the next start)
 
     # Inputs ---------------------------------------------------------------------------
 
@@ -92,6 +94,19 @@ class Processor(Loop):
 
     def submit_event(self, instance: str, event: Event, box: list[Outgoing] | None = None) -> None:
         self.submit(InstanceEvent(instance, event, None, box))
+
+    def schedule_bulk(self) -> None:
+        """Queue a step of the active bulk jobs, unless one is queued already. Queued from
+        the event loop's next turn: the loop ``_run`` does not yield while its queue has
+        items, and a job that queued its next step at once would hold the event loop (REST
+        calls, consumers, jobs) until its end."""
+        if not self._bulk_queued and not self._bulk_paused:
+            self._bulk_queued = True
+            asyncio.get_running_loop().call_soon(self.submit, BulkStep())
+
+    def pause_bulk(self) -> None:
+        """Queue no further bulk steps: a drain must not wait for a job to end."""
+        self._bulk_paused = True
 
     async def call(self, instance: str, event: Event) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -139,6 +154,11 @@ class Processor(Loop):
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being processed."""
+        return self._idle.is_set()
 
     @property
     def failed(self) -> BaseException | None:
@@ -257,3 +277,7 @@ class Processor(Loop):
         for job in after.jobs:
             hooks.run_job(job)
         hooks.committed(after, appended)
+        if after.bulk_stepped:
+            self._bulk_queued = False
+        if after.bulk_more:
+            self.schedule_bulk()

@@ -39,6 +39,13 @@ class TimerService(Loop):
     def cancel(self, instance: str, key: str) -> None:
         self._due.pop((instance, key), None)  # the heap entry is skipped lazily
 
+    def next_due(self) -> float | None:
+        """The due time of the earliest armed timer (None: none is armed)."""
+        heap = self._heap
+        while heap and self._due.get((heap[0][1], heap[0][2])) != heap[0][0]:
+            heapq.heappop(heap)  # cancelled or re-armed: _run would skip it too
+        return heap[0][0] if heap else None
+
     def start(self) -> None:
         self._start(self._run(), "daggerflow-timers")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..model.bulk import BulkShare
 from ..model.instance import Correlation, Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing, PendingJob
@@ -56,6 +57,12 @@ class WriteBatch:
     # the store sits below the pipeline and never reads them).
     input_offsets: dict[Any, int] = field(default_factory=dict)
     forwards: list[Any] = field(default_factory=list)
+    # Bulk jobs (``model.bulk``): this partition's share of each job changed (job id ->
+    # share), the ids a share starts with ((job, seq, instance)), and those acted on
+    # ((job, seq)), deleted in the commit that records the action.
+    bulk_shares: dict[str, BulkShare] = field(default_factory=dict)
+    bulk_items_put: list[tuple[str, int, str]] = field(default_factory=list)
+    bulk_items_del: list[tuple[str, int]] = field(default_factory=list)
 
     def set_timer(self, instance: str, key: str, due: float) -> None:
         self.timers_del.discard((instance, key))
@@ -97,6 +104,18 @@ class Store(Protocol):
         ...
 
     def all_timers(self) -> list[tuple[str, str, float]]: ...
+
+    def bulk_share(self, job: str) -> BulkShare | None:
+        """This store's share of bulk job ``job``, if it has one."""
+        ...
+
+    def bulk_active(self) -> list[BulkShare]:
+        """The shares of bulk jobs not finished yet, oldest first."""
+        ...
+
+    def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
+        """The next ``limit`` (seq, instance id) a share has yet to act on, in order."""
+        ...
 
     def pending_jobs(self) -> list[PendingJob]: ...
 

@@ -23,6 +23,8 @@ n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
 a    instance, parameter name            [v, value, created]  (a search row)
 a    "", template, search keys (JSON)    [v]                  (a search profile)
+u    bulk job id                         [v, encoded BulkShare]  (a partition's share)
+U    bulk job id, seq (u64)              [v, instance id]     (one it has yet to act on)
 ===  ==================================  ===========================================
 
 Search rows are changelogged rather than rebuilt from the instances on restore: they are
@@ -57,6 +59,7 @@ from typing import Any
 import msgspec
 
 from ..errors import ChangelogError
+from ..model.bulk import decode_share, encode_share
 from ..model.instance import Correlation, decode_instance, encode_instance
 from .base import PendingJob, Store, WriteBatch
 from .keys import U64, text_field, text_fields, u64
@@ -74,6 +77,8 @@ SEEN = b"n"
 BUFFERED = b"e"
 SEARCH = b"a"
 _PROFILE = SEARCH + text_field("")  # (instance ids are never empty)
+BULK_SHARE = b"u"
+BULK_ITEM = b"U"
 
 Record = tuple[bytes, bytes | None]
 
@@ -144,6 +149,20 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
     out.extend(buffered.items())
     if batch.search_put or batch.search_del or batch.search_profiles:
         out.extend(_search_records(batch))
+    if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
+        out.extend(_bulk_records(batch))
+    return out
+
+
+def _bulk_records(batch: WriteBatch) -> list[Record]:
+    items: dict[bytes, bytes | None] = {}
+    for job, seq in batch.bulk_items_del:
+        items[BULK_ITEM + text_field(job) + u64(seq)] = None
+    for job, seq, instance in batch.bulk_items_put:
+        items[BULK_ITEM + text_field(job) + u64(seq)] = _pack.encode((FORMAT_VERSION, instance))
+    out: list[Record] = list(items.items())
+    for job, share in batch.bulk_shares.items():
+        out.append((BULK_SHARE + text_field(job), _pack.encode((FORMAT_VERSION, encode_share(share)))))
     return out
 
 
@@ -276,6 +295,18 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
         else:
             _, text, created = _fields(value, 3)
             batch.search_put.append((instance, name, str(text), float(created)))
+    elif tag == BULK_ITEM:
+        (job,) = text_fields(key[1:-8])
+        seq = int(U64.unpack(key[-8:])[0])
+        if value is None:
+            batch.bulk_items_del.append((job, seq))
+        else:
+            batch.bulk_items_put.append((job, seq, str(_fields(value, 2)[1])))
+    elif tag == BULK_SHARE:
+        (job,) = text_fields(key[1:])
+        if value is None:
+            raise ChangelogError(f"a bulk job's share has no tombstone: {key!r}")
+        batch.bulk_shares[job] = decode_share(_fields(value, 2)[1])
     else:
         raise ChangelogError(f"unknown changelog key tag {tag!r} (key {key[:60]!r})")
 

@@ -40,6 +40,9 @@ e     id                                                        the ``B`` key
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
 a, A  the search index: rows, profiles and their reverse (``store/rocksdb_search.py``)
+u     bulk job id                                               encoded ``BulkShare``
+U     bulk job id, seq (u64)                                    instance id (UTF-8): one the
+                                                                share has yet to act on
 ====  ========================================================  ============================
 
 The key helpers live in ``store/keys.py`` (the changelog uses the same encoding). Version 1
@@ -69,6 +72,7 @@ from .keys import text_fields as _fields
 from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
+from .rocksdb_bulk import RocksBulk
 from .rocksdb_search import RocksSearch
 from .rocksdb_topics import RocksTopicRetention
 
@@ -94,7 +98,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksSearch):
+class RocksDBStore(RocksTopicRetention, RocksSearch, RocksBulk):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -512,6 +516,8 @@ class RocksDBStore(RocksTopicRetention, RocksSearch):
             if batch.search_put or batch.search_del or batch.search_profiles
             else []
         )
+        if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
+            self._write_bulk(wb, batch)
         try:
             db.write(wb, self._write)
         except BaseException:

@@ -18,16 +18,17 @@ from typing import Any
 import msgspec
 
 from ..errors import StoreError
-from ..model.instance import Correlation, Instance, decode_instance, decode_parameters, encode_instance
-from ..model.query import InstanceQuery, matches, params_match
+from ..model.bulk import BulkShare, decode_share, encode_share
+from ..model.instance import Correlation, Instance, decode_instance, encode_instance
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
-from .search_plan import SqlPlan, sql_plan
+from .sqlite_search import SQLiteSearch
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
-# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: the search index
+# 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs and the
+# search index
 SCHEMA_VERSION = 4
 
 # The search index (``store/search_plan.py``): an instance's searchable parameters and the
@@ -72,6 +73,11 @@ CREATE TABLE IF NOT EXISTS buffered (
     payload BLOB, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS buffered_at ON buffered (topic, key, value);
 CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bulk_jobs (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, finished INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bulk_items (
+    job TEXT NOT NULL, seq INTEGER NOT NULL, instance TEXT NOT NULL,
+    PRIMARY KEY (job, seq)) WITHOUT ROWID;
 """ + "".join(s + ";\n" for s in _SEARCH_SCHEMA)
 
 
@@ -87,9 +93,16 @@ def _add_only_one(db: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: ['CREATE TABLE IF NOT EXISTS changelog (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL)'],
     2: [_add_only_one],
-    # Instances created before the index have no search rows: an empty profile says so, and
-    # their parameters are found by reading them.
-    3: [*_SEARCH_SCHEMA, "INSERT OR IGNORE INTO search_profiles SELECT DISTINCT template, '[]' FROM instances"],
+    3: [
+        "CREATE TABLE IF NOT EXISTS bulk_jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, "
+        "finished INTEGER NOT NULL, data BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bulk_items (job TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "instance TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID",
+        # Instances created before the search index have no search rows: an empty profile
+        # says so, and their parameters are found by reading them.
+        *_SEARCH_SCHEMA,
+        "INSERT OR IGNORE INTO search_profiles SELECT DISTINCT template, '[]' FROM instances",
+    ],
 }
 
 _json = msgspec.json.Encoder()
@@ -101,7 +114,7 @@ def _headers_text(headers: dict[str, str] | None) -> str | None:
     return _json.encode(headers).decode() if headers else None
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteSearch):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -211,59 +224,6 @@ class SQLiteStore:
         where, args = self._where(status, template)
         return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
 
-    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
-        if limit <= 0:
-            return []
-        plan = self._plan(query)
-        sql = f"SELECT i.data FROM instances i{plan.where}{plan.order}"
-        if plan.exact:
-            rows = self.db.execute(sql + " LIMIT ? OFFSET ?", (*plan.args, limit, offset))
-            return [decode_instance(r[0]) for r in rows]
-        out: list[Instance] = []
-        skip = offset
-        for (data,) in self.db.execute(sql, plan.args):
-            if query.params and not params_match(decode_parameters(data), query):
-                continue  # (the whole record is decoded only for a candidate that may match)
-            inst = decode_instance(data)
-            if not matches(inst, query):
-                continue
-            if skip:
-                skip -= 1
-                continue
-            out.append(inst)
-            if len(out) >= limit:
-                break
-        return out
-
-    def count_query(self, query: InstanceQuery) -> int:
-        plan = self._plan(query)
-        if plan.exact:
-            return int(self.db.execute(f"SELECT COUNT(*) FROM instances i{plan.where}", plan.args).fetchone()[0])
-        rows = self.db.execute(f"SELECT i.data FROM instances i{plan.where}", plan.args)
-        return sum(
-            1
-            for (data,) in rows
-            if (not query.params or params_match(decode_parameters(data), query))
-            and matches(decode_instance(data), query)
-        )
-
-    def query_plan(self, query: InstanceQuery) -> list[str]:
-        """Diagnostics: SQLite's ``EXPLAIN QUERY PLAN`` of ``query`` (one line per step)."""
-        plan = self._plan(query)
-        rows = self.db.execute(f"EXPLAIN QUERY PLAN SELECT i.data FROM instances i{plan.where}{plan.order}", plan.args)
-        return [str(r[3]) for r in rows]
-
-    def _plan(self, query: InstanceQuery) -> SqlPlan:
-        return sql_plan(query, self._search_profiles(), correlations=self.local_correlations)
-
-    def _search_profiles(self) -> dict[str, set[tuple[str, ...]]]:
-        if self._profiles is None:
-            profiles: dict[str, set[tuple[str, ...]]] = {}
-            for template, keys in self.db.execute("SELECT template, keys FROM search_profiles"):
-                profiles.setdefault(template, set()).add(tuple(msgspec.json.decode(keys)))
-            self._profiles = profiles
-        return self._profiles
-
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         rows = self.db.execute(
             "SELECT instance, node, only_one FROM correlation WHERE topic=? AND key=? AND value=?",
@@ -273,6 +233,18 @@ class SQLiteStore:
 
     def all_timers(self) -> list[tuple[str, str, float]]:
         return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT instance, key, due FROM timers")]
+
+    def bulk_share(self, job: str) -> BulkShare | None:
+        row = self.db.execute("SELECT data FROM bulk_jobs WHERE id=?", (job,)).fetchone()
+        return None if row is None else decode_share(row[0])
+
+    def bulk_active(self) -> list[BulkShare]:
+        rows = self.db.execute("SELECT data FROM bulk_jobs WHERE finished=0 ORDER BY created, id")
+        return [decode_share(r[0]) for r in rows]
+
+    def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
+        rows = self.db.execute("SELECT seq, instance FROM bulk_items WHERE job=? ORDER BY seq LIMIT ?", (job, limit))
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     def pending_jobs(self) -> list[PendingJob]:
         rows = self.db.execute("SELECT instance, node, job, seq, payload FROM jobs")
@@ -507,6 +479,8 @@ class SQLiteStore:
                         (c.topic, c.key, c.value, _pack.encode(p), exp),
                     )
                     assigned.append(int(cur.lastrowid or 0))
+            if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
+                self._commit_bulk(batch)
             if batch.changelog_offsets:
                 db.executemany(
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
@@ -518,9 +492,18 @@ class SQLiteStore:
             batch.buffer_ids = assigned
         return appended
 
-    def _new_profiles(self, profiles: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, tuple[str, ...]]]:
-        known = self._search_profiles()
-        return list(dict.fromkeys(p for p in profiles if p[1] not in known.get(p[0], ())))
+    def _commit_bulk(self, batch: WriteBatch) -> None:
+        db = self.db
+        if batch.bulk_items_del:
+            db.executemany("DELETE FROM bulk_items WHERE job=? AND seq=?", batch.bulk_items_del)
+        if batch.bulk_items_put:
+            db.executemany("INSERT OR REPLACE INTO bulk_items VALUES (?,?,?)", batch.bulk_items_put)
+        if batch.bulk_shares:
+            db.executemany(
+                "INSERT OR REPLACE INTO bulk_jobs VALUES (?,?,?,?)",
+                [(job, s.spec.created, int(s.finished is not None), encode_share(s))
+                 for job, s in batch.bulk_shares.items()],
+            )  # fmt: skip
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         seen = self.db.execute("SELECT topic, id FROM seen WHERE ts < ? LIMIT ?", (now - seen_ttl, limit))

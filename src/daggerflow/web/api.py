@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..bulk_actions import BulkResult
+    from ..model.bulk import BulkProgress, BulkShare
     from ..model.instance import Instance
     from ..model.query import InstanceQuery
     from ..model.records import Message
@@ -76,6 +78,26 @@ class EngineAPI(Protocol):
     async def count_instances_async(
         self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
     ) -> int: ...
+
+    async def bulk(
+        self,
+        action: str,
+        filter: Any = None,
+        *,
+        dry_run: bool = False,
+        batch_size: int | None = None,
+        actor: str | None = None,
+    ) -> BulkResult: ...
+
+    async def bulk_job(self, job_id: str) -> BulkProgress: ...
+
+    def bulk_local_shares(self, job: str) -> list[BulkShare]:
+        """The shares of bulk job ``job`` this process holds (the internal route)."""
+        ...
+
+    def count_query_local(self, query: InstanceQuery) -> int:
+        """How many of this process's instances meet ``query`` (the internal route)."""
+        ...
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 

@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import InvalidInput
 from ..model.instance import Instance
 from ..model.snapshot import snapshot, summary
 from ..topics import encode_value
@@ -24,6 +25,9 @@ from .metrics import render
 from .schemas import (
     ActionQuery,
     Appended,
+    BulkAnswer,
+    BulkJobInfo,
+    BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
     InstancePage,
@@ -154,6 +158,24 @@ async def _after(engine: EngineAPI, iid: str) -> Response:
     if found is None:
         return JSONResponse(DeletedInstance(id=iid, deleted=True))
     return JSONResponse(_snapshot(found))
+
+
+async def bulk_instances(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, ActionQuery)
+    body = decode_body(await read_body(request, engine.max_request_bytes), BulkRequest)
+    try:
+        result = await engine.bulk(body.action, body.filter, dry_run=body.dry_run, batch_size=body.batch_size,
+                                   actor=q.actor)  # fmt: skip
+    except InvalidInput as exc:  # an unknown or malformed filter: the request, not the state
+        raise ApiError(str(exc)) from None
+    answer = BulkAnswer(matched=result.matched, job=result.job)
+    return JSONResponse(answer)
+
+
+async def bulk_job(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    found = await engine.bulk_job(request.path_params["job"])
+    return JSONResponse(as_struct(msgspec.to_builtins(found), BulkJobInfo))
 
 
 async def templates(engine: EngineAPI, request: Request) -> Response:

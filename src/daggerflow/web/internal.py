@@ -12,10 +12,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import NotOwner
+from ..errors import InvalidInput, NotOwner
 from ..model.instance import encode_instance
+from ..model.query import query_from_filter
+from .errors import ApiError
 from .inputs import decode_list_query, decode_query
-from .schemas import CountQuery, InternalListQuery, NoQuery
+from .schemas import CountQuery, InternalFilterQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -49,3 +51,18 @@ async def count(engine: EngineAPI, request: Request) -> Response:
     _, query = decode_list_query(request, CountQuery)
     total = engine.count_instances(query)
     return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
+
+
+async def query_count(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalFilterQuery)
+    try:
+        query = query_from_filter(msgspec.json.decode(q.filter))
+    except (msgspec.DecodeError, InvalidInput) as exc:
+        raise ApiError(f"filter: {exc}") from None
+    total = engine.count_query_local(query)
+    return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
+
+
+async def bulk_shares(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(msgspec.msgpack.encode(engine.bulk_local_shares(request.path_params["job"])))

@@ -18,6 +18,9 @@ from . import docs, handlers
 from .schemas import (
     ActionQuery,
     Appended,
+    BulkAnswer,
+    BulkJobInfo,
+    BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
     InstancePage,
@@ -110,6 +113,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "GET", handlers.list_instances, "listInstances",
                 "Instance summaries with the total count and the next page's offset", InstancePage,
                 query=ListQuery, errors=(503,), description=_FORWARDS,
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/instances/bulk",
+        (
+            Operation(
+                "POST", handlers.bulk_instances, "bulkInstances",
+                "Stop or retry every instance a filter matches, as a job (a dry run only counts them)",
+                BulkAnswer, access="admin", query=ActionQuery, body=BulkRequest, errors=(409, 413, 503),
+                description=(
+                    "A real run answers at once with the job's id; its progress is at /api/v1/bulk/{job}. "
+                    "The matched instances are those that match when each partition starts the job; each "
+                    "is acted on once. 400 for an unknown or malformed filter, 409 while a job with the "
+                    "same action and filter runs."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/bulk/{job}",
+        (
+            Operation(
+                "GET", handlers.bulk_job, "getBulkJob",
+                "A bulk job's progress: matched, done, failed and remaining, over every partition",
+                BulkJobInfo, errors=(404,), description="On the Kafka runtime every worker is asked.",
             ),
         ),
     ),

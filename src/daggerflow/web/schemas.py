@@ -9,7 +9,7 @@ same kind of struct, so ``limit=abc`` and ``statuss=`` are refused, not ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
@@ -85,6 +85,10 @@ class CountQuery(ListQuery, forbid_unknown_fields=True, kw_only=True):
     """The filters of a listing (paging is accepted and ignored)."""
 
 
+class InternalFilterQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    filter: str  # a JSON filter object (``model.query.query_from_filter``)
+
+
 class MessagesQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET, description="first offset to read")] = field(
         name="from", default=0
@@ -136,6 +140,21 @@ class ActionQuery(Struct, forbid_unknown_fields=True, kw_only=True):
 
     actor: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$",
                                description="who acts (default: api)")] = "api"  # fmt: skip
+
+
+class BulkRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/instances/bulk``: stop or retry every instance the filter matches."""
+
+    action: Annotated[Literal["stop", "retry"], Meta(description="what to do to each matched instance")]
+    filter: Annotated[
+        dict[str, Any],
+        Meta(description="the list query's filters as one JSON object: status, template, version, "
+             "param.NAME, waiting_on, correlation, created_after, created_before, updated_after"),
+    ] = field(default_factory=dict)  # fmt: skip
+    dry_run: Annotated[bool, Meta(description="only count the matched instances")] = False
+    batch_size: Annotated[
+        int, Meta(ge=1, le=1000, description="instance events per pipeline batch and partition")
+    ] | None = None
 
 
 class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -251,6 +270,41 @@ class Stats(Struct, kw_only=True):
     jobs_running: int
     timers: int
     partitions: list[int] | UnsetType = UNSET  # the Kafka runtime's assigned partitions
+
+
+class BulkAnswer(Struct, kw_only=True, omit_defaults=True):
+    """A dry run's count, or the job a real run started (its progress: ``/api/v1/bulk/{job}``)."""
+
+    matched: int
+    job: str | None = None
+
+
+class BulkShareInfo(Struct, kw_only=True):
+    partition: int
+    matched: int
+    done: int
+    failed: int
+    remaining: int
+    finished: float | None
+
+
+class BulkJobInfo(Struct, kw_only=True):
+    """A bulk job's progress, added up over the partitions that reported (``shares``)."""
+
+    job: str
+    action: str
+    filter: dict[str, Any]
+    actor: str | None
+    state: Annotated[str, Meta(extra_json_schema={"enum": ["starting", "running", "done"]})]
+    created: float
+    finished: float | None
+    matched: int
+    done: int
+    failed: int
+    remaining: int
+    errors: Annotated[list[str], Meta(description="why some instances were not acted on (a sample)")]
+    partitions: int
+    shares: list[BulkShareInfo]
 
 
 class Appended(Struct, kw_only=True):
