@@ -110,7 +110,8 @@ def dump(store: Store) -> dict[str, Any]:
     Topic messages, metadata and changelog checkpoints are left out."""
     if isinstance(store, SQLiteStore):
         out: dict[str, Any] = {}
-        for table in ("instances", "correlation", "timers", "jobs", "positions", "seen", "buffered"):
+        for table in ("instances", "correlation", "timers", "jobs", "positions", "seen", "buffered", "search",
+                      "search_profiles"):
             out[table] = sorted(store.db.execute(f"SELECT * FROM {table}").fetchall())
         return out
     from daggerflow.store.rocksdb import RocksDBStore

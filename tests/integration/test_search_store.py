@@ -244,3 +244,44 @@ def test_schema_3_database_is_migrated_and_searched_by_reading(tmp_path: Path) -
         assert [i.id for i in found] == ["old"]
     finally:
         migrated.close()
+
+
+@pytest.mark.parametrize("kind", _stores())
+def test_changelog_restores_the_search_index(tmp_path: Path, kind: str) -> None:
+    """Search rows and profiles travel in the changelog (tag ``a``): a store restored from a
+    compacted changelog of another answers every query alike."""
+    from daggerflow.store.changelog import Restorer, batch_records
+
+    source = SQLiteStore(str(tmp_path / "source.db"))
+    records: list[tuple[bytes, bytes | None]] = []
+    original = source.commit
+
+    def recording(batch: WriteBatch, ts: float) -> list[tuple[str, int]]:
+        out = original(batch, ts)
+        records.extend(batch_records(batch, ts))
+        return out
+
+    source.commit = recording  # type: ignore[method-assign]
+    rng = random.Random(11)
+    held: dict[str, Instance] = {}
+    instances = [make_instance(rng, n) for n in range(120)]
+    write(source, instances[:60], held)
+    write(source, instances[60:], held)
+    for iid in rng.sample(sorted(held), 20):
+        delete(source, iid, held)
+    compacted = {key: value for key, value in records}  # a compacted topic keeps the last of each key
+    target = open_kind(kind, tmp_path / "target")
+    try:
+        Restorer(target, 0).apply((n, k, v) for n, (k, v) in enumerate(compacted.items()))
+        for pairs in ([("param.order_id", "o3")], [("param.customer", "ann"), ("template", "orders")],
+                      [("waiting_on", "ready")], [("param.customer", "7")], []):  # fmt: skip
+            query = query_from_pairs(pairs)
+            assert [i.id for i in target.query_instances(query, limit=500, offset=0)] == reference(held, query)
+            assert target.count_query(query) == len(reference(held, query))
+        if isinstance(target, SQLiteStore):  # the deleted instances' rows were tombstoned
+            orphans = "SELECT COUNT(*) FROM search WHERE instance NOT IN (SELECT id FROM instances)"
+            assert target.db.execute(orphans).fetchone()[0] == 0
+            assert target.db.execute("SELECT COUNT(*) FROM search").fetchone()[0] > 0
+    finally:
+        target.close()
+        source.close()
