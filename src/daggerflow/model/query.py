@@ -102,22 +102,22 @@ def params_match(params: Mapping[str, Any], query: InstanceQuery) -> bool:
 def search_names(instance: Instance) -> tuple[str, ...]:
     """The runtime parameters an instance is indexed by: those its template declared
     (``search_keys``), then its listeners' correlatable keys (Dagger's business keys)."""
-    names = dict.fromkeys(instance.search_keys)
-    for node in instance.nodes.values():
-        if node.correlatable_key:
-            names[node.correlatable_key] = None
-    return tuple(names)
+    keys: list[str] = [n.correlatable_key for n in instance.nodes.values() if n.correlatable_key]
+    if not instance.search_keys and len(keys) < 2:
+        return tuple(keys)
+    return tuple(dict.fromkeys([*instance.search_keys, *keys]))
 
 
-def search_rows(instance: Instance | None) -> dict[str, str]:
+def search_rows(instance: Instance | None, names: tuple[str, ...] | None = None) -> dict[str, str]:
     """The search index rows of an instance: each of its ``search_names`` that it has as a
     scalar parameter (a string, number or boolean), as ``param_text``. A filter on such a
-    parameter is answered from the index; objects and lists are never equal to a filter."""
+    parameter is answered from the index; objects and lists are never equal to a filter.
+    ``names``: the instance's ``search_names``, if the caller has them."""
     if instance is None:
         return {}
     params = instance.runtime_parameters
     out: dict[str, str] = {}
-    for name in search_names(instance):
+    for name in search_names(instance) if names is None else names:
         value = params.get(name)
         if isinstance(value, str | int | float):  # (bool is an int)
             out[name] = param_text(value)

@@ -488,18 +488,21 @@ class BatchApplier:
         for iid in self.search_dirty | self.after.deleted.keys():
             inst = self.after.changed.get(iid)
             committed = before.get(iid)
-            old = search_rows(committed)
-            new = search_rows(inst)
-            if inst is not None and committed is None:
-                batch.search_profiles.append((inst.template_name, search_names(inst)))
-            if old == new:
+            if inst is None:
+                batch.search_del.extend((iid, name) for name in search_rows(committed))
                 continue
-            batch.search_del.extend((iid, name) for name in old if name not in new)
-            if inst is not None:
-                created = inst.root.time_created
-                batch.search_put.extend(
-                    (iid, name, text, created) for name, text in new.items() if old.get(name) != text
-                )
+            names = search_names(inst)
+            new = search_rows(inst, names)
+            if committed is None:  # created: the store learns which names it indexes
+                batch.search_profiles.append((inst.template_name, names))
+                old: dict[str, str] = {}
+            else:
+                old = search_rows(committed)
+                if old == new:
+                    continue
+                batch.search_del.extend((iid, name) for name in old if name not in new)
+            created = inst.root.time_created
+            batch.search_put.extend((iid, name, text, created) for name, text in new.items() if old.get(name) != text)
 
     def finish(self) -> None:
         if self.search_dirty or self.after.deleted:

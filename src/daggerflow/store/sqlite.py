@@ -486,8 +486,8 @@ class SQLiteStore(SQLiteSearch):
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
                 )
         self._heads.update(heads)  # only once the transaction committed
-        for template, keys in new_profiles:
-            self._search_profiles().setdefault(template, set()).add(keys)
+        if new_profiles:
+            self._profiles_written(new_profiles)
         if assigned:
             batch.buffer_ids = assigned
         return appended

@@ -18,6 +18,7 @@ class SQLiteSearch:
     db: Any  # the store's sqlite3 connection
     local_correlations: bool
     _profiles: dict[str, set[tuple[str, ...]]] | None
+    _known: set[tuple[str, tuple[str, ...]]] | None = None  # the profiles, as pairs
 
     def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
         if limit <= 0:
@@ -73,5 +74,13 @@ class SQLiteSearch:
         return self._profiles
 
     def _new_profiles(self, profiles: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, tuple[str, ...]]]:
-        known = self._search_profiles()
-        return list(dict.fromkeys(p for p in profiles if p[1] not in known.get(p[0], ())))
+        if self._known is None:
+            self._known = {(t, keys) for t, kinds in self._search_profiles().items() for keys in kinds}
+        fresh = set(profiles) - self._known  # (a set difference: nearly every batch has none)
+        return sorted(fresh) if fresh else []
+
+    def _profiles_written(self, fresh: list[tuple[str, tuple[str, ...]]]) -> None:
+        for template, keys in fresh:
+            self._search_profiles().setdefault(template, set()).add(keys)
+            if self._known is not None:
+                self._known.add((template, keys))
