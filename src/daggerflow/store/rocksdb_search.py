@@ -204,10 +204,36 @@ class RocksSearch:
         return out
 
     def _listing_page(self, query: InstanceQuery, limit: int, offset: int) -> list[Instance]:
-        ids = self._listing_ids(query)
+        """One page straight from the listing index, in either direction: only the keys up
+        to the page's end are read."""
+        prefix = _index_prefix(query.status, query.template)
+        cut = len(prefix)
+        low = f64(query.created_after) if query.created_after is not None else None
+        high = f64(query.created_before) if query.created_before is not None else None
+        ids: list[str] = []
+        want = offset + limit
         if query.sort.startswith("-"):
-            ids.reverse()
-        page: list[str | int | float | bytes | bool] = [b"i" + _id_field(i) for i in ids[offset : offset + limit]]
+            it = self.db.iter()
+            try:
+                it.seek_for_prev(prefix + high if high is not None else prefix + b"\xff" * 9)
+                while it.valid() and len(ids) < want:
+                    key: bytes = it.key()
+                    if not key.startswith(prefix) or (low is not None and key[cut : cut + 8] < low):
+                        break
+                    ids.append(text_fields(key[cut + 8 :])[0])
+                    it.prev()
+            finally:
+                del it
+        else:
+            scan = self._scan(prefix, prefix + low if low is not None else None)
+            try:
+                for key, _ in scan:
+                    if len(ids) >= want or (high is not None and key[cut : cut + 8] >= high):
+                        break
+                    ids.append(text_fields(key[cut + 8 :])[0])
+            finally:
+                scan.close()
+        page: list[str | int | float | bytes | bool] = [b"i" + _id_field(i) for i in ids[offset:]]
         found: list[bytes | None] = (self.db.get(page) or []) if page else []
         return [decode_instance(data) for data in found if data is not None]
 
