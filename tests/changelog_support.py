@@ -111,7 +111,8 @@ def dump(store: Store) -> dict[str, Any]:
     template versions (never changelogged) are left out."""
     if isinstance(store, SQLiteStore):
         out: dict[str, Any] = {}
-        for table in ("instances", "correlation", "timers", "jobs", "positions", "seen", "buffered", "history"):
+        for table in ("instances", "correlation", "timers", "jobs", "positions", "seen", "buffered", "history",
+                      "search", "search_profiles"):
             out[table] = sorted(store.db.execute(f"SELECT * FROM {table}").fetchall())
         return out
     from daggerflow.store.rocksdb import RocksDBStore

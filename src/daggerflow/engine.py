@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .bulk_actions import BulkActions
@@ -32,7 +32,7 @@ from .migration import Migration
 from .model.ids import ID_RULE, id_problem
 from .model.instance import Instance, Node, decode_params, encode_params
 from .model.records import Message, Outgoing
-from .model.template import Overrides, instantiate
+from .model.template import Overrides, check_search_attributes, instantiate
 from .operations import Operations
 from .pipeline.background import cancel_and_wait
 from .pipeline.clock import Clock, SystemClock
@@ -44,6 +44,7 @@ from .pipeline.ports import Runtime, RuntimeParts
 from .registration import Registration
 from .registry import Registry
 from .schedules import Schedules
+from .search import Search
 from .tasks import DefaultTemplateDAGInstance, ITask, ITemplateDAGInstance
 from .telemetry import Telemetry, build
 from .templates import ITemplateDAG
@@ -58,7 +59,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Versions, Migration):
+class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedules, Versions, Migration):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under
@@ -195,10 +196,15 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
         """Where dead letters go: the option, else the runtime's default."""
         return self.config.dead_letter
 
-    def add_template(self, name: str, template: ITemplateDAG) -> None:
-        """Register ``template`` under ``name`` and bind it to this engine."""
+    def add_template(
+        self, name: str, template: ITemplateDAG, *, search_attributes: Sequence[str] | None = None
+    ) -> None:
+        """Register ``template`` under ``name`` and bind it to this engine; ``search_attributes``
+        (if given) replaces the runtime parameters its new instances are indexed by."""
         if template.name != name:
             template.spec.name = name
+        if search_attributes is not None:
+            template.spec.search_attributes = check_search_attributes(search_attributes)
         template.app = self
         self.register_task_types_of(template.spec.root_process)
         self.template_dags[name] = template
@@ -437,24 +443,6 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Schedules, Ver
 
     def committed(self, instance_id: str) -> Instance | None:
         return None if self.runtime is None else self.runtime.committed(instance_id)
-
-    def list_instances(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[Instance]:
-        """Instances held by this process (every instance when embedded)."""
-        return self._runtime().list_local(status=status, template=template, limit=limit, offset=offset)
-
-    def count_instances(self, *, status: str | None = None, template: str | None = None) -> int:
-        return self._runtime().count_local(status=status, template=template)
-
-    async def list_instances_async(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[Instance]:
-        """Like ``list_instances``, across every worker on Kafka."""
-        return await self._runtime().list_all(status=status, template=template, limit=limit, offset=offset)
-
-    async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int:
-        return await self._runtime().count_all(status=status, template=template)
 
     async def wait_for(
         self,

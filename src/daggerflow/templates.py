@@ -66,6 +66,11 @@ class ITemplateDAG:
         return self.spec.version()
 
     @property
+    def search_attributes(self) -> tuple[str, ...]:
+        """The runtime parameters declared searchable (an index, see ``WorkflowSpec``)."""
+        return self.spec.search_attributes
+
+    @property
     def root_process_dag(self) -> ProcessLike:
         return self.spec.root_process
 

@@ -12,22 +12,32 @@ One template, ``Ship``: an executor task ``Gate`` that fails while the file ``$B
 exists, then a command task that sends ``{"id": <instance id>}`` to ``{app}.shipped``. A
 workflow created while the flag exists is FAILURE having sent nothing; once the flag is
 gone, each retry of it sends exactly one command (what the test counts).
+
+``BULK_KILL_AT=K``: the worker SIGKILLs itself when the gate lets its K-th workflow through,
+so that a test kills it mid-job at a point it does not have to race for.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, KafkaCommandTask
 
+_passed = 0
+
 
 class Gate(ExecutorTask[str, str]):
     async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
+        global _passed
         if Path(os.environ["BULK_FLAG"]).exists():
             raise RuntimeError("the gate is closed")
+        _passed += 1
+        if _passed == int(os.environ.get("BULK_KILL_AT") or 0):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def build() -> Dagger:

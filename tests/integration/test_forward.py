@@ -21,6 +21,9 @@ from daggerflow.kafka.remote import (
     list_order,
 )
 from daggerflow.model.instance import Instance
+from daggerflow.model.query import InstanceQuery
+
+ASC = InstanceQuery(sort="created")  # oldest first: the order these lists were written for
 
 
 class Quick(ExecutorTask[str, str]):
@@ -130,26 +133,28 @@ async def test_list_and_count_merge_across_workers(
     await create(a, "quick", "x-a")  # same created time as x-b, listed before it
     urls = [url(a), url(b)]
 
-    everything = await list_everywhere(fwd, urls, status=None, template=None, limit=100, offset=0)
+    everything = await list_everywhere(fwd, urls, ASC, status=None, template=None, limit=100, offset=0)
     assert [i.id for i in everything] == ["a1", "b1", "a2", "b2", "x-a", "x-b"]
     assert everything == sorted(everything, key=list_order)
     assert await count_everywhere(fwd, urls, status=None, template=None) == 6
+    newest = await list_everywhere(fwd, urls, limit=3, offset=0)  # the default order: newest first
+    assert [i.id for i in newest] == ["x-b", "x-a", "b2"]
 
     pages = [
-        [i.id for i in await list_everywhere(fwd, urls, status=None, template=None, limit=2, offset=o)]
+        [i.id for i in await list_everywhere(fwd, urls, ASC, status=None, template=None, limit=2, offset=o)]
         for o in (0, 2, 4, 6)
     ]
     assert pages == [["a1", "b1"], ["a2", "b2"], ["x-a", "x-b"], []]
 
-    failed = await list_everywhere(fwd, urls, status="FAILURE", template=None, limit=10, offset=0)
+    failed = await list_everywhere(fwd, urls, ASC, status="FAILURE", template=None, limit=10, offset=0)
     assert [i.id for i in failed] == ["a2", "b2"]
     assert await count_everywhere(fwd, urls, status="FAILURE", template=None) == 2
-    quick = await list_everywhere(fwd, urls, status="COMPLETED", template="quick", limit=10, offset=1)
+    quick = await list_everywhere(fwd, urls, ASC, status="COMPLETED", template="quick", limit=10, offset=1)
     assert [i.id for i in quick] == ["b1", "x-a", "x-b"]
     assert await count_everywhere(fwd, urls, status="COMPLETED", template="quick") == 4
 
     # One worker's own list, as its internal route gives it.
-    assert [i.id for i in await fwd.list_instances(url(b), status=None, template=None, limit=10)] == [
+    assert [i.id for i in await fwd.list_instances(url(b), ASC, status=None, template=None, limit=10)] == [
         "b1",
         "b2",
         "x-b",
@@ -182,7 +187,7 @@ async def test_dead_url(
         await fwd.count_instances(dead_url, status=None, template=None)
 
     urls = [dead_url, url(a)]
-    listed = await list_everywhere(fwd, urls, status=None, template=None, limit=10, offset=0)
+    listed = await list_everywhere(fwd, urls, ASC, status=None, template=None, limit=10, offset=0)
     assert [i.id for i in listed] == ["q1"]
     assert await count_everywhere(fwd, urls, status=None, template=None) == 1
     assert f"skipping {dead_url}" in caplog.text

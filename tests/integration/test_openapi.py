@@ -97,7 +97,10 @@ async def test_operations_document_errors_parameters_and_security(document: dict
     assert {"404", "409", "503"} <= set(stop["responses"])
     listing = ops[("get", "/api/v1/instances")]
     names = [p["name"] for p in listing["parameters"]]
-    assert names == ["status", "template", "limit", "offset"]
+    assert names == [
+        "status", "template", "version", "waiting_on", "correlation", "created_after", "created_before",
+        "updated_after", "sort", "limit", "offset", "param.NAME",
+    ]
     limit = next(p for p in listing["parameters"] if p["name"] == "limit")
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
     messages = ops[("get", "/topics/{name}/messages")]

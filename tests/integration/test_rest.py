@@ -314,17 +314,18 @@ async def test_v1_instances_with_total_and_next_offset(web: Dagger, client: http
     first = (await client.get("/api/v1/instances", params={"limit": 2})).json()
     assert first["total"] == 5 and first["limit"] == 2 and first["offset"] == 0
     assert first["next_offset"] == 2
-    assert [i["id"] for i in first["items"]] == ["i0", "i1"]
+    assert [i["id"] for i in first["items"]] == ["i4", "i3"]  # newest first
     assert "tasks" not in first["items"][0]  # a summary, not the task tree
-    assert first["items"][0]["status"]["code"] == "COMPLETED"
+    assert first["items"][0]["status"]["code"] == "NOT_STARTED"
 
     last = (await client.get("/api/v1/instances", params={"limit": 2, "offset": 4})).json()
-    assert [i["id"] for i in last["items"]] == ["i4"]
+    assert [i["id"] for i in last["items"]] == ["i0"]
+    assert last["items"][0]["status"]["code"] == "COMPLETED"
     assert last["next_offset"] is None
 
     not_started = (await client.get("/api/v1/instances", params={"status": "NOT_STARTED"})).json()
     assert not_started["total"] == 3 and not_started["next_offset"] is None
-    assert [i["id"] for i in not_started["items"]] == ["i2", "i3", "i4"]
+    assert [i["id"] for i in not_started["items"]] == ["i4", "i3", "i2"]
     none = (await client.get("/api/v1/instances", params={"template": "orders"})).json()
     assert none == {"items": [], "total": 0, "limit": 100, "offset": 0, "next_offset": None}
 

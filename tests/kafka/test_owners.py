@@ -231,7 +231,10 @@ async def test_missing_topic_is_a_configuration_error(broker: str) -> None:
 
 @contextlib.asynccontextmanager
 async def pizza_cluster(
-    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch, ids: list[str]
+    make_cluster: Callable[..., Cluster],
+    monkeypatch: pytest.MonkeyPatch,
+    ids: list[str],
+    customer: Callable[[str], str] = lambda oid: "c",
 ) -> AsyncIterator[tuple[Cluster, OwnersView, Dagger, httpx.AsyncClient]]:
     """Two pizza workers sharing 6 partitions, a view of their owners, a client engine (no REST
     API, owns nothing) that created ``ids``, all COMPLETED; and an HTTP client."""
@@ -249,7 +252,7 @@ async def pizza_cluster(
         client = kafka_app.build(role="client")
         async with client, httpx.AsyncClient(timeout=10) as http:
             for oid in ids:
-                params = {"order_id": oid, "customer_id": "c", "pizza_type": "margherita"}
+                params = {"order_id": oid, "customer_id": customer(oid), "pizza_type": "margherita"}
                 await client.create_instance(client.get_template(TEMPLATE), oid, params, submit_task=True)
 
             async def completed(url: str) -> int:
@@ -289,9 +292,10 @@ async def test_any_worker_answers_for_any_instance(
             assert (await http.get(f"{url}/api/v1/instances/nope")).status_code == 404
             body = (await http.get(f"{url}/api/v1/instances", params={"limit": 1000})).json()
             assert body["total"] == len(ids)
-            assert [i["id"] for i in body["items"]] == sorted(ids, key=lambda i: (created(body, i), i))
+            oldest_first = sorted(ids, key=lambda i: (created(body, i), i))
+            assert [i["id"] for i in body["items"]] == oldest_first[::-1]  # newest first
             listed = (await http.get(f"{url}/tasks/instances", params={"limit": 15, "offset": 30})).json()
-            assert [i["id"] for i in listed] == [i["id"] for i in body["items"]][30:]
+            assert [i["id"] for i in listed] == oldest_first[30:]  # Dagger's route: creation order
     assert await cluster.stop_all() == [0, 0]
 
 

@@ -208,7 +208,7 @@ def test_the_runtimes_do_not_import_each_other() -> None:
 def test_io_libraries_stay_in_their_corners() -> None:
     homes = {
         "aiokafka": ("daggerflow.kafka",),
-        "sqlite3": ("daggerflow.store.sqlite",),
+        "sqlite3": ("daggerflow.store.sqlite", "daggerflow.store.sqlite_checkpoint"),
         "rocksdict": ("daggerflow.store.rocksdb", "daggerflow.store.rocksdb_topics", "daggerflow.store.factory"),
         "starlette": ("daggerflow.web",),
         "uvicorn": ("daggerflow.web",),

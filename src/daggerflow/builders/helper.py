@@ -74,12 +74,16 @@ class DAGBuilderHelper:
         template_name: str,
         root_process: ProcessLike | IProcessTemplateDAGBuilder,
         template_type: type = DefaultTemplateDAGInstance,
+        search_attributes: Sequence[str] = (),
     ) -> ITemplateDAG:
+        """A workflow template; ``search_attributes`` names the runtime parameters its
+        instances are indexed by for search (its listeners' correlatable keys always are)."""
         return (
             DefaultTemplateBuilder(self.app)
             .set_name(template_name)
             .set_type(template_type)
             .set_root(root_process)
+            .set_search_attributes(search_attributes)
             .build()
         )
 

@@ -5,6 +5,7 @@ duplicates nodes."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidTaskType
@@ -16,6 +17,7 @@ from ..model.template import (
     ProcessTemplate,
     TaskLike,
     WorkflowSpec,
+    check_search_attributes,
 )
 from ..tasks import (
     DefaultProcessTemplateDAGInstance,
@@ -158,6 +160,7 @@ class DefaultTemplateBuilder:
         self._name: str | None = None
         self._root: ProcessLike | None = None
         self._type: type = DefaultTemplateDAGInstance
+        self._search: tuple[str, ...] = ()
 
     def set_name(self, name: str) -> DefaultTemplateBuilder:
         self._name = name
@@ -171,7 +174,14 @@ class DefaultTemplateBuilder:
         self._root = _built_process(process_template)
         return self
 
+    def set_search_attributes(self, names: Sequence[str]) -> DefaultTemplateBuilder:
+        """The runtime parameters instances are found by (``param.NAME=VALUE``) through an
+        index; the listeners' correlatable keys are searchable without being named here."""
+        self._search = check_search_attributes(names)
+        return self
+
     def build(self) -> ITemplateDAG:
         if self._name is None or self._root is None:
             raise InvalidTaskType("a workflow template needs set_name() and set_root()")
-        return ITemplateDAG(WorkflowSpec(self._name, self._root), self.app, self._type)
+        spec = WorkflowSpec(self._name, self._root, search_attributes=self._search)
+        return ITemplateDAG(spec, self.app, self._type)

@@ -9,6 +9,7 @@ import click
 from rich import box
 from rich.table import Table
 
+from ..model.query import DEFAULT_SORT, FILTER_NAMES, PARAM_PREFIX, SORTS
 from .client import (
     ClientCommand,
     call_worker,
@@ -26,22 +27,49 @@ if TYPE_CHECKING:
     pass
 
 
+def filter_params(filters: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``--filter NAME=VALUE`` options as query parameters: a NAME of the listing's filters
+    (status, template, version, waiting_on, correlation, created_after, created_before,
+    updated_after) or any other NAME, which is a runtime parameter (``param.NAME``)."""
+    out: list[tuple[str, str]] = []
+    for item in filters:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--filter")
+        if not name.startswith(PARAM_PREFIX) and name not in FILTER_NAMES:
+            name = PARAM_PREFIX + name
+        out.append((name, value))
+    return out
+
+
 @cli.command(cls=ClientCommand)
 @click.option("--status", help="Only this status (COMPLETED, FAILURE, EXECUTING, ...).")
 @click.option("--template", help="Only instances of this template.")
+@click.option(
+    "--filter", "-f", "filters", multiple=True, metavar="NAME=VALUE",
+    help="Only instances with runtime parameter NAME equal to VALUE (or param.NAME=VALUE), or a named "
+    "filter: waiting_on=TOPIC, correlation=VALUE, version=V, created_after=T, created_before=T, "
+    "updated_after=T (epoch seconds or ISO-8601). Repeatable: all must hold.",
+)  # fmt: skip
+@click.option("--sort", type=click.Choice(SORTS), default=DEFAULT_SORT, show_default=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @url_option
 @json_option
 def instances(
-    status: str | None, template: str | None, limit: int, offset: int, url: str, as_json: bool
-) -> None:
-    """List workflow instances of a running worker (newest pages via --offset)."""
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    status: str | None, template: str | None, filters: tuple[str, ...], sort: str, limit: int, offset: int,
+    url: str, as_json: bool,
+) -> None:  # fmt: skip
+    """List (and search) workflow instances of a running worker, newest first (pages via --offset).
+
+    Example: daggerflow instances --filter customer_id=c1 --filter waiting_on=pizza_ready
+    """
+    params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset), ("sort", sort)]
     if status:
-        params["status"] = status
+        params.append(("status", status))
     if template:
-        params["template"] = template
+        params.append(("template", template))
+    params.extend(filter_params(filters))
     page = expect(call_worker("GET", url, "/api/v1/instances", params=params), url, dict, "items", "total", "offset")
     if as_json:
         print_json(page)
@@ -64,6 +92,9 @@ def instances(
     first = page["offset"] + 1 if shown else page["offset"]
     more = f"; next: --offset {page['next_offset']}" if page.get("next_offset") is not None else ""
     console.print(f"{first}-{page['offset'] + shown} of {page['total']}{more}")
+
+
+cli.add_command(instances, name="list")
 
 
 @cli.command(cls=ClientCommand)

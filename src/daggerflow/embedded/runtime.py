@@ -17,7 +17,7 @@ from ..machine.events import Event
 from ..model.bulk import BulkShare, BulkSpec
 from ..model.history import Page
 from ..model.instance import Instance
-from ..model.query import InstanceQuery
+from ..model.query import InstanceQuery, listing_query
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule
 from ..pipeline.background import cancel_and_wait, first_to_end
@@ -168,17 +168,38 @@ class EmbeddedRuntime:
             return current
         return await self.parts.observer.wait(instance_id, check, timeout)
 
-    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
-        return self.store.list_instances(status=status, template=template, limit=limit, offset=offset)
+    def list_local(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Instance]:
+        q = listing_query(query, status=status, template=template)
+        return self.store.query_instances(q, limit=limit, offset=offset)
 
-    def count_local(self, *, status: str | None, template: str | None) -> int:
-        return self.store.count_instances(status=status, template=template)
+    def count_local(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int:
+        return self.store.count_query(listing_query(query, status=status, template=template))
 
-    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]:
-        return self.list_local(status=status, template=template, limit=limit, offset=offset)
+    async def list_all(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Instance]:
+        return self.list_local(query, status=status, template=template, limit=limit, offset=offset)
 
-    async def count_all(self, *, status: str | None, template: str | None) -> int:
-        return self.count_local(status=status, template=template)
+    async def count_all(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int:
+        return self.count_local(query, status=status, template=template)
 
     def count_query_local(self, query: InstanceQuery) -> int:
         return self.store.count_query(query)

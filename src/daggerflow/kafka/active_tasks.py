@@ -138,8 +138,12 @@ class ActiveTasks:
 
     def open_store(self, p: int) -> Store:
         url = f"{self.config.store_kind}:///{os.path.abspath(self.store_path(p))}"
-        return open_store(url, datadir=self.config.datadir, application_name=self.config.app,
-                          durability=self.config.durability)  # fmt: skip
+        store = open_store(url, datadir=self.config.datadir, application_name=self.config.app,
+                           durability=self.config.durability)  # fmt: skip
+        # p's correlation index holds the entries p owns, of instances anywhere: a search by
+        # waiting listener reads p's running instances instead.
+        store.local_correlations = False
+        return store
 
     async def _open_restored(self, p: int) -> Store:
         """p's store, restored to the end of its changelog; wiped and restored from the

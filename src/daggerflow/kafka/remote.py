@@ -29,7 +29,7 @@ from ..errors import ForwardError
 from ..model.bulk import BulkShare
 from ..model.history import Page
 from ..model.instance import Instance, decode_instance, listing_order, merge_listings
-from ..model.query import InstanceQuery
+from ..model.query import InstanceQuery, listing_query, sort_key
 from ..model.schedule import Schedule
 from ..pipeline.partition import PartitionTask
 from ..web.auth import client_ssl_context
@@ -87,14 +87,16 @@ class Forwarder:
     async def list_instances(
         self,
         url: str,
+        query: InstanceQuery | None = None,
         *,
-        status: str | None,
-        template: str | None,
+        status: str | None = None,
+        template: str | None = None,
         limit: int,
         offset: int = 0,
     ) -> list[Instance]:
-        """The instances of ``url``'s partitions, ordered like the store lists them."""
-        params = _filters(status, template) | {"limit": str(limit), "offset": str(offset)}
+        """The instances of ``url``'s partitions that meet the query, in its order."""
+        q = listing_query(query, status=status, template=template)
+        params = _filters(q) | {"limit": str(limit), "offset": str(offset)}
         response = await self._get(url, "/internal/v1/instances", params)
         self._check(url, response)
         try:
@@ -111,8 +113,16 @@ class Forwarder:
         except msgspec.DecodeError as exc:
             raise ForwardError(url, f"undecodable schedule list: {exc}", response.status_code) from exc
 
-    async def count_instances(self, url: str, *, status: str | None, template: str | None) -> int:
-        response = await self._get(url, "/internal/v1/count", _filters(status, template))
+    async def count_instances(
+        self,
+        url: str,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+    ) -> int:
+        q = listing_query(query, status=status, template=template)
+        response = await self._get(url, "/internal/v1/count", _filters(q))
         self._check(url, response)
         try:
             count = msgspec.json.decode(response.content, type=dict[str, int])["count"]
@@ -180,13 +190,9 @@ class Forwarder:
             raise ForwardError(url, "the answer is not from a daggerflow worker", response.status_code)
 
 
-def _filters(status: str | None, template: str | None) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if status is not None:
-        params["status"] = status
-    if template is not None:
-        params["template"] = template
-    return params
+def _filters(query: InstanceQuery) -> dict[str, str]:
+    """A query as the internal routes read it (the public list route's names)."""
+    return {name: value if isinstance(value, str) else repr(value) for name, value in query.to_filter().items()}
 
 
 list_order = listing_order  # the order of every instance list (model.instance)
@@ -195,9 +201,10 @@ list_order = listing_order  # the order of every instance list (model.instance)
 async def list_everywhere(
     fwd: Forwarder,
     urls: Sequence[str],
+    query: InstanceQuery | None = None,
     *,
-    status: str | None,
-    template: str | None,
+    status: str | None = None,
+    template: str | None = None,
     limit: int,
     offset: int,
 ) -> list[Instance]:
@@ -207,9 +214,10 @@ async def list_everywhere(
     from any of them). A worker that fails is skipped with a warning: a listing of the workers
     that answered is more useful than none while one of them restarts.
     """
+    q = listing_query(query, status=status, template=template)
     unique = list(dict.fromkeys(urls))
     answers = await asyncio.gather(
-        *(fwd.list_instances(url, status=status, template=template, limit=offset + limit) for url in unique),
+        *(fwd.list_instances(url, q, limit=offset + limit) for url in unique),
         return_exceptions=True,
     )
     # During a rebalance two workers can briefly both answer for a partition: merge_listings
@@ -220,16 +228,23 @@ async def list_everywhere(
             _skip(url, answer)
         else:
             pages.append(answer)
-    return merge_listings(pages, offset=offset, limit=limit)
+    key, reverse = sort_key(q)
+    return merge_listings(pages, offset=offset, limit=limit, key=key, reverse=reverse)
 
 
 async def count_everywhere(
-    fwd: Forwarder, urls: Sequence[str], *, status: str | None, template: str | None
+    fwd: Forwarder,
+    urls: Sequence[str],
+    query: InstanceQuery | None = None,
+    *,
+    status: str | None = None,
+    template: str | None = None,
 ) -> int:
     """The number of instances on all ``urls``; workers that fail are skipped with a warning."""
+    q = listing_query(query, status=status, template=template)
     unique = list(dict.fromkeys(urls))
     answers = await asyncio.gather(
-        *(fwd.count_instances(url, status=status, template=template) for url in unique),
+        *(fwd.count_instances(url, q) for url in unique),
         return_exceptions=True,
     )
     total = 0
@@ -344,10 +359,9 @@ class RemoteReads:
             return []
         return [u for u in self.owners.urls() if u != self.web_url]
 
-    async def list_others(self, *, status: str | None, template: str | None, limit: int) -> list[Instance]:
-        """The first ``limit`` instances of every other worker, merged."""
-        return await list_everywhere(self.forwarder, self.other_urls(), status=status, template=template,
-                                     limit=limit, offset=0)  # fmt: skip
+    async def list_others(self, query: InstanceQuery, *, limit: int) -> list[Instance]:
+        """The first ``limit`` instances of every other worker that meet ``query``, merged."""
+        return await list_everywhere(self.forwarder, self.other_urls(), query, limit=limit, offset=0)
 
     async def schedules_of_others(self) -> list[Schedule]:
         """The schedules of every other worker (one that fails is skipped with a warning)."""
@@ -398,8 +412,8 @@ class RemoteReads:
                 out.append(answer)
         return out
 
-    async def count_others(self, *, status: str | None, template: str | None) -> int:
-        return await count_everywhere(self.forwarder, self.other_urls(), status=status, template=template)
+    async def count_others(self, query: InstanceQuery) -> int:
+        return await count_everywhere(self.forwarder, self.other_urls(), query)
 
     async def count_query_others(self, query: InstanceQuery) -> int:
         """How many instances of the other workers meet ``query`` (one that fails is skipped)."""

@@ -39,7 +39,7 @@ from ..machine.events import Create, Event
 from ..model.bulk import BulkShare, BulkSpec
 from ..model.history import Page
 from ..model.instance import Instance, merge_listings
-from ..model.query import InstanceQuery
+from ..model.query import InstanceQuery, listing_query, sort_key
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule, schedule_key
 from ..pipeline.partition import PartitionTask
@@ -296,27 +296,47 @@ class KafkaRuntime:
         return await self.observer.wait(instance_id, check, timeout)
 
     def list_local(
-        self, *, status: str | None, template: str | None, limit: int, offset: int
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
     ) -> list[Instance]:
-        """The instances of the partitions this worker holds."""
-        pages = (s.list_instances(status=status, template=template, limit=offset + limit, offset=0)
-                 for s in self.stores())  # fmt: skip
-        return merge_listings(pages, offset=offset, limit=limit)
+        """The instances of the partitions this worker holds, in the query's order."""
+        q = listing_query(query, status=status, template=template)
+        pages = (s.query_instances(q, limit=offset + limit, offset=0) for s in self.stores())
+        key, reverse = sort_key(q)
+        return merge_listings(pages, offset=offset, limit=limit, key=key, reverse=reverse)
 
-    def count_local(self, *, status: str | None, template: str | None) -> int:
-        return sum(s.count_instances(status=status, template=template) for s in self.stores())
+    def count_local(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int:
+        q = listing_query(query, status=status, template=template)
+        return sum(s.count_query(q) for s in self.stores())
 
     async def list_all(
-        self, *, status: str | None, template: str | None, limit: int, offset: int
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
     ) -> list[Instance]:
-        """Every worker's instances, merged in listing order (their REST APIs are asked)."""
-        local = self.list_local(status=status, template=template, limit=offset + limit, offset=0)
-        remote = await self.remote.list_others(status=status, template=template, limit=offset + limit)
-        return merge_listings([local, remote], offset=offset, limit=limit)
+        """Every worker's instances, merged in the query's order (their REST APIs are asked)."""
+        q = listing_query(query, status=status, template=template)
+        local = self.list_local(q, limit=offset + limit, offset=0)
+        remote = await self.remote.list_others(q, limit=offset + limit)
+        key, reverse = sort_key(q)
+        return merge_listings([local, remote], offset=offset, limit=limit, key=key, reverse=reverse)
 
-    async def count_all(self, *, status: str | None, template: str | None) -> int:
-        local = self.count_local(status=status, template=template)
-        return local + await self.remote.count_others(status=status, template=template)
+    async def count_all(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int:
+        q = listing_query(query, status=status, template=template)
+        return self.count_local(q) + await self.remote.count_others(q)
 
     def count_query_local(self, query: InstanceQuery) -> int:
         return sum(s.count_query(query) for s in self.stores())

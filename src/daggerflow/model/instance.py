@@ -7,7 +7,7 @@ a node names its task class by the name it was registered under (``type_name``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -140,6 +140,9 @@ class Instance(msgspec.Struct, gc=False, omit_defaults=True):
     history_tail: bytes = b""
     # Set at creation when tracing is on (``telemetry``); None costs nothing in the record.
     trace: TraceContext | None = None
+    # The runtime parameters the template declared searchable when it was created (its
+    # listeners' correlatable keys are searchable too: ``model.query.search_names``).
+    search_keys: tuple[str, ...] = ()
 
     @property
     def root(self) -> Node:
@@ -180,6 +183,19 @@ def copy_instance(instance: Instance) -> Instance:
 _any_decoder = msgspec.msgpack.Decoder()
 
 
+class _ParametersOnly(msgspec.Struct):
+    runtime_parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_parameters_decoder = msgspec.msgpack.Decoder(_ParametersOnly)
+
+
+def decode_parameters(data: bytes) -> dict[str, Any]:
+    """Only the runtime parameters of an encoded instance: the rest of the record is
+    skipped, not built (a search that reads instances tests these first)."""
+    return _parameters_decoder.decode(data).runtime_parameters
+
+
 def encode_params(params: dict[str, Any]) -> bytes:
     """Runtime parameters as stored inside the instance record (their size is checked)."""
     return _encoder.encode(params)
@@ -201,13 +217,21 @@ def listing_order(instance: Instance) -> tuple[float, str]:
     return instance.root.time_created, instance.id
 
 
-def merge_listings(listings: Iterable[Iterable[Instance]], *, offset: int, limit: int) -> list[Instance]:
+def merge_listings(
+    listings: Iterable[Iterable[Instance]],
+    *,
+    offset: int,
+    limit: int,
+    key: Callable[[Instance], Any] = listing_order,
+    reverse: bool = False,
+) -> list[Instance]:
     """One page of several listings (partitions, workers), as one store holding them all would
-    list it. An instance listed twice (its partition just moved) keeps its most advanced copy."""
+    list it (in ``key`` order: ``model.query.sort_key`` gives a query's). An instance listed
+    twice (its partition just moved) keeps its most advanced copy."""
     newest: dict[str, Instance] = {}
     for listing in listings:
         for inst in listing:
             known = newest.get(inst.id)
             if known is None or inst.update_count > known.update_count:
                 newest[inst.id] = inst
-    return sorted(newest.values(), key=listing_order)[offset : offset + limit]
+    return sorted(newest.values(), key=key, reverse=reverse)[offset : offset + limit]

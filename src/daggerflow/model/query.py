@@ -91,6 +91,39 @@ def param_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def params_match(params: Mapping[str, Any], query: InstanceQuery) -> bool:
+    """Whether runtime parameters meet the query's ``param.NAME`` conditions."""
+    for name, text in query.params:
+        if name not in params or param_text(params[name]) != text:
+            return False
+    return True
+
+
+def search_names(instance: Instance) -> tuple[str, ...]:
+    """The runtime parameters an instance is indexed by: those its template declared
+    (``search_keys``), then its listeners' correlatable keys (Dagger's business keys)."""
+    keys: list[str] = [n.correlatable_key for n in instance.nodes.values() if n.correlatable_key]
+    if not instance.search_keys and len(keys) < 2:
+        return tuple(keys)
+    return tuple(dict.fromkeys([*instance.search_keys, *keys]))
+
+
+def search_rows(instance: Instance | None, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The search index rows of an instance: each of its ``search_names`` that it has as a
+    scalar parameter (a string, number or boolean), as ``param_text``. A filter on such a
+    parameter is answered from the index; objects and lists are never equal to a filter.
+    ``names``: the instance's ``search_names``, if the caller has them."""
+    if instance is None:
+        return {}
+    params = instance.runtime_parameters
+    out: dict[str, str] = {}
+    for name in search_names(instance) if names is None else names:
+        value = params.get(name)
+        if isinstance(value, str | int | float):  # (bool is an int)
+            out[name] = param_text(value)
+    return out
+
+
 def parse_time(name: str, text: str | float | int) -> float:
     """Epoch seconds, or an ISO-8601 time (a time without a zone is UTC)."""
     if isinstance(text, bool):
@@ -169,6 +202,17 @@ def query_from_filter(filter: Mapping[str, Any] | None) -> InstanceQuery:
     return query_from_pairs(filter.items())
 
 
+def listing_query(
+    query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+) -> InstanceQuery:
+    """The query of a listing call that may also spell status and template as keywords
+    (the calls before queries existed): those given override the query's."""
+    if query is None:
+        return InstanceQuery(status=status, template=template)
+    changes = {k: v for k, v in (("status", status), ("template", template)) if v is not None}
+    return msgspec.structs.replace(query, **changes) if changes else query
+
+
 def matches(instance: Instance, query: InstanceQuery) -> bool:
     """Whether ``instance`` meets every condition of ``query`` (the meaning stores follow)."""
     root = instance.root
@@ -184,10 +228,8 @@ def matches(instance: Instance, query: InstanceQuery) -> bool:
         return False
     if query.updated_after is not None and instance.lastupdated < query.updated_after:
         return False
-    params = instance.runtime_parameters
-    for name, text in query.params:
-        if name not in params or param_text(params[name]) != text:
-            return False
+    if query.params and not params_match(instance.runtime_parameters, query):
+        return False
     if query.waiting_on is not None or query.correlation is not None:
         waits = instance.correlations.values()
         if query.waiting_on is not None and not any(c.topic == query.waiting_on for c in waits):

@@ -93,6 +93,9 @@ class WorkflowSpec:
     name: str
     root_process: ProcessLike
     _version: str | None = None
+    # Runtime parameters indexed for search (besides the listeners' correlatable keys).
+    # Not part of the version: declaring one more does not strand running instances.
+    search_attributes: tuple[str, ...] = ()
 
     def version(self) -> str:
         if self._version is None:
@@ -393,4 +396,18 @@ def instantiate(
     expander = _Expander(instance, IdSource(seed), now, overrides or Overrides())
     root = expander.add(Node(id=instance_id, name=spec.name, kind=Kind.ROOT.value))
     root.children = (expander.process_chain(spec.root_process, instance_id, spec.name),)
+    # Only the declared ones: the listeners' correlatable keys are read from the nodes
+    # (``model.query.search_names``), and a template without declarations stores nothing.
+    instance.search_keys = spec.search_attributes
     return instance
+
+
+def check_search_attributes(names: Any) -> tuple[str, ...]:
+    """``search_attributes`` as given by a user: a sequence of non-empty names."""
+    if isinstance(names, str) or not isinstance(names, Sequence | set | frozenset):
+        raise TaskInvalidState(f"search_attributes must be a list of parameter names, got {names!r}")
+    out = tuple(dict.fromkeys(names))
+    for name in out:
+        if not isinstance(name, str) or not name:
+            raise TaskInvalidState(f"search_attributes must be non-empty strings, got {name!r}")
+    return out

@@ -32,7 +32,7 @@ from ..machine import (
     SetTimer,
     apply,
 )
-from ..machine.events import Complete, Event, Migrate, PatchParameters, Retry, Skip
+from ..machine.events import Complete, Event, Migrate, PatchParameters, Retry, Skip, Stop, Submit, TimerFired
 from ..model import history
 from ..model.history import entry as history_entry
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
@@ -57,11 +57,15 @@ from .items import (
 from .jobs import JobOutcome, Started
 from .observe import BUFFERED, DUPLICATE, ERROR, LATE, MATCHED, UNMATCHED
 from .schedules import schedule_event
+from .search_index import search_changes
 
 _json = msgspec.json.Encoder()
 #: Rounds of inline jobs per batch: an outcome may start further jobs (a command task after
 #: a listener), and a template could loop; what is left runs after the commit.
 MAX_INLINE_ROUNDS = 32
+#: Events that never change runtime parameters (a ``JobDone`` does when it carries changes):
+#: after any other event the instance's search rows are computed again (``search_changes``).
+_KEEPS_PARAMS = frozenset({Submit, Stop, Deliver, JobDone, JobFailed, TimerFired, Skip, Complete})
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +169,7 @@ class BatchApplier:
         self.history_limit = proc.settings.history_limit
         self.history: dict[str, list[history.Row]] = {}  # the batch's entries per instance
         self.obs = proc.settings.observer
+        self.search_dirty: set[str] = set()  # instances whose searchable parameters may have changed
 
     def handle(self, item: Item) -> None:
         if not isinstance(item, AgentCommit) and item.source is not None:
@@ -259,6 +264,8 @@ class BatchApplier:
             entries.append(history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses))
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
+        if type(event) not in _KEEPS_PARAMS or (isinstance(event, JobDone) and (event.params or event.removed)):
+            self.search_dirty.add(iid)
         if box:
             if self.obs is not None and isinstance(event, (JobDone, JobFailed)) and not stop_box:
                 self.obs.outbox(self.after.telemetry, inst, event.node, box)
@@ -539,6 +546,9 @@ class BatchApplier:
         return committed <= limit or size > committed + limit // 16
 
     def finish(self) -> None:
+        if self.search_dirty or self.after.deleted:
+            search_changes(self.search_dirty | self.after.deleted.keys(), self.after.changed, self.after.before,
+                           self.batch)  # fmt: skip
         self.after.appends = self.batch.appends
         if self.withdrawn or self.inlined:
             gone = self.withdrawn

@@ -94,13 +94,38 @@ class Runtime(Protocol):
         self, instance_id: str, check: Callable[[Instance], bool], timeout: float | None
     ) -> Instance: ...
 
-    def list_local(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
+    def list_local(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Instance]:
+        """One page of this process's instances that meet ``query`` (``model.query``), in
+        its order; ``status``/``template`` override the query's (``listing_query``)."""
+        ...
 
-    def count_local(self, *, status: str | None, template: str | None) -> int: ...
+    def count_local(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
-    async def list_all(self, *, status: str | None, template: str | None, limit: int, offset: int) -> list[Instance]: ...
+    async def list_all(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        status: str | None = None,
+        template: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Instance]:
+        """Like ``list_local``, across every worker (Kafka: merged in the query's order)."""
+        ...
 
-    async def count_all(self, *, status: str | None, template: str | None) -> int: ...
+    async def count_all(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
     def list_schedules_local(self) -> list[Schedule]:
         """The schedules this process holds (every schedule when embedded), by name."""

@@ -51,6 +51,13 @@ class WriteBatch:
     # the (instance, first seq) of rows to delete.
     history_put: list[tuple[str, int, bytes]] = field(default_factory=list)
     history_del: list[tuple[str, int]] = field(default_factory=list)
+    # The search index (``model.query.search_rows``), written only where an instance's
+    # searchable parameters changed: (instance, name, value, created) rows to put (replacing
+    # the instance's row of that name), (instance, name) rows to delete, and the (template,
+    # search keys) of instances created, which tell the store which templates index a name.
+    search_put: list[tuple[str, str, str, float]] = field(default_factory=list)
+    search_del: list[tuple[str, str]] = field(default_factory=list)
+    search_profiles: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     # Changelog partition -> offset of the last changelog record this batch applies.
     changelog_offsets: dict[int, int] = field(default_factory=dict)
     # Kafka runtime only (stores ignore these): input partition -> next offset to read, and
@@ -80,6 +87,9 @@ class Store(Protocol):
     One process owns a store at a time: stores may cache topic heads in memory."""
 
     path: str
+    # Whether the correlation index holds exactly the waiting listeners of this store's own
+    # instances (a search by waiting listener uses it), as a store of every partition does.
+    local_correlations: bool
 
     def get_instance(self, instance_id: str) -> Instance | None: ...
 

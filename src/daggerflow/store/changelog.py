@@ -21,11 +21,17 @@ j    instance, node, seq (u64)           [v, job, payload]    (a pending job)
 p    consumer                            [v, offset]          (a consumer position)
 n    topic, message id                   [v, first seen]      (a dedupe id)
 e    buffered message id (u64)           [v, topic, key, value, payload, expires]
+a    instance, parameter name            [v, value, created]  (a search row)
+a    "", template, search keys (JSON)    [v]                  (a search profile)
 u    bulk job id                         [v, encoded BulkShare]  (a partition's share)
 U    bulk job id, seq (u64)              [v, instance id]     (one it has yet to act on)
 S    schedule name                       [v, encoded Schedule (bytes)]
 h    instance, first seq (u64)           [v, msgpack array of history entries]
 ===  ==================================  ===========================================
+
+Search rows are changelogged rather than rebuilt from the instances on restore: they are
+written only when an instance's searchable parameters change (about one record per
+instance), while a rebuild would decode every restored instance again.
 
 The records of one batch follow the stores' semantics for the batch: per table, deletes
 are applied before puts, so a key both deleted and put in one batch is a put. A deleted
@@ -72,6 +78,8 @@ JOB = b"j"
 POSITION = b"p"
 SEEN = b"n"
 BUFFERED = b"e"
+SEARCH = b"a"
+_PROFILE = SEARCH + text_field("")  # (instance ids are never empty)
 BULK_SHARE = b"u"
 BULK_ITEM = b"U"
 SCHEDULE = b"S"
@@ -153,6 +161,8 @@ def batch_records(batch: WriteBatch, ts: float) -> list[Record]:
     for name, schedule in batch.schedules.items():
         value = None if schedule is None else _pack.encode((FORMAT_VERSION, encode_schedule(schedule)))
         out.append((SCHEDULE + text_field(name), value))
+    if batch.search_put or batch.search_del or batch.search_profiles:
+        out.extend(_search_records(batch))
     if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
         out.extend(_bulk_records(batch))
     return out
@@ -168,6 +178,18 @@ def _bulk_records(batch: WriteBatch) -> list[Record]:
     for job, share in batch.bulk_shares.items():
         out.append((BULK_SHARE + text_field(job), _pack.encode((FORMAT_VERSION, encode_share(share)))))
     return out
+
+
+def _search_records(batch: WriteBatch) -> list[Record]:
+    rows: dict[bytes, bytes | None] = {}
+    for instance, name in batch.search_del:
+        rows[SEARCH + text_field(instance) + text_field(name)] = None
+    for instance, name, value, created in batch.search_put:
+        rows[SEARCH + text_field(instance) + text_field(name)] = _pack.encode((FORMAT_VERSION, value, created))
+    for template, keys in dict.fromkeys(batch.search_profiles):
+        key = _PROFILE + text_field(template) + text_field(msgspec.json.encode(list(keys)).decode())
+        rows[key] = _INDEX_MARK
+    return list(rows.items())
 
 
 def index_key(c: Correlation, instance: str, node: str) -> bytes:
@@ -273,6 +295,20 @@ def _add(batch: WriteBatch, key: bytes, value: bytes | None) -> None:
             _, topic, name, text, payload, expires = _fields(value, 6)
             batch.buffer_put.append((Correlation(topic, name, text), payload, float(expires)))
             batch.buffer_ids.append(buf_id)
+    elif key.startswith(_PROFILE):
+        template, keys = text_fields(key[len(_PROFILE) :])
+        if value is not None:
+            names = msgspec.json.decode(keys)
+            if not isinstance(names, list):
+                raise ChangelogError(f"bad search profile key {key!r}")
+            batch.search_profiles.append((template, tuple(str(n) for n in names)))
+    elif tag == SEARCH:
+        instance, name = text_fields(key[1:])
+        if value is None:
+            batch.search_del.append((instance, name))
+        else:
+            _, text, created = _fields(value, 3)
+            batch.search_put.append((instance, name, str(text), float(created)))
     elif tag == BULK_ITEM:
         (job,) = text_fields(key[1:-8])
         seq = int(U64.unpack(key[-8:])[0])

@@ -38,6 +38,7 @@ h     instance, first seq (u64)                                msgpack array of 
                                                                 entries (model.history)
 L     changelog partition (u64)                                 offset of the last applied
                                                                 changelog record (u64)
+a, A  the search index: rows, profiles and their reverse (``store/rocksdb_search.py``)
 u     bulk job id                                               encoded ``BulkShare``
 U     bulk job id, seq (u64)                                    instance id (UTF-8): one the
                                                                 share has yet to act on
@@ -62,7 +63,6 @@ from rocksdict import WriteBatch as RocksBatch
 
 from ..errors import StoreError
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from ..model.query import InstanceQuery
 from .base import Message, PendingJob, WriteBatch
 from .keys import F64 as _F64
 from .keys import U64 as _U64
@@ -75,9 +75,9 @@ from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
 from .rocksdb_history import RocksHistory
 from .rocksdb_schedules import RocksSchedules
+from .rocksdb_search import RocksSearch
 from .rocksdb_topics import RocksTopicRetention
 from .rocksdb_versions import RocksVersions
-from .scan import scan
 
 APPLICATION = b"daggerflow"
 SCHEMA_VERSION = 1
@@ -101,7 +101,7 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules, RocksVersions):
+class RocksDBStore(RocksTopicRetention, RocksSearch, RocksBulk, RocksHistory, RocksSchedules, RocksVersions):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -261,14 +261,6 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules,
 
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         return len(self._keys(self._index_prefix(status, template)))
-
-    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
-        return scan(self, query)[offset : offset + limit]
-
-    def count_query(self, query: InstanceQuery) -> int:
-        if query.is_plain():
-            return self.count_instances(status=query.status, template=query.template)
-        return len(scan(self, query))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)
@@ -526,6 +518,11 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules,
             self._write_schedules(wb, batch)
         for partition, offset in batch.changelog_offsets.items():
             wb.put(b"L" + _u64(partition), _u64(offset))
+        fresh = (
+            self._search_writes(wb, batch.search_put, batch.search_del, batch.search_profiles)
+            if batch.search_put or batch.search_del or batch.search_profiles
+            else []
+        )
         if batch.bulk_shares or batch.bulk_items_put or batch.bulk_items_del:
             self._write_bulk(wb, batch)
         try:
@@ -534,6 +531,7 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules,
             self._next_buffer_id = next_buffer_id  # the ids were not used
             raise
         self._heads.update(heads)  # only once the batch is written
+        self._profiles_written(fresh)
         if assigned:
             batch.buffer_ids = assigned
         if len(self._listed) + len(listed) > 100_000:
@@ -567,6 +565,7 @@ class RocksDBStore(RocksTopicRetention, RocksBulk, RocksHistory, RocksSchedules,
             wb.delete(key)
         for key in self._keys(b"h" + sid):
             wb.delete(key)
+        self._drop_search_rows(wb, sid)
 
     def expired(self, now: float, seen_ttl: float, limit: int) -> tuple[list[tuple[str, str]], list[int]]:
         buffered: list[int] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,30 @@ import msgspec
 from ..errors import StoreError
 from ..model.bulk import BulkShare, decode_share, encode_share
 from ..model.instance import Correlation, Instance, decode_instance, encode_instance
-from ..model.query import InstanceQuery
 from ..model.schedule import Schedule, decode_schedule, encode_schedule
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
-from .scan import scan
+from .sqlite_checkpoint import Checkpointer
+from .sqlite_search import SQLiteSearch
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414746  # "DAGF": marks the file as ours in the SQLite header
 # 2: the changelog table (changelog checkpoints); 3: correlation.only_one; 4: bulk jobs, schedules,
-# template_versions, history
+# template versions, history and the search index
 SCHEMA_VERSION = 4
+
+# The search index (``store/search_plan.py``): an instance's searchable parameters and the
+# (template, search keys) of the instances held. No index on ``updated`` nor on the
+# correlation value: each would cost every pizza workflow ~1% (callgrind), for filters that
+# read, instead, the instances in creation order and the waiting listeners' entries.
+_SEARCH_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS search (instance TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, "
+    "created REAL NOT NULL, PRIMARY KEY (instance, name)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS search_value ON search (name, value, created)",
+    "CREATE TABLE IF NOT EXISTS search_profiles (template TEXT NOT NULL, keys TEXT NOT NULL, "
+    "PRIMARY KEY (template, keys)) WITHOUT ROWID",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,7 +86,7 @@ CREATE TABLE IF NOT EXISTS template_versions (
 CREATE TABLE IF NOT EXISTS history (
     instance TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (instance, seq)) WITHOUT ROWID;
-"""
+""" + "".join(s + ";\n" for s in _SEARCH_SCHEMA)
 
 # An instance's history rows (model.history): keyed by the seq of their first entry.
 _HISTORY = (
@@ -105,6 +116,10 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE TABLE IF NOT EXISTS template_versions (template TEXT NOT NULL, version TEXT NOT NULL, "
         "definition BLOB NOT NULL, seen REAL NOT NULL, PRIMARY KEY (template, version)) WITHOUT ROWID",
         _HISTORY,
+        # Instances created before the search index have no search rows: an empty profile
+        # says so, and their parameters are found by reading them.
+        *_SEARCH_SCHEMA,
+        "INSERT OR IGNORE INTO search_profiles SELECT DISTINCT template, '[]' FROM instances",
     ],
 }
 
@@ -117,11 +132,15 @@ def _headers_text(headers: dict[str, str] | None) -> str | None:
     return _json.encode(headers).decode() if headers else None
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteSearch):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
         self._heads: dict[str, int] = {}
+        self._profiles: dict[str, set[tuple[str, ...]]] | None = None  # (search_profiles, read once)
+        # The correlation table indexes the waiting listeners of this store's own instances
+        # (false for a Kafka partition: it holds the entries it owns, of any instance).
+        self.local_correlations = True
         if path != ":memory:":
             private_dirs(Path(path).parent)
             self._lockfile.acquire(path)
@@ -140,12 +159,12 @@ class SQLiteStore:
         self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.execute("PRAGMA cache_size=-65536")
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         if path != ":memory:":
             # Checkpoint the WAL from a background thread: done inside a commit, it would
             # stall the processor for milliseconds every ~1,000 pages.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = _Checkpointer(path)
+            self._checkpointer = Checkpointer(path)
 
     def _check_and_migrate(self) -> None:
         db = self.db
@@ -222,14 +241,6 @@ class SQLiteStore:
     def count_instances(self, *, status: str | None, template: str | None) -> int:
         where, args = self._where(status, template)
         return int(self.db.execute(f"SELECT COUNT(*) FROM instances{where}", args).fetchone()[0])
-
-    def query_instances(self, query: InstanceQuery, *, limit: int, offset: int) -> list[Instance]:
-        return scan(self, query)[offset : offset + limit]
-
-    def count_query(self, query: InstanceQuery) -> int:
-        if query.is_plain():
-            return self.count_instances(status=query.status, template=query.template)
-        return len(scan(self, query))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         rows = self.db.execute(
@@ -421,10 +432,21 @@ class SQLiteStore:
                 db.executemany("DELETE FROM correlation WHERE instance=?", dels)
                 db.executemany("DELETE FROM timers WHERE instance=?", dels)
                 db.executemany("DELETE FROM history WHERE instance=?", dels)
+                db.executemany("DELETE FROM search WHERE instance=?", dels)
             if batch.history_del:
                 db.executemany("DELETE FROM history WHERE instance=? AND seq=?", batch.history_del)
             if batch.history_put:
                 db.executemany("INSERT OR REPLACE INTO history VALUES (?,?,?)", batch.history_put)
+            if batch.search_del:
+                db.executemany("DELETE FROM search WHERE instance=? AND name=?", batch.search_del)
+            if batch.search_put:
+                db.executemany("INSERT OR REPLACE INTO search VALUES (?,?,?,?)", batch.search_put)
+            new_profiles = self._new_profiles(batch.search_profiles) if batch.search_profiles else ()
+            if new_profiles:
+                db.executemany(
+                    "INSERT OR IGNORE INTO search_profiles VALUES (?,?)",
+                    [(t, _json.encode(list(keys)).decode()) for t, keys in new_profiles],
+                )
             if batch.index_del:
                 db.executemany(
                     "DELETE FROM correlation WHERE topic=? AND key=? AND value=? AND instance=? AND node=?",
@@ -517,6 +539,8 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO changelog VALUES (?,?)", list(batch.changelog_offsets.items())
                 )
         self._heads.update(heads)  # only once the transaction committed
+        if new_profiles:
+            self._profiles_written(new_profiles)
         if assigned:
             batch.buffer_ids = assigned
         return appended
@@ -546,35 +570,6 @@ class SQLiteStore:
             self.db.close()
         finally:
             self._lockfile.release()
-
-
-class _Checkpointer:
-    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection every ``interval``
-    seconds. PASSIVE never blocks the writer, and sqlite3 releases the GIL while it copies
-    pages. Once a checkpoint has caught up, the writer reuses the WAL from its start, so
-    the file stops growing."""
-
-    def __init__(self, path: str, interval: float = 0.5) -> None:
-        self._path = path
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daggerflow-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        try:
-            while not self._stop.wait(self._interval):
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    log.debug("checkpoint of %s deferred", self._path, exc_info=True)
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class _Tx:

@@ -90,16 +90,22 @@ class EngineAPI(Protocol):
     ) -> MigrationReport: ...
 
     def list_instances(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None,
+        limit: int = 100, offset: int = 0,
     ) -> list[Instance]: ...
 
-    def count_instances(self, *, status: str | None = None, template: str | None = None) -> int: ...
+    def count_instances(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
     async def list_instances_async(
-        self, *, status: str | None = None, template: str | None = None, limit: int = 100, offset: int = 0
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None,
+        limit: int = 100, offset: int = 0,
     ) -> list[Instance]: ...
 
-    async def count_instances_async(self, *, status: str | None = None, template: str | None = None) -> int: ...
+    async def count_instances_async(
+        self, query: InstanceQuery | None = None, *, status: str | None = None, template: str | None = None
+    ) -> int: ...
 
     async def bulk(
         self,

@@ -21,7 +21,7 @@ from ..model.snapshot import snapshot, summary
 from ..model.versions import TemplateVersion
 from ..topics import encode_value
 from .errors import ApiError, JSONResponse
-from .inputs import decode_body, decode_query, read_body
+from .inputs import decode_body, decode_list_query, decode_query, read_body
 from .metrics import render
 from .schemas import (
     ActionQuery,
@@ -70,8 +70,10 @@ async def ready(engine: EngineAPI, request: Request) -> Response:
 
 
 async def dagger_instances(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, ListQuery)
-    found = await engine.list_instances_async(status=q.status, template=q.template, limit=q.limit, offset=q.offset)
+    q, query = decode_list_query(request, ListQuery)
+    if q.sort is None:  # Dagger listed in creation order
+        query = msgspec.structs.replace(query, sort="created")
+    found = await engine.list_instances_async(query, limit=q.limit, offset=q.offset)
     return JSONResponse([_snapshot(i) for i in found])
 
 
@@ -85,11 +87,11 @@ async def instance(engine: EngineAPI, request: Request) -> Response:
 
 
 async def list_instances(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, ListQuery)
+    q, query = decode_list_query(request, ListQuery)
     # Both ask every worker on Kafka: in parallel.
     found, total = await asyncio.gather(
-        engine.list_instances_async(status=q.status, template=q.template, limit=q.limit, offset=q.offset),
-        engine.count_instances_async(status=q.status, template=q.template),
+        engine.list_instances_async(query, limit=q.limit, offset=q.offset),
+        engine.count_instances_async(query),
     )
     end = q.offset + len(found)
     page = InstancePage(

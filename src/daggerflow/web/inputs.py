@@ -9,9 +9,12 @@ import msgspec
 from starlette.requests import Request
 
 from ..errors import InvalidInput, TooLarge
+from ..model.query import FILTER_NAMES, PARAM_PREFIX, InstanceQuery, query_from_pairs
 from .errors import ApiError
+from .schemas import ListQuery
 
 T = TypeVar("T")
+L = TypeVar("L", bound=ListQuery)
 
 DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
 _LIMIT_HINT = " (the worker's max_request_bytes option)"
@@ -55,20 +58,46 @@ def decode_body(body: bytes, kind: type[T]) -> T:
         raise InvalidInput("request body is nested too deeply to be decoded") from None
 
 
+PARAM_FILTER = "param.NAME"
+
+
+def decode_list_query(request: Request, kind: type[L]) -> tuple[L, InstanceQuery]:
+    """A listing's query string: ``kind`` (a ``ListQuery``) for the named filters and
+    paging, plus ``param.NAME`` filters; the instance query they make together. Unknown
+    names and malformed filters are a 400 that names them."""
+    pairs = request.query_params.multi_items()
+    params = [(k, v) for k, v in pairs if k.startswith(PARAM_PREFIX)]
+    named = [(k, v) for k, v in pairs if not k.startswith(PARAM_PREFIX)]
+    struct = _decode_pairs(named, kind, extra=(PARAM_FILTER,))
+    filters = [(name, getattr(struct, name)) for name in FILTER_NAMES if getattr(struct, name) is not None]
+    if struct.sort is not None:
+        filters.append(("sort", struct.sort))
+    try:
+        query = query_from_pairs([*filters, *params])
+    except InvalidInput as exc:
+        raise ApiError(str(exc)) from None
+    return struct, query
+
+
 def decode_query(request: Request, kind: type[T]) -> T:
     """The query string as ``kind``: unknown or repeated names are refused with the list of
     accepted ones; an empty value means the default, as before the structs."""
-    params = request.query_params
+    return _decode_pairs(request.query_params.multi_items(), kind)
+
+
+def _decode_pairs(pairs: list[tuple[str, str]], kind: type[T], extra: tuple[str, ...] = ()) -> T:
     names = accepted_names(kind)
-    unknown = sorted(set(params.keys()) - set(names))
+    keys = [k for k, _ in pairs]
+    unknown = sorted(set(keys) - set(names))
     if unknown:
-        accepted = f"accepted: {', '.join(names)}" if names else "this route takes none"
+        shown = [*names, *extra]
+        accepted = f"accepted: {', '.join(shown)}" if shown else "this route takes none"
         listed = ", ".join(repr(n) for n in unknown)
         raise ApiError(f"unknown query parameter(s) {listed}; {accepted}")
-    repeated = sorted(k for k in set(params.keys()) if len(params.getlist(k)) > 1)
+    repeated = sorted(k for k in set(keys) if keys.count(k) > 1)
     if repeated:
         raise ApiError(f"query parameter(s) given more than once: {', '.join(repr(n) for n in repeated)}")
-    values = {k: v for k, v in params.items() if v != ""}
+    values = {k: v for k, v in pairs if v != ""}
     try:
         return msgspec.convert(values, kind, strict=False)
     except msgspec.ValidationError as exc:

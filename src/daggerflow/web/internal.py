@@ -17,7 +17,7 @@ from ..model.instance import encode_instance
 from ..model.query import query_from_filter
 from ..model.versions import encode_versions
 from .errors import ApiError
-from .inputs import decode_query
+from .inputs import decode_list_query, decode_query
 from .schemas import CountQuery, HistoryQuery, InternalFilterQuery, InternalListQuery, NoQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
@@ -55,8 +55,8 @@ async def history(engine: EngineAPI, request: Request) -> Response:
 
 
 async def instances(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, InternalListQuery)
-    found = engine.list_instances(status=q.status, template=q.template, limit=q.limit, offset=q.offset)
+    q, query = decode_list_query(request, InternalListQuery)
+    found = engine.list_instances(query, limit=q.limit, offset=q.offset)
     return _internal(msgspec.msgpack.encode(found))
 
 
@@ -66,8 +66,8 @@ async def schedules(engine: EngineAPI, request: Request) -> Response:
 
 
 async def count(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, CountQuery)
-    total = engine.count_instances(status=q.status, template=q.template)
+    _, query = decode_list_query(request, CountQuery)
+    total = engine.count_instances(query)
     return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from .routes import Endpoint, Operation
-from .schemas import ErrorBody
+from .schemas import ErrorBody, ListQuery
 
 REF = "#/components/schemas/{name}"
 
@@ -61,6 +61,22 @@ def _strip_null(schema: dict[str, Any]) -> dict[str, Any]:
     else:
         out["anyOf"] = rest
     return out
+
+
+# ``param.NAME=VALUE``: a family of names, which OpenAPI cannot declare; documented as one
+# parameter whose name shows the pattern (``web.inputs.decode_list_query`` reads it).
+_PARAM_FILTER: dict[str, Any] = {
+    "name": "param.NAME",
+    "in": "query",
+    "required": False,
+    "description": (
+        "only instances whose runtime parameter NAME equals the value (a string as it is, any other "
+        "JSON value as its JSON text: param.count=3, param.vip=true); one per name, several combine with "
+        "AND. Indexed for the template's search_attributes and its listeners' correlatable keys; any "
+        "other name is checked on each instance the other filters select (README, Search)"
+    ),
+    "schema": {"type": "string"},
+}
 
 
 def _query_parameters(struct_schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,6 +179,8 @@ def _operation(
     parameters = _path_parameters(path)
     if op.query is not None:
         parameters += _query_parameters(components[op.query.__name__])
+        if issubclass(op.query, ListQuery):
+            parameters.append(_PARAM_FILTER)
     description = " ".join(d for d in (op.description, _ACCESS_TEXT[op.access]) if d)
     out: dict[str, Any] = {
         "operationId": op.operation_id,

@@ -45,11 +45,29 @@ def _status(status: str | None) -> str | None:
 # Query strings -------------------------------------------------------------------------
 
 
+Time = Annotated[str, Meta(description="epoch seconds, or an ISO-8601 time (UTC without a zone)")]
+SORTS = ("-created", "created", "-updated", "updated")
+
+
 class ListQuery(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Filters and paging of the instance listings."""
+    """Filters and paging of the instance listings; every filter given must hold (AND).
+    Besides these, ``param.NAME=VALUE`` (repeatable for different names) keeps instances
+    whose runtime parameter NAME equals VALUE (``web.openapi`` documents it)."""
 
     status: StatusFilter | None = None
     template: Annotated[str, Meta(description="only instances of this template")] | None = None
+    version: Annotated[str, Meta(description="only instances of this template version")] | None = None
+    waiting_on: Annotated[str, Meta(description="only instances with a listener waiting on this topic")] | None = None
+    correlation: (
+        Annotated[str, Meta(description="only instances with a waiting listener indexed under this value")] | None
+    ) = None
+    created_after: Annotated[Time, Meta(description="created at or after this time")] | None = None
+    created_before: Annotated[Time, Meta(description="created before this time")] | None = None
+    updated_after: Annotated[Time, Meta(description="last changed at or after this time")] | None = None
+    sort: (
+        Annotated[str, Meta(description="the order: newest first by default", extra_json_schema={"enum": list(SORTS)})]
+        | None
+    ) = None
     limit: Limit = 100
     offset: Offset = 0
 
@@ -63,12 +81,8 @@ class InternalListQuery(ListQuery, forbid_unknown_fields=True, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] = 100
 
 
-class CountQuery(Struct, forbid_unknown_fields=True, kw_only=True):
-    status: StatusFilter | None = None
-    template: str | None = None
-
-    def __post_init__(self) -> None:
-        self.status = _status(self.status)
+class CountQuery(ListQuery, forbid_unknown_fields=True, kw_only=True):
+    """The filters of a listing (paging is accepted and ignored)."""
 
 
 class InternalFilterQuery(Struct, forbid_unknown_fields=True, kw_only=True):
