@@ -34,6 +34,7 @@ from .errors import (
     UnknownSchedule,
 )
 from .model.instance import RetryPolicy
+from .model.query import InstanceQuery
 from .model.schedule import Schedule, ScheduleSpec
 from .model.status import (
     COMPLETE_BY_KEY,
@@ -104,6 +105,7 @@ __all__ = [
     "IntervalTaskTemplateBuilder",
     "InvalidInput",
     "InvalidInstanceId",
+    "InstanceQuery",
     "InvalidSchedule",
     "InvalidTaskType",
     "InvalidTriggerTimeForTask",
