@@ -259,6 +259,8 @@ class BatchApplier:
             entries.append(history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses))
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
+        if self.obs is not None:
+            self.after.telemetry.append(tr)  # (its status changes and effects, reported after the commit)
         if box:
             if self.obs is not None and isinstance(event, (JobDone, JobFailed)) and not stop_box:
                 self.obs.outbox(self.after.telemetry, inst, event.node, box)

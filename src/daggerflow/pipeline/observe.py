@@ -58,4 +58,6 @@ class PipelineObserver(Protocol):
     def committed(self, changed: dict[str, Instance | None], deleted: dict[str, Instance],
                   before: dict[str, Instance | None], pending: list[Any]) -> None:  # fmt: skip
         """After a commit: the instances it changed (None: deleted; ``deleted`` holds their
-        final state) and their states before it; ``pending``: what the batch left to report."""
+        final state) and their states before it; ``pending``: what the batch left to report
+        (the ``machine.Transition`` of each event it applied, in order, and what ``outbox``
+        and ``correlated`` put there)."""

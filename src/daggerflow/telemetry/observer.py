@@ -1,10 +1,12 @@
 """``Telemetry``: what the pipeline observes (``pipeline.observe.PipelineObserver``) turned
 into metrics and, when the application installed a tracer provider, spans.
 
-After each commit it compares every changed instance with its state before the batch, as
-the lifecycle log does: a root that left NOT_STARTED started, a node that became terminal
-ended (its span, its duration), a task whose job ended with an error and is not terminal
-failed an attempt that will be retried. Everything it reports is committed state.
+The batch hands it each applied event's ``machine.Transition`` (``pending``), and after the
+commit it reads what the machine reported there, without comparing instances: a root that
+left NOT_STARTED started, a node that became terminal ended (its span, its duration), a job
+started (``RunJob``: an attempt), a ``retry:`` timer set (a failed attempt that will be
+retried), a listener indexed or not (``IndexPut``/``IndexDel``: the open listeners).
+Everything it reports is committed state.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..model.instance import Instance, Node
+from ..machine.effects import IndexDel, IndexPut, RunJob, SetTimer
+from ..machine.transitions import Transition
+from ..model.instance import Instance
 from ..model.records import Message, Outgoing
 from ..model.status import TERMINAL_STATUSES
 from . import ids
 from .metrics import Child, Metrics
 from .tracing import AgentScope, Tracing, _Consumed, _Send
-
-_NO_NODES: dict[str, Node] = {}
-_NO_CORRELATIONS: dict[str, Any] = {}
 
 
 class Telemetry:
@@ -32,6 +33,10 @@ class Telemetry:
         # the record keeps only the task's first start. Taken when the attempt ends.
         self._attempt_started: dict[tuple[str, str], float] = {}
         self._templates: dict[str, _TemplateStats] = {}
+        self._listening = metrics.enabled
+        self._correlation: dict[str, dict[str, Child]] = {}
+        self._commit_duration = metrics.commit_duration.child()
+        self._batch_size = metrics.batch_size.child()
 
     # Before the commit ----------------------------------------------------------------
 
@@ -60,13 +65,19 @@ class Telemetry:
     def correlated(
         self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int
     ) -> None:
-        self.metrics.correlation.child(msg.topic, result).inc()
+        by_result = self._correlation.get(msg.topic)
+        if by_result is None:
+            by_result = self._correlation[msg.topic] = {}
+        child = by_result.get(result)
+        if child is None:
+            child = by_result[result] = self.metrics.correlation.child(msg.topic, result)
+        child.inc()
         if self.tracing is not None:
             pending.append(_Consumed(msg, consumer, result, matched, forwarded, self.now()))
 
     def batch_committed(self, items: int, seconds: float) -> None:
-        self.metrics.commit_duration.child().observe(seconds)
-        self.metrics.batch_size.child().observe(items)
+        self._commit_duration.observe(seconds)
+        self._batch_size.observe(items)
 
     def timer_fired(self, key: str, late: float) -> None:
         # Keys are "<node id>:<purpose>[:<job>]"; purposes are few (due, timeout, max_run, retry).
@@ -84,25 +95,32 @@ class Telemetry:
 
     def committed(self, changed: dict[str, Instance | None], deleted: dict[str, Instance],
                   before: dict[str, Instance | None], pending: list[Any]) -> None:  # fmt: skip
+        """Report a committed batch from what it left in ``pending``: each applied event's
+        ``Transition`` (its status changes and effects, as the machine reported them: no
+        instance is compared with its earlier state) and the tracing entries."""
+        if not pending:
+            return
         now = self.now()
-        links: dict[str, list[Any]] | None = None
         tracing = self.tracing
-        if pending and tracing is not None:
-            links = {}
+        links: dict[str, list[Any]] | None = None
+        if tracing is not None:
             for entry in pending:
                 if isinstance(entry, _Send):
                     tracing.sent(entry)
-                else:
+                elif isinstance(entry, _Consumed):
                     link = tracing.consumed(entry, now)
+                    if links is None:
+                        links = {}
                     for inst in entry.matched:
                         links.setdefault(inst.id, []).append(link)
-        for iid, inst in changed.items():
-            gone = inst is None
-            if inst is None:
-                inst = deleted.get(iid)
-                if inst is None:
-                    continue
-            self._instance(inst, before.get(iid), gone, now, links)
+        for entry in pending:
+            if type(entry) is Transition:
+                inst = entry.instance
+                if inst is not None:
+                    if entry.statuses:
+                        self._statuses(inst, entry.statuses, now, links)
+                    if entry.effects:
+                        self._effects(inst, entry.effects, now)
 
     def _stats(self, template: str) -> _TemplateStats:
         found = self._templates.get(template)
@@ -110,76 +128,81 @@ class Telemetry:
             found = self._templates[template] = _TemplateStats(self.metrics, template)
         return found
 
-    def _instance(self, inst: Instance, prev: Instance | None, gone: bool, now: float,
+    def _statuses(self, inst: Instance, statuses: list[tuple[str, str, str]], now: float,
                   links: dict[str, list[Any]] | None) -> None:  # fmt: skip
+        """Starts and ends: the root leaving NOT_STARTED, a node becoming terminal."""
         stats = self._stats(inst.template_name)
-        root = inst.root
         tracing = self.tracing if inst.trace is not None else None
-        prev_nodes = prev.nodes if prev is not None else _NO_NODES
-        if (inst.correlations or (prev is not None and prev.correlations)) and self.metrics.enabled:
-            self._listeners(inst, prev, gone, now)
-        for node in inst.nodes.values():
-            old = prev_nodes.get(node.id)
-            status = node.status
-            if old is None:
-                if status == "NOT_STARTED":
-                    continue  # (created by this batch, not reached yet)
-            elif old.status == status and old.job_seq == node.job_seq and old.error == node.error:
-                continue
-            terminal = status in TERMINAL_STATUSES
-            ended = terminal and (old is None or old.status not in TERMINAL_STATUSES)
-            if node is root:
-                if (old is None or old.status == "NOT_STARTED") and status != "NOT_STARTED":
+        nodes = inst.nodes
+        root_id = inst.id
+        for nid, was, status in statuses:
+            if nid == root_id:
+                if was == "NOT_STARTED":
                     stats.started.inc()
-                if ended:
-                    took = (node.time_completed or now) - root.time_created
+                elif status in TERMINAL_STATUSES and was not in TERMINAL_STATUSES:
+                    root = nodes[nid]
+                    took = (root.time_completed or now) - root.time_created
                     stats.ended(status, took if took > 0.0 else 0.0)
                     if tracing is not None:
                         tracing.instance_span(inst, now)
                 continue
-            old_seq = old.job_seq if old is not None else 0
-            if node.job_seq > old_seq:  # an attempt started in this batch
-                if node.attempts == 1 and node.time_submitted:
-                    delay = now - node.time_submitted
-                    stats.node(node.name, node.topic).schedule_to_start.observe(delay if delay > 0.0 else 0.0)
-                elif node.attempts > 1 and tracing is not None:
+            if status not in TERMINAL_STATUSES or was in TERMINAL_STATUSES:
+                continue
+            node = nodes.get(nid)
+            if node is None or not node.time_submitted:
+                continue  # never ran (skipped, or halted before it started)
+            start = self._attempt_started.pop((inst.id, nid), node.time_submitted) if tracing else node.time_submitted
+            end = node.time_completed or now
+            if node.kind != "process":
+                node_stats = stats.node(node.name, node.topic)
+                took = end - start
+                node_stats.ended(status, took if took > 0.0 else 0.0)
+                if node.kind == "listener":
+                    waited = end - node.time_submitted
+                    node_stats.wait.observe(waited if waited > 0.0 else 0.0)
+            if tracing is not None:
+                error = node.error if status == "FAILURE" else None
+                found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
+                tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
+
+    def _effects(self, inst: Instance, effects: list[Any], now: float) -> None:
+        """Attempts started (``RunJob``), failed attempts to retry (a ``retry:`` timer) and
+        the listeners indexed or no longer (``IndexPut``/``IndexDel``)."""
+        tracing = self.tracing if inst.trace is not None else None
+        for effect in effects:
+            kind = type(effect)
+            if kind is RunJob:
+                if effect.job == "stop":
+                    continue
+                node = inst.nodes.get(effect.node)
+                if node is None:
+                    continue
+                if node.attempts == 1:
+                    if node.time_submitted:
+                        delay = now - node.time_submitted
+                        self._stats(inst.template_name).node(node.name, node.topic).schedule_to_start.observe(
+                            delay if delay > 0.0 else 0.0)  # fmt: skip
+                elif tracing is not None:
                     self._attempt_started[(inst.id, node.id)] = now
-            if ended:
-                if not node.time_submitted:
-                    continue  # never ran (skipped, or halted before it started)
-                start = self._attempt_started.pop((inst.id, node.id), node.time_submitted) if tracing else node.time_submitted
-                end = node.time_completed or now
-                if node.kind != "process":
-                    node_stats = stats.node(node.name, node.topic)
-                    took = end - start
-                    node_stats.ended(status, took if took > 0.0 else 0.0)
-                    if node.kind == "listener":
-                        waited = end - node.time_submitted
-                        node_stats.wait.observe(waited if waited > 0.0 else 0.0)
-                if tracing is not None:
-                    error = node.error if status == "FAILURE" else None
-                    found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
-                    tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
-            elif (
-                not terminal and node.error is not None and node.job is None
-                and (old is None or old.job is not None or old_seq != node.job_seq)
-            ):  # fmt: skip
-                stats.node(node.name, node.topic).retries.inc()
+            elif kind is SetTimer:
+                if ":retry:" not in effect.key:
+                    continue
+                node = inst.nodes.get(effect.key.partition(":")[0])
+                if node is None:
+                    continue
+                self._stats(inst.template_name).node(node.name, node.topic).retries.inc()
                 if tracing is not None:
                     start = self._attempt_started.pop((inst.id, node.id), node.time_submitted or now)
                     tracing.node_ended(inst, node, start, now, max(1, node.attempts), node.error)
-
-    def _listeners(self, inst: Instance, prev: Instance | None, gone: bool, now: float) -> None:
-        """Keep ``Metrics.open_listeners`` in step with the instance's indexed listeners."""
-        current = _NO_CORRELATIONS if gone else inst.correlations
-        old = prev.correlations if prev is not None else _NO_CORRELATIONS
-        waiting = self.metrics.open_listeners
-        for nid in old:
-            if nid not in current:
-                waiting.pop((inst.id, nid), None)
-        for nid, at in current.items():
-            if nid not in old and (node := inst.nodes.get(nid)) is not None:
-                waiting[(inst.id, nid)] = ((inst.template_name, node.name, at.topic), node.time_submitted or now)
+            elif kind is IndexPut:
+                if self._listening:
+                    node = inst.nodes.get(effect.node)
+                    if node is not None:
+                        self.metrics.open_listeners[(inst.id, effect.node)] = (
+                            (inst.template_name, node.name, effect.at.topic), node.time_submitted or now)
+            elif kind is IndexDel:
+                if self._listening:
+                    self.metrics.open_listeners.pop((inst.id, effect.node), None)
 
 
 _PURPOSES = frozenset({"due", "timeout", "max_run", "retry"})
