@@ -115,12 +115,12 @@ class Telemetry:
                         links.setdefault(inst.id, []).append(link)
         for entry in pending:
             if type(entry) is Transition:
-                inst = entry.instance
-                if inst is not None:
+                target = entry.instance
+                if target is not None:
                     if entry.statuses:
-                        self._statuses(inst, entry.statuses, now, links)
+                        self._statuses(target, entry.statuses, now, links)
                     if entry.effects:
-                        self._effects(inst, entry.effects, now)
+                        self._effects(target, entry.effects, now)
 
     def _stats(self, template: str) -> _TemplateStats:
         found = self._templates.get(template)
