@@ -12,7 +12,7 @@ Everything it reports is committed state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..machine.effects import IndexDel, IndexPut, RunJob, SetTimer
 from ..machine.transitions import Transition
@@ -21,7 +21,10 @@ from ..model.records import Message, Outgoing
 from ..model.status import TERMINAL_STATUSES
 from . import ids
 from .metrics import Child, Metrics
-from .tracing import AgentScope, Tracing, _Consumed, _Send
+from .tracing import AgentScope, Tracing, _Consumed, _Delivered, _Send
+
+if TYPE_CHECKING:
+    from ..store.base import Store
 
 
 class Telemetry:
@@ -63,8 +66,9 @@ class Telemetry:
         return headers
 
     def correlated(
-        self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int
-    ) -> None:
+        self, pending: list[Any], msg: Message, consumer: str, result: str, matched: list[Instance], forwarded: int,
+        partition: int | None = None,
+    ) -> None:  # fmt: skip
         by_result = self._correlation.get(msg.topic)
         if by_result is None:
             by_result = self._correlation[msg.topic] = {}
@@ -73,7 +77,17 @@ class Telemetry:
             child = by_result[result] = self.metrics.correlation.child(msg.topic, result)
         child.inc()
         if self.tracing is not None:
-            pending.append(_Consumed(msg, consumer, result, matched, forwarded, self.now()))
+            pending.append(_Consumed(msg, consumer, result, matched, forwarded, self.now(), partition))
+
+    def forward_trace(self, msg: Message, partition: int | None) -> str | None:
+        if self.tracing is None:
+            return None
+        trace_id, span = self.tracing.consumer_ids(msg, partition)
+        return ids.traceparent(trace_id, span, 1)
+
+    def delivered(self, pending: list[Any], instance: str, event: Any, trace: str) -> None:
+        if self.tracing is not None:
+            pending.append(_Delivered(instance, event, trace, self.now()))
 
     def batch_committed(self, items: int, seconds: float) -> None:
         self._commit_duration.observe(seconds)
@@ -90,6 +104,35 @@ class Telemetry:
 
     def rebalanced(self, change: str, partitions: int) -> None:
         self.metrics.rebalances.child(change).inc()
+
+    def partition_opened(self, store: Store) -> None:
+        """Count the listeners the running instances of a partition's store wait on: those
+        the engine restored, or a partition that moved here. One read of its running
+        instances, in pages (with metrics off: none)."""
+        if not self._listening:
+            return
+        waiting = self.metrics.open_listeners
+        now = self.now()
+        offset = 0
+        while True:
+            page = store.list_instances(status="EXECUTING", template=None, limit=_PAGE, offset=offset)
+            for inst in page:
+                for nid, at in inst.correlations.items():
+                    node = inst.nodes.get(nid)
+                    if node is not None:
+                        waiting[(inst.id, nid)] = ((inst.template_name, node.name, at.topic), node.time_submitted or now)
+            if len(page) < _PAGE:
+                return
+            offset += _PAGE
+
+    def partition_closed(self, owns: Callable[[str], bool] | None) -> None:
+        """Forget the open listeners of a partition's instances: its new owner counts them."""
+        waiting = self.metrics.open_listeners
+        if owns is None:
+            waiting.clear()
+            return
+        for key in [k for k in waiting if owns(k[0])]:
+            del waiting[key]
 
     # After the commit -----------------------------------------------------------------
 
@@ -113,6 +156,13 @@ class Telemetry:
                         links = {}
                     for inst in entry.matched:
                         links.setdefault(inst.id, []).append(link)
+                elif isinstance(entry, _Delivered):
+                    target = changed.get(entry.instance) or deleted.get(entry.instance)
+                    delivered = tracing.delivered(entry, target, now)
+                    if delivered is not None:
+                        if links is None:
+                            links = {}
+                        links.setdefault(entry.instance, []).append(delivered)
         for entry in pending:
             if type(entry) is Transition:
                 target = entry.instance
@@ -204,6 +254,9 @@ class Telemetry:
                 if self._listening:
                     self.metrics.open_listeners.pop((inst.id, effect.node), None)
 
+
+#: Instances read at a time when a partition opens (``partition_opened``).
+_PAGE = 1000
 
 _PURPOSES = frozenset({"due", "timeout", "max_run", "retry"})
 
