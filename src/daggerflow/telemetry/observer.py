@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..machine.effects import IndexDel, IndexPut, RunJob, SetTimer
 from ..machine.transitions import Transition
-from ..model.instance import Instance
+from ..model.instance import Instance, Node
 from ..model.records import Message, Outgoing
 from ..model.status import TERMINAL_STATUSES
 from . import ids
@@ -36,6 +36,7 @@ class Telemetry:
         # the record keeps only the task's first start. Taken when the attempt ends.
         self._attempt_started: dict[tuple[str, str], float] = {}
         self._templates: dict[str, _TemplateStats] = {}
+        self._nodes: dict[str, dict[str, _NodeStats]] = {}  # template -> its tasks' (``_TemplateStats.nodes``)
         self._listening = metrics.enabled
         self._correlation: dict[str, dict[str, Child]] = {}
         self._commit_duration = metrics.commit_duration.child()
@@ -154,8 +155,8 @@ class Telemetry:
                     link = tracing.consumed(entry, now)
                     if links is None:
                         links = {}
-                    for inst in entry.matched:
-                        links.setdefault(inst.id, []).append(link)
+                    for hit in entry.matched:
+                        links.setdefault(hit.id, []).append(link)
                 elif isinstance(entry, _Delivered):
                     target = changed.get(entry.instance) or deleted.get(entry.instance)
                     delivered = tracing.delivered(entry, target, now)
@@ -163,96 +164,93 @@ class Telemetry:
                         if links is None:
                             links = {}
                         links.setdefault(entry.instance, []).append(delivered)
+        # The hot path (every workflow): few calls, no allocation. Of a transition's status
+        # changes only a terminal one or the root's start matters (most are to EXECUTING).
         for entry in pending:
-            if type(entry) is Transition:
-                target = entry.instance
-                if target is not None:
-                    if entry.statuses:
-                        self._statuses(target, entry.statuses, now, links)
-                    if entry.effects:
-                        self._effects(target, entry.effects, now)
+            if type(entry) is not Transition:
+                continue
+            inst = entry.instance
+            if inst is None:
+                continue
+            for nid, was, status in entry.statuses:
+                if status in TERMINAL_STATUSES:
+                    if was not in TERMINAL_STATUSES:
+                        self._ended(inst, nid, status, now, links)
+                elif was == "NOT_STARTED" and nid == inst.id:
+                    self._stats(inst.template_name).started.inc()
+            if entry.effects:
+                self._effects(inst, entry.effects, now)
 
     def _stats(self, template: str) -> _TemplateStats:
         found = self._templates.get(template)
         if found is None:
             found = self._templates[template] = _TemplateStats(self.metrics, template)
+            self._nodes[template] = found.nodes
         return found
 
-    def _statuses(self, inst: Instance, statuses: list[tuple[str, str, str]], now: float,
-                  links: dict[str, list[Any]] | None) -> None:  # fmt: skip
-        """Starts and ends: the root leaving NOT_STARTED, a node becoming terminal."""
-        stats = self._stats(inst.template_name)
+    def _node(self, template: str, node: Node) -> _NodeStats:
+        by_name = self._nodes.get(template)
+        found = by_name.get(node.name) if by_name is not None else None
+        return found if found is not None else self._stats(template).node(node.name, node.topic)
+
+    def _ended(self, inst: Instance, nid: str, status: str, now: float, links: dict[str, list[Any]] | None) -> None:
+        """Node ``nid`` became terminal (``status``): its duration, its span."""
+        node = inst.nodes[nid]
         tracing = self.tracing if inst.trace is not None else None
-        nodes = inst.nodes
-        root_id = inst.id
-        for nid, was, status in statuses:
-            if nid == root_id:
-                if was == "NOT_STARTED":
-                    stats.started.inc()
-                elif status in TERMINAL_STATUSES and was not in TERMINAL_STATUSES:
-                    root = nodes[nid]
-                    took = (root.time_completed or now) - root.time_created
-                    stats.ended(status, took if took > 0.0 else 0.0)
-                    if tracing is not None:
-                        tracing.instance_span(inst, now)
-                continue
-            if status not in TERMINAL_STATUSES or was in TERMINAL_STATUSES:
-                continue
-            node = nodes.get(nid)
-            if node is None or not node.time_submitted:
-                continue  # never ran (skipped, or halted before it started)
-            start = self._attempt_started.pop((inst.id, nid), node.time_submitted) if tracing else node.time_submitted
-            end = node.time_completed or now
-            if node.kind != "process":
-                node_stats = stats.node(node.name, node.topic)
-                took = end - start
-                node_stats.ended(status, took if took > 0.0 else 0.0)
-                if node.kind == "listener":
-                    waited = end - node.time_submitted
-                    node_stats.wait.observe(waited if waited > 0.0 else 0.0)
+        if nid == inst.id:
+            took = (node.time_completed or now) - node.time_created
+            self._stats(inst.template_name).ended(status, took if took > 0.0 else 0.0)
             if tracing is not None:
-                error = node.error if status == "FAILURE" else None
-                found = links.get(inst.id, ()) if links and node.kind == "listener" else ()
-                tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
+                tracing.instance_span(inst, now)
+            return
+        kind = node.kind
+        submitted = node.time_submitted
+        if not submitted or (tracing is None and kind == "process"):
+            return  # never ran (skipped, or halted before it started), or nothing to report
+        start = self._attempt_started.pop((inst.id, nid), submitted) if tracing is not None else submitted
+        end = node.time_completed or now
+        if kind != "process":
+            node_stats = self._node(inst.template_name, node)
+            took = end - start
+            node_stats.ended(status, took if took > 0.0 else 0.0)
+            if kind == "listener":
+                waited = end - submitted
+                node_stats.wait.observe(waited if waited > 0.0 else 0.0)
+        if tracing is not None:
+            error = node.error if status == "FAILURE" else None
+            found = links.get(inst.id, ()) if links and kind == "listener" else ()
+            tracing.node_ended(inst, node, start, end, max(1, node.attempts), error, found)
 
     def _effects(self, inst: Instance, effects: list[Any], now: float) -> None:
         """Attempts started (``RunJob``), failed attempts to retry (a ``retry:`` timer) and
         the listeners indexed or no longer (``IndexPut``/``IndexDel``)."""
-        tracing = self.tracing if inst.trace is not None else None
         for effect in effects:
             kind = type(effect)
             if kind is RunJob:
-                if effect.job == "stop":
-                    continue
                 node = inst.nodes.get(effect.node)
-                if node is None:
+                if node is None or effect.job == "stop":
                     continue
                 if node.attempts == 1:
                     if node.time_submitted:
                         delay = now - node.time_submitted
-                        self._stats(inst.template_name).node(node.name, node.topic).schedule_to_start.observe(
-                            delay if delay > 0.0 else 0.0)  # fmt: skip
-                elif tracing is not None:
+                        self._node(inst.template_name, node).schedule_to_start.observe(delay if delay > 0.0 else 0.0)
+                elif self.tracing is not None and inst.trace is not None:
                     self._attempt_started[(inst.id, node.id)] = now
-            elif kind is SetTimer:
-                if ":retry:" not in effect.key:
-                    continue
-                node = inst.nodes.get(effect.key.partition(":")[0])
-                if node is None:
-                    continue
-                self._stats(inst.template_name).node(node.name, node.topic).retries.inc()
-                if tracing is not None:
-                    start = self._attempt_started.pop((inst.id, node.id), node.time_submitted or now)
-                    tracing.node_ended(inst, node, start, now, max(1, node.attempts), node.error)
             elif kind is IndexPut:
-                if self._listening:
-                    node = inst.nodes.get(effect.node)
-                    if node is not None:
-                        self.metrics.open_listeners[(inst.id, effect.node)] = (
-                            (inst.template_name, node.name, effect.at.topic), node.time_submitted or now)
+                if self._listening and (node := inst.nodes.get(effect.node)) is not None:
+                    self.metrics.open_listeners[(inst.id, effect.node)] = (
+                        (inst.template_name, node.name, effect.at.topic), node.time_submitted or now)  # fmt: skip
             elif kind is IndexDel:
                 if self._listening:
                     self.metrics.open_listeners.pop((inst.id, effect.node), None)
+            elif kind is SetTimer and ":retry:" in effect.key:
+                node = inst.nodes.get(effect.key.partition(":")[0])
+                if node is None:
+                    continue
+                self._node(inst.template_name, node).retries.inc()
+                if self.tracing is not None and inst.trace is not None:
+                    start = self._attempt_started.pop((inst.id, node.id), node.time_submitted or now)
+                    self.tracing.node_ended(inst, node, start, now, max(1, node.attempts), node.error)
 
 
 #: Instances read at a time when a partition opens (``partition_opened``).
@@ -290,14 +288,14 @@ class _NodeStats:
 
 
 class _TemplateStats:
-    __slots__ = ("_durations", "_ended", "_metrics", "_nodes", "_template", "started")
+    __slots__ = ("_durations", "_ended", "_metrics", "_template", "nodes", "started")
 
     def __init__(self, metrics: Metrics, template: str) -> None:
         self._metrics, self._template = metrics, template
         self.started = metrics.workflows_started.child(template)
         self._ended: dict[str, Child] = {}
         self._durations: dict[str, Child] = {}
-        self._nodes: dict[str, _NodeStats] = {}
+        self.nodes: dict[str, _NodeStats] = {}
 
     def ended(self, status: str, seconds: float) -> None:
         ended = self._ended.get(status)
@@ -309,7 +307,7 @@ class _TemplateStats:
         self._durations[status].observe(seconds)
 
     def node(self, name: str, topic: str | None) -> _NodeStats:
-        found = self._nodes.get(name)
+        found = self.nodes.get(name)
         if found is None:
-            found = self._nodes[name] = _NodeStats(self._metrics, self._template, name, topic)
+            found = self.nodes[name] = _NodeStats(self._metrics, self._template, name, topic)
         return found
