@@ -227,8 +227,12 @@ class Telemetry:
         for effect in effects:
             kind = type(effect)
             if kind is RunJob:
+                # (a listener's on_message starts when its message comes: its wait is
+                # ``listener_wait``, not a delay in starting; a stop() hook is no attempt)
+                if effect.job == "on_message" or effect.job == "stop":
+                    continue
                 node = inst.nodes.get(effect.node)
-                if node is None or effect.job == "stop":
+                if node is None:
                     continue
                 if node.attempts == 1:
                     if node.time_submitted:
