@@ -74,9 +74,13 @@ def store_url(kind: str, directory: str) -> str:
     return f"sqlite:///{os.path.join(directory, 'bench.db')}"
 
 
+#: ``--no-metrics``: the engine records no metrics (``metrics=False``), for their cost.
+METRICS = True
+
+
 def build_engine(store: str, probe: Probe, durability: str, agent_concurrency: int) -> Dagger:
     """The demo's PizzaWorkflow (the README's tasks); the delivery records when it started."""
-    engine = Dagger(store=store, web_port=None, durability=durability)
+    engine = Dagger(store=store, web_port=None, durability=durability, metrics=METRICS)
 
     async def deliver(payload: dict[str, Any]) -> None:
         probe.delivery_started.setdefault(payload["order_id"], time.perf_counter())
@@ -283,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         help="order-service agent: messages handled (and committed) together",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a target of issue #2 is not met")
+    parser.add_argument("--no-metrics", action="store_true", help="engine option metrics=False (their cost)")
     args = parser.parse_args(argv)
+    global METRICS
+    METRICS = not args.no_metrics
     if args.mode == "latency" and args.rate is None:
         parser.error("--mode latency needs --rate (or use --mode both)")
     print(f"daggerflow pizza benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daggerflow import Dagger
@@ -146,3 +147,33 @@ async def test_metrics_false_records_none_even_with_tracing_on(make_engine: Engi
         await engine.stop()
     assert exporter.get_finished_spans()  # traced
     assert "daggerflow_commands_sent_total{" not in text and "daggerflow_listeners_open{" not in text
+
+
+async def test_open_listeners_follow_the_partition_not_the_worker_s_history(make_engine: EngineFactory) -> None:
+    """The open listeners gauge counts what the partition's store holds when its task opens
+    (a restart, or on Kafka a partition that moved here), and forgets a partition whose
+    task closed (revoked: its new owner counts it), not only what this worker committed."""
+    first = make_engine()
+    template = pizza(first, ORDERS, READY)
+    await first.start()
+    try:
+        for iid in ("o-1", "o-2"):
+            await first.create_instance(template, iid, params(iid), submit_task=True)
+    finally:
+        await first.stop()
+    second = make_engine()
+    pizza(second, ORDERS, READY)
+    await second.start()
+    try:
+        assert second.telemetry is not None
+        text = generate_latest(second.telemetry.metrics.registry).decode()
+        assert value(samples(text), "daggerflow_listeners_open", template=TEMPLATE, task=LISTENER, topic=READY) == 2
+        await second.append(READY, None, ready("o-1"), None)
+        await second.wait_for("o-1", None, 10)
+        text = generate_latest(second.telemetry.metrics.registry).decode()
+        assert value(samples(text), "daggerflow_listeners_open", template=TEMPLATE, task=LISTENER, topic=READY) == 1
+        # A partition's task closing: the instances it owns are no longer counted here.
+        second.telemetry.partition_closed(lambda iid: iid == "o-2")
+        assert second.telemetry.metrics.waiting() == {}
+    finally:
+        await second.stop()

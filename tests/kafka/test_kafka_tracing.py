@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import generate_latest
 
 from daggerflow import Dagger
+from daggerflow.kafka import codec
 from daggerflow.telemetry import ids
 
 from ..telemetry_support import hex_trace, named, params, pizza, ready, tracer
@@ -138,3 +139,87 @@ async def test_a_rerouted_listener_topic_keeps_the_producer_s_link(broker: str, 
     (consumed,) = named(exporter.get_finished_spans(), f"process {ready_topic}")
     assert {f"{link.context.trace_id:032x}" for link in consumed.links} == {record.trace.trace_id.hex(), "56" * 16}
     assert (consumed.attributes or {})["messaging.destination.partition.id"] in ("0", "1")
+
+
+async def test_a_message_s_spans_link_every_instance_it_matched_on_two_workers(broker: str, tmp_path: Path) -> None:
+    """One listener message naming two correlation values, each indexed on one partition,
+    each waited on by an instance that the *other* partition owns, with each partition on
+    its own worker: the message has a consumer span on each correlation partition (distinct
+    ids), each forwards its delivery with its context, and the owner's span of the delivery
+    (a child of it, so in the message's trace) links the instance: between them, the
+    message's spans link every instance it matched."""
+    from . import corr_app
+    from .cluster import wait_until
+
+    app = f"trfwd-{uuid.uuid4().hex[:8]}"
+    n = 2
+
+    def on(part: int, prefix: str) -> str:  # a key Kafka's partitioner puts on partition ``part``
+        return next(k for i in range(1000) if codec.partition_for(k := f"{prefix}{i}", n) == part)
+
+    # Instance a (partition 0) waits on value x (index partition 1); b the other way round.
+    a, b, x, y = on(0, "ia-"), on(1, "ib-"), on(1, "vx-"), on(0, "vy-")
+    providers = [tracer(), tracer()]
+    options: dict[str, Any] = dict(broker=f"kafka://{broker}", application_name=app, kafka_partitions=n, web_port=0)
+    workers = [Dagger(**options, datadir=str(tmp_path / f"w{i}"), tracer_provider=providers[i][0]) for i in range(2)]
+    for w in workers:
+        corr_app._register(w, app)
+    try:
+        for w in workers:
+            await w.start()
+
+        def split() -> bool:
+            return all(w.runtime is not None and len(w.runtime.active.tasks) == 1 for w in workers)  # type: ignore[union-attr]
+
+        await wait_until(split, 60, message="each worker owns one partition")
+        box = workers[0].template_dags["BoxWait"]
+        await box.create_instance(a, submit_task=True, box_id=x)
+        await box.create_instance(b, submit_task=True, box_id=y)
+
+        async def waiting(iid: str) -> bool:
+            inst = await workers[0].get_instance_state(iid)
+            return inst is not None and any(nd.kind == "listener" and nd.status == "EXECUTING"
+                                            for nd in inst.nodes.values())  # fmt: skip
+
+        for iid in (a, b):
+            await wait_until(lambda iid=iid: waiting(iid), 60, message=f"{iid} waiting")
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            await producer.send_and_wait(f"{app}.boxes", json.dumps({"box_id": [x, y]}).encode(), key=b"k")
+        finally:
+            await producer.stop()
+
+        async def done(iid: str) -> bool:
+            inst = await workers[0].get_instance_state(iid)
+            return inst is not None and inst.status == "COMPLETED"
+
+        for iid in (a, b):
+            await wait_until(lambda iid=iid: done(iid), 60, message=f"{iid} completed")
+        traces = {}
+        for iid in (a, b):
+            inst = await workers[0].get_instance_state(iid)
+            assert inst is not None and inst.trace is not None
+            traces[iid] = inst.trace.trace_id.hex()
+    finally:
+        for w in workers:
+            await w.stop()
+        await delete_app_topics(broker, app)
+    spans = [s for _, exporter in providers for s in exporter.get_finished_spans()]
+    consumed = named(spans, f"process {app}.boxes")
+    # Two per message: the matching partition's (a root) and the owner's (its child).
+    assert len(consumed) == 4
+    assert len({s.context.span_id for s in consumed if s.context is not None}) == 4
+    assert len({hex_trace(s) for s in consumed}) == 1  # one trace: the message's
+    roots = [s for s in consumed if s.parent is None]
+    children = [s for s in consumed if s.parent is not None]
+    assert len(roots) == 2 and {s.parent.span_id for s in children if s.parent} == {
+        s.context.span_id for s in roots if s.context is not None
+    }
+    linked = {f"{link.context.trace_id:032x}" for s in consumed for link in s.links}
+    assert set(traces.values()) <= linked
+    assert {(s.attributes or {}).get("daggerflow.instance.id") for s in children} == {a, b}
+    # The listeners' task spans link back to the delivery spans.
+    for iid in (a, b):
+        (task,) = [s for s in named(spans, "task ") if (s.attributes or {}).get("daggerflow.instance.id") == iid]
+        assert {link.context.span_id for link in task.links} & {s.context.span_id for s in children if s.context}

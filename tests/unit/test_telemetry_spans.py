@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from daggerflow.machine import Transition
 from daggerflow.model.instance import Instance, Node, TraceContext, copy_instance
 from daggerflow.telemetry import build, ids
 
@@ -34,8 +35,11 @@ def _emit() -> list[tuple[Any, ...]]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     telemetry = build(lambda: 170.0, system="daggerflow", tracing=None, tracer_provider=provider)
-    before, after = _instance("EXECUTING"), _instance("COMPLETED")
-    telemetry.committed({"i": copy_instance(after)}, {}, {"i": before}, [])
+    before, after = _instance("EXECUTING"), copy_instance(_instance("COMPLETED"))
+    # What the machine reports of the event that ended the listener (and so the workflow).
+    ended = Transition(after, [], True, None, [("t", "EXECUTING", "COMPLETED"), ("p", "EXECUTING", "COMPLETED"),
+                                                ("i", "EXECUTING", "COMPLETED")])  # fmt: skip
+    telemetry.committed({"i": after}, {}, {"i": before}, [ended])
     return sorted(
         (s.name, s.context.trace_id, s.context.span_id, s.parent.span_id if s.parent else 0, s.start_time, s.end_time)
         for s in exporter.get_finished_spans()

@@ -214,6 +214,7 @@ class ActiveTasks:
         n = self.config.partitions
         return dataclasses.replace(
             self._settings,
+            partition=p,
             owns_instance=lambda iid: codec.partition_for(iid, n) == p,
             owns_correlation=lambda at: codec.partition_of_correlation(at, n) == p,
         )

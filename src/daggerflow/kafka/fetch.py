@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ..machine.events import Deliver
 from ..model.bulk import BulkSpec
 from ..model.records import Message
 from ..pipeline.ingress import dead_letter
@@ -102,6 +103,9 @@ class FetchLoop:
                 event = codec.decode_event(record.value)
                 if isinstance(event, BulkSpec):
                     return BulkStart(event, tp.partition, source=source)
+                if record.headers and isinstance(event, Deliver):  # (a forwarded delivery's trace)
+                    trace = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
+                    return InstanceEvent(record.key.decode(), event, source=source, trace=trace)
                 return InstanceEvent(record.key.decode(), event, source=source)
             routed = codec.decode_correlation(record.value)
             if isinstance(routed, codec.IndexOp):

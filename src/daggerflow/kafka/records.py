@@ -90,9 +90,10 @@ class ForwardEncoder:
 
     def record(self, forward: Forward) -> OutRecord:
         match forward:
-            case ForwardEvent(instance, event):
+            case ForwardEvent(instance, event, trace):
                 return OutRecord(self.events, instance.encode(), codec.encode(event),  # type: ignore[arg-type]
-                                 codec.partition_for(instance, self.partitions))  # fmt: skip
+                                 codec.partition_for(instance, self.partitions),
+                                 None if trace is None else [("traceparent", trace.encode())])  # fmt: skip
             case ForwardIndex(at, instance, node, put, only_one):
                 op = codec.IndexOp(at, instance, node, put, only_one)
                 return OutRecord(self.correlation, codec.correlation_key(at).encode(), codec.encode(op),

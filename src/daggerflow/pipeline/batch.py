@@ -179,8 +179,9 @@ class BatchApplier:
             case InstanceEvent():
                 if item.instance.startswith(SCHEDULE_PREFIX):  # (no instance id has a "/")
                     schedule_event(self, item.instance, item.event, item.future)
-                else:
-                    self.apply_event(item.instance, item.event, item.future, item.outbox)
+                elif self.apply_event(item.instance, item.event, item.future, item.outbox) and item.trace:
+                    if self.obs is not None:  # a forwarded delivery that a message's span traced
+                        self.obs.delivered(self.after.telemetry, item.instance, item.event, item.trace)
             case Incoming():
                 self.incoming(item)
             case IndexChange():
@@ -266,6 +267,8 @@ class BatchApplier:
         self.batch.instances[iid] = inst
         if type(event) not in _KEEPS_PARAMS or (isinstance(event, JobDone) and (event.params or event.removed)):
             self.search_dirty.add(iid)
+        if self.obs is not None:
+            self.after.telemetry.append(tr)  # (its status changes and effects, reported after the commit)
         if box:
             if self.obs is not None and isinstance(event, (JobDone, JobFailed)) and not stop_box:
                 self.obs.outbox(self.after.telemetry, inst, event.node, box)
@@ -431,6 +434,8 @@ class BatchApplier:
         hits: list[Instance] = []
         forwarded = 0
         found = False
+        trace: str | None = None  # (the message's span, for forwarded deliveries: when tracing)
+        partition = self.proc.settings.partition
         # Every matching waiter of a normal listener gets the message; of the waiters whose
         # listener is match_only_one, only the first.
         only_one_taken = False
@@ -442,7 +447,9 @@ class BatchApplier:
                 if not self.owns_instance(iid):
                     # Its owner decides (a late delivery to a finished node is ignored there);
                     # the entry's flag is all this partition knows of the node.
-                    self.batch.forwards.append(ForwardEvent(iid, deliver_of(node, msg)))
+                    if obs is not None and not forwarded:
+                        trace = obs.forward_trace(msg, partition)
+                    self.batch.forwards.append(ForwardEvent(iid, deliver_of(node, msg), trace))
                     matched = True
                     forwarded += 1
                     only_one_taken = only_one_taken or only_one
@@ -485,7 +492,7 @@ class BatchApplier:
                 result = LATE
             else:
                 result = BUFFERED if buffered else UNMATCHED
-            obs.correlated(self.after.telemetry, msg, item.consumer, result, hits, forwarded)
+            obs.correlated(self.after.telemetry, msg, item.consumer, result, hits, forwarded, partition)
 
     def run_jobs_inline(self) -> None:
         """Start the jobs this batch started now, before the commit (``JobRunner.run_inline``).

@@ -33,6 +33,9 @@ class ForwardEvent(msgspec.Struct, frozen=True):
 
     instance: str
     event: Event
+    # A forwarded ``Deliver`` when tracing: the ``traceparent`` of the consumer span of the
+    # message that matched it, so that the owner's span of the delivery joins that trace.
+    trace: str | None = None
 
 
 class ForwardIndex(msgspec.Struct, frozen=True):
@@ -65,6 +68,7 @@ class InstanceEvent:
     future: asyncio.Future[Any] | None = None
     outbox: list[Outgoing] | None = None
     source: tuple[Any, int] | None = None  # (input partition, offset) it was read from
+    trace: str | None = None  # a forwarded delivery's ``ForwardEvent.trace``
 
 
 @dataclass
@@ -191,3 +195,5 @@ class Settings:
     history_limit: int = 100
     # Traces and metrics (``telemetry``); None: nothing observes, nothing is recorded.
     observer: PipelineObserver | None = None
+    # Kafka runtime: the partition this processor's task holds (None: embedded).
+    partition: int | None = None

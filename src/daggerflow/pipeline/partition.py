@@ -92,6 +92,9 @@ class PartitionTask:
         this task for an instance before it starts: a job may finish at once and report."""
         for instance, key, due in self.store.all_timers():
             self.timers.set(instance, key, due)
+        obs = self.processor.settings.observer
+        if obs is not None:
+            obs.partition_opened(self.store)
         self.processor.start()
         self.timers.start()
         for job in self.store.pending_jobs():
@@ -134,6 +137,9 @@ class PartitionTask:
         self.closed = True
         await self.timers.stop()
         await self.processor.stop()
+        settings = self.processor.settings
+        if settings.observer is not None:
+            settings.observer.partition_closed(settings.owns_instance)
         moved = PartitionMoved(f"partition {self.partition} moved to another worker; send the call again")
         while not self.processor.queue.empty():
             item = self.processor.queue.get_nowait()

@@ -20,6 +20,10 @@ span                        kind      parent, links
                                       message's ``traceparent`` header
 ``process {topic}``         CONSUMER  none; links to the message's ``traceparent`` and to
                                       the ``instance`` span of every instance it matched
+                                      (one per correlation partition that matched it)
+``process {topic}``         CONSUMER  a delivery forwarded to another partition's owner:
+  (forwarded)                         the matching partition's span; links to the
+                                      ``instance`` span of the instance it went to
 ==========================  ========  ==================================================
 """
 
@@ -239,12 +243,21 @@ class Tracing:
         self.emit(f"send {s.topic}", s.trace_id, s.span, s.parent, s.flags, s.state, s.at, s.at, attrs,
                   kind=SpanKind.PRODUCER)  # fmt: skip
 
+    @staticmethod
+    def consumer_ids(msg: Message, partition: int | None) -> tuple[int, int]:
+        """The (trace, span) ids of the ``process {topic}`` span of ``msg`` matched by the
+        task of ``partition``: one trace per message; one span per correlation partition
+        that matched it (a message routed to several has a span on each), replay-stable."""
+        where = (msg.topic, msg.partition if msg.partition is not None else "", msg.offset)
+        if partition is None:
+            return ids.trace_id(*where, "process"), ids.span_id(*where, "process")
+        return ids.trace_id(*where, "process"), ids.span_id(*where, "process", partition)
+
     def consumed(self, c: _Consumed, end: float) -> Link:
         """The ``process {topic}`` span of a listener message; a link to it, for the
         listener tasks it completed."""
         msg = c.message
-        where = (msg.topic, msg.partition if msg.partition is not None else "", msg.offset)
-        trace_id, span = ids.trace_id(*where, "process"), ids.span_id(*where, "process")
+        trace_id, span = self.consumer_ids(msg, c.partition)
         attrs: dict[str, Any] = {"messaging.system": self.system, "messaging.operation.name": "process",
                                  "messaging.operation.type": "process", "messaging.destination.name": msg.topic,
                                  "daggerflow.correlation.result": c.result,
@@ -269,6 +282,41 @@ class Tracing:
                   links=links)  # fmt: skip
         return Link(SpanContext(trace_id, span, True, _SAMPLED))
 
+    def delivered(self, d: _Delivered, inst: Instance | None, end: float) -> Link | None:
+        """The ``process {topic}`` span of a delivery forwarded to this instance's owner: a
+        child of the matching partition's consumer span (``d.trace``, so in the message's
+        trace), linked to the instance's span; a link to it, for the listener's task span."""
+        parsed = ids.parse_traceparent(d.trace)
+        if parsed is None:
+            return None
+        trace_id, parent, flags = parsed
+        event = d.event
+        span = ids.span_id(event.topic, event.partition if event.partition >= 0 else "", event.offset, "deliver",
+                           d.instance, event.node)  # fmt: skip
+        attrs: dict[str, Any] = {"messaging.system": self.system, "messaging.operation.name": "process",
+                                 "messaging.operation.type": "process", "messaging.destination.name": event.topic,
+                                 "daggerflow.correlation.result": "matched", "daggerflow.correlation.matched": 1,
+                                 "daggerflow.instance.id": d.instance}  # fmt: skip
+        if event.partition >= 0:
+            attrs["messaging.destination.partition.id"] = str(event.partition)
+            attrs["messaging.kafka.offset"] = event.offset
+        if self.group:
+            attrs["messaging.consumer.group.name"] = self.group
+        links = []
+        if inst is not None and inst.trace is not None:
+            attrs["daggerflow.template"] = inst.template_name
+            links.append(self.link_to(inst.trace, inst.trace.span, {"daggerflow.instance.id": inst.id}))
+        self.emit(f"process {event.topic}", trace_id, span, parent, flags, "", d.at, end, attrs,
+                  kind=SpanKind.CONSUMER, links=links)  # fmt: skip
+        return Link(SpanContext(trace_id, span, True, TraceFlags(flags)))
+
+
+class _Delivered:
+    __slots__ = ("at", "event", "instance", "trace")
+
+    def __init__(self, instance: str, event: Any, trace: str, at: float) -> None:
+        self.instance, self.event, self.trace, self.at = instance, event, trace, at
+
 
 class _Send:
     __slots__ = (
@@ -292,12 +340,12 @@ class _Send:
 
 
 class _Consumed:
-    __slots__ = ("at", "consumer", "forwarded", "matched", "message", "result")
+    __slots__ = ("at", "consumer", "forwarded", "matched", "message", "partition", "result")
 
     def __init__(self, message: Message, consumer: str, result: str, matched: list[Instance], forwarded: int,
-                 at: float) -> None:  # fmt: skip
+                 at: float, partition: int | None = None) -> None:  # fmt: skip
         self.message, self.consumer, self.result, self.matched = message, consumer, result, matched
-        self.forwarded, self.at = forwarded, at
+        self.forwarded, self.at, self.partition = forwarded, at, partition
 
 
 class AgentScope:
