@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import DaggerError, InvalidInput, TaskInvalidState, TooLarge
+from .errors import DaggerError, InvalidFilter, InvalidInput, TaskInvalidState, TooLarge
 from .machine.events import Migrate
 from .machine.migrate import plan
 from .model.instance import Instance, copy_params
@@ -135,11 +135,13 @@ def _checked_map(node_map: Mapping[str, str] | None, template: ITemplateDAG) -> 
 def _checked_query(filter: Mapping[str, Any] | None, template: str, from_version: str) -> InstanceQuery:
     query = query_from_filter(filter)
     if query.template not in (None, template):
-        raise InvalidInput(f"filter: template {query.template!r} is not the migration's template {template!r}")
+        raise InvalidFilter(f"filter: template {query.template!r} is not the migration's template {template!r}",
+                            "template")  # fmt: skip
     if query.version not in (None, from_version):
-        raise InvalidInput(f"filter: version {query.version!r} is not from_version {from_version!r}")
+        raise InvalidFilter(f"filter: version {query.version!r} is not from_version {from_version!r}", "version")
     if query.status is not None and query.status not in RUNNING_STATUSES:
-        raise InvalidInput(f"filter: only running instances migrate ({', '.join(RUNNING_STATUSES)}), not {query.status}")
+        raise InvalidFilter(f"filter: only running instances migrate ({', '.join(RUNNING_STATUSES)}), "
+                            f"not {query.status}", "status")  # fmt: skip
     fields = {f: getattr(query, f) for f in query.__struct_fields__}
     fields.update(template=template, version=from_version)
     return InstanceQuery(**fields)

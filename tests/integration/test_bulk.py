@@ -197,6 +197,8 @@ async def test_rest_bulk_dry_run_job_progress_and_errors(web: Dagger, client: ht
     ):
         r = await client.post("/api/v1/instances/bulk", json=body)
         assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
+        if isinstance(body.get("filter"), dict) and body["filter"]:
+            assert r.json()["filter"] == next(iter(body["filter"])), r.text
     BROKEN["on"] = False
     slow = {"action": "retry", "filter": {"status": "FAILURE"}, "batch_size": 1}
     r = await client.post("/api/v1/instances/bulk", json=slow, params={"actor": "ops"})

@@ -203,7 +203,17 @@ async def test_migration_input_is_checked(make_engine: Callable[..., Dagger]) ->
         assert r.status_code == 400
         r = await client.post("/api/v1/migrations", json={"template": "orders", "from_version": v1,
                                                           "filter": {"colour": "red"}})  # fmt: skip
-        assert r.status_code == 422 and "colour" in r.json()["error"]
+        # A filter error is the 400 of the listing and of bulk actions, naming the filter.
+        assert r.status_code == 400 and "colour" in r.json()["error"], r.text
+        assert r.json()["type"] == "InvalidFilter" and r.json()["filter"] == "colour"
+        for bad, named in (({"status": "COMPLETED"}, "status"), ({"version": "0123456789abcdef"}, "version"),
+                           ({"created_after": "yesterday"}, "created_after")):  # fmt: skip
+            r = await client.post("/api/v1/migrations", json={"template": "orders", "from_version": v1, "filter": bad})
+            assert r.status_code == 400 and r.json()["filter"] == named, r.text
+        listing = await client.get("/api/v1/instances", params={"colour": "red"})
+        bulk = await client.post("/api/v1/instances/bulk", json={"action": "stop", "filter": {"colour": "red"}})
+        assert {listing.status_code, bulk.status_code} == {400}
+        assert listing.json()["filter"] == bulk.json()["filter"] == "colour", (listing.text, bulk.text)
         # The instance is untouched, and the worker goes on.
         n1 = await engine.get_instance_state("n1")
         assert n1 is not None and n1.template_version == v1 and listener_waiting(n1)

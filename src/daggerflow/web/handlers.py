@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import InvalidInput
+from ..errors import InvalidFilter, InvalidInput
 from ..model.instance import Instance
 from ..model.snapshot import snapshot, summary
 from ..model.versions import TemplateVersion
@@ -170,7 +170,9 @@ async def bulk_instances(engine: EngineAPI, request: Request) -> Response:
     try:
         result = await engine.bulk(body.action, body.filter, dry_run=body.dry_run, batch_size=body.batch_size,
                                    actor=q.actor)  # fmt: skip
-    except InvalidInput as exc:  # an unknown or malformed filter: the request, not the state
+    except InvalidFilter:
+        raise  # a 400 naming the filter (``web.errors``)
+    except InvalidInput as exc:  # the action or batch size: the request, not the state
         raise ApiError(str(exc)) from None
     answer = BulkAnswer(matched=result.matched, job=result.job)
     return JSONResponse(answer)

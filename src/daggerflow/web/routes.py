@@ -103,7 +103,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Operation(
                 "GET", handlers.dagger_instances, "listDaggerInstances",
                 "Workflow snapshots, filtered and paged (Dagger's route)", list[InstanceSnapshot],
-                query=ListQuery, errors=(503,), description=_FORWARDS,
+                query=ListQuery, errors=(503,),
+                description=_FORWARDS + " 400 for an unknown or malformed filter (InvalidFilter, naming it).",
             ),
         ),
     ),
@@ -264,7 +265,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "Node states are carried over by name, or by node_map (old name -> new name); new "
                     "nodes start NOT_STARTED. An instance is refused, with the reason, while a task of it "
                     "runs user code, when a waiting listener or the node the workflow is at has no "
-                    "counterpart in the target version. The target is the version the worker registers."
+                    "counterpart in the target version. The target is the version the worker registers. "
+                    "400 for an unknown or malformed filter (as in the listing and bulk actions); every "
+                    "match is looked at, a page at a time."
                 ),
             ),
         ),

@@ -197,11 +197,13 @@ class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ErrorBody(Struct, kw_only=True):
     """Every error answer: a message, the HTTP status, and the engine error's class name
-    when an engine error caused it."""
+    when an engine error caused it; ``filter`` names the instance filter an
+    ``InvalidFilter`` (400) is about."""
 
     error: str
     status: int
     type: str | UnsetType = UNSET
+    filter: str | UnsetType = UNSET
 
 
 class Ready(Struct):
