@@ -28,6 +28,7 @@ from .schemas import (
     Appended,
     BulkAnswer,
     BulkJobInfo,
+    BulkListQuery,
     BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
@@ -182,6 +183,12 @@ async def bulk_job(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     found = await engine.bulk_job(request.path_params["job"])
     return JSONResponse(as_struct(msgspec.to_builtins(found), BulkJobInfo))
+
+
+async def bulk_jobs(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, BulkListQuery)
+    found = await engine.bulk_jobs(q.limit)
+    return JSONResponse([as_struct(msgspec.to_builtins(p), BulkJobInfo) for p in found])
 
 
 async def templates(engine: EngineAPI, request: Request) -> Response:

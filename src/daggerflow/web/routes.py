@@ -21,6 +21,7 @@ from .schemas import (
     Appended,
     BulkAnswer,
     BulkJobInfo,
+    BulkListQuery,
     BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
@@ -140,6 +141,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "is acted on once. 400 for an unknown or malformed filter, 409 while a job with the "
                     "same action and filter runs."
                 ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/bulk",
+        (
+            Operation(
+                "GET", handlers.bulk_jobs, "listBulkJobs",
+                "The newest bulk jobs, newest first, each with its state and counts", list[BulkJobInfo],
+                query=BulkListQuery, description="On the Kafka runtime every worker is asked.",
             ),
         ),
     ),
