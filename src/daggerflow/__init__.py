@@ -21,6 +21,7 @@ from .engine import Dagger
 from .errors import (
     ConfigurationError,
     DaggerError,
+    InvalidFilter,
     InvalidInput,
     InvalidInstanceId,
     InvalidSchedule,
@@ -104,6 +105,7 @@ __all__ = [
     "InstanceQuery",
     "IntervalTask",
     "IntervalTaskTemplateBuilder",
+    "InvalidFilter",
     "InvalidInput",
     "InvalidInstanceId",
     "InvalidSchedule",

@@ -25,6 +25,8 @@ from .pipeline.ports import Runtime
 
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 _REMEMBERED = 1000
+#: The most jobs one listing returns.
+MAX_LISTED = 1000
 
 
 class BulkResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -66,11 +68,15 @@ class BulkActions:
         if dry_run:
             return BulkResult(matched=await runtime.count_query_all(query))
         canonical = query.to_filter()
-        for share in runtime.bulk_local(None):
-            if share.spec.action == action and share.spec.filter == canonical:
-                raise TaskInvalidState(
-                    f"a bulk {action} with this filter is running already: job {share.spec.id}"
-                )
+        unfinished = await self._unfinished_like(runtime, action, canonical)
+        if unfinished is not None:
+            same, same_spec = unfinished
+            if same.state != "incomplete":
+                raise TaskInvalidState(f"a bulk {action} with this filter is running already: job {same.job}")
+            # Its start did not reach every partition: send it again (a partition that has
+            # its share keeps it), and answer with that job.
+            await runtime.bulk_start(same_spec)
+            return BulkResult(matched=same.matched, job=same.job)
         matched = await runtime.count_query_all(query)
         spec = BulkSpec(id=uuid.uuid4().hex[:16], action=action, filter=canonical,  # type: ignore[arg-type]
                         created=self.clock.now(), actor=actor, batch=batch)  # fmt: skip
@@ -84,8 +90,43 @@ class BulkActions:
         # The embedded runtime has taken the snapshot: its count, not the count before it.
         return BulkResult(matched=matched if started is None else started, job=spec.id)
 
+    async def _unfinished_like(
+        self, runtime: Runtime, action: str, canonical: dict[str, Any]
+    ) -> tuple[BulkProgress, BulkSpec] | None:
+        """A job with this action and filter that has not finished, on any worker (one
+        started here that no partition has reported yet included), and its spec."""
+        shares, _ = await runtime.bulk_jobs_all(active=True, limit=MAX_LISTED)
+        candidates = {s.spec.id: s.spec for s in shares if s.spec.action == action and s.spec.filter == canonical}
+        for job, spec in (self._bulk_started or {}).items():
+            if spec.action == action and spec.filter == canonical:
+                candidates.setdefault(job, spec)
+        for job in sorted(candidates):
+            found = await self.bulk_job(job)
+            if found.state != "done":
+                return found, candidates[job]
+        return None
+
+    async def bulk_jobs(self, limit: int = 50) -> list[BulkProgress]:
+        """The ``limit`` newest bulk jobs (every worker's, on Kafka), newest first, each with
+        its state and counts as ``bulk_job`` gives them."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTED:
+            raise InvalidInput(f"limit must be an integer from 1 to {MAX_LISTED}, not {limit!r}")
+        shares, partitions = await self._runtime().bulk_jobs_all(active=False, limit=limit)
+        by_job: dict[str, list[BulkShare]] = {}
+        for share in shares:
+            by_job.setdefault(share.spec.id, []).append(share)
+        specs = {job: found[0].spec for job, found in by_job.items()}
+        for job, spec in (self._bulk_started or {}).items():
+            specs.setdefault(job, spec)
+        newest = sorted(specs.values(), key=lambda s: (s.created, s.id), reverse=True)[:limit]
+        now = self.clock.now()
+        return [progress(s, by_job.get(s.id, ()), partitions, now) for s in newest]
+
     def bulk_local_shares(self, job: str) -> list[BulkShare]:
         return self._runtime().bulk_local(job)
+
+    def bulk_jobs_local_shares(self, *, active: bool, limit: int) -> list[BulkShare]:
+        return self._runtime().bulk_jobs_local(active=active, limit=limit)
 
     def count_query_local(self, query: InstanceQuery) -> int:
         return self._runtime().count_query_local(query)
@@ -99,4 +140,4 @@ class BulkActions:
         spec = shares[0].spec if shares else (self._bulk_started or {}).get(job_id)
         if spec is None:
             raise UnknownJob(f"no bulk job {job_id!r}")
-        return progress(spec, shares, partitions)
+        return progress(spec, shares, partitions, self.clock.now())

@@ -8,7 +8,9 @@ DaggerError
  ├── ConfigurationError         an engine option or store URL that is not supported
  ├── NotSerializable            a runtime parameter or message that is not JSON-serialisable
  ├── InvalidInput               a request the engine refuses as given (HTTP 422)
- │    └── InvalidInstanceId     an instance id that cannot be addressed (empty, too long, ...)
+ │    ├── InvalidInstanceId     an instance id that cannot be addressed (empty, too long, ...)
+ │    └── InvalidFilter         an unknown, repeated or malformed instance filter: listings,
+ │                              bulk actions, migrations (HTTP 400)
  ├── InvalidSchedule            a schedule definition that cannot run: its cron expression,
  │                              interval, time zone, catch-up mode or name (HTTP 400)
  ├── UnknownSchedule            no schedule by that name (HTTP 404)
@@ -71,6 +73,16 @@ class InvalidInput(DaggerError, ValueError):
 class InvalidInstanceId(InvalidInput):
     """An instance id that could not be addressed afterwards (empty, too long, characters
     outside the documented set)."""
+
+
+class InvalidFilter(InvalidInput):
+    """An instance filter that is unknown, given twice or malformed, wherever filters are
+    taken (the listings, bulk actions, migrations); ``filter`` names it (None: the filter
+    as a whole, e.g. not an object)."""
+
+    def __init__(self, message: str, filter: str | None = None) -> None:
+        super().__init__(message)
+        self.filter = filter
 
 
 class InvalidSchedule(DaggerError, ValueError):

@@ -11,14 +11,16 @@ again against the state it holds when the event arrives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import DaggerError, InvalidInput, TaskInvalidState, TooLarge
+import msgspec
+
+from .errors import DaggerError, InvalidFilter, InvalidInput, TaskInvalidState, TooLarge
 from .machine.events import Migrate
 from .machine.migrate import plan
 from .model.instance import Instance, copy_params
-from .model.query import InstanceQuery, matches, query_from_filter
+from .model.query import InstanceQuery, query_from_filter
 from .model.template import instantiate
 from .model.versions import RUNNING_STATUSES, MigrationOutcome, MigrationReport, describe_spec
 from .pipeline.clock import Clock
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .templates import ITemplateDAG
 
-#: The most instances one migration call looks at (run it again for the rest).
-MAX_INSTANCES = 10_000
+#: How many instances one page of the selection reads (every worker, on Kafka).
+PAGE = 500
 
 
 class Migration:
@@ -71,7 +73,7 @@ class Migration:
         mapping = _checked_map(node_map, registered)
         query = _checked_query(filter, template, from_version)
         outcomes: list[MigrationOutcome] = []
-        for instance in await _matching(runtime, query):
+        async for instance in _matching(runtime, query):
             outcomes.append(await self._one(runtime, registered, instance, mapping, from_version, dry_run, actor))
         migrated = sum(1 for o in outcomes if o.action == "migrate")
         return MigrationReport(
@@ -133,21 +135,42 @@ def _checked_map(node_map: Mapping[str, str] | None, template: ITemplateDAG) -> 
 def _checked_query(filter: Mapping[str, Any] | None, template: str, from_version: str) -> InstanceQuery:
     query = query_from_filter(filter)
     if query.template not in (None, template):
-        raise InvalidInput(f"filter: template {query.template!r} is not the migration's template {template!r}")
+        raise InvalidFilter(f"filter: template {query.template!r} is not the migration's template {template!r}",
+                            "template")  # fmt: skip
     if query.version not in (None, from_version):
-        raise InvalidInput(f"filter: version {query.version!r} is not from_version {from_version!r}")
+        raise InvalidFilter(f"filter: version {query.version!r} is not from_version {from_version!r}", "version")
     if query.status is not None and query.status not in RUNNING_STATUSES:
-        raise InvalidInput(f"filter: only running instances migrate ({', '.join(RUNNING_STATUSES)}), not {query.status}")
+        raise InvalidFilter(f"filter: only running instances migrate ({', '.join(RUNNING_STATUSES)}), "
+                            f"not {query.status}", "status")  # fmt: skip
     fields = {f: getattr(query, f) for f in query.__struct_fields__}
     fields.update(template=template, version=from_version)
     return InstanceQuery(**fields)
 
 
-async def _matching(runtime: Runtime, query: InstanceQuery) -> list[Instance]:
-    """The running instances that meet ``query`` (every worker's, on Kafka)."""
-    found: list[Instance] = []
+async def _matching(runtime: Runtime, query: InstanceQuery) -> AsyncIterator[Instance]:
+    """Every running instance that meets ``query`` (every worker's, on Kafka), each once.
+
+    The indexed query across workers (``Runtime.list_all``), a page at a time, oldest first
+    and keyed on the creation time rather than an offset: a page's instances that migrate
+    leave the query, which must not make the next page skip any (and an offset would make
+    every worker list all the pages before it again). Instances created at the same time as
+    the page's last one come again and are passed over by id; a full page of only those
+    grows the page until it gets past them."""
+    seen: set[str] = set()
     statuses = (query.status,) if query.status is not None else RUNNING_STATUSES
     for status in statuses:
-        page = await runtime.list_all(status=status, template=query.template, limit=MAX_INSTANCES, offset=0)
-        found.extend(i for i in page if matches(i, query))
-    return found[:MAX_INSTANCES]
+        after = query.created_after
+        size = PAGE
+        while True:
+            page_query = msgspec.structs.replace(query, status=status, created_after=after, sort="created")
+            page = await runtime.list_all(page_query, limit=size, offset=0)
+            fresh = [i for i in page if i.id not in seen]
+            for instance in fresh:
+                seen.add(instance.id)
+                yield instance
+            if len(page) < size:
+                break
+            if fresh:
+                after, size = page[-1].root.time_created, PAGE
+            else:
+                size *= 2

@@ -197,6 +197,8 @@ async def test_rest_bulk_dry_run_job_progress_and_errors(web: Dagger, client: ht
     ):
         r = await client.post("/api/v1/instances/bulk", json=body)
         assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
+        if isinstance(body.get("filter"), dict) and body["filter"]:
+            assert r.json()["filter"] == next(iter(body["filter"])), r.text
     BROKEN["on"] = False
     slow = {"action": "retry", "filter": {"status": "FAILURE"}, "batch_size": 1}
     r = await client.post("/api/v1/instances/bulk", json=slow, params={"actor": "ops"})
@@ -268,3 +270,84 @@ async def test_a_bulk_job_refuses_a_second_one_like_it_while_it_runs(
         assert other.job is None
         assert first.job is not None
         assert (await until_done(engine, first.job)).done == 50
+
+
+async def test_bulk_jobs_are_listed_newest_first_by_python_rest_and_cli(web: Dagger, client: httpx.AsyncClient) -> None:
+    add_broken(web)
+    await failed_instances(web, 4)
+    BROKEN["on"] = False
+    first = await web.bulk("retry", {"status": "FAILURE", "param.kind": "x"}, actor="ops")
+    assert first.job is not None
+    await until_done(web, first.job)
+    second = await web.bulk("retry", {"status": "FAILURE", "param.kind": "y"})
+    assert second.job is not None
+    await until_done(web, second.job)
+    listed = await web.bulk_jobs()
+    assert [j.job for j in listed] == [second.job, first.job]
+    assert [(j.state, j.matched, j.done, j.partitions_missing) for j in listed] == [("done", 2, 2, 0)] * 2
+    assert [j.job for j in await web.bulk_jobs(limit=1)] == [second.job]
+    with pytest.raises(InvalidInput, match="limit"):
+        await web.bulk_jobs(limit=0)
+    r = await client.get("/api/v1/bulk")
+    assert r.status_code == 200, r.text
+    assert [(j["job"], j["state"], j["actor"]) for j in r.json()] == [(second.job, "done", None),
+                                                                      (first.job, "done", "ops")]  # fmt: skip
+    assert [j["job"] for j in (await client.get("/api/v1/bulk", params={"limit": 1})).json()] == [second.job]
+    assert (await client.get("/api/v1/bulk", params={"limit": 0})).status_code == 400
+    assert "/api/v1/bulk" in (await client.get("/openapi.json")).json()["paths"]
+    url = web.web_url
+    assert url is not None
+    code, out = await cli(url, "bulk")
+    assert code == 0 and first.job in out and second.job in out and "param.kind=y" in out, out
+    code, out = await cli(url, "bulk", first.job, "--json")
+    assert code == 0 and '"state": "done"' in out, out
+
+
+def test_a_job_whose_start_missed_partitions_is_incomplete_after_the_grace() -> None:
+    from daggerflow.model.bulk import START_GRACE, BulkShare, BulkSpec, progress
+
+    spec = BulkSpec(id="0123456789abcdef", action="retry", filter={}, created=1000.0)
+    shares = [BulkShare(spec=spec, partition=p, matched=3, done=3, finished=1001.0) for p in (0, 2)]
+    assert progress(spec, [], 4, 1001.0).state == "starting"
+    soon = progress(spec, shares, 4, 1001.0)
+    assert (soon.state, soon.partitions_missing, soon.done) == ("running", 2, 6)
+    late = progress(spec, shares, 4, 1000.0 + START_GRACE)
+    assert (late.state, late.partitions_missing) == ("incomplete", 2)
+    assert progress(spec, [], 4, 1000.0 + START_GRACE).state == "incomplete"
+    every = [BulkShare(spec=spec, partition=p, matched=1, done=1, finished=1001.0) for p in range(4)]
+    assert progress(spec, every, 4, 5000.0).state == "done"
+
+
+async def test_a_start_that_did_not_reach_a_partition_is_incomplete_and_sent_again_by_the_same_call(
+    make_engine: Callable[..., Dagger], clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daggerflow.model.bulk import START_GRACE
+
+    async with make_engine(clock=clock) as engine:
+        add_broken(engine)
+        ids = await failed_instances(engine, 6)
+        BROKEN["on"] = False
+        runtime = engine.runtime
+        assert runtime is not None
+        real_start = runtime.bulk_start
+        sent: list[str] = []
+
+        async def lost(spec: Any) -> int | None:  # the start never reaches the partition
+            sent.append(spec.id)
+            return None
+
+        monkeypatch.setattr(runtime, "bulk_start", lost)
+        first = await engine.bulk("retry", {"status": "FAILURE"})
+        assert first.job is not None and sent == [first.job]
+        assert (await engine.bulk_job(first.job)).state == "starting"
+        with pytest.raises(TaskInvalidState, match=first.job):  # refused while it may still arrive
+            await engine.bulk("retry", {"status": "FAILURE"})
+        clock.advance(START_GRACE)
+        late = await engine.bulk_job(first.job)
+        assert (late.state, late.partitions_missing) == ("incomplete", 1)
+        monkeypatch.setattr(runtime, "bulk_start", real_start)
+        again = await engine.bulk("retry", {"status": "FAILURE"})
+        assert again.job == first.job
+        done = await until_done(engine, first.job)
+        assert (done.matched, done.done, done.partitions_missing) == (6, 6, 0)
+        assert all(RUNS[i] == 2 for i in ids)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from daggerflow import (
 from daggerflow.machine import Migrate
 from daggerflow.model.instance import Instance
 from daggerflow.model.template import instantiate
+from daggerflow.pipeline.clock import ManualClock
 
+from ..conftest import TEST_STORE
 from .test_repair import cli
 from .test_rest import ORDER_CMD, ORDER_READY, WaitReady, listener_waiting, send_order_task
 
@@ -45,9 +49,9 @@ class Finisher(ExecutorTask[str, str]):
         runtime_parameters["finished"] = True
 
 
-def orders(engine: Dagger, *, version: int) -> None:
+def orders(engine: Dagger, *, version: int, search: tuple[str, ...] = ()) -> None:
     """v1: send the order, wait until it is ready. v2: the listener renamed, and an invoice
-    task after it."""
+    task after it. ``search``: the template's declared search attributes."""
     helper = DAGBuilderHelper(engine)
     wait = helper.generic_listener_task_builder(topic=ORDER_READY, task_type=WaitReady, process_name="Order")
     tasks: list[Any] = [helper.generic_command_task_builder(topic=ORDER_CMD, task_type=send_order_task(engine),
@@ -56,7 +60,8 @@ def orders(engine: Dagger, *, version: int) -> None:
         wait.set_name("await_ready")
         tasks.append(helper.generic_executor_task_builder(task_type=Invoice, name="Invoice"))
     process = helper.generic_process_builder(process_name="Order", root_task=helper.build_and_link_tasks(tasks))
-    engine.add_template("orders", helper.generic_template(template_name="orders", root_process=process))
+    engine.add_template("orders", helper.generic_template(template_name="orders", root_process=process),
+                        search_attributes=list(search))  # fmt: skip
 
 
 def later(engine: Dagger, *, with_finisher: bool) -> None:
@@ -198,7 +203,17 @@ async def test_migration_input_is_checked(make_engine: Callable[..., Dagger]) ->
         assert r.status_code == 400
         r = await client.post("/api/v1/migrations", json={"template": "orders", "from_version": v1,
                                                           "filter": {"colour": "red"}})  # fmt: skip
-        assert r.status_code == 422 and "colour" in r.json()["error"]
+        # A filter error is the 400 of the listing and of bulk actions, naming the filter.
+        assert r.status_code == 400 and "colour" in r.json()["error"], r.text
+        assert r.json()["type"] == "InvalidFilter" and r.json()["filter"] == "colour"
+        for bad, named in (({"status": "COMPLETED"}, "status"), ({"version": "0123456789abcdef"}, "version"),
+                           ({"created_after": "yesterday"}, "created_after")):  # fmt: skip
+            r = await client.post("/api/v1/migrations", json={"template": "orders", "from_version": v1, "filter": bad})
+            assert r.status_code == 400 and r.json()["filter"] == named, r.text
+        listing = await client.get("/api/v1/instances", params={"colour": "red"})
+        bulk = await client.post("/api/v1/instances/bulk", json={"action": "stop", "filter": {"colour": "red"}})
+        assert {listing.status_code, bulk.status_code} == {400}
+        assert listing.json()["filter"] == bulk.json()["filter"] == "colour", (listing.text, bulk.text)
         # The instance is untouched, and the worker goes on.
         n1 = await engine.get_instance_state("n1")
         assert n1 is not None and n1.template_version == v1 and listener_waiting(n1)
@@ -254,3 +269,50 @@ async def test_the_owner_refuses_a_target_version_it_does_not_register(make_engi
         with pytest.raises(TaskInvalidState, match="not registered on the worker that owns workflow o1"):
             await engine.runtime.call("o1", Migrate(target, found.template_version, {LISTENER: RENAMED}))  # type: ignore[union-attr]
         assert (await engine.get_instance_state("o1")).template_version == found.template_version  # type: ignore[union-attr]
+
+
+async def test_a_migration_pages_through_every_match_and_takes_the_new_versions_search_attributes(
+    make_engine: Callable[..., Dagger], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """More matches than a page (pages of 2; some created at the same time, so the page key
+    repeats): each is migrated once, none skipped. The migrated instances keep their history
+    and are indexed by what the target version declares."""
+    from daggerflow import migration
+
+    monkeypatch.setattr(migration, "PAGE", 2)
+    ids = [f"p{i}" for i in range(7)]
+    clock = ManualClock()
+    old = make_engine(name="db", clock=clock)
+    orders(old, version=1)
+    async with old:
+        for iid in ids:
+            if iid not in ("p3", "p4", "p5"):  # p2..p5 are created at one instant
+                clock.advance(1.0)
+            await old.template_dags["orders"].create_instance(
+                iid, submit_task=True, order_id=iid, customer=f"c-{iid}"
+            )
+        for iid in ids:
+            await old.wait_for(iid, listener_waiting, timeout=10)
+        v1 = old.template_dags["orders"].spec.version()
+        before = {iid: len((await old.history(iid)).items) for iid in ids}
+    engine = make_engine(name="db")
+    orders(engine, version=2, search=("customer",))
+    async with engine:
+        dry = await engine.migrate("orders", v1, node_map={LISTENER: RENAMED}, dry_run=True)
+        assert sorted(i.id for i in dry.instances) == ids and dry.migrated == 7
+        report = await engine.migrate("orders", v1, node_map={LISTENER: RENAMED})
+        assert sorted(i.id for i in report.instances) == ids and report.migrated == 7, report
+        again = await engine.migrate("orders", v1, node_map={LISTENER: RENAMED})
+        assert again.matched == 0
+        for iid in ids:
+            moved = await engine.get_instance_state(iid)
+            assert moved is not None and moved.search_keys == ("customer",), moved.search_keys
+            history = (await engine.history(iid)).items
+            assert len(history) == before[iid] + 1 and history[-1].event == "migrate", history
+        assert [i.id for i in engine.list_instances(params={"customer": "c-p3"})] == ["p3"]
+    if TEST_STORE != "rocksdb":  # the rows the search index holds for them now
+        with closing(sqlite3.connect(tmp_path / "db.db")) as db:
+            rows = db.execute(
+                "SELECT instance, value FROM search WHERE name = 'customer' ORDER BY instance"
+            ).fetchall()
+        assert rows == [(iid, f"c-{iid}") for iid in ids]

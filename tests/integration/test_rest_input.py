@@ -26,7 +26,7 @@ def error_of(r: httpx.Response, status: int) -> str:
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
     assert body["status"] == status and isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "status", "type"}
+    assert set(body) <= {"error", "status", "type", "filter"}  # filter: an InvalidFilter names it
     message: str = body["error"]
     return message
 

@@ -142,6 +142,7 @@ async def test_unknown_or_malformed_filters_are_400(
     r = await client.get("/api/v1/instances", params=params)
     assert r.status_code == 400, r.text
     assert needle in r.json()["error"]
+    assert r.json()["type"] == "InvalidFilter" and r.json()["filter"] == next(iter(params)), r.text
 
 
 async def test_repeated_parameter_filter_is_400(shop: Dagger, client: httpx.AsyncClient) -> None:

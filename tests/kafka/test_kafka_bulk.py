@@ -76,6 +76,13 @@ async def test_a_bulk_retry_spanning_two_workers_survives_a_sigkill_mid_job(
             return r.json() if mid else None
 
         at_kill = await wait_until(victim_mid_job, 60, 0.02, "the victim's partitions mid-job")
+        # The same job again, asked of the other worker, is refused: the check spans workers.
+        # And each worker lists the job with every partition's share.
+        async with httpx.AsyncClient(base_url=urls[1], timeout=30) as other:
+            again = await other.post("/api/v1/instances/bulk", json={**body, "batch_size": 1})
+            listed = (await other.get("/api/v1/bulk")).json()
+        assert again.status_code == 409 and job in again.json()["error"], again.text
+        assert [j["job"] for j in listed] == [job] and listed[0]["partitions_missing"] == 0, listed
         victim.sigkill()
         print(f"SIGKILLed {victim.name} (partitions {sorted(victims)}) at {at_kill['done']} of {N} done")
         assert at_kill["state"] == "running" and at_kill["remaining"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daggerflow.errors import InvalidInput
+from daggerflow.errors import InvalidFilter, InvalidInput
 from daggerflow.model.instance import Correlation, Instance, Node
 from daggerflow.model.query import InstanceQuery, matches, query_from_filter, query_from_pairs, sort_key
 
@@ -19,12 +19,12 @@ def _instance(iid: str, *, status: str = "EXECUTING", created: float = 100.0, up
 
 def test_pairs_parse_every_filter() -> None:
     q = query_from_pairs([
-        ("status", "failed"), ("template", "pizza"), ("version", "v1"), ("param.order_id", "7"),
+        ("status", "failure"), ("template", "pizza"), ("version", "v1"), ("param.order_id", "7"),
         ("param.customer", "ann"), ("waiting_on", "ready"), ("correlation", "o-7"),
         ("created_after", "2026-01-01T00:00:00"), ("created_before", "1800000000"),
         ("updated_after", "10.5"), ("sort", "-updated"), ("limit", "5"),
     ], allow=("limit",))
-    assert q.status == "FAILED"
+    assert q.status == "FAILURE"
     assert q.params == (("customer", "ann"), ("order_id", "7"))
     assert q.created_after == 1767225600.0
     assert q.created_before == 1800000000.0 and q.updated_after == 10.5
@@ -40,10 +40,12 @@ def test_pairs_parse_every_filter() -> None:
     ([("created_after", "yesterday")], "ISO-8601"),
     ([("created_after", "nan")], "finite"),
     ([("template", "")], "non-empty"),
+    ([("status", "done")], "unknown status 'DONE'"),
 ])
 def test_bad_filters_are_named(pairs: list[tuple[str, str]], message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidFilter, match=message) as caught:
         query_from_pairs(pairs)
+    assert isinstance(caught.value, InvalidInput) and caught.value.filter == pairs[0][0]
 
 
 def test_filter_values_keep_their_json_meaning() -> None:

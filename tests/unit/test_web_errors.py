@@ -11,6 +11,7 @@ import pytest
 
 from daggerflow.errors import (
     ForwardError,
+    InvalidFilter,
     InvalidInput,
     InvalidInstanceId,
     NotSerializable,
@@ -37,6 +38,7 @@ class Raising:
 CASES: list[tuple[BaseException, int]] = [
     (InvalidInput("runtime parameter 'n' is 2**70"), 422),
     (InvalidInstanceId("instance id '' is empty"), 422),
+    (InvalidFilter("unknown filter colour", "colour"), 400),
     (NotSerializable("runtime parameter 'blob' is bytes"), 422),
     (TooLarge("runtime parameters", 2000, 1000), 413),
     (TemplateDoesNotExist("no template 'x'"), 404),
@@ -61,5 +63,7 @@ async def test_exception_to_status(exc: BaseException, status: int) -> None:
     assert str(exc.args[0]) in body["error"]
     if status == 500:
         assert set(body) == {"error", "status"} and type(exc).__name__ in body["error"]
+    elif isinstance(exc, InvalidFilter):  # names the filter
+        assert body == {"error": str(exc), "status": status, "type": "InvalidFilter", "filter": exc.filter}
     else:
         assert body == {"error": str(exc), "status": status, "type": type(exc).__name__}

@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import quote
 
 import click
+from rich import box
+from rich.table import Table
 
 from ..errors import InvalidInput
 from ..model.query import query_from_pairs
@@ -76,12 +78,15 @@ def run_bulk(action: str, filters: tuple[str, ...], url: str, *, dry_run: bool, 
             console.print(f"  {status['state']}: done {status['done']}, failed {status['failed']}, "
                           f"remaining {status['remaining']} of {status.get('matched', '?')}")  # fmt: skip
         last = seen
-        if status["state"] == "done":
+        if status["state"] in ("done", "incomplete"):
             break
         time.sleep(POLL_SECONDS)
     if as_json:
         print_json(status)
         return
+    if status["state"] == "incomplete":
+        console.print(f"  [yellow]{status.get('partitions_missing', '?')} partition(s) have no share of the job:[/] "
+                      "run the same command again to send its start again")  # fmt: skip
     for error in status.get("errors", [])[:10]:
         console.print(f"  [red]not acted on:[/] {error}", highlight=False)
 
@@ -114,3 +119,30 @@ def stop(instance_id: str | None, filters: tuple[str, ...], dry_run: bool, no_wa
         console.print(f"stopped {after['id']} (deleted on completion)")
     else:
         console.print(f"stopped {after['id']} ({styled_status(after['status']['code'])})")
+
+
+@cli.command("bulk", cls=ClientCommand)
+@click.argument("job", required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many of the newest jobs to list.")  # fmt: skip
+@url_option
+@json_option
+def bulk_jobs(job: str | None, limit: int, url: str, as_json: bool) -> None:
+    """List the newest bulk jobs (every worker's), or show bulk job JOB."""
+    if job is not None:
+        status = expect(call_worker("GET", url, f"/api/v1/bulk/{quote(job, safe='')}"), url, dict, "state")
+        found = [status]
+    else:
+        found = expect(call_worker("GET", url, "/api/v1/bulk", params={"limit": str(limit)}), url, list)
+    if as_json:
+        print_json(status if job is not None else found)
+        return
+    table = Table(title=f"bulk jobs at {url}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("job", "action", "filter", "state", "matched", "done", "failed", "remaining", "actor"):
+        table.add_column(column, no_wrap=column in ("job", "state"))
+    for j in found:
+        shown = " ".join(f"{k}={v}" for k, v in j["filter"].items()) or "(all)"
+        state = {"done": "[green]done[/]", "incomplete": "[red]incomplete[/]"}.get(j["state"], f"[yellow]{j['state']}[/]")
+        table.add_row(j["job"], j["action"], shown, state, str(j["matched"]), str(j["done"]), str(j["failed"]),
+                      str(j["remaining"]), j.get("actor") or "-")  # fmt: skip
+    console.print(table)

@@ -222,6 +222,12 @@ class EmbeddedRuntime:
 
     async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
         return self.bulk_local(job), 1
+
+    def bulk_jobs_local(self, *, active: bool, limit: int) -> list[BulkShare]:
+        return self.store.bulk_active() if active else self.store.bulk_recent(limit)
+
+    async def bulk_jobs_all(self, *, active: bool, limit: int) -> tuple[list[BulkShare], int]:
+        return self.bulk_jobs_local(active=active, limit=limit), 1
     def list_schedules_local(self) -> list[Schedule]:
         return self.store.list_schedules()
 

@@ -148,6 +148,15 @@ class Forwarder:
             return _shares_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
+    async def bulk_jobs(self, url: str, *, active: bool, limit: int) -> list[BulkShare]:
+        """The shares ``url``'s partitions hold of the active jobs, or of the newest ones."""
+        response = await self._get(url, "/internal/v1/bulk", {"active": "1" if active else "0", "limit": str(limit)})
+        self._check(url, response)
+        try:
+            return _shares_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
+
     async def versions(self, url: str) -> bytes:
         """The template versions ``url`` sees (JSON, ``model.versions.encode_versions``)."""
         response = await self._get(url, "/internal/v1/versions", {})
@@ -426,6 +435,20 @@ class RemoteReads:
             else:
                 total += answer
         return total
+
+    async def bulk_jobs_others(self, *, active: bool, limit: int) -> list[BulkShare]:
+        """The other workers' shares of the active jobs, or of the newest (one that fails is
+        skipped)."""
+        urls = self.other_urls()
+        answers = await asyncio.gather(*(self.forwarder.bulk_jobs(u, active=active, limit=limit) for u in urls),
+                                       return_exceptions=True)  # fmt: skip
+        found: list[BulkShare] = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _skip(url, answer)
+            else:
+                found.extend(answer)
+        return found
 
     async def bulk_others(self, job: str) -> list[BulkShare]:
         """The shares of ``job`` the other workers hold (one that fails is skipped)."""

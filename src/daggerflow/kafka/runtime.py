@@ -75,6 +75,9 @@ log = logging.getLogger("daggerflow.kafka")
 TRANSACTION_TIMEOUT_MS = int(PRODUCER_SETTINGS["transaction_timeout_ms"])
 
 
+#: How often the start of a bulk job is sent to a partition before the call fails.
+BULK_SEND_ATTEMPTS = 3
+
 class KafkaRuntime:
     """The ``Runtime`` on Kafka: the partitions this worker owns, each a ``PartitionTask``."""
 
@@ -352,9 +355,25 @@ class KafkaRuntime:
         its share from the changelog. Sent again, a partition keeps the share it has."""
         record = codec.encode(spec)
         key = f"bulk:{spec.id}".encode()
-        sends = [self._send_plain(self.topics.events.name, record, key=key, partition=p)
-                 for p in range(self.config.partitions)]  # fmt: skip
-        await asyncio.gather(*sends)
+
+        async def send(partition: int) -> None:
+            # Sending again is harmless (see above), so a failed send is retried; one that
+            # still fails leaves that partition without its share: the job's state says
+            # "incomplete" and the same bulk call sends it again.
+            for attempt in range(BULK_SEND_ATTEMPTS):
+                try:
+                    await self._send_plain(self.topics.events.name, record, key=key, partition=partition)
+                    return
+                except PartitionMoved:
+                    raise
+                except Exception:
+                    if attempt + 1 == BULK_SEND_ATTEMPTS:
+                        raise
+                    log.warning("bulk job %s: sending its start to partition %d failed, again", spec.id,
+                                partition, exc_info=True)  # fmt: skip
+                    await asyncio.sleep(0.2 * (attempt + 1))  # a back-off, not a synchronisation
+
+        await asyncio.gather(*(send(p) for p in range(self.config.partitions)))
         return None
 
     def bulk_local(self, job: str | None) -> list[BulkShare]:
@@ -368,6 +387,16 @@ class KafkaRuntime:
 
     async def bulk_all(self, job: str) -> tuple[list[BulkShare], int]:
         return [*self.bulk_local(job), *await self.remote.bulk_others(job)], self.config.partitions
+
+    def bulk_jobs_local(self, *, active: bool, limit: int) -> list[BulkShare]:
+        found: list[BulkShare] = []
+        for store in self.stores():
+            found.extend(store.bulk_active() if active else store.bulk_recent(limit))
+        return found
+
+    async def bulk_jobs_all(self, *, active: bool, limit: int) -> tuple[list[BulkShare], int]:
+        others = await self.remote.bulk_jobs_others(active=active, limit=limit)
+        return [*self.bulk_jobs_local(active=active, limit=limit), *others], self.config.partitions
     def list_schedules_local(self) -> list[Schedule]:
         """The schedules of the partitions this worker holds."""
         found = {s.name: s for store in self.stores() for s in store.list_schedules()}

@@ -178,6 +178,14 @@ def _carried_over(old: Instance, target: Instance, pairs: dict[str, str]) -> Ins
         lastupdated=old.lastupdated,
         correlations=dict(old.correlations),
         timers=kept,
+        history_seq=old.history_seq,
+        history_flushed=old.history_flushed,
+        history_rows=old.history_rows,
+        history_tail=old.history_tail,
+        trace=old.trace,
+        # The target version's declared search attributes: the batch recomputes the search
+        # rows after a Migrate, so the instance is then found by what the new version declares.
+        search_keys=target.search_keys,
     )
 
 

@@ -100,6 +100,8 @@ class BulkProgress(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[str]
     partitions: int
     shares: list[ShareProgress]
+    # Partitions that have no share of the job (yet): "incomplete" once START_GRACE passed.
+    partitions_missing: int = 0
 
 
 def latest_shares(shares: Iterable[BulkShare]) -> list[BulkShare]:
@@ -113,13 +115,24 @@ def latest_shares(shares: Iterable[BulkShare]) -> list[BulkShare]:
     return [best[p] for p in sorted(best)]
 
 
-def progress(spec: BulkSpec, shares: Iterable[BulkShare], partitions: int) -> BulkProgress:
-    """The job's progress from the shares of its ``partitions`` found so far."""
+#: Seconds after its start within which a partition of a job may not have its share yet; a
+#: job still missing some after that is "incomplete" (its start did not reach them: start it
+#: again with the same action and filter, which sends it to every partition once more).
+START_GRACE = 60.0
+
+
+def progress(spec: BulkSpec, shares: Iterable[BulkShare], partitions: int, now: float | None = None) -> BulkProgress:
+    """The job's progress from the shares of its ``partitions`` found so far (``now``: the
+    time, to tell a start on its way from one that did not arrive)."""
     found = latest_shares(shares)
     finished = [s.finished for s in found if s.finished is not None]
-    if not found:
+    missing = max(0, partitions - len(found))
+    late = missing > 0 and now is not None and now - spec.created >= START_GRACE
+    if late:
+        state = "incomplete"
+    elif not found:
         state = "starting"
-    elif len(finished) == len(found) and len(found) >= partitions:
+    elif len(finished) == len(found) and not missing:
         state = "done"
     else:
         state = "running"
@@ -139,6 +152,7 @@ def progress(spec: BulkSpec, shares: Iterable[BulkShare], partitions: int) -> Bu
         errors=errors,
         partitions=partitions,
         shares=[_share_progress(s) for s in found],
+        partitions_missing=missing,
     )
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidInput
+from ..errors import InvalidFilter
 from .instance import Instance
+from .status import TaskStatusEnum
 
 # The orders a listing can come in: a field, newest (or last updated) first with "-".
 SORTS = ("-created", "created", "-updated", "updated")
@@ -34,6 +35,7 @@ FILTER_NAMES = (
     "updated_after",
 )
 PARAM_PREFIX = "param."
+_STATUSES = tuple(s.value for s in TaskStatusEnum)
 
 
 class InstanceQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -127,7 +129,7 @@ def search_rows(instance: Instance | None, names: tuple[str, ...] | None = None)
 def parse_time(name: str, text: str | float | int) -> float:
     """Epoch seconds, or an ISO-8601 time (a time without a zone is UTC)."""
     if isinstance(text, bool):
-        raise InvalidInput(f"{name} must be epoch seconds or an ISO-8601 time, not {text!r}")
+        raise InvalidFilter(f"{name} must be epoch seconds or an ISO-8601 time, not {text!r}", name)
     if isinstance(text, int | float):
         seconds = float(text)
     else:
@@ -137,21 +139,21 @@ def parse_time(name: str, text: str | float | int) -> float:
             try:
                 moment = datetime.fromisoformat(text)
             except ValueError:
-                raise InvalidInput(
-                    f"{name} must be epoch seconds or an ISO-8601 time, not {text!r}"
+                raise InvalidFilter(
+                    f"{name} must be epoch seconds or an ISO-8601 time, not {text!r}", name
                 ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             seconds = moment.timestamp()
     if not math.isfinite(seconds):
-        raise InvalidInput(f"{name} must be a finite time, not {text!r}")
+        raise InvalidFilter(f"{name} must be a finite time, not {text!r}", name)
     return seconds
 
 
 def query_from_pairs(pairs: Iterable[tuple[str, Any]], *, allow: Iterable[str] = ()) -> InstanceQuery:
     """A query from (name, value) pairs: a URL's query string, a CLI's ``--filter`` options
     or a JSON filter's items. Names outside the filters (and ``allow``, e.g. paging) raise
-    ``InvalidInput`` naming them; a repeated filter other than ``param.NAME`` too."""
+    ``InvalidFilter`` naming them; a repeated filter other than ``param.NAME`` too."""
     allowed = set(allow)
     fields: dict[str, Any] = {}
     params: dict[str, str] = {}
@@ -162,34 +164,37 @@ def query_from_pairs(pairs: Iterable[tuple[str, Any]], *, allow: Iterable[str] =
         if name.startswith(PARAM_PREFIX):
             key = name[len(PARAM_PREFIX) :]
             if not key:
-                raise InvalidInput("a parameter filter needs a name: param.NAME=VALUE")
+                raise InvalidFilter("a parameter filter needs a name: param.NAME=VALUE", name)
             if isinstance(raw, dict | list) or raw is None:
-                raise InvalidInput(f"{name} must be a string, number or boolean")
+                raise InvalidFilter(f"{name} must be a string, number or boolean", name)
             if key in params:
-                raise InvalidInput(f"{name} is given twice")
+                raise InvalidFilter(f"{name} is given twice", name)
             params[key] = param_text(raw)
             continue
         if name == "sort":
             if raw not in SORTS:
-                raise InvalidInput(f"sort must be one of {', '.join(SORTS)}, not {raw!r}")
+                raise InvalidFilter(f"sort must be one of {', '.join(SORTS)}, not {raw!r}", "sort")
             fields["sort"] = raw
             continue
         if name not in FILTER_NAMES:
             unknown.append(name)
             continue
         if name in fields:
-            raise InvalidInput(f"{name} is given twice")
+            raise InvalidFilter(f"{name} is given twice", name)
         if name.endswith(("_after", "_before")):
             fields[name] = parse_time(name, raw)
         elif not isinstance(raw, str) or not raw:
-            raise InvalidInput(f"{name} must be a non-empty string")
+            raise InvalidFilter(f"{name} must be a non-empty string", name)
         else:
             fields[name] = raw
     if unknown:
         known = ", ".join((*FILTER_NAMES, "param.NAME", "sort", *sorted(allowed)))
-        raise InvalidInput(f"unknown filter {', '.join(sorted(unknown))}; known: {known}")
+        named = ", ".join(sorted(unknown))
+        raise InvalidFilter(f"unknown filter {named}; known: {known}", named)
     if "status" in fields:
         fields["status"] = fields["status"].upper()
+        if fields["status"] not in _STATUSES:
+            raise InvalidFilter(f"unknown status {fields['status']!r}; one of {', '.join(_STATUSES)}", "status")
     return InstanceQuery(params=tuple(sorted(params.items())), **fields)
 
 
@@ -198,7 +203,7 @@ def query_from_filter(filter: Mapping[str, Any] | None) -> InstanceQuery:
     if filter is None:
         return InstanceQuery()
     if not isinstance(filter, Mapping):
-        raise InvalidInput("filter must be a JSON object")
+        raise InvalidFilter("filter must be a JSON object")
     return query_from_pairs(filter.items())
 
 

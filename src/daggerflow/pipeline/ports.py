@@ -151,6 +151,16 @@ class Runtime(Protocol):
         """The shares of ``job`` wherever held, and how many partitions there are."""
         ...
 
+    def bulk_jobs_local(self, *, active: bool, limit: int) -> list[BulkShare]:
+        """The shares this process holds of the jobs not finished (``active``), or of the
+        ``limit`` newest jobs."""
+        ...
+
+    async def bulk_jobs_all(self, *, active: bool, limit: int) -> tuple[list[BulkShare], int]:
+        """Like ``bulk_jobs_local``, wherever held (Kafka: every worker is asked; one that
+        does not answer is skipped), and how many partitions there are."""
+        ...
+
     def count_query_local(self, query: InstanceQuery) -> int: ...
 
     async def count_query_all(self, query: InstanceQuery) -> int: ...

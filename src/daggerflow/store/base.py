@@ -125,6 +125,10 @@ class Store(Protocol):
         """The shares of bulk jobs not finished yet, oldest first."""
         ...
 
+    def bulk_recent(self, limit: int) -> list[BulkShare]:
+        """The shares of the ``limit`` newest bulk jobs, finished or not, newest first."""
+        ...
+
     def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
         """The next ``limit`` (seq, instance id) a share has yet to act on, in order."""
     def get_schedule(self, name: str) -> Schedule | None: ...

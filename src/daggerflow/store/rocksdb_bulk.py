@@ -29,6 +29,10 @@ class RocksBulk:
         active = [s for s in shares if s.finished is None]
         return sorted(active, key=lambda s: (s.spec.created, s.spec.id))
 
+    def bulk_recent(self, limit: int) -> list[BulkShare]:
+        shares = [decode_share(value) for _, value in self._scan(b"u")]
+        return sorted(shares, key=lambda s: (s.spec.created, s.spec.id), reverse=True)[:limit]
+
     def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
         prefix = b"U" + text_field(job)
         out: list[tuple[int, str]] = []

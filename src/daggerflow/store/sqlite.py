@@ -264,6 +264,10 @@ class SQLiteStore(SQLiteSearch):
         rows = self.db.execute("SELECT data FROM bulk_jobs WHERE finished=0 ORDER BY created, id")
         return [decode_share(r[0]) for r in rows]
 
+    def bulk_recent(self, limit: int) -> list[BulkShare]:
+        rows = self.db.execute("SELECT data FROM bulk_jobs ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+        return [decode_share(r[0]) for r in rows]
+
     def bulk_items(self, job: str, limit: int) -> list[tuple[int, str]]:
         rows = self.db.execute("SELECT seq, instance FROM bulk_items WHERE job=? ORDER BY seq LIMIT ?", (job, limit))
         return [(int(r[0]), str(r[1])) for r in rows]

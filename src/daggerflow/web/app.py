@@ -67,6 +67,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/instances/{id:path}", internal.instance),
         _internal(engine, "/internal/v1/count", internal.count),
         _internal(engine, "/internal/v1/query-count", internal.query_count),
+        _internal(engine, "/internal/v1/bulk", internal.bulk_jobs),
         _internal(engine, "/internal/v1/bulk/{job}", internal.bulk_shares),
         _internal(engine, "/internal/v1/schedules", internal.schedules),
         _internal(engine, "/internal/v1/versions", internal.versions),

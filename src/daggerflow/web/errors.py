@@ -5,6 +5,8 @@ An engine error maps to the status that says what the caller can do about it:
 =============================================  ======
 ``InvalidInput`` (``InvalidInstanceId``),      422    the request is well-formed but cannot
 ``NotSerializable``                                   be stored as given
+``InvalidFilter``                              400    an unknown or malformed instance filter
+                                                      (the body's ``filter`` names it)
 ``InvalidSchedule``                            400    a schedule that cannot run as defined
 ``TooLarge``                                   413    over a configured size limit
 ``TemplateDoesNotExist``, ``UnknownInstance``, 404
@@ -28,6 +30,7 @@ from starlette.responses import Response
 from ..errors import (
     DaggerError,
     ForwardError,
+    InvalidFilter,
     InvalidInput,
     InvalidSchedule,
     NotSerializable,
@@ -55,8 +58,11 @@ class ApiError(Exception):
         self.status = status
 
 
-def error_response(message: str, status: int, kind: str | None = None, headers: Any = None) -> Response:
-    body = ErrorBody(error=message, status=status, type=msgspec.UNSET if kind is None else kind)
+def error_response(
+    message: str, status: int, kind: str | None = None, headers: Any = None, filter: str | None = None
+) -> Response:
+    body = ErrorBody(error=message, status=status, type=msgspec.UNSET if kind is None else kind,
+                     filter=msgspec.UNSET if filter is None else filter)  # fmt: skip
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -65,7 +71,7 @@ def status_of(exc: DaggerError) -> int:
         return 503
     if isinstance(exc, (TemplateDoesNotExist, UnknownInstance, UnknownSchedule)):
         return 404
-    if isinstance(exc, InvalidSchedule):
+    if isinstance(exc, (InvalidSchedule, InvalidFilter)):
         return 400
     if isinstance(exc, TooLarge):
         return 413
@@ -87,7 +93,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _dagger_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DaggerError)
-    return error_response(str(exc), status_of(exc), type(exc).__name__)
+    named = exc.filter if isinstance(exc, InvalidFilter) else None
+    return error_response(str(exc), status_of(exc), type(exc).__name__, filter=named)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

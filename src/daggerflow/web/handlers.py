@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import InvalidInput
+from ..errors import InvalidFilter, InvalidInput
 from ..model.instance import Instance
 from ..model.snapshot import snapshot, summary
 from ..model.versions import TemplateVersion
@@ -28,6 +28,7 @@ from .schemas import (
     Appended,
     BulkAnswer,
     BulkJobInfo,
+    BulkListQuery,
     BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
@@ -170,7 +171,9 @@ async def bulk_instances(engine: EngineAPI, request: Request) -> Response:
     try:
         result = await engine.bulk(body.action, body.filter, dry_run=body.dry_run, batch_size=body.batch_size,
                                    actor=q.actor)  # fmt: skip
-    except InvalidInput as exc:  # an unknown or malformed filter: the request, not the state
+    except InvalidFilter:
+        raise  # a 400 naming the filter (``web.errors``)
+    except InvalidInput as exc:  # the action or batch size: the request, not the state
         raise ApiError(str(exc)) from None
     answer = BulkAnswer(matched=result.matched, job=result.job)
     return JSONResponse(answer)
@@ -180,6 +183,12 @@ async def bulk_job(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     found = await engine.bulk_job(request.path_params["job"])
     return JSONResponse(as_struct(msgspec.to_builtins(found), BulkJobInfo))
+
+
+async def bulk_jobs(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, BulkListQuery)
+    found = await engine.bulk_jobs(q.limit)
+    return JSONResponse([as_struct(msgspec.to_builtins(p), BulkJobInfo) for p in found])
 
 
 async def templates(engine: EngineAPI, request: Request) -> Response:

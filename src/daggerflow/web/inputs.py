@@ -3,12 +3,13 @@ decoded strictly; the query string checked for unknown and repeated names, then 
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
-from ..errors import InvalidInput, TooLarge
+from ..errors import InvalidFilter, InvalidInput, TooLarge
 from ..model.query import FILTER_NAMES, PARAM_PREFIX, InstanceQuery, query_from_pairs
 from .errors import ApiError
 from .schemas import ListQuery
@@ -68,15 +69,12 @@ def decode_list_query(request: Request, kind: type[L]) -> tuple[L, InstanceQuery
     pairs = request.query_params.multi_items()
     params = [(k, v) for k, v in pairs if k.startswith(PARAM_PREFIX)]
     named = [(k, v) for k, v in pairs if not k.startswith(PARAM_PREFIX)]
-    struct = _decode_pairs(named, kind, extra=(PARAM_FILTER,))
+    struct = _decode_pairs(named, kind, extra=(PARAM_FILTER,), filters=True)
     filters = [(name, getattr(struct, name)) for name in FILTER_NAMES if getattr(struct, name) is not None]
     if struct.sort is not None:
         filters.append(("sort", struct.sort))
-    try:
-        query = query_from_pairs([*filters, *params])
-    except InvalidInput as exc:
-        raise ApiError(str(exc)) from None
-    return struct, query
+    # An InvalidFilter is a 400 naming the filter (``web.errors``).
+    return struct, query_from_pairs([*filters, *params])
 
 
 def decode_query(request: Request, kind: type[T]) -> T:
@@ -85,7 +83,11 @@ def decode_query(request: Request, kind: type[T]) -> T:
     return _decode_pairs(request.query_params.multi_items(), kind)
 
 
-def _decode_pairs(pairs: list[tuple[str, str]], kind: type[T], extra: tuple[str, ...] = ()) -> T:
+def _decode_pairs(
+    pairs: list[tuple[str, str]], kind: type[T], extra: tuple[str, ...] = (), *, filters: bool = False
+) -> T:
+    """``filters``: a listing's query string, where an unknown name is an unknown filter and
+    a repeated or invalid filter an ``InvalidFilter`` (the same 400 as in a JSON filter)."""
     names = accepted_names(kind)
     keys = [k for k, _ in pairs]
     unknown = sorted(set(keys) - set(names))
@@ -93,13 +95,24 @@ def _decode_pairs(pairs: list[tuple[str, str]], kind: type[T], extra: tuple[str,
         shown = [*names, *extra]
         accepted = f"accepted: {', '.join(shown)}" if shown else "this route takes none"
         listed = ", ".join(repr(n) for n in unknown)
+        if filters:
+            raise InvalidFilter(f"unknown filter {listed}; {accepted}", ", ".join(unknown))
         raise ApiError(f"unknown query parameter(s) {listed}; {accepted}")
     repeated = sorted(k for k in set(keys) if keys.count(k) > 1)
     if repeated:
-        raise ApiError(f"query parameter(s) given more than once: {', '.join(repr(n) for n in repeated)}")
+        message = f"query parameter(s) given more than once: {', '.join(repr(n) for n in repeated)}"
+        if filters and set(repeated) & _FILTER_FIELDS:
+            raise InvalidFilter(message, ", ".join(repeated))
+        raise ApiError(message)
     values = {k: v for k, v in pairs if v != ""}
     try:
         return msgspec.convert(values, kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("`$.", "query parameter `").replace(" - at ", " - ")
+        field = re.search(r"`\$\.([A-Za-z_]+)`", str(exc)) or re.match(r"unknown (status)", str(exc))
+        if filters and field is not None and field.group(1) in _FILTER_FIELDS:
+            raise InvalidFilter(f"invalid query string: {message}", field.group(1)) from None
         raise ApiError(f"invalid query string: {message}") from None
+
+
+_FILTER_FIELDS = {*FILTER_NAMES, "sort"}

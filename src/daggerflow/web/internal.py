@@ -18,7 +18,14 @@ from ..model.query import query_from_filter
 from ..model.versions import encode_versions
 from .errors import ApiError
 from .inputs import decode_list_query, decode_query
-from .schemas import CountQuery, HistoryQuery, InternalFilterQuery, InternalListQuery, NoQuery
+from .schemas import (
+    CountQuery,
+    HistoryQuery,
+    InternalBulkQuery,
+    InternalFilterQuery,
+    InternalListQuery,
+    NoQuery,
+)
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -84,6 +91,11 @@ async def query_count(engine: EngineAPI, request: Request) -> Response:
 async def bulk_shares(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     return _internal(msgspec.msgpack.encode(engine.bulk_local_shares(request.path_params["job"])))
+
+
+async def bulk_jobs(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalBulkQuery)
+    return _internal(msgspec.msgpack.encode(engine.bulk_jobs_local_shares(active=q.active, limit=q.limit)))
 
 
 async def versions(engine: EngineAPI, request: Request) -> Response:

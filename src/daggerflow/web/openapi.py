@@ -16,7 +16,8 @@ REF = "#/components/schemas/{name}"
 
 ERROR_TEXT = {
     304: "Not modified: the ETag given in If-None-Match is current",
-    400: "A malformed request: bad JSON, a wrong type, an unknown field or query parameter",
+    400: ("A malformed request: bad JSON, a wrong type, an unknown field or query parameter, an "
+          "unknown or malformed instance filter (InvalidFilter: the body's filter names it)"),
     401: "No valid API token (only when the worker has API tokens)",
     403: "The token's scope does not allow this route (it needs the admin scope)",
     404: "No such instance, template, docs asset, or route",

@@ -21,6 +21,7 @@ from .schemas import (
     Appended,
     BulkAnswer,
     BulkJobInfo,
+    BulkListQuery,
     BulkRequest,
     CreateInstanceRequest,
     DeletedInstance,
@@ -103,7 +104,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Operation(
                 "GET", handlers.dagger_instances, "listDaggerInstances",
                 "Workflow snapshots, filtered and paged (Dagger's route)", list[InstanceSnapshot],
-                query=ListQuery, errors=(503,), description=_FORWARDS,
+                query=ListQuery, errors=(503,),
+                description=_FORWARDS + " 400 for an unknown or malformed filter (InvalidFilter, naming it).",
             ),
         ),
     ),
@@ -139,6 +141,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "is acted on once. 400 for an unknown or malformed filter, 409 while a job with the "
                     "same action and filter runs."
                 ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/bulk",
+        (
+            Operation(
+                "GET", handlers.bulk_jobs, "listBulkJobs",
+                "The newest bulk jobs, newest first, each with its state and counts", list[BulkJobInfo],
+                query=BulkListQuery, description="On the Kafka runtime every worker is asked.",
             ),
         ),
     ),
@@ -264,7 +276,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "Node states are carried over by name, or by node_map (old name -> new name); new "
                     "nodes start NOT_STARTED. An instance is refused, with the reason, while a task of it "
                     "runs user code, when a waiting listener or the node the workflow is at has no "
-                    "counterpart in the target version. The target is the version the worker registers."
+                    "counterpart in the target version. The target is the version the worker registers. "
+                    "400 for an unknown or malformed filter (as in the listing and bulk actions); every "
+                    "match is looked at, a page at a time."
                 ),
             ),
         ),

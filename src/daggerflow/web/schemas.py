@@ -85,6 +85,11 @@ class CountQuery(ListQuery, forbid_unknown_fields=True, kw_only=True):
     """The filters of a listing (paging is accepted and ignored)."""
 
 
+class InternalBulkQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    active: bool = False
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+
+
 class InternalFilterQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     filter: str  # a JSON filter object (``model.query.query_from_filter``)
 
@@ -197,11 +202,13 @@ class PostMessageRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ErrorBody(Struct, kw_only=True):
     """Every error answer: a message, the HTTP status, and the engine error's class name
-    when an engine error caused it."""
+    when an engine error caused it; ``filter`` names the instance filter an
+    ``InvalidFilter`` (400) is about."""
 
     error: str
     status: int
     type: str | UnsetType = UNSET
+    filter: str | UnsetType = UNSET
 
 
 class Ready(Struct):
@@ -408,7 +415,11 @@ class BulkJobInfo(Struct, kw_only=True):
     action: str
     filter: dict[str, Any]
     actor: str | None
-    state: Annotated[str, Meta(extra_json_schema={"enum": ["starting", "running", "done"]})]
+    state: Annotated[str, Meta(
+        description="incomplete: some partitions have no share a minute after the start (partitions_missing); "
+                    "the same bulk call sends the start again",
+        extra_json_schema={"enum": ["starting", "running", "done", "incomplete"]},
+    )]  # fmt: skip
     created: float
     finished: float | None
     matched: int
@@ -418,6 +429,11 @@ class BulkJobInfo(Struct, kw_only=True):
     errors: Annotated[list[str], Meta(description="why some instances were not acted on (a sample)")]
     partitions: int
     shares: list[BulkShareInfo]
+    partitions_missing: Annotated[int, Meta(description="partitions with no share of the job (yet)")] = 0
+
+
+class BulkListQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=1000, description="how many of the newest jobs")] = 50
 
 
 class Appended(Struct, kw_only=True):
