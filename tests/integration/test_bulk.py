@@ -272,13 +272,16 @@ async def test_a_bulk_job_refuses_a_second_one_like_it_while_it_runs(
         assert (await until_done(engine, first.job)).done == 50
 
 
-async def test_bulk_jobs_are_listed_newest_first_by_python_rest_and_cli(web: Dagger, client: httpx.AsyncClient) -> None:
+async def test_bulk_jobs_are_listed_newest_first_by_python_rest_and_cli(
+    web: Dagger, client: httpx.AsyncClient, clock: ManualClock
+) -> None:
     add_broken(web)
     await failed_instances(web, 4)
     BROKEN["on"] = False
     first = await web.bulk("retry", {"status": "FAILURE", "param.kind": "x"}, actor="ops")
     assert first.job is not None
     await until_done(web, first.job)
+    clock.advance(1)  # the engine's clock orders the jobs: one started at the same instant would tie
     second = await web.bulk("retry", {"status": "FAILURE", "param.kind": "y"})
     assert second.job is not None
     await until_done(web, second.job)
