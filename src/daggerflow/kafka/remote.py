@@ -46,6 +46,10 @@ _page_decoder = msgspec.msgpack.Decoder(Page)
 T = TypeVar("T")
 
 
+def _count(data: bytes) -> int:
+    return msgspec.json.decode(data, type=dict[str, int])["count"]
+
+
 class Forwarder:
     """One pooled HTTP client for all forwarded reads of a process.
 
@@ -61,28 +65,14 @@ class Forwarder:
 
     async def get_instance(self, url: str, instance_id: str) -> Instance | None:
         """The instance as its owner at ``url`` has it committed; None if it does not exist."""
-        response = await self._get(url, f"/internal/v1/instances/{quote(instance_id, safe='')}", {})
-        if response.status_code == 404 and response.headers.get(INTERNAL_HEADER):
-            return None
-        self._check(url, response)
-        try:
-            return decode_instance(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(
-                url, f"undecodable instance {instance_id!r}: {exc}", response.status_code
-            ) from exc
+        path = f"/internal/v1/instances/{quote(instance_id, safe='')}"
+        return await self._read_record(url, path, {}, decode_instance, f"instance {instance_id!r}")
 
     async def get_history(self, url: str, instance_id: str, *, after: int, size: int) -> Page | None:
         """A page of the history of an instance its owner at ``url`` holds; None if none."""
         path = f"/internal/v1/history/{quote(instance_id, safe='')}"
-        response = await self._get(url, path, {"after": str(after), "limit": str(size)})
-        if response.status_code == 404 and response.headers.get(INTERNAL_HEADER):
-            return None
-        self._check(url, response)
-        try:
-            return _page_decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(url, f"undecodable history of {instance_id!r}: {exc}", response.status_code) from exc
+        params = {"after": str(after), "limit": str(size)}
+        return await self._read_record(url, path, params, _page_decoder.decode, f"history of {instance_id!r}")
 
     async def list_instances(
         self,
@@ -97,21 +87,11 @@ class Forwarder:
         """The instances of ``url``'s partitions that meet the query, in its order."""
         q = listing_query(query, status=status, template=template)
         params = _filters(q) | {"limit": str(limit), "offset": str(offset)}
-        response = await self._get(url, "/internal/v1/instances", params)
-        self._check(url, response)
-        try:
-            return _list_decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(url, f"undecodable instance list: {exc}", response.status_code) from exc
+        return await self._read(url, "/internal/v1/instances", params, _list_decoder.decode, "instance list")
 
     async def list_schedules(self, url: str) -> list[Schedule]:
         """The schedules of ``url``'s partitions."""
-        response = await self._get(url, "/internal/v1/schedules", {})
-        self._check(url, response)
-        try:
-            return _schedules_decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(url, f"undecodable schedule list: {exc}", response.status_code) from exc
+        return await self._read(url, "/internal/v1/schedules", {}, _schedules_decoder.decode, "schedule list")
 
     async def count_instances(
         self,
@@ -122,40 +102,43 @@ class Forwarder:
         template: str | None = None,
     ) -> int:
         q = listing_query(query, status=status, template=template)
-        response = await self._get(url, "/internal/v1/count", _filters(q))
-        self._check(url, response)
-        try:
-            count = msgspec.json.decode(response.content, type=dict[str, int])["count"]
-        except (msgspec.DecodeError, KeyError) as exc:
-            raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
-        return count
+        return await self._read(url, "/internal/v1/count", _filters(q), _count, "count")
 
     async def count_query(self, url: str, query: InstanceQuery) -> int:
         """How many instances of ``url``'s partitions meet ``query``."""
         params = {"filter": msgspec.json.encode(query.to_filter()).decode()}
-        response = await self._get(url, "/internal/v1/query-count", params)
-        self._check(url, response)
-        try:
-            return msgspec.json.decode(response.content, type=dict[str, int])["count"]
-        except (msgspec.DecodeError, KeyError) as exc:
-            raise ForwardError(url, f"undecodable count: {exc}", response.status_code) from exc
+        return await self._read(url, "/internal/v1/query-count", params, _count, "count")
 
     async def bulk_shares(self, url: str, job: str) -> list[BulkShare]:
         """The shares of bulk job ``job`` that ``url``'s partitions hold."""
-        response = await self._get(url, f"/internal/v1/bulk/{quote(job, safe='')}", {})
-        self._check(url, response)
-        try:
-            return _shares_decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
+        path = f"/internal/v1/bulk/{quote(job, safe='')}"
+        return await self._read(url, path, {}, _shares_decoder.decode, "bulk shares")
+
     async def bulk_jobs(self, url: str, *, active: bool, limit: int) -> list[BulkShare]:
         """The shares ``url``'s partitions hold of the active jobs, or of the newest ones."""
-        response = await self._get(url, "/internal/v1/bulk", {"active": "1" if active else "0", "limit": str(limit)})
+        params = {"active": "1" if active else "0", "limit": str(limit)}
+        return await self._read(url, "/internal/v1/bulk", params, _shares_decoder.decode, "bulk shares")
+
+    async def _read(self, url: str, path: str, params: dict[str, str], decode: Callable[[bytes], T], what: str) -> T:
+        """GET an internal route of the worker at ``url`` and decode its answer: a refused or
+        undecodable answer is a ``ForwardError`` naming ``what``."""
+        return self._decoded(url, await self._get(url, path, params), decode, what)
+
+    async def _read_record(
+        self, url: str, path: str, params: dict[str, str], decode: Callable[[bytes], T], what: str
+    ) -> T | None:
+        """``_read`` of one record: None when the owner answers that it has none (its 404)."""
+        response = await self._get(url, path, params)
+        if response.status_code == 404 and response.headers.get(INTERNAL_HEADER):
+            return None
+        return self._decoded(url, response, decode, what)
+
+    def _decoded(self, url: str, response: httpx.Response, decode: Callable[[bytes], T], what: str) -> T:
         self._check(url, response)
         try:
-            return _shares_decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ForwardError(url, f"undecodable bulk shares: {exc}", response.status_code) from exc
+            return decode(response.content)
+        except (msgspec.DecodeError, KeyError) as exc:
+            raise ForwardError(url, f"undecodable {what}: {exc}", response.status_code) from exc
 
     async def versions(self, url: str) -> bytes:
         """The template versions ``url`` sees (JSON, ``model.versions.encode_versions``)."""
