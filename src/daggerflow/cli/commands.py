@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,6 +20,7 @@ from .client import (
     url_option,
 )
 from .group import cli, console
+from .params import runtime_parameters
 
 if TYPE_CHECKING:
 
@@ -173,20 +173,7 @@ def create(
     """
     from urllib.parse import quote
 
-    runtime: dict[str, Any] = {}
-    if params_json:
-        try:
-            decoded = json.loads(params_json)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from exc
-        if not isinstance(decoded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--params")
-        runtime.update(decoded)
-    for item in params:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
-        runtime[name] = text
+    runtime = runtime_parameters(params_json, params, json_values=False)
     body: dict[str, Any] = {"runtime_parameters": runtime, "submit": not no_submit}
     if instance_id is not None:
         body["id"] = instance_id

@@ -3,7 +3,6 @@ calls one REST action of a running worker (as actor ``cli``) and prints the snap
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -12,18 +11,9 @@ import click
 from .bulk import batch_option, dry_run_option, filter_option, no_wait_option, run_bulk
 from .client import ClientCommand, call_worker, expect, json_option, print_json, styled_status, url_option
 from .group import cli, console
+from .params import json_object
 
 _ACTOR = {"actor": "cli"}
-
-
-def _object(text: str, hint: str) -> dict[str, Any]:
-    try:
-        decoded = json.loads(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=hint) from exc
-    if not isinstance(decoded, dict):
-        raise click.BadParameter("must be a JSON object", param_hint=hint)
-    return decoded
 
 
 def _act(method: str, url: str, path: str, done: str, as_json: bool, **kwargs: Any) -> None:
@@ -62,7 +52,7 @@ def retry(instance_id: str | None, params_json: str | None, filters: tuple[str, 
         raise click.UsageError("give an INSTANCE_ID, or --filter NAME=VALUE for a bulk retry")
     if dry_run or no_wait or batch_size is not None:
         raise click.UsageError("--dry-run, --no-wait and --batch-size go with --filter")
-    body = {} if params_json is None else {"runtime_parameters": _object(params_json, "--params")}
+    body = {} if params_json is None else {"runtime_parameters": json_object(params_json, "--params")}
     _act("POST", url, _instance(instance_id) + "/retry", "retried", as_json, json=body)
 
 
@@ -104,5 +94,5 @@ def submit(instance_id: str, url: str, as_json: bool) -> None:
 @json_option
 def patch(instance_id: str, params_json: str, url: str, as_json: bool) -> None:
     """Merge --params into the runtime parameters of a workflow that has not ended."""
-    changes = _object(params_json, "--params")
+    changes = json_object(params_json, "--params")
     _act("PATCH", url, _instance(instance_id) + "/parameters", "patched", as_json, json=changes)

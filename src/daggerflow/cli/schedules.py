@@ -3,7 +3,6 @@ a running worker, through its REST API (``/api/v1/schedules``, as actor ``cli``)
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from .client import ClientCommand, call_worker, expect, json_option, print_json, url_option
 from .group import cli, console
+from .params import runtime_parameters
 
 _ACTOR = {"actor": "cli"}
 
@@ -82,24 +82,7 @@ def list_(url: str, as_json: bool) -> None:
 
 
 def _params(values: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if params_json is not None:
-        try:
-            decoded = json.loads(params_json)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from exc
-        if not isinstance(decoded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--params")
-        params.update(decoded)
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value  # not JSON: the text itself
-    return params
+    return runtime_parameters(params_json, values, json_values=True)
 
 
 @schedules.command(cls=ClientCommand)
