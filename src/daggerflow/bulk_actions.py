@@ -19,7 +19,7 @@ import msgspec
 
 from .errors import InvalidInput, TaskInvalidState, UnknownJob
 from .model.bulk import ACTIONS, DEFAULT_BATCH, MAX_BATCH, BulkProgress, BulkShare, BulkSpec, progress
-from .model.query import InstanceQuery, query_from_filter
+from .model.query import query_from_filter
 from .pipeline.clock import Clock
 from .pipeline.ports import Runtime
 
@@ -66,7 +66,7 @@ class BulkActions:
         query = query_from_filter(filter)
         runtime = self._runtime()
         if dry_run:
-            return BulkResult(matched=await runtime.count_query_all(query))
+            return BulkResult(matched=await runtime.count_all(query))
         canonical = query.to_filter()
         unfinished = await self._unfinished_like(runtime, action, canonical)
         if unfinished is not None:
@@ -77,7 +77,7 @@ class BulkActions:
             # its share keeps it), and answer with that job.
             await runtime.bulk_start(same_spec)
             return BulkResult(matched=same.matched, job=same.job)
-        matched = await runtime.count_query_all(query)
+        matched = await runtime.count_all(query)
         spec = BulkSpec(id=uuid.uuid4().hex[:16], action=action, filter=canonical,  # type: ignore[arg-type]
                         created=self.clock.now(), actor=actor, batch=batch)  # fmt: skip
         if self._bulk_started is None:
@@ -127,9 +127,6 @@ class BulkActions:
 
     def bulk_jobs_local_shares(self, *, active: bool, limit: int) -> list[BulkShare]:
         return self._runtime().bulk_jobs_local(active=active, limit=limit)
-
-    def count_query_local(self, query: InstanceQuery) -> int:
-        return self._runtime().count_query_local(query)
 
     async def bulk_job(self, job_id: str) -> BulkProgress:
         """The progress of bulk job ``job_id``, over every partition (``UnknownJob`` if no

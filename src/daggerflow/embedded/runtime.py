@@ -201,12 +201,6 @@ class EmbeddedRuntime:
     ) -> int:
         return self.count_local(query, status=status, template=template)
 
-    def count_query_local(self, query: InstanceQuery) -> int:
-        return self.store.count_query(query)
-
-    async def count_query_all(self, query: InstanceQuery) -> int:
-        return self.count_query_local(query)
-
     # Bulk jobs ------------------------------------------------------------------------------
 
     async def bulk_start(self, spec: BulkSpec) -> int | None:

@@ -104,11 +104,6 @@ class Forwarder:
         q = listing_query(query, status=status, template=template)
         return await self._read(url, "/internal/v1/count", _filters(q), _count, "count")
 
-    async def count_query(self, url: str, query: InstanceQuery) -> int:
-        """How many instances of ``url``'s partitions meet ``query``."""
-        params = {"filter": msgspec.json.encode(query.to_filter()).decode()}
-        return await self._read(url, "/internal/v1/query-count", params, _count, "count")
-
     async def bulk_shares(self, url: str, job: str) -> list[BulkShare]:
         """The shares of bulk job ``job`` that ``url``'s partitions hold."""
         path = f"/internal/v1/bulk/{quote(job, safe='')}"
@@ -207,19 +202,9 @@ async def list_everywhere(
     that answered is more useful than none while one of them restarts.
     """
     q = listing_query(query, status=status, template=template)
-    unique = list(dict.fromkeys(urls))
-    answers = await asyncio.gather(
-        *(fwd.list_instances(url, q, limit=offset + limit) for url in unique),
-        return_exceptions=True,
-    )
     # During a rebalance two workers can briefly both answer for a partition: merge_listings
     # keeps one copy, the most advanced.
-    pages: list[list[Instance]] = []
-    for url, answer in zip(unique, answers, strict=True):
-        if isinstance(answer, BaseException):
-            _skip(url, answer)
-        else:
-            pages.append(answer)
+    pages = await each_answer(urls, lambda url: fwd.list_instances(url, q, limit=offset + limit))
     key, reverse = sort_key(q)
     return merge_listings(pages, offset=offset, limit=limit, key=key, reverse=reverse)
 
@@ -234,24 +219,24 @@ async def count_everywhere(
 ) -> int:
     """The number of instances on all ``urls``; workers that fail are skipped with a warning."""
     q = listing_query(query, status=status, template=template)
+    return sum(await each_answer(urls, lambda url: fwd.count_instances(url, q)))
+
+
+async def each_answer(urls: Sequence[str], ask: Callable[[str], Awaitable[T]]) -> list[T]:
+    """``ask`` every worker of ``urls`` (each once) at the same time; the answers of those
+    that answered. A worker that fails is skipped with a warning: an answer of the workers
+    that answered is more useful than none while one of them restarts."""
     unique = list(dict.fromkeys(urls))
-    answers = await asyncio.gather(
-        *(fwd.count_instances(url, q) for url in unique),
-        return_exceptions=True,
-    )
-    total = 0
+    answers = await asyncio.gather(*(ask(url) for url in unique), return_exceptions=True)
+    out: list[T] = []
     for url, answer in zip(unique, answers, strict=True):
         if isinstance(answer, BaseException):
-            _skip(url, answer)
+            if not isinstance(answer, ForwardError):
+                raise answer  # a bug, not an unreachable worker
+            log.warning("skipping %s in a listing across workers: %s", url, answer)
         else:
-            total += answer
-    return total
-
-
-def _skip(url: str, error: BaseException) -> None:
-    if not isinstance(error, ForwardError):
-        raise error  # a bug, not an unreachable worker
-    log.warning("skipping %s in a listing across workers: %s", url, error)
+            out.append(answer)
+    return out
 
 
 @dataclass(eq=False)
@@ -357,15 +342,8 @@ class RemoteReads:
 
     async def schedules_of_others(self) -> list[Schedule]:
         """The schedules of every other worker (one that fails is skipped with a warning)."""
-        urls = list(dict.fromkeys(self.other_urls()))
-        answers = await asyncio.gather(*(self.forwarder.list_schedules(u) for u in urls), return_exceptions=True)
-        out: list[Schedule] = []
-        for url, answer in zip(urls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _skip(url, answer)
-            else:
-                out.extend(answer)
-        return out
+        answers = await each_answer(self.other_urls(), self.forwarder.list_schedules)
+        return [s for found in answers for s in found]
 
     async def schedule(self, key: str, name: str, *, timeout: float = 10.0) -> Schedule | None:
         """The schedule from the worker that owns its partition (its key's), asked again while
@@ -394,53 +372,20 @@ class RemoteReads:
 
     async def versions_others(self) -> list[bytes]:
         """Every other worker's version listing; workers that fail are skipped with a warning."""
-        urls = list(dict.fromkeys(self.other_urls()))
-        answers = await asyncio.gather(*(self.forwarder.versions(u) for u in urls), return_exceptions=True)
-        out: list[bytes] = []
-        for url, answer in zip(urls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _skip(url, answer)
-            else:
-                out.append(answer)
-        return out
+        return await each_answer(self.other_urls(), self.forwarder.versions)
 
     async def count_others(self, query: InstanceQuery) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), query)
 
-    async def count_query_others(self, query: InstanceQuery) -> int:
-        """How many instances of the other workers meet ``query`` (one that fails is skipped)."""
-        urls = self.other_urls()
-        answers = await asyncio.gather(*(self.forwarder.count_query(u, query) for u in urls), return_exceptions=True)
-        total = 0
-        for url, answer in zip(urls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _skip(url, answer)
-            else:
-                total += answer
-        return total
+
 
     async def bulk_jobs_others(self, *, active: bool, limit: int) -> list[BulkShare]:
         """The other workers' shares of the active jobs, or of the newest (one that fails is
         skipped)."""
-        urls = self.other_urls()
-        answers = await asyncio.gather(*(self.forwarder.bulk_jobs(u, active=active, limit=limit) for u in urls),
-                                       return_exceptions=True)  # fmt: skip
-        found: list[BulkShare] = []
-        for url, answer in zip(urls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _skip(url, answer)
-            else:
-                found.extend(answer)
-        return found
+        answers = await each_answer(self.other_urls(), lambda u: self.forwarder.bulk_jobs(u, active=active, limit=limit))
+        return [share for found in answers for share in found]
 
     async def bulk_others(self, job: str) -> list[BulkShare]:
         """The shares of ``job`` the other workers hold (one that fails is skipped)."""
-        urls = self.other_urls()
-        answers = await asyncio.gather(*(self.forwarder.bulk_shares(u, job) for u in urls), return_exceptions=True)
-        found: list[BulkShare] = []
-        for url, answer in zip(urls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _skip(url, answer)
-            else:
-                found.extend(answer)
-        return found
+        answers = await each_answer(self.other_urls(), lambda u: self.forwarder.bulk_shares(u, job))
+        return [share for found in answers for share in found]

@@ -341,12 +341,6 @@ class KafkaRuntime:
         q = listing_query(query, status=status, template=template)
         return self.count_local(q) + await self.remote.count_others(q)
 
-    def count_query_local(self, query: InstanceQuery) -> int:
-        return sum(s.count_query(query) for s in self.stores())
-
-    async def count_query_all(self, query: InstanceQuery) -> int:
-        return self.count_query_local(query) + await self.remote.count_query_others(query)
-
     # Bulk jobs ------------------------------------------------------------------------------
 
     async def bulk_start(self, spec: BulkSpec) -> int | None:

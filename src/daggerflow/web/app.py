@@ -66,7 +66,6 @@ def create_app(engine: EngineAPI) -> Starlette:
         # :path, so that an id with a "/" (sent as %2F, decoded by the server) still matches.
         _internal(engine, "/internal/v1/instances/{id:path}", internal.instance),
         _internal(engine, "/internal/v1/count", internal.count),
-        _internal(engine, "/internal/v1/query-count", internal.query_count),
         _internal(engine, "/internal/v1/bulk", internal.bulk_jobs),
         _internal(engine, "/internal/v1/bulk/{job}", internal.bulk_shares),
         _internal(engine, "/internal/v1/schedules", internal.schedules),

@@ -12,17 +12,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import InvalidInput, NotOwner
+from ..errors import NotOwner
 from ..model.instance import encode_instance
-from ..model.query import query_from_filter
 from ..model.versions import encode_versions
-from .errors import ApiError
 from .inputs import decode_list_query, decode_query
 from .schemas import (
     CountQuery,
     HistoryQuery,
     InternalBulkQuery,
-    InternalFilterQuery,
     InternalListQuery,
     NoQuery,
 )
@@ -75,16 +72,6 @@ async def schedules(engine: EngineAPI, request: Request) -> Response:
 async def count(engine: EngineAPI, request: Request) -> Response:
     _, query = decode_list_query(request, CountQuery)
     total = engine.count_instances(query)
-    return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
-
-
-async def query_count(engine: EngineAPI, request: Request) -> Response:
-    q = decode_query(request, InternalFilterQuery)
-    try:
-        query = query_from_filter(msgspec.json.decode(q.filter))
-    except (msgspec.DecodeError, InvalidInput) as exc:
-        raise ApiError(f"filter: {exc}") from None
-    total = engine.count_query_local(query)
     return _internal(msgspec.json.encode({"count": total}), media_type="application/json")
 
 

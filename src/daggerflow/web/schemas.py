@@ -90,10 +90,6 @@ class InternalBulkQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
 
 
-class InternalFilterQuery(Struct, forbid_unknown_fields=True, kw_only=True):
-    filter: str  # a JSON filter object (``model.query.query_from_filter``)
-
-
 class MessagesQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET, description="first offset to read")] = field(
         name="from", default=0
