@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from daggerflow import Dagger
+from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, RetryPolicy
 from daggerflow.demo.pizza import register_pizza_workflow
 from daggerflow.templates import ITemplateDAG
 
@@ -29,6 +29,27 @@ async def nothing(payload: dict[str, Any]) -> None:
 
 def pizza(engine: Dagger, orders: str, ready: str) -> ITemplateDAG:
     return register_pizza_workflow(engine, deliver=nothing, order_topic=orders, ready_topic=ready)
+
+
+def flaky(engine: Dagger) -> ITemplateDAG:
+    """Register ``Flaky``: one executor task ``Flaky.P.flaky_executor_task`` whose first
+    attempt fails ("not yet") and whose retry, 0.01 s later, succeeds."""
+    calls: list[int] = []
+
+    class Flaky(ExecutorTask[str, str]):
+        retry_policy = RetryPolicy(max_attempts=3, initial_interval=0.01)
+
+        async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
+            calls.append(1)
+            if len(calls) < 2:
+                raise RuntimeError("not yet")
+
+    helper = DAGBuilderHelper(engine)
+    task = helper.generic_executor_task_builder(task_type=Flaky, name="flaky")
+    process = helper.generic_process_builder(process_name="P", root_task=helper.build_and_link_tasks([task]))
+    template = helper.generic_template(template_name="Flaky", root_process=helper.build_and_link_processes([process]))
+    engine.add_template("Flaky", template)
+    return template
 
 
 def params(order_id: str) -> dict[str, Any]:

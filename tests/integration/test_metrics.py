@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daggerflow import Dagger
 
-from ..telemetry_support import params, pizza, ready
+from ..telemetry_support import flaky, params, pizza, ready
 
 EngineFactory = Callable[..., Dagger]
 ORDERS, READY = "metric_orders", "metric_ready"
@@ -97,26 +97,10 @@ def _otel_points(reader: InMemoryMetricReader) -> dict[str, float]:
 
 
 async def test_retries_and_timer_lateness_are_counted(make_engine: EngineFactory) -> None:
-    from daggerflow import DAGBuilderHelper, ExecutorTask, RetryPolicy
-
-    calls: list[int] = []
-
-    class Flaky(ExecutorTask[str, str]):
-        retry_policy = RetryPolicy(max_attempts=3, initial_interval=0.01)
-
-        async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
-            calls.append(1)
-            if len(calls) < 2:
-                raise RuntimeError("not yet")
-
     engine = make_engine()
     await engine.start()
     try:
-        helper = DAGBuilderHelper(engine)
-        task = helper.generic_executor_task_builder(task_type=Flaky, name="flaky")
-        process = helper.generic_process_builder(process_name="P", root_task=helper.build_and_link_tasks([task]))
-        template = helper.generic_template(template_name="Flaky", root_process=helper.build_and_link_processes([process]))
-        engine.add_template("Flaky", template)
+        template = flaky(engine)
         await engine.create_instance(template, "r-1", {}, submit_task=True)
         done = await engine.wait_for("r-1", None, 10)
         assert done.status.code == "COMPLETED"

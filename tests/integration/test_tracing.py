@@ -16,7 +16,7 @@ from daggerflow import Dagger
 from daggerflow.errors import ConfigurationError
 from daggerflow.telemetry import ids
 
-from ..telemetry_support import hex_trace, named, params, pizza, ready, tracer
+from ..telemetry_support import flaky, hex_trace, named, params, pizza, ready, tracer
 
 EngineFactory = Callable[..., Dagger]
 ORDERS, READY = "trace_orders", "trace_ready"
@@ -250,27 +250,11 @@ async def test_an_agent_continues_the_trace_of_the_message_it_handles(make_engin
 async def test_each_attempt_of_a_retried_task_is_a_span(make_engine: EngineFactory) -> None:
     from opentelemetry.trace import StatusCode
 
-    from daggerflow import DAGBuilderHelper, ExecutorTask, RetryPolicy
-
-    calls: list[int] = []
-
-    class Flaky(ExecutorTask[str, str]):
-        retry_policy = RetryPolicy(max_attempts=3, initial_interval=0.01)
-
-        async def execute(self, runtime_parameters: dict[str, Any], workflow_instance: Any = None) -> None:
-            calls.append(1)
-            if len(calls) < 2:
-                raise RuntimeError("not yet")
-
     provider, exporter = tracer()
     engine = make_engine(tracer_provider=provider)
     await engine.start()
     try:
-        helper = DAGBuilderHelper(engine)
-        task = helper.generic_executor_task_builder(task_type=Flaky, name="flaky")
-        process = helper.generic_process_builder(process_name="P", root_task=helper.build_and_link_tasks([task]))
-        template = helper.generic_template(template_name="Flaky", root_process=helper.build_and_link_processes([process]))
-        engine.add_template("Flaky", template)
+        template = flaky(engine)
         await engine.create_instance(template, "t-1", {}, submit_task=True)
         await engine.wait_for("t-1", None, 10)
     finally:
