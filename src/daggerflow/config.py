@@ -145,6 +145,11 @@ class EngineConfig:
     # OpenTelemetry providers to use instead of the global ones (tests, several engines).
     tracer_provider: Any = field(default=None, repr=False)
     meter_provider: Any = field(default=None, repr=False)
+    # The web console at /ui of the REST port; whether it offers to send test messages
+    # (None: on for an embedded engine, off on Kafka); seconds between a live page's reads.
+    console: bool = True
+    console_test_messages: bool | None = None
+    console_refresh: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.datadir:
@@ -165,6 +170,12 @@ class EngineConfig:
             check_store_url(self.store)  # naming what is supported (e.g. store="aerospike://")
         if self.consumer_auto_offset_reset not in ("earliest", "latest"):
             raise ConfigurationError("consumer_auto_offset_reset must be 'earliest' or 'latest'")
+        if not isinstance(self.console, bool) or self.console_test_messages not in (None, True, False):
+            raise ConfigurationError("console must be True or False, and console_test_messages None, True or False")
+        if isinstance(self.console_refresh, bool) or not isinstance(self.console_refresh, (int, float)) or not (
+            0.05 <= self.console_refresh <= 3600
+        ):
+            raise ConfigurationError(f"console_refresh must be seconds from 0.05 to 3600, not {self.console_refresh!r}")
         if self.tracing not in (None, True, False) or not isinstance(self.metrics, bool):
             raise ConfigurationError("tracing must be None (auto), True or False, and metrics True or False")
         if self.durability not in ("normal", "full"):

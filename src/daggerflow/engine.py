@@ -112,6 +112,9 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedu
         metrics: bool = True,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        console: bool = True,
+        console_test_messages: bool | None = None,
+        console_refresh: float = 1.0,
         **kwargs: Any,
     ) -> None:
         check_options(kwargs)
@@ -158,6 +161,9 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedu
             metrics=metrics,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            console=console,
+            console_test_messages=console_test_messages,
+            console_refresh=console_refresh,
         )
         self.clock: Clock = clock or SystemClock()
         self.topics: Topics = Topics(self)
@@ -190,6 +196,17 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedu
     @property
     def running(self) -> bool:
         return self.runtime is not None and self.runtime.running
+
+    @property
+    def runtime_name(self) -> str:
+        return "kafka" if self.config.broker is not None else "embedded"
+
+    @property
+    def console_test_messages(self) -> bool:
+        """The option, else on for an embedded engine (a development set-up) and off on Kafka,
+        where a test message would reach production consumers."""
+        option = self.config.console_test_messages
+        return self.config.broker is None if option is None else option
 
     @property
     def dead_letter_topic(self) -> str:
@@ -268,9 +285,11 @@ class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedu
         return tel is not None and (self.config.metrics or tel.tracing is not None)
 
     async def _start_web(self) -> None:
-        from .web.server import WebServer
+        from .web.server import WebServer, worker_app
 
-        web = WebServer(self, self.config.web_host, self.config.web_port or 0, self.config.web_security())
+        security = self.config.web_security()
+        app = worker_app(self, security, console=self.config.console, refresh=self.config.console_refresh)
+        web = WebServer(app, self.config.web_host, self.config.web_port or 0, security)
         await web.start()
         self._web = web
         self.web_url = web.url

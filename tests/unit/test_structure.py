@@ -210,8 +210,9 @@ def test_io_libraries_stay_in_their_corners() -> None:
         "aiokafka": ("daggerflow.kafka",),
         "sqlite3": ("daggerflow.store.sqlite", "daggerflow.store.sqlite_checkpoint"),
         "rocksdict": ("daggerflow.store.rocksdb", "daggerflow.store.rocksdb_topics", "daggerflow.store.factory"),
-        "starlette": ("daggerflow.web",),
-        "uvicorn": ("daggerflow.web",),
+        "starlette": ("daggerflow.web", "daggerflow.console"),
+        "uvicorn": ("daggerflow.web", "daggerflow.console"),
+        "jinja2": ("daggerflow.console",),
     }
     offenders = [
         f"{m}:{line} imports {t}"

@@ -29,6 +29,16 @@ class EngineAPI(Protocol):
     @property
     def running(self) -> bool: ...
 
+    @property
+    def runtime_name(self) -> str:
+        """``embedded`` or ``kafka``."""
+        ...
+
+    @property
+    def console_test_messages(self) -> bool:
+        """Whether the console offers a form that appends test messages to listener topics."""
+        ...
+
     #: Its metrics and tracing, once started (None before).
     telemetry: Telemetry | None
 

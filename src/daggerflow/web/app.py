@@ -14,7 +14,6 @@ describe them all. Every error is JSON (``web.errors``).
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -28,6 +27,7 @@ from .errors import EXCEPTION_HANDLERS
 from .openapi import build_document
 from .routes import ENDPOINTS, Endpoint, Handler
 from .telemetry import RequestTelemetry
+from .version import package_version
 
 if TYPE_CHECKING:
     from .api import EngineAPI
@@ -43,13 +43,6 @@ def _route(engine: EngineAPI, endpoint: Endpoint) -> Route:
 
     # One route per path for all its methods, so that a 405 lists them all in Allow.
     return Route(endpoint.path, dispatch, methods=[op.method for op in endpoint.operations])
-
-
-def _version() -> str:
-    try:
-        return metadata.version("daggerflow")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "0+unknown"
 
 
 def _internal(engine: EngineAPI, path: str, handler: Handler) -> Route:
@@ -76,6 +69,6 @@ def create_app(engine: EngineAPI) -> Starlette:
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``
     # would otherwise answer as the listing where a client asked for an instance).
     app.router.redirect_slashes = False
-    app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, _version()))
+    app.state.openapi = msgspec.json.encode(build_document(ENDPOINTS, package_version()))
     app.add_middleware(RequestTelemetry, engine=engine)
     return app

@@ -39,6 +39,8 @@ OPEN_PREFIX = "/docs/"  # the docs page's static files
 METRICS_PATH = "/metrics"
 #: Methods a read token may use; anything else changes state and needs an admin token.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Where ``TokenAuth`` leaves the scope of the request's token (``request.state``).
+SCOPE_STATE = "token_scope"
 
 _GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
@@ -258,6 +260,8 @@ class TokenAuth:
                 _CHALLENGE + b', error="insufficient_scope"',
             )  # fmt: skip
             return
+        # The token's scope, for the routes that tell a client what it may do (``whoami``).
+        scope.setdefault("state", {})[SCOPE_STATE] = ADMIN if admin else READ
         await self.app(scope, receive, send)
 
     def _is_open(self, path: str) -> bool:

@@ -20,6 +20,7 @@ from ..model.instance import Instance
 from ..model.snapshot import snapshot, summary
 from ..model.versions import TemplateVersion
 from ..topics import encode_value
+from .auth import ADMIN, SCOPE_STATE
 from .errors import ApiError, JSONResponse
 from .inputs import decode_body, decode_list_query, decode_query, read_body
 from .metrics import render
@@ -49,8 +50,10 @@ from .schemas import (
     TemplateInfo,
     TemplateNode,
     TopicMessage,
+    WhoAmI,
     as_struct,
 )
+from .version import package_version
 
 if TYPE_CHECKING:
     from .api import EngineAPI
@@ -259,6 +262,20 @@ async def get_messages(engine: EngineAPI, request: Request) -> Response:
 async def topics(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     return JSONResponse(engine.topic_names())
+
+
+async def whoami(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    scope = getattr(request.state, SCOPE_STATE, None)
+    return JSONResponse(
+        WhoAmI(
+            auth=scope is not None,
+            scope=scope or ADMIN,
+            runtime=engine.runtime_name,
+            version=package_version(),
+            test_messages=engine.console_test_messages,
+        )
+    )
 
 
 async def stats(engine: EngineAPI, request: Request) -> Response:

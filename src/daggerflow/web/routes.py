@@ -45,6 +45,7 @@ from .schemas import (
     ScheduleRequest,
     Stats,
     TemplateInfo,
+    WhoAmI,
 )
 
 if TYPE_CHECKING:
@@ -351,6 +352,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "POST", schedule_routes.resume_schedule, "resumeSchedule",
                 "Resume a schedule; the ticks that came due while paused follow its catch_up mode",
                 ScheduleInfo, access="admin", query=ActionQuery, errors=(400, 404, 503), tag="schedules",
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/whoami",
+        (
+            Operation(
+                "GET", handlers.whoami, "whoami", "The caller's scope and what kind of worker this is",
+                WhoAmI, tag="service",
+                description="Any valid token may ask (401 without one when the worker checks tokens). "
+                "The console calls it to decide what to show.",
             ),
         ),
     ),

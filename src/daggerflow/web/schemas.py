@@ -211,6 +211,18 @@ class Ready(Struct):
     is_ready: bool
 
 
+class WhoAmI(Struct, kw_only=True):
+    """What the caller may do here, and what kind of worker this is (the console asks)."""
+
+    auth: Annotated[bool, Meta(description="whether this worker checks API tokens")]
+    scope: Annotated[str, Meta(description="the caller's scope: admin or read (admin when auth is off)")]
+    runtime: Annotated[str, Meta(description="embedded or kafka")]
+    version: Annotated[str, Meta(description="the daggerflow version of the worker")]
+    test_messages: Annotated[
+        bool, Meta(description="whether the console offers to send test messages (console_test_messages)")
+    ]
+
+
 class Status(Struct):
     code: str
     value: str

@@ -34,12 +34,27 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def worker_app(engine: EngineAPI, security: WebSecurity, *, console: bool = True, refresh: float = 1.0) -> Any:
+    """A worker's ASGI application: the REST API behind its token check, and the console at
+    ``/ui``, which reaches that same API in-process (so it passes the same check)."""
+    api: Any = create_app(engine)
+    if security.tokens:
+        api = TokenAuth(api, security.tokens, metrics_public=security.metrics_public)
+    if not console:
+        return api
+    from ..console.app import ConsoleSettings, create_console, with_console
+    from ..console.client import Target
+
+    settings = ConsoleSettings(secure_cookies=security.tls, live_interval=refresh)
+    return with_console(create_console(Target(app=api), settings), api)
+
+
 class WebServer:
-    def __init__(self, engine: EngineAPI, host: str, port: int, security: WebSecurity | None = None) -> None:
+    """uvicorn serving ``app`` on ``host:port`` inside the running event loop."""
+
+    def __init__(self, app: Any, host: str, port: int, security: WebSecurity | None = None) -> None:
         self.security = security or WebSecurity()
-        app: Any = create_app(engine)
-        if self.security.tokens:
-            app = TokenAuth(app, self.security.tokens, metrics_public=self.security.metrics_public)
+        self.app = app
         config = uvicorn.Config(
             app,
             host=host,
@@ -99,6 +114,11 @@ class WebServer:
             )
 
     async def stop(self) -> None:
+        # An application with long-lived answers (the console's live streams) ends them
+        # first: uvicorn waits for open answers before it stops.
+        close = getattr(self.app, "close", None)
+        if callable(close):
+            close()
         self.server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,12 @@
+"""One module per part of the console; each lists its routes in ``ROUTES``."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from . import login, schedules
+
+ROUTES: list[BaseRoute] = [
+    *login.ROUTES,
+    *schedules.ROUTES,
+]
