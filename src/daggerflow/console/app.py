@@ -58,6 +58,9 @@ class ConsoleApp:
     def close(self) -> None:
         self.console.close()
 
+    async def aclose(self) -> None:
+        await self.console.aclose()
+
 
 def create_console(target: Target, settings: ConsoleSettings | None = None) -> ConsoleApp:
     console = Console(target, settings or ConsoleSettings())
@@ -101,6 +104,9 @@ class ConsoleMount:
 
     def close(self) -> None:
         self.console.close()
+
+    async def aclose(self) -> None:
+        await self.console.aclose()
 
 
 def with_console(console: ConsoleApp, api: ASGIApp) -> ConsoleMount:

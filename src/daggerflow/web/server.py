@@ -52,8 +52,11 @@ def worker_app(engine: EngineAPI, security: WebSecurity, *, console: bool = True
 class WebServer:
     """uvicorn serving ``app`` on ``host:port`` inside the running event loop."""
 
-    def __init__(self, app: Any, host: str, port: int, security: WebSecurity | None = None) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, security: WebSecurity | None = None, *, warn_exposed: bool = True
+    ) -> None:
         self.security = security or WebSecurity()
+        self.warn_exposed = warn_exposed
         self.app = app
         config = uvicorn.Config(
             app,
@@ -92,7 +95,8 @@ class WebServer:
         sock = self.server.servers[0].sockets[0]
         port = sock.getsockname()[1]
         self.url = f"{'https' if self.security.tls else 'http'}://{self.host}:{port}"
-        self._warn_if_exposed(port)
+        if self.warn_exposed:
+            self._warn_if_exposed(port)
 
     def _warn_if_exposed(self, port: int) -> None:
         if is_loopback(self.host):
