@@ -155,6 +155,19 @@ def test_nothing_below_the_facade_imports_the_engine() -> None:
     assert offenders == []
 
 
+def test_the_console_knows_the_engine_only_through_http() -> None:
+    """The console is a client of the REST API: it imports no engine, store, runtime or web
+    module, so what it shows is what the API says (on Kafka: every worker's instances)."""
+    offenders = [
+        f"{m}:{line} imports {t}"
+        for m in MODULES
+        if within(m, "daggerflow.console")
+        for t, line in imports(m)
+        if t in MODULES and not within(t, "daggerflow.console")
+    ]
+    assert offenders == []
+
+
 def test_only_tests_import_the_testing_kit() -> None:
     # daggerflow.testing may import pytest and the OpenTelemetry SDK; the engine (and the
     # package root, which every user imports) must work without them.

@@ -53,7 +53,9 @@ def demo() -> None:
     show_default=True,
     help="Refuse the delivery of every Nth order (orders 0, N, 2N...), to see failures (0: none).",
 )
-@click.option("--serve", is_flag=True, help="Keep the engine and its REST API running until Ctrl-C.")
+@click.option(
+    "--serve", is_flag=True, help="Keep the engine, its REST API and its web console (/ui) running until Ctrl-C."
+)
 @click.option(
     "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="WARNING", show_default=True
 )
@@ -142,6 +144,7 @@ def print_demo_report(report: DemoReport, *, serving: bool) -> None:
     if report.web_url is None:
         console.print("REST API: off")
     elif serving:
+        console.print(f"web console at [bold]{report.web_url}/ui/[/] (open it in a browser)")
         console.print(
             f"REST API at {report.web_url} (try: daggerflow instances --url {report.web_url}); Ctrl-C to stop"
         )
