@@ -70,6 +70,7 @@ def _optional(name: str, value: Any) -> str | None:
 
 
 class ConsoleReads:
+    config: Any
     clock: Any
     telemetry: Telemetry | None
     template_dags: dict[str, Any]
@@ -138,6 +139,7 @@ class ConsoleReads:
             timers_overdue=timers.total,
             oldest_overdue=most_overdue(timers),
             throughput=self._throughput(runtime),
+            workers=0 if self.config.role == "client" else 1,  # (a client engine is no worker)
         )
 
     async def overview(self) -> OverviewPart:
