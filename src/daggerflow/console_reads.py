@@ -38,6 +38,7 @@ from .model.query import InstanceQuery
 from .pipeline.ports import Runtime
 
 if TYPE_CHECKING:
+    from .config import EngineConfig
     from .model.versions import TemplateVersion
     from .telemetry import Telemetry
 
@@ -70,7 +71,7 @@ def _optional(name: str, value: Any) -> str | None:
 
 
 class ConsoleReads:
-    config: Any
+    config: EngineConfig
     clock: Any
     telemetry: Telemetry | None
     template_dags: dict[str, Any]
