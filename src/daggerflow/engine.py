@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from .bulk_actions import BulkActions
 from .config import EngineConfig, check_options
+from .console_reads import ConsoleReads
 from .errors import (
     ConfigurationError,
     InvalidInput,
@@ -59,7 +60,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and buffers
 
 
-class Dagger(Registration, Operations, HistoryReads, BulkActions, Search, Schedules, Versions, Migration):
+class Dagger(
+    Registration, Operations, HistoryReads, BulkActions, Search, Schedules, Versions, Migration, ConsoleReads
+):
     """The workflow engine.
 
     Embedded by default (``broker=None``): one process, state in a SQLite database under

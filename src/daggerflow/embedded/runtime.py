@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,6 +255,12 @@ class EmbeddedRuntime:
 
     def topic_names(self) -> list[str]:
         return sorted(self.store.topics())
+
+    def local_stores(self) -> list[Store]:
+        return [] if self._task is None else [self._task.store]
+
+    async def ask_others(self, path: str, params: Mapping[str, str]) -> list[bytes]:
+        return []  # one process holds everything
 
     def purge(self) -> None:
         if self._task is not None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
@@ -134,6 +134,12 @@ class Forwarder:
             return decode(response.content)
         except (msgspec.DecodeError, KeyError) as exc:
             raise ForwardError(url, f"undecodable {what}: {exc}", response.status_code) from exc
+
+    async def read_internal(self, url: str, path: str, params: Mapping[str, str]) -> bytes:
+        """The body of internal route ``path`` of the worker at ``url`` (the caller decodes it)."""
+        response = await self._get(url, path, dict(params))
+        self._check(url, response)
+        return response.content
 
     async def versions(self, url: str) -> bytes:
         """The template versions ``url`` sees (JSON, ``model.versions.encode_versions``)."""
@@ -373,6 +379,11 @@ class RemoteReads:
     async def versions_others(self) -> list[bytes]:
         """Every other worker's version listing; workers that fail are skipped with a warning."""
         return await each_answer(self.other_urls(), self.forwarder.versions)
+
+    async def ask_others(self, path: str, params: Mapping[str, str]) -> list[bytes]:
+        """Internal route ``path`` of every other worker; workers that fail are skipped with a
+        warning (the console's listings and overview, ``console_reads``)."""
+        return await each_answer(self.other_urls(), lambda url: self.forwarder.read_internal(url, path, params))
 
     async def count_others(self, query: InstanceQuery) -> int:
         return await count_everywhere(self.forwarder, self.other_urls(), query)

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
@@ -452,6 +452,12 @@ class KafkaRuntime:
 
     async def versions_elsewhere(self) -> list[bytes]:
         return await self.remote.versions_others()
+
+    def local_stores(self) -> list[Store]:
+        return self.stores()
+
+    async def ask_others(self, path: str, params: Mapping[str, str]) -> list[bytes]:
+        return await self.remote.ask_others(path, params)
 
     def stores(self) -> list[Store]:
         return [t.store for t in self._tasks()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .console import timer_node
 from .instance import Instance, Node
 from .status import task_type_of
 
@@ -60,6 +61,26 @@ def snapshot(instance: Instance) -> dict[str, Any]:
             "tasks": {nid: node_snapshot(n) for nid, n in instance.nodes.items() if nid != instance.id},
         }
     )
+    return out
+
+
+def rest_snapshot(instance: Instance) -> dict[str, Any]:
+    """``snapshot`` plus what a client of the REST API reads to show a workflow: each indexed
+    listener's ``correlation_value``, each node's pending ``timers`` and the instance's
+    ``history_seq``. Not on the update topic: that snapshot is made for every change."""
+    out = snapshot(instance)
+    out["history_seq"] = instance.history_seq
+    for nid, at in instance.correlations.items():
+        node = out if nid == instance.id else out["tasks"].get(nid)
+        if node is not None:
+            node["correlation_value"] = at.value
+    for key, due in instance.timers.items():
+        found = timer_node(instance, key)
+        if found is None:
+            continue
+        nid, purpose = found
+        node = out if nid == instance.id else out["tasks"][nid]
+        node.setdefault("timers", []).append({"purpose": purpose, "due": due})
     return out
 
 

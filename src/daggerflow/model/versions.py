@@ -10,10 +10,12 @@ a listing does not care where a description came from.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import msgspec
 
-from .instance import Instance
+from ..errors import InvalidTriggerTimeForTask, TaskInvalidState
+from .instance import Instance, Node
 from .status import Kind
 from .template import (
     DynamicProcessTemplate,
@@ -24,6 +26,7 @@ from .template import (
     TaskLike,
     TaskTemplate,
     WorkflowSpec,
+    instantiate,
 )
 
 # Statuses of an instance that has not ended (what "running" counts).
@@ -32,10 +35,21 @@ _LISTENING = frozenset({Kind.LISTENER.value, Kind.SENSOR.value})
 
 
 class VersionNode(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A node by its dotted name, with the structure that draws the template's graph: its
+    parent, successors and children by dotted name (None/empty for none; a top-level process's
+    parent is the workflow, which is not a node here), a parallel's operator, a listener's
+    correlatable key and the process it is in (itself for a process)."""
+
     name: str
     kind: str
     type: str | None = None
     topic: str | None = None
+    parent: str | None = None
+    next: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    operator: str | None = None
+    correlatable_key: str | None = None
+    process: str | None = None
 
 
 class VersionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -69,16 +83,50 @@ def decode_definition(data: bytes) -> VersionDefinition:
 
 def describe_instance(instance: Instance) -> VersionDefinition:
     """The version an instance was created from, as its node tree shows it."""
-    nodes = tuple(
-        VersionNode(n.name, n.kind, n.type_name, n.topic) for n in instance.nodes.values() if n.kind != Kind.ROOT.value
-    )
-    return VersionDefinition(instance.template_name, instance.template_version, _unique(nodes))
+    nodes = instance.nodes
+
+    def name(nid: str | None) -> str | None:
+        node = nodes.get(nid) if nid is not None else None
+        return None if node is None or node.kind == Kind.ROOT.value else node.name
+
+    def process(node: Node) -> str | None:
+        at: Node | None = node
+        while at is not None and at.kind != Kind.ROOT.value:
+            if at.process_name is not None:
+                return at.name
+            at = nodes.get(at.parent) if at.parent is not None else None
+        return None
+
+    described = tuple(
+        VersionNode(
+            n.name, n.kind, n.type_name, n.topic, parent=name(n.parent),
+            next=tuple(x for x in map(name, n.next) if x is not None),
+            children=tuple(x for x in map(name, n.children) if x is not None),
+            operator=n.operator, correlatable_key=n.correlatable_key, process=process(n),
+        )
+        for n in nodes.values()
+        if n.kind != Kind.ROOT.value
+    )  # fmt: skip
+    return VersionDefinition(instance.template_name, instance.template_version, _unique(described))
+
+
+class _AnyTime(dict[str, Any]):
+    """Runtime parameters under which every trigger, interval and monitor time lookup finds
+    a time, so that a template's node tree can be built without real parameters."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return 0.0
 
 
 def describe_spec(spec: WorkflowSpec) -> VersionDefinition:
-    """A registered template's version (dynamic processes with their default processes)."""
-    nodes = tuple(_process_chain(spec.root_process, spec.name, set()))
-    return VersionDefinition(spec.name, spec.version(), _unique(nodes))
+    """A registered template's version (dynamic processes with their default processes):
+    the node tree an instance of it gets, so that both descriptions agree."""
+    try:
+        return describe_instance(instantiate(spec, "describe", _AnyTime(), now=0.0, seed=0))
+    except (TaskInvalidState, InvalidTriggerTimeForTask):
+        # A tree no instance can get (a dynamic process with nothing to run): its names only.
+        nodes = tuple(_process_chain(spec.root_process, spec.name, set()))
+        return VersionDefinition(spec.name, spec.version(), _unique(nodes))
 
 
 def _unique(nodes: Iterable[VersionNode]) -> tuple[VersionNode, ...]:

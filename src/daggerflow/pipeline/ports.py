@@ -17,6 +17,7 @@ from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule
+from ..store.base import Store
 from .ingress import AgentSpec
 from .items import Settings
 from .notify import CommitObserver
@@ -178,6 +179,16 @@ class Runtime(Protocol):
 
     async def versions_elsewhere(self) -> list[bytes]:
         """The version listings of the other workers (their internal route's answers)."""
+
+    def local_stores(self) -> list[Store]:
+        """The stores this process holds now (embedded: its one store; Kafka: one per
+        partition it owns): the console's reads (``console_reads``) read them."""
+        ...
+
+    async def ask_others(self, path: str, params: Mapping[str, str]) -> list[bytes]:
+        """GET internal route ``path`` of every other worker (Kafka), the answers of those
+        that answered; embedded: none."""
+        ...
 
     def purge(self) -> None:
         """Forget expired dedupe ids and buffered messages (housekeeping)."""

@@ -7,6 +7,7 @@ outgoing messages, consumer positions, dedupe ids, buffered messages) goes into 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,6 +117,16 @@ class Store(Protocol):
         ...
 
     def all_timers(self) -> list[tuple[str, str, float]]: ...
+
+    def status_counts(self) -> list[tuple[str, str, int]]:
+        """(template, status, how many instances), from the instances' columns or index records
+        (no instance is decoded)."""
+        ...
+
+    def waiting_instances(self) -> Iterator[Instance]:
+        """Every instance that has an open listener or a pending timer, and perhaps others
+        (the console's listings filter them)."""
+        ...
 
     def bulk_share(self, job: str) -> BulkShare | None:
         """This store's share of bulk job ``job``, if it has one."""

@@ -73,6 +73,7 @@ from .keys import u64 as _u64
 from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
+from .rocksdb_console import RocksConsole
 from .rocksdb_history import RocksHistory
 from .rocksdb_schedules import RocksSchedules
 from .rocksdb_search import RocksSearch
@@ -101,7 +102,9 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(RocksTopicRetention, RocksSearch, RocksBulk, RocksHistory, RocksSchedules, RocksVersions):
+class RocksDBStore(
+    RocksTopicRetention, RocksSearch, RocksBulk, RocksHistory, RocksSchedules, RocksVersions, RocksConsole
+):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)

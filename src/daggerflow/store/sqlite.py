@@ -23,6 +23,7 @@ from ..model.schedule import Schedule, decode_schedule, encode_schedule
 from .base import Message, PendingJob, WriteBatch
 from .lockfile import LockFile, private_dirs
 from .sqlite_checkpoint import Checkpointer
+from .sqlite_console import SQLiteConsole
 from .sqlite_search import SQLiteSearch
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def _headers_text(headers: dict[str, str] | None) -> str | None:
     return _json.encode(headers).decode() if headers else None
 
 
-class SQLiteStore(SQLiteSearch):
+class SQLiteStore(SQLiteSearch, SQLiteConsole):
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)

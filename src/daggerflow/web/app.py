@@ -64,6 +64,10 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/schedules", internal.schedules),
         _internal(engine, "/internal/v1/versions", internal.versions),
         _internal(engine, "/internal/v1/history/{id:path}", internal.history),
+        _internal(engine, "/internal/v1/listeners", internal.listeners),
+        _internal(engine, "/internal/v1/timers", internal.timers),
+        _internal(engine, "/internal/v1/overview", internal.overview),
+        _internal(engine, "/internal/v1/node-counts", internal.node_counts),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``

@@ -17,8 +17,8 @@ from starlette.responses import Response
 
 from ..errors import InvalidFilter, InvalidInput
 from ..model.instance import Instance
-from ..model.snapshot import snapshot, summary
-from ..model.versions import TemplateVersion
+from ..model.snapshot import rest_snapshot, summary
+from ..model.versions import TemplateVersion, VersionNode
 from ..topics import encode_value
 from .auth import ADMIN, SCOPE_STATE
 from .errors import ApiError, JSONResponse
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 
 def _snapshot(instance: Instance) -> InstanceSnapshot:
-    result: InstanceSnapshot = as_struct(snapshot(instance), InstanceSnapshot)
+    result: InstanceSnapshot = as_struct(rest_snapshot(instance), InstanceSnapshot)
     return result
 
 
@@ -201,9 +201,15 @@ async def templates(engine: EngineAPI, request: Request) -> Response:
 
 
 def _template_info(v: TemplateVersion) -> TemplateInfo:
-    nodes = [] if v.definition is None else [as_struct(msgspec.to_builtins(n), TemplateNode) for n in v.definition.nodes]
+    nodes = [] if v.definition is None else [_template_node(n) for n in v.definition.nodes]
     return TemplateInfo(name=v.template, version=v.version, current=v.current, running=v.running, nodes=nodes,
                         missing_task_types=v.missing_task_types, missing_topics=v.missing_topics)  # fmt: skip
+
+
+def _template_node(n: VersionNode) -> TemplateNode:
+    return TemplateNode(name=n.name, kind=n.kind, type=n.type, topic=n.topic, parent=n.parent, next=list(n.next),
+                        children=list(n.children), operator=n.operator, correlatable_key=n.correlatable_key,
+                        process=n.process)  # fmt: skip
 
 
 async def migrate(engine: EngineAPI, request: Request) -> Response:

@@ -23,6 +23,7 @@ from .schemas import (
     InternalListQuery,
     NoQuery,
 )
+from .schemas_console import InternalListenersQuery, InternalNodeCountsQuery, InternalTimersQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -88,3 +89,27 @@ async def bulk_jobs(engine: EngineAPI, request: Request) -> Response:
 async def versions(engine: EngineAPI, request: Request) -> Response:
     decode_query(request, NoQuery)
     return _internal(encode_versions(engine.local_versions()), media_type="application/json")
+
+
+# The console's reads (``daggerflow.console_reads``): this process's share of each.
+
+
+async def listeners(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalListenersQuery)
+    return _internal(msgspec.msgpack.encode(engine.local_listeners(topic=q.topic, template=q.template, first=q.first)))
+
+
+async def timers(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalTimersQuery)
+    return _internal(msgspec.msgpack.encode(engine.local_timers(overdue=q.overdue, first=q.first)))
+
+
+async def overview(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(msgspec.msgpack.encode(engine.local_overview()))
+
+
+async def node_counts(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalNodeCountsQuery)
+    found = engine.local_node_counts(q.template, version=q.version, limit=q.limit)
+    return _internal(msgspec.msgpack.encode(found))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import docs, handlers, schedule_routes
+from . import console_routes, docs, handlers, schedule_routes
 from .history import instance_history
 from .schemas import (
     ActionQuery,
@@ -46,6 +46,15 @@ from .schemas import (
     Stats,
     TemplateInfo,
     WhoAmI,
+)
+from .schemas_console import (
+    ListenerPage,
+    ListenersQuery,
+    NodeCounts,
+    NodeCountsQuery,
+    Overview,
+    TimerPage,
+    TimersQuery,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +97,7 @@ class Endpoint:
 
 _FORWARDS = "On the Kafka runtime the read is forwarded to the owning worker (503 if it does not answer)."
 _SCHEDULES_FORWARD = "On the Kafka runtime every worker is asked for the schedules of its partitions."
+_EVERY_WORKER = "On the Kafka runtime every worker is asked and the answers are merged (one that does not answer is left out)."
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -261,6 +271,69 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "instances of them run (embedded: as long as the store keeps them), with the task "
                     "types and listener topics those instances need that a worker lacks. On the Kafka "
                     "runtime every worker is asked and the counts are added."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/templates/{name}/node-counts",
+        (
+            Operation(
+                "GET", console_routes.node_counts, "getTemplateNodeCounts",
+                "How many nodes of each dotted name are in each status, over a template's newest instances",
+                NodeCounts, query=NodeCountsQuery, errors=(404,), tag="templates",
+                description=(
+                    "An instance's nodes are counted by their `task_name`, the dotted name the template's "
+                    "nodes (GET /api/v1/templates) and a migration's node_map use: `<template>.<process>` for a "
+                    "process, `<template>.<process>.<task>` for a task (a successor shared by two branches "
+                    "is one name, counted once per node); an instance's node ids differ from instance to "
+                    "instance, its names do not. The workflow itself (the root) is not counted. `limit`: how "
+                    "many of the newest instances are scanned (`truncated` says there were more); `version` "
+                    "narrows to one version. On the Kafka runtime every worker scans its newest `limit` and "
+                    "the counts are added. 404 for a template no worker registers nor has a version of."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/listeners",
+        (
+            Operation(
+                "GET", console_routes.listeners, "listListeners",
+                "Every open listener (the correlation index), oldest first, with counts per topic",
+                ListenerPage, query=ListenersQuery, tag="console",
+                description=(
+                    "A listener is open while its node waits indexed under (topic, key, value); `since` is "
+                    "when it started waiting (the node's time_submitted, else time_created). `topics` counts "
+                    "the open listeners per topic over the whole filter. " + _EVERY_WORKER
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/timers",
+        (
+            Operation(
+                "GET", console_routes.timers, "listTimers", "Pending timers, soonest first", TimerPage,
+                query=TimersQuery, tag="console",
+                description=(
+                    "A node's timer: `due` (a trigger's or monitor's time), `timeout`, `max_run` (a "
+                    "process's run limit), `retry:<job>` (the next attempt). `overdue_by` is now - due, 0 if "
+                    "not due yet. " + _EVERY_WORKER
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/overview",
+        (
+            Operation(
+                "GET", console_routes.overview, "getOverview",
+                "The dashboard in one read: counts by template and status, failures, waiting, throughput",
+                Overview, tag="console",
+                description=(
+                    "Counts come from the store's indexes (no instance is read); the listeners and timers "
+                    "from the instances that have one. " + _EVERY_WORKER
                 ),
             ),
         ),

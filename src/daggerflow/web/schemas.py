@@ -228,6 +228,11 @@ class Status(Struct):
     value: str
 
 
+class NodeTimer(Struct, kw_only=True):
+    purpose: Annotated[str, Meta(description="what the timer is for: due, timeout, max_run, retry:<job>...")]
+    due: Annotated[float, Meta(description="epoch seconds")]
+
+
 class TaskSnapshot(Struct, kw_only=True):
     """One node of a workflow's tree, in Dagger's field names."""
 
@@ -252,6 +257,10 @@ class TaskSnapshot(Struct, kw_only=True):
     time_to_execute: float | UnsetType = UNSET
     error: str | UnsetType = UNSET
     traceback: str | UnsetType | None = UNSET
+    correlation_value: Annotated[
+        str, Meta(description="the value a waiting listener is indexed under (with its correlatable_key)")
+    ] | UnsetType = UNSET
+    timers: Annotated[list[NodeTimer], Meta(description="the node's pending timers")] | UnsetType = UNSET
 
 
 class InstanceSnapshot(TaskSnapshot, kw_only=True):
@@ -264,6 +273,9 @@ class InstanceSnapshot(TaskSnapshot, kw_only=True):
     update_count: int
     lastupdated: float
     tasks: dict[str, TaskSnapshot]
+    history_seq: Annotated[
+        int, Meta(description="the seq the next history entry will have: it grows whenever something happens")
+    ] = 0
 
 
 class InstanceSummary(Struct, kw_only=True):
@@ -303,6 +315,12 @@ class TemplateNode(Struct, kw_only=True, omit_defaults=True):
     kind: str
     type: Annotated[str, Meta(description="the registered task type")] | None = None
     topic: str | None = None
+    parent: Annotated[str | None, Meta(description="the dotted name of the process or parallel it is in")]
+    next: Annotated[list[str], Meta(description="its successors' dotted names")]
+    children: Annotated[list[str], Meta(description="a process's first task, a parallel's members")]
+    operator: Annotated[str, Meta(description="a parallel's operator type")] | None = None
+    correlatable_key: Annotated[str, Meta(description="a listener's correlatable key")] | None = None
+    process: Annotated[str | None, Meta(description="the dotted name of the process it belongs to")]
 
 
 class TemplateInfo(Struct, kw_only=True):
