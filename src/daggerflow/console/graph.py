@@ -23,7 +23,7 @@ from typing import Any
 GROUP_KINDS = frozenset({"root", "process", "parallel", "dynamic"})
 TERMINAL = frozenset({"COMPLETED", "FAILURE", "SKIPPED", "STOPPED"})
 
-NODE_W = 188
+NODE_W = 200
 NODE_H = 60
 GAP_X = 18  # between side-by-side columns
 GAP_Y = 28  # between the elements of a chain (room for the arrow)

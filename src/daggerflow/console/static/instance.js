@@ -74,6 +74,16 @@
     if (target instanceof HTMLTextAreaElement && target.hasAttribute("data-json-object")) checkJson(target);
   });
 
+  // Following the link would scroll the page to the panel; the panel sits beside the graph,
+  // so the choice goes into the URL (a shareable link) without the jump.
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    var link = target && target.closest("[data-node-link]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    window.history.replaceState(null, "", "#" + link.getAttribute("data-node-link"));
+    select();
+  });
   window.addEventListener("hashchange", focusPanel);
   document.addEventListener("DOMContentLoaded", function () {
     select();
