@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from daggerflow import Dagger
 
-from .conftest import Worker
+from .conftest import Worker, start_worker
 from .workflows import KITCHEN, TEMPLATE
 
 #: How the page writes how long a task has waited: "850 ms", "3.2 s", "2m 05s".
@@ -236,3 +236,27 @@ def test_an_unknown_instance_is_a_404_page(worker: Worker, page: Page) -> None:
     assert answer is not None and answer.status == 404
     expect(page.get_by_role("heading", name="404 · Not Found")).to_be_visible()
     expect(page.locator(".error-message")).to_contain_text("no-such-instance")
+
+
+def test_a_read_token_sees_the_instance_and_no_action(tmp_path: Path, page: Page) -> None:
+    admin, read = "console-admin-token-0123456789", "console-read-token-0123456789"
+    w = start_worker(tmp_path, api_token=[f"admin:{admin}", f"read:{read}"])
+    try:
+        w.api.post(
+            f"/api/v1/templates/{TEMPLATE}/instances",
+            json={"id": "r-1", "runtime_parameters": {"order_id": "r-1", "card": "ok"}},
+            headers={"authorization": f"Bearer {admin}"},
+        ).raise_for_status()
+        page.goto(f"{w.url}/ui/instances/r-1")
+        page.get_by_label("API token").fill(read)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(f"{w.url}/ui/instances/r-1")
+        expect(page.locator("#current-tasks li[data-kind='listener']")).to_be_visible()
+        node(page, "Order_listener_task").click()
+        expect(page.locator(".node-panel.selected")).to_contain_text("kitchen")
+        expect(page.locator("main button")).to_have_count(0)
+        page.goto(f"{w.url}/ui/templates/{TEMPLATE}")
+        expect(page.get_by_text("Creating an instance needs an admin token.")).to_be_visible()
+        expect(page.get_by_role("button", name="Create instance")).to_have_count(0)
+    finally:
+        w.close()

@@ -145,7 +145,8 @@ def context(
         "current": _current(snapshot),
         "failures": [t for t in tasks.values() if t.get("error") and t.get("kind") not in GROUP_KINDS],
         "short": short_label,
-        "sent": sent,
+        # Recorded messages come from ``/sent``, or from a ``sent`` field on the node.
+        "sent": {**{nid: t["sent"] for nid, t in tasks.items() if t.get("sent")}, **sent},
         "actions": instance_actions(snapshot),
         "node_actions": {nid: node_actions(snapshot, t) for nid, t in tasks.items()},
         "duration": _duration(snapshot, now),
