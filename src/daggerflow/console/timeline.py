@@ -26,6 +26,7 @@ ROW_H = 22
 BAR_H = 12
 AXIS_H = 26
 MIN_BAR = 3
+END_W = 120  # room for the end mark ("✓ completed") right of the plot
 
 
 @dataclass(frozen=True)
@@ -156,5 +157,5 @@ def build(snapshot: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], now
     )
     ticks = tuple(Tick(LABEL_W + round(PLOT_W * f / 4), span * f / 4) for f in range(5))
     return Timeline(
-        start, end, placed, ticks, LABEL_W + PLOT_W + 40, AXIS_H + len(placed) * ROW_H + 6, axis_y=AXIS_H - 8
+        start, end, placed, ticks, LABEL_W + PLOT_W + END_W, AXIS_H + len(placed) * ROW_H + 6, axis_y=AXIS_H - 8
     )
