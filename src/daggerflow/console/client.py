@@ -67,6 +67,9 @@ class Api:
     async def post(self, path: str, body: Any = None, params: Params = None) -> Any:
         return await self._call("POST", path, params=params, body=body)
 
+    async def patch(self, path: str, body: Any = None, params: Params = None) -> Any:
+        return await self._call("PATCH", path, params=params, body=body)
+
     async def put(self, path: str, body: Any = None) -> Any:
         return await self._call("PUT", path, body=body)
 

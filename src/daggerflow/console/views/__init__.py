@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import login, schedules
+from . import instance, login, schedules, templates
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
     *schedules.ROUTES,
+    *instance.ROUTES,
+    *templates.ROUTES,
 ]
