@@ -23,7 +23,7 @@ async def test_each_workers_console_lists_and_opens_the_instances_of_both(
     make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = [f"k{i:02d}" for i in range(16)]
-    async with pizza_cluster(make_cluster, monkeypatch, ids) as (cluster, view, client, http):
+    async with pizza_cluster(make_cluster, monkeypatch, ids) as (cluster, view, _client, http):
         urls = view.urls()
         assert len(urls) == 2
         owner = {i: view.owner(partition_for(i, 6)).url for i in ids}  # type: ignore[union-attr]
