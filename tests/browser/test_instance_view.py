@@ -78,10 +78,14 @@ def test_header_current_listener_graph_details_and_live_progress(
     expect(panel).to_contain_text("order_id")
     expect(panel.locator(".correlation-value")).to_have_text("o-1")
     expect(panel).to_contain_text("Waiting for")
-    # A command's details say what it sent.
+    # A command's details say what it sent: topic, key, size and the value.
     node(page, "Order_command_task").click()
-    expect(page.locator(".node-panel.selected")).to_contain_text("orders")
+    sent = page.locator(".node-panel.selected .sent-message")
     expect(page.locator(".node-panel.selected h4")).to_have_text("Sent")
+    expect(sent).to_have_count(1)
+    expect(sent).to_contain_text("orders")
+    expect(sent).to_contain_text("key o-1")
+    expect(sent.locator("pre")).to_have_text('{"order_id": "o-1", "items": 2}')
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "instance")
 

@@ -175,3 +175,18 @@ def test_any_batches_show_exactly_the_newest_limit(batches: list[int], limit: in
     assert shown == list(range(max(0, seq - limit), seq))
     assert bool(page.items and page.items[0].event == DROPPED) == (seq > limit)
     assert len(rows) <= (limit + FLUSH_ENTRIES - 1) // FLUSH_ENTRIES + 1
+
+
+def test_a_jobs_entry_keeps_what_it_sent_cut_to_size() -> None:
+    from daggerflow.model.history import SENT_CHARS, SENT_MESSAGES, Entry, as_entry, with_sent
+    from daggerflow.model.records import Outgoing
+
+    row = (3, 10.0, "done", "n1", [("n1", "EXECUTING", "COMPLETED")], "execute", 1)
+    box = [Outgoing("orders", "o1", '{"order_id": "o1"}'), Outgoing("big", None, b"x" * (SENT_CHARS + 50))]
+    e = as_entry(with_sent(row, box))
+    assert isinstance(e, Entry) and e.event == "done" and e.attempt == 1 and e.dropped == 0
+    assert e.sent == [("orders", "o1", 18, '{"order_id": "o1"}'), ("big", None, SENT_CHARS + 50, "x" * SENT_CHARS)]
+    many = [Outgoing("t", str(i), "v") for i in range(SENT_MESSAGES + 3)]
+    assert len(as_entry(with_sent(row, many)).sent) == SENT_MESSAGES
+    # An entry without messages is unchanged, and old entries (without the field) still decode.
+    assert as_entry(row).sent == []

@@ -27,6 +27,10 @@ from .instance import Instance
 FLUSH_ENTRIES = 32
 FLUSH_BYTES = 4096
 ERROR_CHARS = 200
+#: How much of a sent message's value its history entry keeps (the console shows it), and
+#: how many of a job's messages: the entry rides in the instance record.
+SENT_CHARS = 200
+SENT_MESSAGES = 5
 DEFAULT_LIMIT = 100
 DROPPED = "dropped"
 
@@ -36,7 +40,9 @@ class Entry(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, froze
     order. ``attempt``: the attempts of the event's node after it. ``offset`` (and
     ``partition`` on Kafka) of a delivery: the listener message that matched. ``actor``:
     who asked for a manual action. A marker (``event="dropped"``) has ``dropped``: how many
-    older entries are gone. Stored as an array: fields only ever get appended."""
+    older entries are gone. ``sent``: the messages a job sent through the engine (``done``,
+    ``failed``), each (topic, key, size in bytes, the value's first ``SENT_CHARS``
+    characters). Stored as an array: fields only ever get appended."""
 
     seq: int
     time: float
@@ -52,6 +58,7 @@ class Entry(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, froze
     partition: int | None = None
     detail: str | None = None
     dropped: int = 0
+    sent: list[tuple[str, str | None, int, str]] = []
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -128,6 +135,23 @@ def entry(seq: int, now: float, event: Any, inst: Instance, changes: list[tuple[
         detail = f"{event.from_version} -> {target}" if event.from_version else f"-> {target}"
     return (seq, now, kind, getattr(event, "node", None), changes, None, None, None, event.actor, None, None,
             None, detail)  # fmt: skip
+
+
+def with_sent(row: Row, box: Iterable[Any]) -> Row:
+    """A job's entry (``done``/``failed``) with the messages the job sent (``Outgoing``s)."""
+    sent: list[tuple[str, str | None, int, str]] = []
+    for out in box:
+        if len(sent) == SENT_MESSAGES:
+            break
+        value = out.value
+        if isinstance(value, bytes):
+            size = len(value)
+            text = value[: SENT_CHARS * 4].decode("utf-8", "replace")
+        else:
+            text = value if isinstance(value, str) else str(value)
+            size = len(text.encode())
+        sent.append((out.topic, out.key, size, text[:SENT_CHARS]))
+    return (*row, *(None,) * (13 - len(row)), 0, sent)
 
 
 def as_entry(row: Row) -> Entry:

@@ -35,6 +35,7 @@ from ..machine import (
 from ..machine.events import Complete, Event, Migrate, PatchParameters, Retry, Skip, Stop, Submit, TimerFired
 from ..model import history
 from ..model.history import entry as history_entry
+from ..model.history import with_sent
 from ..model.instance import Correlation, Instance, encode_instance, encode_params
 from ..model.records import Message, Outgoing, PendingJob
 from ..model.schedule import SCHEDULE_PREFIX
@@ -262,7 +263,8 @@ class BatchApplier:
             entries = self.history.get(iid)
             if entries is None:
                 entries = self.history[iid] = []
-            entries.append(history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses))
+            row = history_entry(inst.history_seq + len(entries), self.now, event, inst, tr.statuses)
+            entries.append(with_sent(row, box) if box and isinstance(event, (JobDone, JobFailed)) else row)
         self.after.changed[iid] = inst
         self.batch.instances[iid] = inst
         if type(event) not in _KEEPS_PARAMS or (isinstance(event, JobDone) and (event.params or event.removed)):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from ..model.history import Entry
 from .errors import JSONResponse
 from .inputs import decode_query
-from .schemas import HistoryItem, HistoryPage, HistoryQuery, StatusChange
+from .schemas import HistoryItem, HistoryPage, HistoryQuery, SentMessage, StatusChange
 
 if TYPE_CHECKING:
     from .api import EngineAPI
@@ -22,6 +22,7 @@ def item(entry: Entry) -> HistoryItem:
     changes = [StatusChange(node=n, from_=a, to=b) for n, a, b in entry.changes]
     fields = msgspec.structs.asdict(entry)
     fields["changes"] = changes
+    fields["sent"] = [SentMessage(topic=t, key=k, size=n, value=v) for t, k, n, v in entry.sent]
     return HistoryItem(**fields)
 
 

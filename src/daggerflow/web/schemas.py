@@ -486,6 +486,15 @@ class StatusChange(Struct, kw_only=True):
     to: str
 
 
+class SentMessage(Struct, kw_only=True):
+    """A message a job sent, as its history entry keeps it."""
+
+    topic: str
+    key: str | None
+    size: Annotated[int, Meta(description="the value's size in bytes")]
+    value: Annotated[str, Meta(description="the value's first 200 characters")]
+
+
 class HistoryItem(Struct, kw_only=True, omit_defaults=True):
     """One entry of an instance's history: an applied event and the status changes it
     caused. ``event`` is the kind (create, submit, stop, deliver, done, failed, timer, retry,
@@ -506,6 +515,9 @@ class HistoryItem(Struct, kw_only=True, omit_defaults=True):
     partition: Annotated[int, Meta(description="its partition (Kafka)")] | None = None
     detail: Annotated[str, Meta(description="a timer's purpose, the patched parameter names")] | None = None
     dropped: int = 0
+    sent: Annotated[
+        list[SentMessage], Meta(description="the messages the job sent (done), each value cut to 200 characters")
+    ] = field(default_factory=list)
 
 
 class HistoryPage(Struct, kw_only=True):

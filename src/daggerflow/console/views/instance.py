@@ -65,17 +65,13 @@ async def _history(s: Session, instance_id: str) -> History:
             return History(entries, True)
 
 
-async def _sent(s: Session, instance_id: str) -> dict[str, list[dict[str, Any]]]:
-    """What each command task sent, by node id, where the API records it."""
-    try:
-        answer = await s.api.get(api_path(instance_id, "sent"))
-    except ApiError as exc:
-        if exc.status in (404, 405):
-            return {}
-        raise
+def sent_by_node(history: History) -> dict[str, list[dict[str, Any]]]:
+    """What each task sent, by node id, from its history (a job's ``done`` entry keeps the
+    topic, key, size and the start of the value of each message it sent), newest attempt last."""
     by_node: dict[str, list[dict[str, Any]]] = {}
-    for item in answer.get("items", []):
-        by_node.setdefault(str(item.get("node")), []).append(item)
+    for entry in history.entries:
+        for message in entry.get("sent") or ():
+            by_node.setdefault(str(entry.get("node")), []).append({**message, "time": entry.get("time")})
     return by_node
 
 
@@ -126,9 +122,7 @@ def _entries_page(entries: list[dict[str, Any]], after: int) -> tuple[list[dict[
     return shown, (int(shown[-1]["seq"]) if more else None)
 
 
-def context(
-    snapshot: dict[str, Any], history: History, sent: dict[str, list[dict[str, Any]]], now: float, after: int
-) -> dict[str, Any]:
+def context(snapshot: dict[str, Any], history: History, now: float, after: int) -> dict[str, Any]:
     graph: Graph = layout(from_snapshot(snapshot))
     tasks: dict[str, dict[str, Any]] = snapshot.get("tasks") or {}
     order = [b.item.id for b in graph.boxes] + [g.item.id for g in graph.groups]
@@ -145,8 +139,7 @@ def context(
         "current": _current(snapshot),
         "failures": [t for t in tasks.values() if t.get("error") and t.get("kind") not in GROUP_KINDS],
         "short": short_label,
-        # Recorded messages come from ``/sent``, or from a ``sent`` field on the node.
-        "sent": {**{nid: t["sent"] for nid, t in tasks.items() if t.get("sent")}, **sent},
+        "sent": sent_by_node(history),
         "actions": instance_actions(snapshot),
         "node_actions": {nid: node_actions(snapshot, t) for nid, t in tasks.items()},
         "duration": _duration(snapshot, now),
@@ -173,9 +166,9 @@ def _version(snapshot: Mapping[str, Any]) -> tuple[Any, ...]:
     return snapshot.get("update_count"), snapshot.get("history_seq"), snapshot.get("lastupdated")
 
 
-async def _read(s: Session, iid: str) -> tuple[dict[str, Any], History, dict[str, list[dict[str, Any]]]]:
+async def _read(s: Session, iid: str) -> tuple[dict[str, Any], History]:
     snapshot = await s.api.get(api_path(iid))
-    return snapshot, await _history(s, iid), await _sent(s, iid)
+    return snapshot, await _history(s, iid)
 
 
 PARTS = {
@@ -205,8 +198,7 @@ async def instance_live(request: Request) -> Response:
     async def parts() -> dict[str, str]:
         snapshot = await s.api.get(api_path(iid))
         if _version(snapshot) != seen["version"]:
-            history, sent = await _history(s, iid), await _sent(s, iid)
-            values = context(snapshot, history, sent, clock(), after)
+            values = context(snapshot, await _history(s, iid), clock(), after)
             seen["parts"] = {name: fragment(request, t, values, s) for name, t in PARTS.items()}
             seen["version"] = _version(snapshot)
         rendered: dict[str, str] = seen["parts"]
