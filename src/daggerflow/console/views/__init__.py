@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import instance, login, schedules, templates
+from . import instance, instances, login, schedules, search, templates
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
     *schedules.ROUTES,
+    # Before ``instance``: its /instances/{id:path} would catch these paths.
+    *instances.ROUTES,
+    *search.ROUTES,
     *instance.ROUTES,
     *templates.ROUTES,
 ]
