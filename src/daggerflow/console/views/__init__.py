@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import instance, instances, login, schedules, search, templates
+from . import dashboard, instance, instances, login, schedules, search, templates
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
+    *dashboard.ROUTES,
     *schedules.ROUTES,
     # Before ``instance``: its /instances/{id:path} would catch these paths.
     *instances.ROUTES,
