@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import dashboard, instance, instances, login, schedules, search, templates
+from . import dashboard, instance, instances, login, schedules, search, templates, waiting
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
@@ -15,4 +15,5 @@ ROUTES: list[BaseRoute] = [
     *search.ROUTES,
     *instance.ROUTES,
     *templates.ROUTES,
+    *waiting.ROUTES,
 ]
