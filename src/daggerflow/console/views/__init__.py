@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import instance, login, schedules, templates
+from . import bulk, dashboard, instance, instances, login, schedules, search, templates, waiting
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
+    *dashboard.ROUTES,
+    *bulk.ROUTES,
     *schedules.ROUTES,
+    # Before ``instance``: its /instances/{id:path} would catch these paths.
+    *instances.ROUTES,
+    *search.ROUTES,
     *instance.ROUTES,
     *templates.ROUTES,
+    *waiting.ROUTES,
 ]
