@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = re.compile(r"^<!-- readme: (?P<title>.+?)(?:; level=(?P<level>[2-6]))? -->[ \t]*$", re.MULTILINE)
-_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]\n]+)\]\((?P<target>[^)\s]+)\)")
+# Links and images (``![alt](docs/images/x.png)``: a picture of the site, rewritten the same way).
+_LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]\n]+)\]\((?P<target>[^)\s]+)\)")
 _HEADING = re.compile(r"^(?P<hashes>#{1,6}) (?P<title>.+?)\s*$")
 _FENCE = re.compile(r"^(```|~~~)")
 
@@ -110,7 +111,7 @@ class Includer:
                 anchor = "" if slug(section or "") == target[1:] else target
                 return f"[{text}]({up}{where}{anchor})" if where != page else f"[{text}]({anchor or '#'})"
             if target.startswith("docs/"):
-                return f"[{text}]({up}{target[len('docs/'):]})"
+                return f"{match['bang']}[{text}]({up}{target[len('docs/'):]})"
             # A file of the repository, outside the site: name it.
             path = target.split("#")[0]
             return text if path in text else f"{text} (`{path}`)"
