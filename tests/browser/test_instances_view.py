@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from daggerflow import Dagger
 
+from .accessibility import check_both_palettes
 from .conftest import Worker
 from .workflows import KITCHEN, TEMPLATE
 
@@ -142,3 +143,15 @@ def test_the_search_box_finds_an_id_a_correlation_value_and_a_topic_offset(worke
     # An unknown topic: read as a correlation value.
     answer = page.request.get(f"{worker.url}/ui/search?q={quote('nope:3')}", max_redirects=0)
     assert answer.headers["location"] == "/ui/instances?correlation=nope%3A3"
+
+
+def test_the_list_views_have_labels_and_contrast_in_both_palettes(worker: Worker, page: Page) -> None:
+    create(worker, "o-1")
+    create(worker, "f-1", card="declined")
+    kitchen_ready(worker, "f-1")
+    worker.api.post("/api/v1/instances/bulk", json={"action": "stop", "filter": {"param.order_id": "o-1"}})
+    for path in ("/ui/", "/ui/instances", "/ui/instances?created_after=bad", "/ui/waiting", "/ui/bulk",
+                 "/ui/bulk/new?action=retry&status=FAILURE"):  # fmt: skip
+        page.goto(worker.url + path)
+        page.wait_for_load_state("networkidle")
+        assert check_both_palettes(page) == [], path
