@@ -40,6 +40,20 @@ def _dump_tasks() -> None:
         log.warning("task %s:\n%s", task.get_name(), out.getvalue())
 
 
+async def until_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM: for a command that serves until it is told to stop (the
+    demo's ``--serve``, ``daggerflow ui``)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def run_worker(engine: Engine, *, override_logging: bool = False) -> None:
     if not logging.getLogger().handlers or override_logging:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import ssl
 
 import click
@@ -45,6 +44,7 @@ def ui(
     from ..console.client import Target
     from ..web.auth import WebSecurity, check_server_tls, is_loopback
     from ..web.server import WebServer
+    from ..worker import until_stop_signal
 
     try:
         check_server_tls(tls_cert, tls_key)
@@ -73,12 +73,8 @@ def ui(
         except ConfigurationError as exc:
             raise UsageFailure(str(exc).replace("web_port=0", "--port 0")) from None
         console.print(f"daggerflow console of {url} at [bold]{server.url}/ui/[/] (Ctrl-C to stop)")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_stop_signal()
         finally:
             await server.stop()
             await app.aclose()

@@ -8,7 +8,6 @@ timeout: wait until every order has finished, however long that takes.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 import click
@@ -16,6 +15,7 @@ from rich.console import Console
 
 from ..errors import DaggerError
 from ..logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from ..worker import until_stop_signal
 from .pizza import DemoReport, run_pizza_demo
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -101,7 +101,7 @@ def demo_pizza(
         progress.stop()
         print_demo_report(report, serving=serve)
         if serve:
-            await _wait_for_signal()
+            await until_stop_signal()
 
     with progress:
         try:
@@ -151,15 +151,3 @@ def print_demo_report(report: DemoReport, *, serving: bool) -> None:
     else:
         console.print(f"REST API was at {report.web_url} (stopped with the demo; --serve keeps it)")
     console.print(f"store: {report.store}")
-
-
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

@@ -33,22 +33,20 @@ async def schedules_live(request: Request) -> Response:
     return live(request, parts)
 
 
-async def pause(request: Request) -> Response:
-    name = request.path_params["name"]
+#: What the page says after each switch.
+_DONE = {
+    "pause": "Schedule {name} paused: it fires no instance until it is resumed.",
+    "resume": "Schedule {name} resumed.",
+}
+
+
+async def switch(request: Request) -> Response:
+    """Pause or resume a schedule: the last part of the path is the verb."""
+    name, verb = request.path_params["name"], request.url.path.rsplit("/", 1)[1]
 
     async def run(s: Session, form: FormData) -> str:
-        await s.api.post(f"/api/v1/schedules/{quote(name, safe='')}/pause")
-        return f"Schedule {name} paused: it fires no instance until it is resumed."
-
-    return await act(request, run, "/schedules")
-
-
-async def resume(request: Request) -> Response:
-    name = request.path_params["name"]
-
-    async def run(s: Session, form: FormData) -> str:
-        await s.api.post(f"/api/v1/schedules/{quote(name, safe='')}/resume")
-        return f"Schedule {name} resumed."
+        await s.api.post(f"/api/v1/schedules/{quote(name, safe='')}/{verb}")
+        return _DONE[verb].format(name=name)
 
     return await act(request, run, "/schedules")
 
@@ -56,6 +54,5 @@ async def resume(request: Request) -> Response:
 ROUTES = [
     Route("/schedules", schedules, methods=["GET"]),
     Route("/live/schedules", schedules_live, methods=["GET"]),
-    Route("/schedules/{name}/pause", pause, methods=["POST"]),
-    Route("/schedules/{name}/resume", resume, methods=["POST"]),
+    *(Route(f"/schedules/{{name}}/{verb}", switch, methods=["POST"]) for verb in _DONE),
 ]
