@@ -29,6 +29,7 @@ from .errors import (
 from .history import HistoryReads
 from .machine import Create, Stop, Submit
 from .machine.events import Event
+from .message_reads import MessageReads
 from .migration import Migration
 from .model.ids import ID_RULE, id_problem
 from .model.instance import Instance, Node, decode_params, encode_params
@@ -61,7 +62,8 @@ HOUSEKEEPING_INTERVAL = 60.0  # seconds between purges of expired dedupe ids and
 
 
 class Dagger(
-    Registration, Operations, HistoryReads, BulkActions, Search, Schedules, Versions, Migration, ConsoleReads
+    Registration, Operations, HistoryReads, BulkActions, Search, Schedules, Versions, Migration, ConsoleReads,
+    MessageReads,
 ):
     """The workflow engine.
 

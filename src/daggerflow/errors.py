@@ -14,6 +14,8 @@ DaggerError
  ├── InvalidSchedule            a schedule definition that cannot run: its cron expression,
  │                              interval, time zone, catch-up mode or name (HTTP 400)
  ├── UnknownSchedule            no schedule by that name (HTTP 404)
+ ├── UnknownMessage             no message at that topic and offset, or a topic this worker
+ │                              does not read (HTTP 404)
  ├── TooLarge                   a body, message, parameters or instance over its size limit (413)
  ├── StoreError                 the database is corrupt, foreign or from a newer version
  │    ├── StateCorrupted        a partition's local store cannot be opened or read: wipe it
@@ -92,6 +94,11 @@ class InvalidSchedule(DaggerError, ValueError):
 
 class UnknownSchedule(DaggerError, LookupError):
     """No schedule by that name (HTTP 404)."""
+
+
+class UnknownMessage(DaggerError, LookupError):
+    """No message at that topic, partition and offset (not written yet, or removed by
+    retention), or a topic the worker does not read (HTTP 404)."""
 
 
 class TooLarge(DaggerError, ValueError):

@@ -256,6 +256,26 @@ class EmbeddedRuntime:
     def topic_names(self) -> list[str]:
         return sorted(self.store.topics())
 
+    async def newest_messages(
+        self, topic: str, *, limit: int, partition: int | None, before: int | None
+    ) -> list[Message]:
+        if partition not in (None, 0):
+            return []
+        end = self.store.end_offset(topic)
+        end = end if before is None else min(end, before)
+        start = max(0, end - limit)
+        return [m for m in reversed(self.store.read(topic, start, end - start)) if m.offset < end]
+
+    async def message_at(self, topic: str, partition: int | None, offset: int) -> Message | None:
+        if partition not in (None, 0):
+            return None
+        found = self.store.read(topic, offset, 1)
+        return found[0] if found and found[0].offset == offset else None
+
+    def unread(self, topic: str, offset: int) -> bool | None:
+        position = self._unread_from(topic)
+        return None if position is None else offset >= position
+
     def local_stores(self) -> list[Store]:
         return [] if self._task is None else [self._task.store]
 

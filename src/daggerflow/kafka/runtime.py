@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
+from ..errors import InvalidInput, NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.bulk import BulkShare, BulkSpec
 from ..model.history import Page
@@ -66,6 +66,7 @@ from .remote import Forwarder, RemoteReads
 from .settings import PRODUCER_SETTINGS, consumer_settings, new_consumer, new_producer
 from .supervisor import Supervisor
 from .topic_loop import TopicLoop, agent_group, stateless_loops
+from .topic_reader import TopicReader
 from .transactions import PartitionTransactions
 
 log = logging.getLogger("daggerflow.kafka")
@@ -94,6 +95,7 @@ class KafkaRuntime:
         self.owners: OwnersView | None = None
         self.hanging: HangingTransactions | None = None
         self.collector = RecordCollector(config.connection, exactly_once=config.exactly_once)
+        self.reader = TopicReader(config.connection)  # the console's reads of topics
         self.supervisor = Supervisor()
         self.worker = WorkerContext(config, self.topics, self.owners_topic.name, self.worker_id, self.collector,
                                     self.supervisor, ForwardEncoder(self.topics, config.partitions))  # fmt: skip
@@ -202,6 +204,7 @@ class KafkaRuntime:
             await self.active.stop(self.config.shutdown_timeout)
         await self.supervisor.stop_all()
         await self.collector.close()
+        await self.reader.close()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -410,6 +413,24 @@ class KafkaRuntime:
         raise TaskInvalidState(
             f"topic {topic!r} is a Kafka topic: read it with a Kafka consumer (the REST API reads embedded topics)"
         )
+
+    async def newest_messages(
+        self, topic: str, *, limit: int, partition: int | None, before: int | None
+    ) -> list[Message]:
+        return await self.reader.newest(topic, limit=limit, partition=partition, before=before)
+
+    async def message_at(self, topic: str, partition: int | None, offset: int) -> Message | None:
+        if partition is None:
+            partitions = await self.reader.partitions(topic)
+            if not partitions:
+                return None
+            if len(partitions) != 1:
+                raise InvalidInput(f"topic {topic!r} has {len(partitions)} partitions: say which one (partition)")
+            partition = partitions[0]
+        return await self.reader.one(topic, partition, offset)
+
+    def unread(self, topic: str, offset: int) -> bool | None:
+        return None
 
     def topic_names(self) -> list[str]:
         """The application's topics (those its templates, listeners and agents use)."""

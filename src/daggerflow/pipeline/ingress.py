@@ -45,14 +45,16 @@ class AgentSpec:
 def dead_letter(
     topic: str, msg: Message, consumer: str, error: str, tb: str, *, partition: int | None = None
 ) -> Outgoing:
-    """The dead-letter record of ``msg`` (JSON). ``partition``: of a Kafka topic. A value that
-    is not UTF-8 text is kept as hex, so the letter holds the exact bytes."""
+    """The dead-letter record of ``msg`` (JSON; ``model.messages.parse_letter`` reads it).
+    ``partition``: of a Kafka topic. A value that is not UTF-8 text is kept as hex, marked
+    ``value_hex``, so the letter holds the exact bytes."""
     value = msg.value
+    binary = False
     if isinstance(value, bytes):
         try:
             value = value.decode()
         except UnicodeDecodeError:
-            value = value.hex()
+            value, binary = value.hex(), True
     record: dict[str, Any] = {
         "topic": msg.topic,
         "offset": msg.offset,
@@ -64,6 +66,8 @@ def dead_letter(
     }
     if partition is not None:
         record["partition"] = partition
+    if binary:
+        record["value_hex"] = True  # (so that a replay appends the exact bytes again)
     return Outgoing(topic, msg.key, _json.encode(record).decode())
 
 

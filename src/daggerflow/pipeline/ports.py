@@ -164,6 +164,20 @@ class Runtime(Protocol):
 
     def read_topic(self, topic: str, start: int, limit: int) -> list[Message]: ...
 
+    async def newest_messages(
+        self, topic: str, *, limit: int, partition: int | None, before: int | None
+    ) -> list[Message]:
+        """The ``limit`` newest messages of ``topic``, newest first (reading, not consuming);
+        ``before``: only offsets below it; ``partition``: only that one (Kafka)."""
+        ...
+
+    async def message_at(self, topic: str, partition: int | None, offset: int) -> Message | None:
+        """The message at ``offset`` (of ``partition`` on Kafka), None if there is none."""
+
+    def unread(self, topic: str, offset: int) -> bool | None:
+        """Whether this process's readers of ``topic`` have yet to read ``offset`` (None:
+        not known here, as on Kafka, where the consumer group's positions are the broker's)."""
+
     def topic_names(self) -> list[str]: ...
 
     def running_instances(self) -> Iterator[Instance]:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..model.console import ListenerPart, NodeCountsPart, OverviewPart, TimerPart
     from ..model.history import Page
     from ..model.instance import Instance
+    from ..model.messages import DeadLetter, Explanation, MessageItem
     from ..model.query import InstanceQuery
     from ..model.records import Message
     from ..model.schedule import Schedule
@@ -187,6 +188,27 @@ class EngineAPI(Protocol):
     async def node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
 
     def local_node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
+
+    # Messages (``message_reads``).
+
+    async def newest_messages(
+        self, topic: str, *, limit: int = 50, partition: int | None = None, before: int | None = None
+    ) -> list[MessageItem]: ...
+
+    async def explain_message(self, topic: str, offset: int, *, partition: int | None = None) -> Explanation: ...
+
+    async def dead_letters(
+        self, *, limit: int = 50, partition: int | None = None, before: int | None = None
+    ) -> list[DeadLetter]: ...
+
+    async def replay_dead_letter(
+        self, offset: int, *, partition: int | None = None, actor: str | None = None
+    ) -> tuple[str, int]: ...
+
+    def local_seen(self, topic: str, message_id: str) -> bool: ...
+
+    @property
+    def dead_letter_topic(self) -> str: ...
 
     def topic_names(self) -> list[str]: ...
 

@@ -68,6 +68,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/timers", internal.timers),
         _internal(engine, "/internal/v1/overview", internal.overview),
         _internal(engine, "/internal/v1/node-counts", internal.node_counts),
+        _internal(engine, "/internal/v1/seen", internal.seen),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A trailing slash is a 404, not a redirect to another route's answer (``/instances/``

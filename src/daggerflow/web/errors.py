@@ -10,7 +10,7 @@ An engine error maps to the status that says what the caller can do about it:
 ``InvalidSchedule``                            400    a schedule that cannot run as defined
 ``TooLarge``                                   413    over a configured size limit
 ``TemplateDoesNotExist``, ``UnknownInstance``, 404
-``UnknownSchedule``
+``UnknownSchedule``, ``UnknownMessage``
 ``ForwardError``                               503    the owning worker did not answer: retry
 any other ``DaggerError``                      409    e.g. a state that forbids the call
 anything else                                  500
@@ -37,6 +37,7 @@ from ..errors import (
     TemplateDoesNotExist,
     TooLarge,
     UnknownInstance,
+    UnknownMessage,
     UnknownSchedule,
 )
 from .schemas import ErrorBody
@@ -69,7 +70,7 @@ def error_response(
 def status_of(exc: DaggerError) -> int:
     if isinstance(exc, ForwardError):
         return 503
-    if isinstance(exc, (TemplateDoesNotExist, UnknownInstance, UnknownSchedule)):
+    if isinstance(exc, (TemplateDoesNotExist, UnknownInstance, UnknownSchedule, UnknownMessage)):
         return 404
     if isinstance(exc, (InvalidSchedule, InvalidFilter)):
         return 400

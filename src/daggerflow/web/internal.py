@@ -24,6 +24,7 @@ from .schemas import (
     NoQuery,
 )
 from .schemas_console import InternalListenersQuery, InternalNodeCountsQuery, InternalTimersQuery
+from .schemas_messages import InternalSeenQuery
 from .wire import INTERNAL_HEADER, MISDIRECTED, MSGPACK
 
 if TYPE_CHECKING:
@@ -113,3 +114,8 @@ async def node_counts(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, InternalNodeCountsQuery)
     found = engine.local_node_counts(q.template, version=q.version, limit=q.limit)
     return _internal(msgspec.msgpack.encode(found))
+
+
+async def seen(engine: EngineAPI, request: Request) -> Response:
+    q = decode_query(request, InternalSeenQuery)
+    return _internal(msgspec.json.encode({"seen": engine.local_seen(q.topic, q.id)}), media_type="application/json")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import console_routes, docs, handlers, schedule_routes
+from ..model.messages import Explanation
+from . import console_routes, docs, handlers, message_routes, schedule_routes
 from .history import instance_history
 from .schemas import (
     ActionQuery,
@@ -55,6 +56,15 @@ from .schemas_console import (
     Overview,
     TimerPage,
     TimersQuery,
+)
+from .schemas_messages import (
+    DeadLetterList,
+    DeadLettersQuery,
+    MessageList,
+    MessageQuery,
+    MessagesListQuery,
+    Replayed,
+    ReplayQuery,
 )
 
 if TYPE_CHECKING:
@@ -320,6 +330,68 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "A node's timer: `due` (a trigger's or monitor's time), `timeout`, `max_run` (a "
                     "process's run limit), `retry:<job>` (the next attempt). `overdue_by` is now - due, 0 if "
                     "not due yet. " + _EVERY_WORKER
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/messages",
+        (
+            Operation(
+                "GET", message_routes.list_messages, "listMessages",
+                "A topic's newest messages, newest first (reading is not consuming)", MessageList,
+                query=MessagesListQuery, errors=(404,), tag="messages",
+                description=(
+                    "Values are cut to their first 500 characters (`truncated`); a value that is not UTF-8 "
+                    "is shown as hex (`binary`). On the Kafka runtime the worker reads the topic itself, "
+                    "from every partition (or `partition`), without a consumer group; it reads only the "
+                    "application's topics and its dead-letter topic (404 for another)."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/messages/{topic}/{offset}",
+        (
+            Operation(
+                "GET", message_routes.explain_message, "explainMessage",
+                "One message, whole, and what became of it: the instances it reached, or why none",
+                Explanation, query=MessageQuery, errors=(404, 422), tag="messages",
+                description=(
+                    "`verdict`: matched, dead_lettered, parse_error (the listener classes cannot map it), "
+                    "unread (not read yet), duplicate (its message id was seen before), key_mismatch "
+                    "(listeners wait on the topic under other values: `near` lists the closest), "
+                    "no_waiter, agent (read by an agent), not_read (no reader), or letter (a record of the "
+                    "dead-letter topic). Worked out when asked: the listener classes map the message "
+                    "again, and the histories of the instances under its correlation values are searched "
+                    "for its delivery (`notes` says where a search stopped short). On the Kafka runtime "
+                    "`partition` is required for a topic of several partitions (422)."
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/dead-letters",
+        (
+            Operation(
+                "GET", message_routes.dead_letters, "listDeadLetters",
+                "The newest dead letters, newest first: the message, who gave up on it and why",
+                DeadLetterList, query=DeadLettersQuery, tag="messages",
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/dead-letters/{offset}/replay",
+        (
+            Operation(
+                "POST", message_routes.replay, "replayDeadLetter",
+                "Append a dead letter's message to its topic again, as it was", Replayed,
+                status=202, access="admin", query=ReplayQuery, errors=(404, 413), tag="messages",
+                description=(
+                    "The key and the exact value bytes are appended again, with the header "
+                    "`daggerflow-replay-of: <dead-letter topic>@<offset>`; the original headers are not "
+                    "kept in a dead letter. It is read like any new message: a listener's message id "
+                    "still deduplicates it, so a replay of a message that was delivered is ignored."
                 ),
             ),
         ),
