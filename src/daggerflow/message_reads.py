@@ -201,6 +201,10 @@ class MessageReads:
         )  # fmt: skip
         return [letter for letter in map(parse_letter, found) if letter is not None]
 
+    def count_dead_letters(self) -> int | None:
+        """How many records the dead-letter topic holds (None on Kafka: not cheap to know)."""
+        return self._runtime().count_messages(self.config.dead_letter)
+
     async def replay_dead_letter(
         self, offset: int, *, partition: int | None = None, actor: str | None = None
     ) -> tuple[str, int]:
@@ -316,7 +320,7 @@ def _summary(
             + (f" ({shown}, ...)." if shown else ".")
         )
     if found == "no_waiter":
-        return f"No listener waited on {topic} under {_pairs_text(pairs)} when it was read."
+        return f"No listener took it, and none waits on {topic} under {_pairs_text(pairs)} now."
     if found == "agent":
         return f"Read by agent {', '.join(agents)}, which did not dead-letter it."
     return f"Nothing in this application reads {topic}."

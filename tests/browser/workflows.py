@@ -37,8 +37,12 @@ def _send_order(engine: Dagger) -> type[KafkaCommandTask[str, str]]:
 
 class KitchenReady(KafkaListenerTask[str, str]):
     correlatable_key = "order_id"
+    #: While set, the mapping fails (a bug, fixed by a deploy: the dead-letter replay test).
+    broken = False
 
     async def get_correlatable_keys_from_payload(self, payload: Any) -> list[TaskLookupKey]:
+        if KitchenReady.broken:
+            raise LookupError("kitchen message format not understood")
         return [(self.correlatable_key, json.loads(payload)["order_id"])]
 
     async def on_message(self, runtime_parameters: dict[str, Any], *args: Any, **kwargs: Any) -> bool:

@@ -90,6 +90,16 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def pretty_value(text: Any) -> str:
+    """A message value: indented when it is JSON text, else as it is."""
+    if isinstance(text, str) and text[:1] in ("{", "["):
+        try:
+            return pretty_json(json.loads(text))
+        except ValueError:
+            pass
+    return str(text)
+
+
 def status_class(code: str | None) -> str:
     return STATUS_CLASSES.get(code or "", "idle")
 
@@ -116,6 +126,7 @@ class Renderer:
             iso=iso,
             duration=duration,
             pretty_json=pretty_json,
+            pretty_value=pretty_value,
             status_class=status_class,
             status_code=status_code,
             dom_id=dom_id,

@@ -272,6 +272,10 @@ class EmbeddedRuntime:
         found = self.store.read(topic, offset, 1)
         return found[0] if found and found[0].offset == offset else None
 
+    def count_messages(self, topic: str) -> int | None:
+        first = self.store.read(topic, 0, 1)  # (retention trims a topic from its start)
+        return self.store.end_offset(topic) - first[0].offset if first else 0
+
     def unread(self, topic: str, offset: int) -> bool | None:
         position = self._unread_from(topic)
         return None if position is None else offset >= position

@@ -429,6 +429,9 @@ class KafkaRuntime:
             partition = partitions[0]
         return await self.reader.one(topic, partition, offset)
 
+    def count_messages(self, topic: str) -> int | None:
+        return None
+
     def unread(self, topic: str, offset: int) -> bool | None:
         return None
 

@@ -174,6 +174,10 @@ class Runtime(Protocol):
     async def message_at(self, topic: str, partition: int | None, offset: int) -> Message | None:
         """The message at ``offset`` (of ``partition`` on Kafka), None if there is none."""
 
+    def count_messages(self, topic: str) -> int | None:
+        """How many messages ``topic`` holds, where that is cheap to know (embedded: its
+        offsets are dense); None on Kafka, where transaction markers take offsets too."""
+
     def unread(self, topic: str, offset: int) -> bool | None:
         """Whether this process's readers of ``topic`` have yet to read ``offset`` (None:
         not known here, as on Kafka, where the consumer group's positions are the broker's)."""

@@ -62,7 +62,7 @@ async def explain_message(engine: EngineAPI, request: Request) -> Response:
 async def dead_letters(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, DeadLettersQuery)
     items = await engine.dead_letters(limit=q.limit, partition=q.partition, before=q.before)
-    return JSONResponse(DeadLetterList(topic=engine.dead_letter_topic, items=items,
+    return JSONResponse(DeadLetterList(topic=engine.dead_letter_topic, items=items, total=engine.count_dead_letters(),
                                        next_before=_next_before(items, q.limit)))  # fmt: skip
 
 

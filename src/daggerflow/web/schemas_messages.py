@@ -57,6 +57,7 @@ class DeadLetterList(Struct, kw_only=True):
 
     topic: Annotated[str, Meta(description="the dead-letter topic")]
     items: list[DeadLetter]
+    total: Annotated[int | None, Meta(description="records in the dead-letter topic; null on Kafka (not cheap to count)")]
     next_before: int | None
 
 

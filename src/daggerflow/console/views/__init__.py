@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import bulk, dashboard, instance, instances, login, schedules, search, templates, waiting
+from . import bulk, dashboard, instance, instances, login, messages, schedules, search, templates, waiting
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
@@ -17,4 +17,5 @@ ROUTES: list[BaseRoute] = [
     *instance.ROUTES,
     *templates.ROUTES,
     *waiting.ROUTES,
+    *messages.ROUTES,
 ]

@@ -65,16 +65,18 @@ def rates(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str,
     return out
 
 
-async def dead_letters(s: Session) -> int | None:
-    """The dead-letter count, or None where this worker has no dead-letter route (404)."""
+async def dead_letters(s: Session) -> dict[str, Any] | None:
+    """The dead letters' count (None on Kafka, where the API cannot count them cheaply) and
+    when the newest came; None where this worker has no dead-letter route (404)."""
     try:
         answer = await s.api.get("/api/v1/dead-letters", {"limit": 1})
     except ApiError as exc:
         if exc.status == 404:
             return None
         raise
-    total = answer.get("total") if isinstance(answer, dict) else None
-    return int(total) if isinstance(total, int) else None
+    total = answer.get("total")
+    items = answer.get("items") or []
+    return {"total": total if isinstance(total, int) else None, "newest": items[0]["timestamp"] if items else None}
 
 
 async def _context(s: Session, previous: dict[str, Any] | None) -> dict[str, Any]:
