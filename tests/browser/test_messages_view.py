@@ -172,3 +172,31 @@ def test_a_read_token_sees_dead_letters_without_a_replay_button(secured: Worker,
     expect(page.locator("#letters tbody tr")).to_have_count(1)
     expect(page.get_by_role("button", name="Replay")).to_have_count(0)
     assert json.loads(page.locator("#letters tbody tr").get_attribute("data-letter") or "null") == 0
+
+
+def test_older_pages_of_messages_and_dead_letters(worker: Worker, page: Page, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daggerflow.console.views import messages
+
+    monkeypatch.setattr(messages, "PAGE", 2)
+    for n in range(5):
+        send(worker, f"not json {n}")
+    settle(worker)
+    page.goto(f"{worker.url}/ui/messages?topic={KITCHEN}")
+    offsets = page.locator("#messages tbody tr")
+    expect(offsets).to_have_count(2)
+    for shown in (["4", "3"], ["2", "1"], ["0"]):
+        expect(offsets).to_have_count(len(shown))
+        assert [offsets.nth(i).get_attribute("data-offset") for i in range(len(shown))] == shown
+        if shown != ["0"]:
+            page.get_by_role("link", name="Older →").click()
+    expect(page.get_by_role("link", name="Older →")).to_have_count(0)
+    page.get_by_role("link", name="← Newest").click()
+    expect(offsets.first).to_have_attribute("data-offset", "4")
+
+    page.goto(f"{worker.url}/ui/dead-letters")
+    letters = page.locator("#letters tbody tr")
+    expect(letters).to_have_count(2)
+    expect(letters.first).to_have_attribute("data-source", f"{KITCHEN}@4")
+    page.get_by_role("link", name="Older →").click()
+    expect(page).to_have_url(f"{worker.url}/ui/dead-letters?before=3")
+    expect(letters.first).to_have_attribute("data-source", f"{KITCHEN}@2")

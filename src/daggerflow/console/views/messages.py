@@ -51,9 +51,12 @@ class Listing:
     next_before: int | None = None
     total: int | None = None
     error: str | None = None
+    #: Whether the page's URL names the topic (the dead letters' page has one topic).
+    topic_in_url: bool = True
 
     def query(self, **changes: Any) -> str:
-        values = {"topic": self.topic or None, "partition": self.partition, "before": self.before} | changes
+        topic = self.topic if self.topic_in_url and self.topic else None
+        values = {"topic": topic, "partition": self.partition, "before": self.before} | changes
         return urlencode({k: v for k, v in values.items() if v is not None})
 
 
@@ -138,7 +141,7 @@ async def message(request: Request) -> Response:
 
 async def read_letters(s: Session, request: Request) -> Listing:
     partition, before, problem = _where(request)
-    listing = Listing(partition=partition, before=before, error=problem)
+    listing = Listing(partition=partition, before=before, error=problem, topic_in_url=False)
     if problem:
         return listing
     params: dict[str, Any] = {"limit": PAGE}
