@@ -186,7 +186,10 @@ class EngineAPI(Protocol):
 
     async def node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
 
-    def local_node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
+    def local_node_counts(
+        self, template: str, *, version: str | None = None, limit: int = 10_000,
+        created_after: float | None = None, times: bool = False,
+    ) -> NodeCountsPart: ...  # fmt: skip
 
     def topic_names(self) -> list[str]: ...
 
