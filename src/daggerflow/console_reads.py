@@ -10,6 +10,8 @@ partition would answer.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -153,29 +155,55 @@ class ConsoleReads:
 
     # Node statuses of a template ----------------------------------------------------------
 
-    def local_node_counts(self, template: str, *, version: str | None = None, limit: int = NODE_COUNTS_DEFAULT) -> NodeCountsPart:
+    def local_node_counts(
+        self, template: str, *, version: str | None = None, limit: int = NODE_COUNTS_DEFAULT,
+        created_after: float | None = None, times: bool = False,
+    ) -> NodeCountsPart:  # fmt: skip
         """The node statuses of the newest ``limit`` instances of ``template`` (and
-        ``version``) this process holds, by dotted node name."""
-        query = InstanceQuery(template=template, version=version, sort="-created")
+        ``version``) this process holds, by dotted node name; ``created_after``: of those
+        created at or after it only (epoch seconds). ``times``: with the counted instances'
+        creation times (``NodeCountsPart.created``)."""
+        query = InstanceQuery(template=template, version=version, created_after=created_after, sort="-created")
         found = self._runtime().list_local(query, limit=limit + 1, offset=0)
         nodes: dict[str, dict[str, int]] = {}
-        scanned = count_nodes(found[:limit], nodes)
-        return NodeCountsPart(scanned=scanned, truncated=len(found) > limit, nodes=nodes)
+        counted = found[:limit]
+        scanned = count_nodes(counted, nodes)
+        created = [i.root.time_created for i in counted] if times else []
+        return NodeCountsPart(scanned=scanned, truncated=len(found) > limit, nodes=nodes, created=created)
 
     async def node_counts(
         self, template: str, *, version: str | None = None, limit: int = NODE_COUNTS_DEFAULT
     ) -> NodeCountsPart:
         """How many nodes of each dotted name are in each status, over the newest ``limit``
-        instances of ``template`` (on Kafka: the newest ``limit`` of each worker).
-        ``TemplateDoesNotExist`` for a template no worker registers nor has a version of."""
+        instances of ``template`` (every worker's, on Kafka). ``TemplateDoesNotExist`` for a
+        template no worker registers nor has a version of.
+
+        On Kafka each worker first counts its own newest ``limit``, with their creation times.
+        If together they hold no more than ``limit``, that is the answer. Otherwise the
+        creation time of the ``limit``-th newest overall is the cut, and each worker counts
+        again the instances created at or after it. So a few more than ``limit`` may be
+        counted (``scanned`` says how many): every instance created at the very time of the
+        cut (a tie), and those created between the two rounds."""
         limit, _ = _paging(limit, 0, NODE_COUNTS_MAX)
         version = _optional("version", version)
         if not isinstance(template, str) or not await self._known_template(template):
             raise TemplateDoesNotExist(f"no template {template!r} is registered or has instances")
-        parts = [self.local_node_counts(template, version=version, limit=limit)]
+        runtime = self._runtime()
+        path = "/internal/v1/node-counts"
         params = {"template": template, "limit": str(limit)} | ({"version": version} if version else {})
-        parts += [_node_counts.decode(b) for b in await self._runtime().ask_others("/internal/v1/node-counts", params)]
-        return merge_node_counts(parts)
+        local = self.local_node_counts(template, version=version, limit=limit, times=True)
+        others = [_node_counts.decode(b) for b in await runtime.ask_others(path, params | {"times": "true"})]
+        parts = [local, *others]
+        if not others or (sum(p.scanned for p in parts) <= limit and not any(p.truncated for p in parts)):
+            return merge_node_counts(parts)  # (one worker's newest, or every instance there is)
+        # Each part holds its worker's newest ``limit``: the overall newest ``limit`` are among them.
+        cut = heapq.nlargest(limit, itertools.chain.from_iterable(p.created for p in parts))[-1]
+        local = self.local_node_counts(template, version=version, limit=limit, created_after=cut)
+        again = params | {"created_after": repr(cut)}  # (repr: the float exactly)
+        parts = [local, *(_node_counts.decode(b) for b in await runtime.ask_others(path, again))]
+        merged = merge_node_counts(parts)
+        merged.truncated = True  # (the first round found more than ``limit``)
+        return merged
 
     # Inside -------------------------------------------------------------------------------
 

@@ -48,6 +48,15 @@ def test_the_static_graph_counts_instances_per_node_status_and_the_form_creates_
     listener = node(page, "Order_listener_task")
     expect(listener.locator(".n-facts")).to_contain_text("▶ 1 executing")
     expect(node(page, "charge_executor_task").locator(".n-facts")).to_have_text("✗ 1 failure  ○ 1 not started")
+    # Each counts line ends inside its box, as drawn by the browser (10 px in from each edge).
+    overflow = page.evaluate(
+        """() => [...document.querySelectorAll('#template-graph .g-node')].flatMap(n => {
+             const room = n.querySelector('rect.box').width.baseVal.value - 20;
+             const used = n.querySelector('.n-facts').getComputedTextLength();
+             return used > room ? [[n.dataset.node, used, room]] : [];
+           })"""
+    )
+    assert overflow == []
     listener.click()
     expect(page.locator(".node-panel.selected")).to_contain_text("kitchen")
     expect(page.locator(".node-panel.selected")).to_contain_text("order_id")

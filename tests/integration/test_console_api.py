@@ -9,9 +9,11 @@ import asyncio
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from daggerflow import DAGBuilderHelper, Dagger, ExecutorTask, ManualClock, TriggerTask
+from daggerflow.model.console import NodeCountsPart
 from daggerflow.model.instance import Instance
 from daggerflow.model.status import TaskOperator
 
@@ -269,6 +271,41 @@ async def test_template_node_counts(web: Dagger, client: httpx.AsyncClient, cloc
     assert r.status_code == 404 and "nope" in r.json()["error"]
     assert "limit" in await bad(client, "/api/v1/templates/orders/node-counts", limit=100_001)
     assert "limit" in await bad(client, "/api/v1/templates/orders/node-counts", limit="many")
+
+
+async def test_node_counts_of_the_instances_created_since_a_cut(
+    web: Dagger, client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """The local half that Kafka's second round asks every worker for: only instances created
+    at or after ``created_after``, and (first round) the counted instances' creation times."""
+    orders = await waiting_orders(web, clock, 3)  # o0, o1, o2: ten seconds apart
+    r = await client.post(f"/topics/{ORDER_READY}/messages", json={"key": "k", "value": '{"order_id": "order-2"}'})
+    assert r.status_code == 202
+    await web.wait_for("o2", lambda i: i.status == "COMPLETED", timeout=5)
+    listener = orders[0].nodes[listener_node(orders[0])].name
+    created = [o.root.time_created for o in orders]
+    assert created == sorted(set(created))
+
+    since_o1 = web.local_node_counts("orders", created_after=created[1])  # (inclusive: o1 and o2)
+    assert since_o1.scanned == 2 and since_o1.truncated is False and since_o1.created == []
+    assert since_o1.nodes[listener] == {"EXECUTING": 1, "COMPLETED": 1}
+    newest = web.local_node_counts("orders", created_after=created[0], limit=1, times=True)
+    assert newest.scanned == 1 and newest.truncated is True and newest.created == [created[2]]
+    assert newest.nodes[listener] == {"COMPLETED": 1}
+    every = web.local_node_counts("orders", times=True)
+    assert every.created == created[::-1] and every.scanned == 3
+    assert web.local_node_counts("orders", created_after=created[2] + 0.001).scanned == 0
+    # The internal route reads the same parameters (a float given as its repr, exactly).
+    r = await client.get(
+        "/internal/v1/node-counts",
+        params={"template": "orders", "created_after": repr(created[1]), "times": "true"},
+    )
+    assert r.status_code == 200
+    part = msgspec.msgpack.decode(r.content, type=NodeCountsPart)
+    assert part.scanned == 2 and part.created == created[:0:-1]
+    # One process holds every instance: the whole read is its newest ``limit``, in one round.
+    whole = await web.node_counts("orders", limit=2)
+    assert whole.scanned == 2 and whole.truncated is True and whole.nodes[listener] == {"EXECUTING": 1, "COMPLETED": 1}
 
 
 async def test_python_api_refuses_bad_arguments(web: Dagger) -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("aiokafka")
 
 from daggerflow.kafka.codec import partition_for
 
-from .cluster import Cluster, Worker
+from .cluster import Cluster, Worker, produce
 from .test_kafka_correlation import PARTITIONS, corr_cluster, ids_on_every_partition, start_waiting
 
 pytestmark = pytest.mark.timeout(240)
@@ -72,3 +72,44 @@ async def test_listeners_overview_and_node_counts_cover_both_workers(
         part = await client.list_listeners(limit=1000)
         assert sorted(i.instance for i in part.items) == sorted(ids) and part.total == len(ids)
         assert (await client.overview()).workers == 2
+
+
+async def test_node_counts_limit_is_the_newest_of_both_workers_together(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12 instances over both workers, the 4 oldest completed: node counts of the newest 5
+    count 5 instances (not 5 of each worker), and only waiting ones; of the newest 10, the
+    two youngest completed ones too."""
+    ids = ids_on_every_partition("nc")
+    async with corr_cluster(make_cluster, monkeypatch) as (cluster, client, watcher):
+        values = {iid: f"v-{iid}" for iid in ids}
+        await start_waiting(client, watcher, "BoxWait", values)
+        urls = [await web_url(w) for w in cluster.running]
+        async with httpx.AsyncClient(timeout=10) as http:
+            listing = (await http.get(f"{urls[0]}/api/v1/instances",
+                                      params={"template": "BoxWait", "sort": "created", "limit": 100})).json()  # fmt: skip
+            oldest_first = [(i["time_created"], i["id"]) for i in listing["items"]]
+            assert sorted(i for _, i in oldest_first) == sorted(ids)
+            done = [iid for _, iid in oldest_first[:4]]
+            await produce(cluster.bootstrap, cluster.topic("boxes"), [(b"k", {"box_id": [values[i] for i in done]})])
+            await watcher.wait_completed(done, timeout=60)
+            created = sorted((t for t, _ in oldest_first), reverse=True)
+
+            def expected(limit: int) -> int:
+                # Ties with the limit-th newest's creation time are all counted (documented).
+                return sum(1 for t in created if t >= created[limit - 1])
+
+            for url in urls:
+                five = (await http.get(f"{url}/api/v1/templates/BoxWait/node-counts", params={"limit": 5})).json()
+                assert five["scanned"] == expected(5) and five["truncated"] is True, (url, five)
+                assert all(set(by) == {"EXECUTING"} for by in five["nodes"].values()), five  # the newest only
+                assert {"EXECUTING": expected(5)} in five["nodes"].values()
+                ten = (await http.get(f"{url}/api/v1/templates/BoxWait/node-counts", params={"limit": 10})).json()
+                assert ten["scanned"] == expected(10) and ten["truncated"] is True, (url, ten)
+                assert {"EXECUTING": 8, "COMPLETED": expected(10) - 8} in ten["nodes"].values(), ten
+                every = (await http.get(f"{url}/api/v1/templates/BoxWait/node-counts", params={"limit": 12})).json()
+                assert every["scanned"] == len(ids) and every["truncated"] is False
+        # A client engine (it holds no partition) asks both workers, in the same two rounds.
+        part = await client.node_counts("BoxWait", limit=5)
+        assert part.scanned == expected(5) and part.truncated is True
+        assert all(set(by) == {"EXECUTING"} for by in part.nodes.values())

@@ -7,10 +7,15 @@ from itertools import combinations
 from typing import Any
 
 from daggerflow.console.graph import (
+    CHAR_EM,
+    FACTS_CHARS,
     GAP_Y,
     Box,
     Graph,
     Group,
+    compact,
+    counts_line,
+    facts_chars,
     from_snapshot,
     from_template,
     layout,
@@ -179,3 +184,37 @@ def test_an_empty_structure_is_an_empty_graph() -> None:
 def test_labels_are_the_last_part_of_the_name_cut_to_fit() -> None:
     assert short_label("order_flow.Fulfil.charge_executor_task") == "charge_executor_task"
     assert short_label("a." + "x" * 40) == "x" * 23 + "\u2026"
+
+
+def test_a_counts_line_of_five_statuses_fits_its_box() -> None:
+    counts = {"COMPLETED": 91_234, "FAILURE": 1_200, "EXECUTING": 15, "NOT_STARTED": 3, "STOPPED": 3}
+    g = layout(from_template([{"name": "t.a", "kind": "executor", "parent": None, "next": [], "children": []}],
+                             {"t.a": counts}))  # fmt: skip
+    [box] = g.boxes
+    # The largest first, then "+N more" for the rest, in the characters the box has for it.
+    assert box.facts[0] == ("COMPLETED", "91k completed")
+    assert box.more == f"+{len(counts) - len(box.facts)} more" and box.more
+    assert facts_chars(box.facts, box.more) <= FACTS_CHARS
+    # That budget is the box's width at the template's 11.5 px text (10 px in from each edge).
+    assert FACTS_CHARS * 11.5 * CHAR_EM <= box.w - 2 * 10
+
+
+def test_a_counts_line_shows_every_status_that_fits_and_never_more_than_fit() -> None:
+    assert counts_line({"FAILURE": 1, "NOT_STARTED": 1}) == (
+        (("FAILURE", "1 failure"), ("NOT_STARTED", "1 not started")), ""
+    )  # (equal counts: by status)
+    assert counts_line({}) == ((), "")
+    statuses = ["COMPLETED", "EXECUTING", "FAILURE", "NOT_STARTED", "PENDING", "SKIPPED", "STOPPED"]
+    for k in range(1, len(statuses) + 1):
+        for n in (1, 999, 99_999, 999_999, 12_345_678):
+            counts = {s: n + i for i, s in enumerate(statuses[:k])}
+            facts, more = counts_line(counts)
+            assert facts_chars(facts, more) <= FACTS_CHARS, (k, n, facts, more)
+            assert len(facts) + (int(more.split()[0]) if more else 0) == k  # every status is told of
+            assert [s for s, _ in facts] == sorted(counts, key=lambda s: -counts[s])[: len(facts)]
+
+
+def test_counts_are_written_in_four_characters() -> None:
+    assert [compact(n) for n in (0, 999, 1000, 1234, 12_345, 999_499, 999_500, 1_234_567)] == [
+        "0", "999", "1k", "1.2k", "12k", "999k", "1M", "1.2M"
+    ]  # fmt: skip

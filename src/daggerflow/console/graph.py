@@ -31,6 +31,11 @@ PAD = 10  # inside a group's frame
 HEAD = 24  # a group's label
 MARGIN = 8
 LABEL_CHARS = 24
+#: Characters of a box's third line, from 10 px inside its left edge to 10 px inside its
+#: right one: 11.5 px regular text at up to 0.57 em a character (counts lines of every mix
+#: of statuses, measured in Chromium with DejaVu Sans, a wide face: 176 px at most of 180).
+FACTS_CHARS = 27
+CHAR_EM = 0.57
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class Box:
     label: str
     #: For the first node of a decision's branch: "chosen", "skipped" or "open" (not decided yet).
     branch: str | None = None
+    #: A template's node: the counts its box shows (``counts_line``) and what it leaves out.
+    facts: tuple[tuple[str, str], ...] = ()
+    more: str = ""
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,48 @@ def short_label(name: str, limit: int = LABEL_CHARS) -> str:
     return last if len(last) <= limit else last[: limit - 1] + "\u2026"
 
 
+def compact(n: int) -> str:
+    """A count in four characters at most (below 10^15): 999, 1.2k, 12k, 1.2M; the node's details
+    panel has it exact."""
+    if n < 1000:
+        return str(n)
+    value = float(n)
+    for unit in "kMGT":
+        value /= 1000
+        tenths = f"{value:.1f}"
+        if float(tenths) < 10:
+            return tenths.removesuffix(".0") + unit
+        whole = f"{value:.0f}"
+        if len(whole) <= 3:  # (999.6k rounds to 1000k: the next unit writes it 1M)
+            return whole + unit
+    return f"{value:.0f}T"
+
+
+def facts_chars(facts: Sequence[tuple[str, str]], more: str) -> int:
+    """How many characters the template writes for a counts line: each entry as "<icon>
+    <text>", then ``more``, one space apart (it puts two, which SVG shows as one)."""
+    parts = [2 + len(text) for _, text in facts] + ([len(more)] if more else [])
+    return sum(parts) + max(0, len(parts) - 1)
+
+
+def counts_line(counts: Mapping[str, int], limit: int = FACTS_CHARS) -> tuple[tuple[tuple[str, str], ...], str]:
+    """What a template's box shows of its instances per status, in ``limit`` characters:
+    (status, "12 completed") entries, the largest counts first (ties by status), as many as
+    fit, then "+N more" for the N statuses left out (the node's details panel lists all). If
+    not even the largest fits with its word beside "+N more", it is shown as its number alone."""
+    ordered = sorted(counts.items(), key=lambda c: (-c[1], c[0]))
+    entries = [(status, f"{compact(n)} {status.replace('_', ' ').lower()}") for status, n in ordered]
+    for shown in range(len(entries), 0, -1):
+        left = len(entries) - shown
+        more = f"+{left} more" if left else ""
+        if facts_chars(entries[:shown], more) <= limit:
+            return tuple(entries[:shown]), more
+    if not entries:
+        return (), ""
+    first = (ordered[0][0], compact(ordered[0][1]))
+    return (first,), (f"+{len(entries) - 1} more" if len(entries) > 1 else "")
+
+
 def group_label(item: Item) -> str:
     label = short_label(item.name, 40)
     if item.kind == "parallel":
@@ -267,7 +317,8 @@ class _Placer:
         w, h = element.size
         item = element.item
         if element.inner is None:
-            self.boxes.append(Box(item, x, y, w, h, short_label(item.name), branch))
+            facts, more = counts_line(item.counts)
+            self.boxes.append(Box(item, x, y, w, h, short_label(item.name), branch, facts, more))
             return
         self.groups.append(Group(item, x, y, w, h, group_label(item), branch))
         self.row(element.inner, x + PAD, y + HEAD, w - 2 * PAD)

@@ -96,6 +96,9 @@ class NodeCountsPart(msgspec.Struct, kw_only=True):
     scanned: int
     truncated: bool
     nodes: dict[str, dict[str, int]]
+    #: When asked for: the creation times of the counted instances, newest first (from which
+    #: ``ConsoleReads.node_counts`` finds the creation time of the ``limit``-th newest overall).
+    created: list[float] = []
 
 
 #: How many listeners and timers the overview shows.

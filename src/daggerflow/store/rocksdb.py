@@ -44,15 +44,19 @@ U     bulk job id, seq (u64)                                    instance id (UTF
                                                                 share has yet to act on
 S     schedule name                                             encoded Schedule
 v     template, version                                         msgpack [definition, seen]
+k     template, status                                          how many instances (u64:
+                                                                ``store/rocksdb_counts.py``)
 ====  ========================================================  ============================
 
-Version 1 databases need no migration: a missing range reads as empty (no ``L``: no
-checkpoint; no ``S``, ``u``, ``v``, ``h``: none kept yet), and an ``x`` entry written before
-entries had a value reads as "not match_only_one".
+Older ranges need no migration: a missing range reads as empty (no ``L``: no checkpoint; no
+``S``, ``u``, ``v``, ``h``: none kept yet), and an ``x`` entry written before entries had a
+value reads as "not match_only_one". Schema 2 added the counts: a version 1 database gets
+them on open, counted from its ``r`` records.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -74,14 +78,16 @@ from .keys import unescape as _unescape
 from .lockfile import LockFile, private_dirs
 from .rocksdb_bulk import RocksBulk
 from .rocksdb_console import RocksConsole
+from .rocksdb_counts import Counts, RocksCounts
 from .rocksdb_history import RocksHistory
 from .rocksdb_schedules import RocksSchedules
 from .rocksdb_search import RocksSearch
+from .rocksdb_tables import RocksTables
 from .rocksdb_topics import RocksTopicRetention
 from .rocksdb_versions import RocksVersions
 
 APPLICATION = b"daggerflow"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the kept counts (``k``)
 
 _META_APP = b"mapplication"
 _META_SCHEMA = b"mschema_version"
@@ -102,9 +108,10 @@ def _headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
 
 
-class RocksDBStore(
-    RocksTopicRetention, RocksSearch, RocksBulk, RocksHistory, RocksSchedules, RocksVersions, RocksConsole
-):
+class RocksDBStore(  # (RocksCounts before RocksSearch: its counts, not the stub, are found)
+    RocksTopicRetention, RocksCounts, RocksSearch, RocksBulk, RocksHistory, RocksSchedules, RocksVersions,
+    RocksConsole, RocksTables,
+):  # fmt: skip
     def __init__(self, path: str, *, durability: str = "normal") -> None:
         self.path = path
         self._lockfile = LockFile(path)
@@ -179,6 +186,11 @@ class RocksDBStore(
             )
         if version < 1:
             raise StoreError(f"{self.path} is corrupt: schema version {version}")
+        if version == 1:  # no kept counts yet: count once, and mark it counted in the same write
+            batch = RocksBatch(raw_mode=True)
+            self._build_counts(batch)
+            batch.put(_META_SCHEMA, str(SCHEMA_VERSION).encode())
+            db.write(batch, self._sync())
 
     @staticmethod
     def _sync() -> WriteOptions:
@@ -261,9 +273,6 @@ class RocksDBStore(
             return []
         found: list[bytes | None] = self.db.get(keys) or []
         return [decode_instance(data) for data in found if data is not None]
-
-    def count_instances(self, *, status: str | None, template: str | None) -> int:
-        return len(self._keys(self._index_prefix(status, template)))
 
     def lookup(self, at: Correlation) -> list[tuple[str, str, bool]]:
         prefix = b"x" + _s(at.topic) + _s(at.key) + _s(at.value)
@@ -348,38 +357,6 @@ class RocksDBStore(
         del it
         return out
 
-    def table(self, name: str) -> list[tuple[Any, ...]]:
-        """Diagnostics: the rows of the SQLite store's table ``name`` (instances: id,
-        template, status; correlation: topic, key, value, instance, node; timers: instance,
-        key, due; jobs: instance, node, seq, job; positions: consumer, offset; seen: topic,
-        id, ts; buffered: id, topic, key, value, expires; messages: topic, offset)."""
-        out: list[tuple[Any, ...]] = []
-        if name == "instances":
-            for key, value in self._scan(b"r"):
-                status, _, template = _unpack.decode(value)
-                out.append((_fields(key[1:])[0], template, status))
-        elif name == "correlation":
-            out = [tuple(_fields(key[1:])) for key in self._keys(b"x")]
-        elif name == "timers":
-            out = [(*_fields(key[1:]), _F64.unpack(value)[0]) for key, value in self._scan(b"T")]
-        elif name == "jobs":
-            for key, value in self._scan(b"j"):
-                out.append((*_fields(key[1:-8]), _U64.unpack(key[-8:])[0], _unpack.decode(value)[0]))
-        elif name == "positions":
-            out = [(_fields(key[1:])[0], _U64.unpack(value)[0]) for key, value in self._scan(b"p")]
-        elif name == "seen":
-            out = [(*_fields(key[1:]), _F64.unpack(value)[0]) for key, value in self._scan(b"n")]
-        elif name == "buffered":
-            for key, value in self._scan(b"B"):
-                topic, name_, text = _fields(key[1:-8])
-                out.append((_U64.unpack(key[-8:])[0], topic, name_, text, _unpack.decode(value)[1]))
-            out.sort()
-        elif name == "messages":
-            out = [(_unescape(key[1:-10]), _U64.unpack(key[-8:])[0]) for key in self._keys(b"q")]
-        else:
-            raise ValueError(f"no table {name!r}")
-        return out
-
     # Writes ---------------------------------------------------------------------------
 
     def append(
@@ -412,6 +389,7 @@ class RocksDBStore(
         wb = RocksBatch(raw_mode=True)
         next_buffer_id = self._next_buffer_id
         listed: dict[str, tuple[str, float, str] | None] = {}
+        counts: Counts = Counter()  # (template, status) -> change of the kept count
         for iid, inst in batch.instances.items():
             sid = _s(iid)
             old = self._listed.get(iid)
@@ -422,6 +400,7 @@ class RocksDBStore(
             if inst is None:
                 if old is not None:
                     self._drop_instance(wb, sid, old)
+                    counts[(old[2], old[0])] -= 1
                 listed[iid] = None
                 continue
             status = inst.root.status
@@ -439,12 +418,15 @@ class RocksDBStore(
                 if moved:
                     wb.delete(b"s" + _s(old_status) + at)
                     wb.delete(b"b" + _s(old_status) + _s(template) + at)
+                    counts[(template, old_status)] -= 1
             if moved:
+                counts[(template, status)] += 1
                 wb.put(b"s" + _s(status) + at, b"")
                 wb.put(b"b" + _s(status) + _s(template) + at, b"")
                 wb.put(b"r" + sid, _pack.encode((status, created, template)))
             listed[iid] = (status, created, template)
             wb.put(b"i" + sid, batch.encoded.get(iid) or encode_instance(inst))
+        counted = self._write_counts(wb, counts) if counts else {}
         if batch.history_put or batch.history_del:
             self._write_history(wb, batch)
         for c, instance, node in batch.index_del:
@@ -535,6 +517,7 @@ class RocksDBStore(
             raise
         self._heads.update(heads)  # only once the batch is written
         self._profiles_written(fresh)
+        self._counts_written(counted)
         if assigned:
             batch.buffer_ids = assigned
         if len(self._listed) + len(listed) > 100_000:

@@ -1,24 +1,21 @@
 """The web console's reads on the RocksDB store (mixed into ``RocksDBStore``; no rocksdict
 here: the store's database and scans are used).
 
-Counts come from the ``r`` records (msgpack [status, created, template], a few dozen bytes
-each), never from decoding instances; the instances that may have an open listener or a
-pending timer are found through the ``X`` (instance-first correlation) and ``T`` (timer)
-ranges, so that a store of a million ended instances reads only those.
+The counts are the store's kept ones (``status_counts``: ``store/rocksdb_counts.py``); the
+instances that may have an open listener or a pending timer are found through the ``X``
+(instance-first correlation) and ``T`` (timer) ranges, so that a store of a million ended
+instances reads only those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
-
-import msgspec
 
 from ..model.instance import Instance, decode_instance
 from ..model.versions import RUNNING_STATUSES
 from .keys import SEP, text_field, unescape
 
-_unpack = msgspec.msgpack.Decoder()
 _PAGE = 500
 
 
@@ -26,18 +23,8 @@ class RocksConsole:
     db: Any
     local_correlations: bool
 
-    def _scan(self, prefix: bytes, start: bytes | None = None) -> Generator[tuple[bytes, bytes], None, None]:
-        raise NotImplementedError  # RocksDBStore's
-
     def _keys(self, prefix: bytes, limit: int | None = None, skip: int = 0) -> list[bytes]:
         raise NotImplementedError  # RocksDBStore's
-
-    def status_counts(self) -> list[tuple[str, str, int]]:
-        counts: dict[tuple[str, str], int] = {}
-        for _, value in self._scan(b"r"):
-            status, _created, template = _unpack.decode(value)
-            counts[(template, status)] = counts.get((template, status), 0) + 1
-        return [(t, s, n) for (t, s), n in sorted(counts.items())]
 
     def waiting_instances(self) -> Iterator[Instance]:
         """Every instance with an open listener or a pending timer (and, where the correlation

@@ -68,6 +68,9 @@ class RocksSearch:
     def _keys(self, prefix: bytes, limit: int | None = None, skip: int = 0) -> list[bytes]:
         raise NotImplementedError  # RocksDBStore's
 
+    def count_instances(self, *, status: str | None, template: str | None) -> int:
+        raise NotImplementedError  # RocksCounts'
+
     # Writes -----------------------------------------------------------------------------
 
     def _search_writes(
@@ -133,6 +136,8 @@ class RocksSearch:
         return found[offset : offset + limit]
 
     def count_query(self, query: InstanceQuery) -> int:
+        if query.is_plain():  # the kept counts (``store/rocksdb_counts.py``), not a walk
+            return self.count_instances(status=query.status, template=query.template)
         if _listing_only(query):
             return sum(1 for _ in self._listing_ids(query))
         return len(self._matches(query))

@@ -187,7 +187,10 @@ class EngineAPI(Protocol):
 
     async def node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
 
-    def local_node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
+    def local_node_counts(
+        self, template: str, *, version: str | None = None, limit: int = 10_000,
+        created_after: float | None = None, times: bool = False,
+    ) -> NodeCountsPart: ...  # fmt: skip
 
     # Messages (``message_reads``).
 

@@ -112,7 +112,9 @@ async def overview(engine: EngineAPI, request: Request) -> Response:
 
 async def node_counts(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, InternalNodeCountsQuery)
-    found = engine.local_node_counts(q.template, version=q.version, limit=q.limit)
+    found = engine.local_node_counts(
+        q.template, version=q.version, limit=q.limit, created_after=q.created_after, times=q.times
+    )
     return _internal(msgspec.msgpack.encode(found))
 
 

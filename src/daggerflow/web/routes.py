@@ -299,8 +299,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "is one name, counted once per node); an instance's node ids differ from instance to "
                     "instance, its names do not. The workflow itself (the root) is not counted. `limit`: how "
                     "many of the newest instances are scanned (`truncated` says there were more); `version` "
-                    "narrows to one version. On the Kafka runtime every worker scans its newest `limit` and "
-                    "the counts are added. 404 for a template no worker registers nor has a version of."
+                    "narrows to one version. On the Kafka runtime the newest `limit` are those of all workers "
+                    "together (instances created at the very time of the `limit`-th newest are all "
+                    "counted: `scanned` may exceed `limit` by such ties). 404 for a template no worker registers nor has a version of."
                 ),
             ),
         ),

@@ -49,6 +49,8 @@ class InternalNodeCountsQuery(Struct, forbid_unknown_fields=True, kw_only=True):
     template: Annotated[str, Meta(min_length=1)]
     version: str | None = None
     limit: NodeCountsLimit = 10_000
+    created_after: float | None = None  # only instances created at or after it
+    times: bool = False  # with the counted instances' creation times
 
 
 class ListenerPage(Struct, kw_only=True):
