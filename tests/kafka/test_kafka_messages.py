@@ -2,7 +2,8 @@
 worker lists a topic's newest messages from every partition (a group-less read that moves no
 consumer group), explains each message whichever worker holds the instances, the index entry or
 the dedupe id (matched, key mismatch, dead-lettered, duplicate), lists the dead letters and
-replays one; it refuses topics of other applications."""
+replays one; it refuses topics of other applications. The console's Messages and Dead letters
+pages show the same on either worker."""
 
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ async def test_messages_explanations_and_dead_letters_on_two_workers(
                 assert r.status_code == 404 and "someone-else.topic" in r.json()["error"]
                 r = await http.get(f"{url}/api/v1/messages/{boxes}/{garbage['offset']}")
                 assert r.status_code == 422 and "partition" in r.json()["error"]
+
+                # The console's pages over the same reads.
+                listing = await http.get(f"{url}/ui/messages", params={"topic": boxes})
+                assert listing.status_code == 200 and listing.text.count("<tr data-offset=") == 3
+                one_page = await http.get(f"{url}/ui/messages/{boxes}/{other['offset']}",
+                                          params={"partition": other["partition"]})  # fmt: skip
+                assert one_page.status_code == 200 and 'data-verdict="key_mismatch"' in one_page.text
+                dead = await http.get(f"{url}/ui/dead-letters")
+                assert dead.status_code == 200 and f'data-source="{boxes}:{garbage["partition"]}@' in dead.text
 
             letter = letters["items"][0]
             r = await http.post(f"{urls[0]}/api/v1/dead-letters/{letter['offset']}/replay",
