@@ -214,8 +214,10 @@ async def test_a_binary_value_is_replayed_byte_for_byte(web: Dagger, client: htt
 async def test_bad_requests_name_the_problem(web: Dagger, client: httpx.AsyncClient) -> None:
     r = await client.get(f"/api/v1/messages/{KITCHEN}/7")
     assert r.status_code == 404 and "kitchen@7" in r.json()["error"]
-    r = await client.get(f"/api/v1/messages/{KITCHEN}/seven")
-    assert r.status_code == 422 and "offset" in r.json()["error"]
+    for bad in ("seven", "-1", "²", str(2**63)):
+        r = await client.get(f"/api/v1/messages/{KITCHEN}/{bad}")
+        assert r.status_code == 400 and "offset" in r.json()["error"], bad
+        assert (await client.post(f"/api/v1/dead-letters/{bad}/replay")).status_code == 400, bad
     r = await client.get("/api/v1/messages")
     assert r.status_code == 400 and "topic" in r.json()["error"]
     for params in ({"topic": KITCHEN, "limit": 0}, {"topic": KITCHEN, "before": -1}, {"topic": KITCHEN, "x": 1}):

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import InvalidInput
 from ..model.messages import DeadLetter, MessageItem
-from .errors import JSONResponse
+from .errors import ApiError, JSONResponse
 from .inputs import decode_query
+from .schemas import MAX_OFFSET
 from .schemas_messages import (
     DeadLetterList,
     DeadLettersQuery,
@@ -39,9 +39,11 @@ def _next_before(items: Sequence[MessageItem | DeadLetter], limit: int) -> int |
 
 
 def _offset(request: Request) -> int:
+    """The path's offset; a 400 (a malformed request, as a bad query is) for anything but
+    ASCII digits up to ``MAX_OFFSET``."""
     text: str = request.path_params["offset"]
-    if not text.isdigit():
-        raise InvalidInput(f"offset must be an integer >= 0, got {text!r}")
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_OFFSET:
+        raise ApiError(f"offset must be an integer from 0 to {MAX_OFFSET}, got {text!r}")
     return int(text)
 
 

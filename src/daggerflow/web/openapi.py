@@ -104,6 +104,10 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
             from .docs import ASSETS
 
             schema["enum"] = sorted(ASSETS)
+        elif name == "offset":  # a topic's offset (the message routes)
+            from .schemas import MAX_OFFSET
+
+            schema = {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}
         out.append({"name": name, "in": "path", "required": True, "schema": schema})
     return out
 

@@ -357,7 +357,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Operation(
                 "GET", message_routes.explain_message, "explainMessage",
                 "One message, whole, and what became of it: the instances it reached, or why none",
-                Explanation, query=MessageQuery, errors=(404, 422), tag="messages",
+                Explanation, query=MessageQuery, errors=(422,), tag="messages",
                 description=(
                     "`verdict`: matched, dead_lettered, parse_error (the listener classes cannot map it), "
                     "unread (not read yet), duplicate (its message id was seen before), key_mismatch "
