@@ -7,9 +7,9 @@ store directly; the Kafka runtime runs one per assigned partition, each committi
 ``JobRunner``; their outcomes come back through ``submit``.
 
 Starting a task resumes what its store holds (timers, jobs a crash interrupted, expired rows
-to purge) the same way on both runtimes. Closing it drops what it has not committed: queued
-inputs are read again by the next owner from the committed offsets, and callers waiting on
-them get ``PartitionMoved``.
+to purge) the same way on both runtimes. Closing it lets a commit in flight finish (briefly,
+``FINISH_COMMIT_S``) and drops what it has not committed: queued inputs are read again by the
+next owner from the committed offsets, and callers waiting on them get ``PartitionMoved``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ from .processor import CommitHook, Hooks, Processor
 from .timers import TimerService
 
 log = logging.getLogger(__name__)
+
+#: How long closing a task lets a commit in flight finish (``Processor.stop``): short, since a
+#: closing task holds up a rebalance, and a commit is bounded anyway (the Kafka runtime's
+#: ``COMMIT_TIMEOUT_S``).
+FINISH_COMMIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -130,13 +135,13 @@ class PartitionTask:
             await self.processor.wait_idle()
 
     async def close(self) -> None:
-        """Stop processing (an in-flight commit is cancelled: its transaction is aborted by
-        the next owner's fence), fail waiting callers, close the store."""
+        """Stop processing (a commit in flight may finish within ``FINISH_COMMIT_S``, else it
+        is cancelled and its transaction aborted), fail waiting callers, close the store."""
         if self.closed:
             return
         self.closed = True
         await self.timers.stop()
-        await self.processor.stop()
+        await self.processor.stop(finish_commit=FINISH_COMMIT_S)
         settings = self.processor.settings
         if settings.observer is not None:
             settings.observer.partition_closed(settings.owns_instance)

@@ -86,6 +86,8 @@ class Processor(Loop):
         self._last_commit = 0.0
         self._bulk_queued = False  # a BulkStep is in the queue (one at a time)
         self._bulk_paused = False  # draining: no further steps (the jobs resume at the next start)
+        self._committing = False  # an asynchronous commit is in flight
+        self._stopping = False  # stop() waits for that commit: no batch after it
 
     # Inputs ---------------------------------------------------------------------------
 
@@ -183,6 +185,26 @@ class Processor(Loop):
                 self.process(items)
             else:
                 await self.process_async(items, self.committer)
+                if self._stopping:
+                    return
+
+    async def stop(self, finish_commit: float = 0.0) -> None:
+        """Stop the loop. ``finish_commit``: how long an asynchronous commit in flight may
+        take to finish first, no new batch starting after it; past that, or with 0, it is
+        cancelled (its transaction aborted).
+
+        Why let it finish: after a broker restart the coordinator may have skipped the markers
+        of the previous, committed transaction (docs/kafka-runtime-notes.md, section 7) while
+        this one wrote to the same partitions. A partition then counts both as one open
+        transaction, and any abort of this one (ours, or the next owner's fence) drops the
+        committed one's records too, while its input offsets stay committed: workflows stuck.
+        Committing it commits both. A partition handed over at a rebalance commits what it has
+        in hand, as Kafka Streams does on revocation."""
+        task = self._task
+        if finish_commit > 0 and task is not None and not task.done() and self._committing:
+            self._stopping = True
+            await asyncio.wait({task}, timeout=finish_commit)
+        await super().stop()
 
     def process(self, items: list[Item]) -> None:
         try:
@@ -204,7 +226,11 @@ class Processor(Loop):
             batch, after = self._prepare(items)
             obs = self.settings.observer
             began = time.perf_counter() if obs is not None else 0.0
-            appended = await committer(batch, self.clock.now())
+            self._committing = True
+            try:
+                appended = await committer(batch, self.clock.now())
+            finally:
+                self._committing = False
             if obs is not None:
                 obs.batch_committed(len(items), time.perf_counter() - began)
         except BaseException as exc:
