@@ -82,3 +82,16 @@ async def test_without_a_bound_the_commit_is_cancelled_at_once(tmp_path: Any) ->
     committer.release.set()  # it could finish now, but stop() does not wait for it
     await processor.stop()
     assert committer.commits == 0 and isinstance(done.exception(), PartitionMoved)
+
+
+async def test_a_waiter_for_idleness_wakes_when_the_processor_stops(tmp_path: Any) -> None:
+    """(The Kafka fetch loop waits for a task with a long queue to become idle: a task closed
+    meanwhile must not hold the fetch loop, and every other partition, for good.)"""
+    processor, committer = started(tmp_path)
+    item, done = purge()
+    processor.submit(item)
+    await committer.began.wait()
+    waiting = asyncio.create_task(processor.wait_idle())
+    await processor.stop()
+    await asyncio.wait_for(waiting, 5)
+    assert isinstance(done.exception(), PartitionMoved)

@@ -205,6 +205,9 @@ class Processor(Loop):
             self._stopping = True
             await asyncio.wait({task}, timeout=finish_commit)
         await super().stop()
+        # Nothing is processed any more: wake whoever waits for idleness (the Kafka fetch
+        # loop's backpressure), which would otherwise wait on a stopped task for good.
+        self._idle.set()
 
     def process(self, items: list[Item]) -> None:
         try:
