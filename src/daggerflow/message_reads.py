@@ -194,12 +194,9 @@ class MessageReads:
     ) -> list[DeadLetter]:
         """The newest dead letters, newest first (records of the dead-letter topic that are
         not dead letters are left out)."""
-        limit = _count("limit", limit, 1, MAX_MESSAGES)
-        found = await self._runtime().newest_messages(
-            self.config.dead_letter, limit=limit, partition=_optional_count("partition", partition),
-            before=_optional_count("before", before),
-        )  # fmt: skip
-        return [letter for letter in map(parse_letter, found) if letter is not None]
+        letters, _ = await self._letters(_count("limit", limit, 1, MAX_MESSAGES),
+                                         _optional_count("partition", partition), _optional_count("before", before))  # fmt: skip
+        return letters
 
     def count_dead_letters(self) -> int | None:
         """How many records the dead-letter topic holds (None on Kafka: not cheap to know)."""
@@ -214,9 +211,9 @@ class MessageReads:
         still deduplicates it. ``UnknownMessage`` if there is no dead letter at ``offset``."""
         msg = await self._message(self.config.dead_letter, offset, partition)
         letter = parse_letter(msg)
-        if letter is None:
-            raise UnknownMessage(f"{_where(msg.topic, msg.partition, offset)} is not a dead letter")
         where = _where(msg.topic, msg.partition, offset)
+        if letter is None:
+            raise UnknownMessage(f"{where} is not a dead letter")
         new = await self.append(letter.topic, letter.key, replay_value(letter), {REPLAY_HEADER: where})
         log.info("dead letter %s replayed to %s@%s by %s", where, letter.topic, new, actor or "(no actor)",
                  extra={"event": "dead_letter_replayed", "topic": letter.topic, "offset": new,
@@ -245,10 +242,13 @@ class MessageReads:
             raise UnknownMessage(f"no message at {_where(topic, partition, offset)}")
         return found
 
-    async def _letters(self, most: int) -> tuple[list[DeadLetter], bool]:
-        """The newest ``most`` dead letters, and whether that is all of them."""
+    async def _letters(
+        self, most: int, partition: int | None = None, before: int | None = None
+    ) -> tuple[list[DeadLetter], bool]:
+        """The newest ``most`` dead letters (records that are not dead letters left out), and
+        whether that is all of them."""
         found = await self._runtime().newest_messages(
-            self.config.dead_letter, limit=most, partition=None, before=None
+            self.config.dead_letter, limit=most, partition=partition, before=before
         )
         return [letter for letter in map(parse_letter, found) if letter is not None], len(found) < most
 

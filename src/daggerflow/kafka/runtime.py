@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..errors import InvalidInput, NotOwner, PartitionMoved, TaskInvalidState, TooLarge
+from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.bulk import BulkShare, BulkSpec
 from ..model.history import Page
@@ -420,13 +420,6 @@ class KafkaRuntime:
         return await self.reader.newest(topic, limit=limit, partition=partition, before=before)
 
     async def message_at(self, topic: str, partition: int | None, offset: int) -> Message | None:
-        if partition is None:
-            partitions = await self.reader.partitions(topic)
-            if not partitions:
-                return None
-            if len(partitions) != 1:
-                raise InvalidInput(f"topic {topic!r} has {len(partitions)} partitions: say which one (partition)")
-            partition = partitions[0]
         return await self.reader.one(topic, partition, offset)
 
     def count_messages(self, topic: str) -> int | None:

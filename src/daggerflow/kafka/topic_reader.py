@@ -14,6 +14,7 @@ import contextlib
 import time
 from typing import Any
 
+from ..errors import InvalidInput
 from ..model.records import Message
 from .client_options import Connection
 from .records import message_of
@@ -83,12 +84,18 @@ class TopicReader:
         found.sort(key=lambda m: (m.timestamp, m.offset), reverse=True)
         return found[:limit]
 
-    async def one(self, topic: str, partition: int, offset: int) -> Message | None:
+    async def one(self, topic: str, partition: int | None, offset: int) -> Message | None:
         """The message at ``offset`` of ``topic``/``partition``, None if there is none (not
-        written yet, removed by retention, a transaction marker or aborted)."""
+        written yet, removed by retention, a transaction marker or aborted). ``partition``
+        None: the topic's only one (``InvalidInput`` for a topic of several)."""
         from aiokafka import TopicPartition
 
-        if partition not in await self.partitions(topic):
+        partitions = await self.partitions(topic)
+        if partition is None and len(partitions) > 1:
+            raise InvalidInput(f"topic {topic!r} has {len(partitions)} partitions: say which one (partition)")
+        if partition is None and partitions:
+            partition = partitions[0]
+        if partition not in partitions:
             return None
         tp = TopicPartition(topic, partition)
         async with self._lock:

@@ -66,6 +66,11 @@ def message_path(topic: str, offset: int, partition: int | None) -> str:
     return f"/messages/{quote(topic, safe='')}/{offset}{tail}"
 
 
+def _paging(partition: int | None, before: int | None) -> dict[str, int]:
+    """The API's paging parameters that are set."""
+    return {k: v for k, v in (("partition", partition), ("before", before)) if v is not None}
+
+
 def _where(request: Request) -> tuple[int | None, int | None, str | None]:
     """(partition, before) of the query, or the problem with them."""
     try:
@@ -90,8 +95,7 @@ async def read_messages(s: Session, request: Request) -> Listing:
                       error=problem)  # fmt: skip
     if not listing.topic or problem:
         return listing
-    params: dict[str, Any] = {"topic": listing.topic, "limit": PAGE}
-    params.update({k: v for k, v in (("partition", partition), ("before", before)) if v is not None})
+    params: dict[str, Any] = {"topic": listing.topic, "limit": PAGE, **_paging(partition, before)}
     try:
         answer = await s.api.get("/api/v1/messages", params)
     except ApiError as exc:
@@ -144,8 +148,7 @@ async def read_letters(s: Session, request: Request) -> Listing:
     listing = Listing(partition=partition, before=before, error=problem, topic_in_url=False)
     if problem:
         return listing
-    params: dict[str, Any] = {"limit": PAGE}
-    params.update({k: v for k, v in (("partition", partition), ("before", before)) if v is not None})
+    params: dict[str, Any] = {"limit": PAGE, **_paging(partition, before)}
     answer = await s.api.get("/api/v1/dead-letters", params)
     listing.topic, listing.items = answer["topic"], answer["items"]
     listing.next_before, listing.total = answer["next_before"], answer["total"]
