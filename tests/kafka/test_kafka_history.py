@@ -51,10 +51,16 @@ async def test_history_through_any_worker_and_after_a_failover(
                 return (await http.get(f"{urls[0]}/api/v1/instances/{pid}")).status_code == 200
 
             await wait_until(created, 60, 0.1, f"{pid} created")
+            # Through each worker in turn: the owner applies its own patch only after the one
+            # the other worker sent it just before (the order is checked below).
+            applied = 0
             for n in range(PATCHES):
                 r = await http.patch(f"{urls[n % 2]}/api/v1/instances/{pid}/parameters", params={"actor": f"op{n}"},
                                      json={"n": n})  # fmt: skip
                 assert r.status_code == 200, r.text
+                applied += r.json()["runtime_parameters"].get("n") == n
+            # The owner's answers show their patch applied (it did not fall back to the topic).
+            assert applied >= PATCHES // 2, applied
 
             async def patched(pid: str = pid) -> bool:
                 return len(await history(http, urls[0], pid)) == PATCHES + 1

@@ -5,6 +5,7 @@ topics read directly).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -50,11 +51,50 @@ class FetchLoop:
         self.routing = routing
         self.events = routing.topics.events.name
         self.dead_letter = routing.topics.dead_letter.name
+        # True while the loop waits in ``getmany``: everything the consumer returned before
+        # has been handed to the tasks then (``getmany`` moves the position and returns
+        # without yielding in between).
+        self._polling = False
+        self._waiters: list[tuple[TopicPartition, int, asyncio.Future[None]]] = []
+
+    async def handed_over(self, tp: TopicPartition, end: int) -> None:
+        """Return once every record of ``tp`` below offset ``end`` has been handed to its
+        task (or skipped as the guard's stale input). A caller bounds the wait: a partition
+        that is no longer assigned never gets there."""
+        if self._polling and self._position(tp) >= end:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((tp, end, fut))
+        await fut
+
+    def _release(self) -> None:
+        waiting = []
+        for tp, end, fut in self._waiters:
+            if fut.done():
+                continue  # (its caller gave up)
+            if self._position(tp) >= end:
+                fut.set_result(None)
+            else:
+                waiting.append((tp, end, fut))
+        self._waiters = waiting
+
+    def _position(self, tp: TopicPartition) -> int:
+        try:
+            state = partition_state(self.consumer, tp)
+        except Exception:  # (not assigned any more)
+            return -1
+        return state.position if state is not None and state.has_valid_position else -1
 
     async def run(self) -> None:
         guard, direct, task_of = self.guard, self.routing.direct, self.task_of
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
+            if self._waiters:
+                self._release()
+            self._polling = True
+            try:
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
+            finally:
+                self._polling = False
             if self.observer is not None and (now := time.monotonic()) >= self._lag_due:
                 if self.report_lag(self.observer):  # (else: no end known yet, try next time)
                     self._lag_due = now + LAG_INTERVAL

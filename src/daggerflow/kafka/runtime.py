@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from ..errors import NotOwner, PartitionMoved, TaskInvalidState, TooLarge
 from ..machine.events import Create, Event
 from ..model.bulk import BulkShare, BulkSpec
@@ -55,7 +57,7 @@ from .config import RECORD_LIMIT, KafkaConfig
 from .context import WorkerContext
 from .fetch import FetchLoop
 from .guard import AssignmentGuard
-from .hanging import HangingTransactions
+from .hanging import HangingTransactions, high_watermarks
 from .hanging.watch import HangingWatch
 from .listeners import ListenerRouting, listener_group
 from .owners import OwnersView
@@ -78,6 +80,9 @@ TRANSACTION_TIMEOUT_MS = int(PRODUCER_SETTINGS["transaction_timeout_ms"])
 
 #: How often the start of a bulk job is sent to a partition before the call fails.
 BULK_SEND_ATTEMPTS = 3
+#: Seconds an owner's call waits for the events sent to its partition before it; past that
+#: the call goes through the events topic too, behind them.
+ORDER_WAIT_S = 5.0
 
 class KafkaRuntime:
     """The ``Runtime`` on Kafka: the partitions this worker owns, each a ``PartitionTask``."""
@@ -104,6 +109,7 @@ class KafkaRuntime:
         self.remote = RemoteReads(self.forwarder, self.partition_of, self.local_task, self.worker_id)
         self._versions: dict[tuple[str, str], tuple[str, str, bytes, float]] = {}
         self.active: ActiveTasks | None = None  # a worker's (a client has none)
+        self.fetch: FetchLoop | None = None
         self._loops: list[TopicLoop] = []
 
     # Partitioning -------------------------------------------------------------------------
@@ -171,8 +177,8 @@ class KafkaRuntime:
                            listener=RebalanceListener(self.active.manager, self.parts.settings.observer))  # fmt: skip
         await self.active.start(self.owners, watch, web_url)
         await consumer.start()
-        fetch = FetchLoop(consumer, guard, self.active.task, routing, self.parts.settings.observer)
-        self.supervisor.spawn("fetch", fetch.run(), name="kafka-fetch")
+        self.fetch = FetchLoop(consumer, guard, self.active.task, routing, self.parts.settings.observer)
+        self.supervisor.spawn("fetch", self.fetch.run(), name="kafka-fetch")
         self.supervisor.spawn("job-runner", self.context.jobs.failure())
         self._loops = stateless_loops(self.worker, routing, {t: listeners[t] for t in routed}, agents,
                                       watch.end_fenced, self.parts.settings.limits.message,
@@ -238,10 +244,15 @@ class KafkaRuntime:
     async def call(self, instance_id: str, event: Event) -> tuple[bool, Instance | None]:
         """Apply ``event`` on this worker if it owns the instance (returns (True, result)),
         else send it to the owner through the events topic (returns (False, None) once the
-        broker has it)."""
+        broker has it).
+
+        Calls keep the order they were made in, whichever worker takes each: the owner
+        applies its own only after the events other workers had sent to the partition by
+        then (a client that patches through one worker and then through another sees both
+        patches in that order)."""
         task = self.local_task(instance_id)
         p = self.partition_of(instance_id)
-        if task is not None and p in self.active_partitions:
+        if task is not None and p in self.active_partitions and await self._sent_before_are_queued(p):
             try:
                 return True, await task.processor.call(instance_id, event)
             except PartitionMoved:
@@ -256,6 +267,25 @@ class KafkaRuntime:
                            " (max_instance_bytes; on Kafka at most one record)")  # fmt: skip
         await self._send_plain(self.topics.events.name, record, key=instance_id.encode(), partition=p)
         return False, None
+
+    async def _sent_before_are_queued(self, p: int) -> bool:
+        """Wait until every event sent to partition ``p`` of the events topic so far is in
+        its task's queue. The high watermark, not the last stable offset: a plain record
+        written after a transaction began is above the LSO until that transaction ends.
+        False if that took over ``ORDER_WAIT_S`` or the end could not be read."""
+        if self.fetch is None or self.producer is None:
+            return False
+        tp = TopicPartition(self.topics.events.name, p)
+        try:
+            async with asyncio.timeout(ORDER_WAIT_S):
+                end = (await high_watermarks(self.producer.client, [tp])).get(tp)
+                if end is None:
+                    return False
+                await self.fetch.handed_over(tp, end)
+        except Exception as exc:  # (TimeoutError, a broker error): ordered through the topic
+            log.info("call on partition %d sent through the events topic: %r", p, exc)
+            return False
+        return True
 
     def committed(self, instance_id: str) -> Instance | None:
         return self.remote.committed(instance_id)

@@ -27,6 +27,7 @@ from .txn_admin import (
     end_offsets,
     end_transaction,
     group_offsets_partition,
+    high_watermarks,
     offsets_partition,
 )
 from .txn_log import TRANSACTION_LOG_TOPIC, Decision, decide, transaction_decisions
@@ -46,6 +47,7 @@ __all__ = [
     "end_offsets",
     "end_transaction",
     "group_offsets_partition",
+    "high_watermarks",
     "offsets_partition",
     "transaction_decisions",
 ]

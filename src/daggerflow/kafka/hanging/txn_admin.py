@@ -135,21 +135,29 @@ async def end_offsets(client: Any, tps: Iterable[TopicPartition]) -> dict[TopicP
     """``{tp: (last stable offset, high watermark)}`` from ListOffsets on each leader. A partition
     answered with an error is left out (it is looked at again on the next check)."""
     groups = await _by_leader(client, tps)
-    found: dict[int, dict[TopicPartition, int]] = {_READ_COMMITTED: {}, _READ_UNCOMMITTED: {}}
-    for node, topics in groups.items():
-        for isolation, offsets in found.items():
-            request = OffsetRequest(
-                -1, isolation, [(t, [(p, _LATEST) for p in ps]) for t, ps in topics.items()]
-            )
-            resp = await client.send(node, request)
-            for name, partitions in resp.topics:
-                for index, error_code, _timestamp, offset in partitions:
-                    if error_code:
-                        log.debug("ListOffsets %s/%s: error code %s", name, index, error_code)
-                        continue
-                    offsets[TopicPartition(name, index)] = offset
-    lso, hw = found[_READ_COMMITTED], found[_READ_UNCOMMITTED]
+    lso = await _latest(client, groups, _READ_COMMITTED)
+    hw = await _latest(client, groups, _READ_UNCOMMITTED)
     return {tp: (lso[tp], hw[tp]) for tp in lso.keys() & hw.keys()}
+
+
+async def high_watermarks(client: Any, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """``{tp: high watermark}``: the offset after the last record acknowledged to any producer,
+    committed or not (a partition answered with an error is left out)."""
+    return await _latest(client, await _by_leader(client, tps), _READ_UNCOMMITTED)
+
+
+async def _latest(client: Any, groups: dict[int, dict[str, list[int]]], isolation: int) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for node, topics in groups.items():
+        request = OffsetRequest(-1, isolation, [(t, [(p, _LATEST) for p in ps]) for t, ps in topics.items()])
+        resp = await client.send(node, request)
+        for name, partitions in resp.topics:
+            for index, error_code, _timestamp, offset in partitions:
+                if error_code:
+                    log.debug("ListOffsets %s/%s: error code %s", name, index, error_code)
+                    continue
+                offsets[TopicPartition(name, index)] = offset
+    return offsets
 
 
 @dataclass(frozen=True)
