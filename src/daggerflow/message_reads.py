@@ -160,7 +160,7 @@ class MessageReads:
             if waiting:
                 notes.append("Listeners wait under its values now: they started waiting after it was read "
                              "(unmatched_message_ttl keeps a message for listeners that come later).")  # fmt: skip
-        unread = bool(classes or agents) and self._runtime().unread(topic, offset) is True
+        unread = bool(classes or agents) and await self._runtime().unread(topic, msg.partition or 0, offset) is True
         duplicate = message_id is not None and not matched and await self.seen_anywhere(topic, message_id)
         found = verdict(
             listened=bool(classes), agents=agents, matched=bool(matched), dead_lettered=letter is not None,
@@ -309,7 +309,7 @@ def _summary(
     if found == "parse_error":
         return f"The listener classes of {topic} cannot map it to a correlation value: {error}"
     if found == "unread":
-        return f"Not read yet: the readers of {topic} have not reached it."
+        return f"Not read yet: the readers of {topic} have not reached it, or not finished it."
     if found == "duplicate":
         return (f"Ignored as a duplicate: its message id {message_id!r} was seen before (a message with this id "
                 "was delivered or kept, perhaps to an instance that no longer exists).")  # fmt: skip

@@ -5,7 +5,9 @@ configured from the environment like ``daggerflow.demo.kafka_app``.
 
 Environment: DAGGERFLOW_BROKER, DAGGERFLOW_APP (default "corr"), DAGGERFLOW_PARTITIONS (12),
 DAGGERFLOW_GUARANTEE (exactly_once), DAGGERFLOW_DATA (datadir), CORR_DEAD_LETTER (a name: the
-dead-letter topic is ``{app}.<name>``; unset: the runtime's default).
+dead-letter topic is ``{app}.<name>``; unset: the runtime's default), CORR_HOLD_FILE (a path:
+an agent "holder" reads ``{app}.hold`` and holds a message saying ``"hold": true`` until that
+file exists, so the messages behind it stay unread).
 
 One-task templates, each waiting on one listener topic (the topics' names are
 ``{app}.<name>``, so every test application has its own):
@@ -25,8 +27,10 @@ Every listener records what it received in the runtime parameters, which the upd
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from daggerflow import DAGBuilderHelper, Dagger, KafkaListenerTask, TaskLookupKey
@@ -113,7 +117,18 @@ def build(role: str = "worker", **options: Any) -> Dagger:
     settings.update(options)
     engine = Dagger(**settings)
     _register(engine, app)
+    if env.get("CORR_HOLD_FILE"):
+        _hold_agent(engine, app, Path(env["CORR_HOLD_FILE"]))
     return engine
+
+
+def _hold_agent(engine: Dagger, app: str, release: Path) -> None:
+    @engine.agent(f"{app}.hold", name="holder")
+    async def holder(value: Any) -> None:
+        if _decode(value).get("hold"):
+            async with asyncio.timeout(120):  # (a test that never releases still ends)
+                while not release.exists():
+                    await asyncio.sleep(0.02)
 
 
 engine = build()

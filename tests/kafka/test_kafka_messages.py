@@ -3,11 +3,13 @@ worker lists a topic's newest messages from every partition (a group-less read t
 consumer group), explains each message whichever worker holds the instances, the index entry or
 the dedupe id (matched, key mismatch, dead-lettered, duplicate), lists the dead letters and
 replays one; it refuses topics of other applications. The console's Messages and Dead letters
-pages show the same on either worker."""
+pages show the same on either worker. A message an agent has not finished is "unread" (its
+group's committed offset), on either worker."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 pytest.importorskip("aiokafka")
 
-from .cluster import Cluster, produce
+from .cluster import Cluster, produce, wait_until
 from .test_kafka_console_api import web_url
 from .test_kafka_correlation import corr_cluster, start_waiting
 
@@ -108,3 +110,45 @@ async def test_messages_explanations_and_dead_letters_on_two_workers(
                 while len(again_letters := (await http.get(f"{urls[1]}/api/v1/dead-letters")).json()["items"]) < 2:
                     await asyncio.sleep(0.2)
             assert again_letters[0]["source_offset"] == r.json()["offset"]
+
+
+async def test_a_message_its_agent_has_not_finished_is_unread(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The agent "holder" of corr_app holds a message until a file exists: that message and
+    the one behind it on its partition are "unread" (its group has not committed past them),
+    on either worker; once released, the agent has read both."""
+    release = tmp_path / "release"
+    async with corr_cluster(make_cluster, monkeypatch, env={"CORR_HOLD_FILE": str(release)}) as (cluster, _c, _w):
+        hold = cluster.topic("hold")
+        urls = [await web_url(w) for w in cluster.running]
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            listed: dict[int, dict[str, Any]] = {}  # n -> the message as last listed
+
+            async def verdicts_are(url: str, expected: dict[int, str]) -> bool:
+                """Whether ``url`` explains the messages of the topic (by their n) so."""
+                r = await http.get(f"{url}/api/v1/messages", params={"topic": hold})
+                assert r.status_code == 200, r.text
+                found = {}
+                for m in r.json()["items"]:
+                    listed[json.loads(m["value"])["n"]] = m
+                    e = await http.get(f"{url}/api/v1/messages/{hold}/{m['offset']}",
+                                       params={"partition": m["partition"]})  # fmt: skip
+                    assert e.status_code == 200, e.text
+                    found[json.loads(m["value"])["n"]] = e.json()["verdict"]
+                return found == expected
+
+            await produce(cluster.bootstrap, hold, [(b"k", {"n": 1})])
+            await wait_until(lambda: verdicts_are(urls[0], {1: "agent"}), 60, 0.2, "message 1 read")
+            await produce(cluster.bootstrap, hold, [(b"k", {"n": 2, "hold": True}), (b"k", {"n": 3})])
+            unread = {1: "agent", 2: "unread", 3: "unread"}
+            for url in urls:
+                await wait_until(lambda url=url: verdicts_are(url, unread), 30, 0.2, f"2 and 3 unread at {url}")
+            held = listed[2]
+            page = await http.get(f"{urls[1]}/ui/messages/{hold}/{held['offset']}", params={"partition": held["partition"]})
+            assert page.status_code == 200 and 'data-verdict="unread"' in page.text
+            release.touch()
+            read = {1: "agent", 2: "agent", 3: "agent"}
+            for url in urls:
+                await wait_until(lambda url=url: verdicts_are(url, read), 60, 0.2, f"2 and 3 read at {url}")

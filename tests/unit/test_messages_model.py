@@ -34,6 +34,7 @@ NONE = {"listened": True, "agents": [], "matched": False, "dead_lettered": False
         ({"dead_lettered": True, "parse_error": True}, "dead_lettered"),
         ({"matched": True, "dead_lettered": True}, "matched"),
         ({"listened": False, "agents": ["audit"]}, "agent"),
+        ({"listened": False, "agents": ["audit"], "unread": True}, "unread"),
         ({"listened": False, "agents": ["audit"], "dead_lettered": True}, "dead_lettered"),
         ({"listened": False, "parse_error": True}, "not_read"),
     ],

@@ -276,7 +276,7 @@ class EmbeddedRuntime:
         first = self.store.read(topic, 0, 1)  # (retention trims a topic from its start)
         return self.store.end_offset(topic) - first[0].offset if first else 0
 
-    def unread(self, topic: str, offset: int) -> bool | None:
+    async def unread(self, topic: str, partition: int, offset: int) -> bool | None:
         position = self._unread_from(topic)
         return None if position is None else offset >= position
 

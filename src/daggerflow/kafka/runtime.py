@@ -83,6 +83,8 @@ BULK_SEND_ATTEMPTS = 3
 #: Seconds an owner's call waits for the events sent to its partition before it; past that
 #: the call goes through the events topic too, behind them.
 ORDER_WAIT_S = 5.0
+#: Seconds a message's explanation waits for a group's committed offset.
+COMMITTED_WAIT_S = 5.0
 
 class KafkaRuntime:
     """The ``Runtime`` on Kafka: the partitions this worker owns, each a ``PartitionTask``."""
@@ -455,8 +457,27 @@ class KafkaRuntime:
     def count_messages(self, topic: str) -> int | None:
         return None
 
-    def unread(self, topic: str, offset: int) -> bool | None:
-        return None
+    async def unread(self, topic: str, partition: int, offset: int) -> bool | None:
+        """Whether a consumer group of the application that reads ``topic`` has not committed
+        past ``offset`` on ``partition`` yet (the groups' coordinators answer, so every worker
+        says the same). A message being processed counts as unread until its commit. None in
+        a process that is in no such group (a client), or when a coordinator did not answer
+        within ``COMMITTED_WAIT_S``."""
+        readers = [loop.clients.consumer for loop in self._loops if loop.topic == topic and loop.clients is not None]
+        if self.fetch is not None and topic in self.fetch.routing.direct:
+            readers.append(self.fetch.consumer)
+        if not readers:
+            return None
+        tp = TopicPartition(topic, partition)
+        try:
+            for consumer in readers:
+                committed = await asyncio.wait_for(consumer.committed(tp), COMMITTED_WAIT_S)
+                if committed is None or offset >= committed:
+                    return True
+        except Exception:  # (TimeoutError, an authorisation error): not known
+            log.info("committed offsets of %s/%d not read", topic, partition, exc_info=True)
+            return None
+        return False
 
     def topic_names(self) -> list[str]:
         """The application's topics (those its templates, listeners and agents use)."""

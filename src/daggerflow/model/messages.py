@@ -201,13 +201,16 @@ def verdict(
 ) -> str:
     """What the facts of one message mean, the first that holds of: matched, dead-lettered,
     parse error, unread, duplicate, key mismatch, no waiter (for a listener topic); for a
-    topic no listener reads: dead-lettered (by an agent), agent, not read."""
+    topic no listener reads: dead-lettered (by an agent), unread (by an agent), agent, not
+    read."""
     if matched:
         return "matched"
     if dead_lettered:
         return "dead_lettered"
     if not listened:
-        return "agent" if agents else "not_read"
+        if not agents:
+            return "not_read"
+        return "unread" if unread else "agent"
     if parse_error:
         return "parse_error"
     if unread:

@@ -178,9 +178,10 @@ class Runtime(Protocol):
         """How many messages ``topic`` holds, where that is cheap to know (embedded: its
         offsets are dense); None on Kafka, where transaction markers take offsets too."""
 
-    def unread(self, topic: str, offset: int) -> bool | None:
-        """Whether this process's readers of ``topic`` have yet to read ``offset`` (None:
-        not known here, as on Kafka, where the consumer group's positions are the broker's)."""
+    async def unread(self, topic: str, partition: int, offset: int) -> bool | None:
+        """Whether a reader of ``topic`` (a listener's or an agent's) has yet to read the
+        message at ``offset`` of ``partition``: embedded, this process's consumers; on Kafka,
+        the committed offsets of the application's consumer groups. None: not known here."""
 
     def topic_names(self) -> list[str]: ...
 
