@@ -42,7 +42,7 @@ from .owners import Owner, OwnersView, owner_record
 from .restore import restore_from_topic
 from .settings import groupless_consumer
 from .standby import StandbyReplicas, standby_partitions
-from .task_manager import TaskManager
+from .task_manager import TaskManager, activation_step
 
 log = logging.getLogger("daggerflow.kafka")
 
@@ -188,7 +188,10 @@ class ActiveTasks:
         try:
             known = self.owners.owner(p) if self.owners is not None else None
             if known is None or known.worker != self.worker.worker_id or known.url != self.web_url:
-                await self._publish_owner(p, self.group.transactions[p])
+                # A transaction on the broker: bounded like the fence, so a commit that never
+                # ends is a logged, retried activation, not a partition paused in silence.
+                async with activation_step("publishing this worker as the owner", p):
+                    await self._publish_owner(p, self.group.transactions[p])
         except BaseException:
             store.close()
             raise

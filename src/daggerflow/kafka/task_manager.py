@@ -293,17 +293,17 @@ class TaskManager:
         # step that waits on a broker forever (a coordinator still finishing a transaction a
         # crash interrupted) must become a logged, retried attempt, never a partition that
         # stays paused with nothing said.
-        async with _step("the fence", partition):
+        async with activation_step("the fence", partition):
             await self._transactions.start(partition)  # rule 1: fence first...
         hooks = self._hooks
         if hooks.close_previous is not None:
-            async with _step("ending the previous owners' open transactions", partition):
+            async with activation_step("ending the previous owners' open transactions", partition):
                 await hooks.close_previous(partition)
         if hooks.restore is not None:
             await hooks.restore(partition)
         positions: dict[TopicPartition, int] = {}
         unset: list[TopicPartition] = []
-        async with _step("reading the committed offsets", partition):
+        async with activation_step("reading the committed offsets", partition):
             for tp in tps:
                 committed = await self._consumer.committed(tp)  # ...then read committed offsets
                 if committed is None:
@@ -322,7 +322,9 @@ ACTIVATION_STEP_TIMEOUT_S = 30.0
 
 
 @contextlib.asynccontextmanager
-async def _step(what: str, partition: int) -> AsyncIterator[None]:
+async def activation_step(what: str, partition: int) -> AsyncIterator[None]:
+    """Bound one step of a partition's activation: past ``ACTIVATION_STEP_TIMEOUT_S`` it
+    raises a ``TimeoutError`` naming the step, which the activation logs and retries."""
     try:
         async with asyncio.timeout(ACTIVATION_STEP_TIMEOUT_S):
             yield
