@@ -125,3 +125,13 @@ def test_an_unknown_page_is_a_404_page_not_a_traceback(worker: Worker, page: Pag
     answer = page.goto(f"{worker.url}/ui/no-such-view")
     assert answer is not None and answer.status == 404
     expect(page.get_by_role("heading", name="404 · Not Found")).to_be_visible()
+
+
+def test_every_page_names_its_icon_so_the_browser_asks_for_no_favicon_ico(secured: Worker, page: Page) -> None:
+    # (chromium asks for /favicon.ico, a 404 on its console, when a page names no icon; the
+    # login page too, before any token)
+    page.goto(f"{secured.url}/ui/login")
+    href = page.locator("link[rel=icon]").get_attribute("href")
+    assert href is not None
+    icon = page.request.get(f"{secured.url}{href}")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
