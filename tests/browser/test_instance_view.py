@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from daggerflow import Dagger
 
+from .accessibility import check_both_palettes
 from .conftest import Worker, start_worker
 from .workflows import KITCHEN, TEMPLATE
 
@@ -264,3 +265,14 @@ def test_a_read_token_sees_the_instance_and_no_action(tmp_path: Path, page: Page
         expect(page.get_by_role("button", name="Create instance")).to_have_count(0)
     finally:
         w.close()
+
+
+def test_a_failed_and_a_waiting_instance_have_labels_and_contrast_in_both_palettes(worker: Worker, page: Page) -> None:
+    create(worker, "c-1", card="declined")
+    kitchen_ready(worker, "c-1")
+    create(worker, "c-2", card="ok")
+    page.goto(f"{worker.url}/ui/instances/c-1")
+    expect(page.locator("#instance-status")).to_have_text("failure")
+    assert check_both_palettes(page) == []
+    wait_listening(page, worker, "c-2")
+    assert check_both_palettes(page) == []

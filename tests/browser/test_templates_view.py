@@ -9,6 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from .accessibility import check_both_palettes
 from .conftest import Worker
 from .test_instance_view import create, kitchen_ready, node
 from .workflows import TEMPLATE
@@ -90,3 +91,10 @@ def test_an_unknown_template_is_a_404_page(worker: Worker, page: Page) -> None:
     answer = page.goto(f"{worker.url}/ui/templates/no_such_template")
     assert answer is not None and answer.status == 404
     expect(page.locator(".error-message")).to_contain_text("no_such_template")
+
+
+def test_the_templates_pages_have_labels_and_contrast_in_both_palettes(worker: Worker, page: Page) -> None:
+    for path in ("/ui/templates", f"/ui/templates/{TEMPLATE}"):
+        page.goto(worker.url + path)
+        page.wait_for_load_state("networkidle")
+        assert check_both_palettes(page) == [], path
