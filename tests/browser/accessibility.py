@@ -4,7 +4,9 @@ vision depends on, run in the browser on the page as it is drawn:
 - every form control has a label (a ``<label for>``, a wrapping label, ``aria-label`` or
   ``aria-labelledby``);
 - every piece of text has a contrast of at least 4.5:1 with the background it is drawn on
-  (3:1 for large text), as WCAG 2 AA asks, in the palette the page is shown in.
+  (3:1 for large text), as WCAG 2 AA asks, in the palette the page is shown in; in the SVG
+  graphs, a label's fill against its box's fill (the page's background where the box has
+  none), each faded by the opacity it is drawn with.
 """
 
 from __future__ import annotations
@@ -61,10 +63,70 @@ _LOW_CONTRAST = """
 """
 
 
+_LOW_CONTRAST_SVG = """
+() => {
+  function rgba(text) {
+    const m = (text || '').match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  }
+  function lum([r, g, b]) {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  }
+  function over([r, g, b, a], [R, G, B]) {
+    return [r * a + R * (1 - a), g * a + G * (1 - a), b * a + B * (1 - a)];
+  }
+  function opacity(el, stop) {
+    let o = 1;
+    for (let e = el; e && e !== stop.parentElement; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
+    return o;
+  }
+  function pageBackground(el) {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0.5) return c;
+    }
+    return rgba(getComputedStyle(document.body).backgroundColor);
+  }
+  const bad = [];
+  for (const text of document.querySelectorAll('svg text')) {
+    if (!text.textContent.trim() || text.getBoundingClientRect().width === 0) continue;
+    if (text.closest('dialog:not([open])')) continue;
+    const svg = text.closest('svg');
+    const canvas = pageBackground(svg);
+    // What is painted under the text's middle: the rects drawn before it, in their order.
+    const box = text.getBoundingClientRect();
+    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+    let bg = canvas;
+    for (const rect of svg.querySelectorAll('rect')) {
+      if (!(rect.compareDocumentPosition(text) & Node.DOCUMENT_POSITION_FOLLOWING)) break;
+      const r = rect.getBoundingClientRect();
+      if (x < r.left || x > r.right || y < r.top || y > r.bottom) continue;
+      const fill = rgba(getComputedStyle(rect).fill);
+      const alpha = fill ? fill[3] * parseFloat(getComputedStyle(rect).fillOpacity) * opacity(rect, svg) : 0;
+      if (alpha > 0) bg = over([fill[0], fill[1], fill[2], alpha], bg);
+    }
+    const style = getComputedStyle(text);
+    const fill = rgba(style.fill);
+    if (!fill) continue;
+    const fg = over([fill[0], fill[1], fill[2], fill[3] * parseFloat(style.fillOpacity) * opacity(text, svg)], bg);
+    const hi = Math.max(lum(fg), lum(bg)), lo = Math.min(lum(fg), lum(bg));
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+    const needed = (size >= 24 || (bold && size >= 18.66)) ? 3 : 4.5;
+    if (ratio < needed) bad.push(`${ratio.toFixed(2)} < ${needed}: svg "${text.textContent.trim().slice(0, 40)}" (${text.getAttribute('class')} in ${text.parentElement.getAttribute('class')})`);
+  }
+  return bad;
+}
+"""
+
+
 def problems(page: Page) -> list[str]:
     """What the page, as shown now, fails of the checks above (empty: none)."""
     unlabelled: list[str] = page.evaluate(_UNLABELLED)
-    low: list[str] = page.evaluate(_LOW_CONTRAST)
+    low: list[str] = page.evaluate(_LOW_CONTRAST) + page.evaluate(_LOW_CONTRAST_SVG)
     return [f"no label: {u}" for u in unlabelled] + [f"contrast {c}" for c in low]
 
 
