@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..about import package_version
 from . import internal
 from .errors import EXCEPTION_HANDLERS
 from .openapi import build_document
 from .routes import ENDPOINTS, Endpoint, Handler
 from .telemetry import RequestTelemetry
-from .version import package_version
 
 if TYPE_CHECKING:
     from .api import EngineAPI
@@ -67,6 +67,7 @@ def create_app(engine: EngineAPI) -> Starlette:
         _internal(engine, "/internal/v1/listeners", internal.listeners),
         _internal(engine, "/internal/v1/timers", internal.timers),
         _internal(engine, "/internal/v1/overview", internal.overview),
+        _internal(engine, "/internal/v1/worker", internal.worker),
         _internal(engine, "/internal/v1/node-counts", internal.node_counts),
         _internal(engine, "/internal/v1/seen", internal.seen),
     ]

@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..about import package_version
 from ..errors import InvalidFilter, InvalidInput
 from ..model.instance import Instance
 from ..model.snapshot import rest_snapshot, summary
@@ -53,7 +54,6 @@ from .schemas import (
     WhoAmI,
     as_struct,
 )
-from .version import package_version
 
 if TYPE_CHECKING:
     from .api import EngineAPI

@@ -1,4 +1,4 @@
-"""The installed daggerflow version, for the OpenAPI document and ``whoami``."""
+"""The installed daggerflow version (the OpenAPI document, ``whoami``, the Workers view)."""
 
 from __future__ import annotations
 
