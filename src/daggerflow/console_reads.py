@@ -1,5 +1,5 @@
 """The reads the web console needs besides instances: open listeners, pending timers, the
-dashboard's overview and the counts of node statuses of a template. A part of the facade
+dashboard's overview, the workers and the counts of node statuses of a template. A part of the facade
 (``Dagger`` inherits it).
 
 Each read has a local half (``local_*``: what this process's stores hold, which the internal
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .about import package_version
 from .errors import InvalidInput, TemplateDoesNotExist
 from .model.console import (
     OVERVIEW_ITEMS,
@@ -37,6 +38,7 @@ from .model.console import (
 )
 from .model.instance import Instance
 from .model.query import InstanceQuery
+from .model.workers import PartitionRow, WorkerPart, ordered_workers, partition_rows
 from .pipeline.ports import Runtime
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ _listeners = msgspec.msgpack.Decoder(ListenerPart)
 _timers = msgspec.msgpack.Decoder(TimerPart)
 _overview = msgspec.msgpack.Decoder(OverviewPart)
 _node_counts = msgspec.msgpack.Decoder(NodeCountsPart)
+_worker = msgspec.msgpack.Decoder(WorkerPart)
 
 
 def _paging(limit: Any, offset: Any, most: int = MAX_PAGE) -> tuple[int, int]:
@@ -79,6 +82,8 @@ class ConsoleReads:
     template_dags: dict[str, Any]
     _runtime: Callable[[], Runtime]
     template_versions: Callable[[], Any]
+    web_url: str | None
+    started_at: float | None
 
     # Open listeners -----------------------------------------------------------------------
 
@@ -152,6 +157,31 @@ class ConsoleReads:
         parts = [self.local_overview()]
         parts += [_overview.decode(b) for b in await self._runtime().ask_others("/internal/v1/overview", {})]
         return merge_overviews(parts, self.clock.now())
+
+    # The workers --------------------------------------------------------------------------
+
+    def local_worker(self) -> WorkerPart:
+        """This worker as it describes itself."""
+        runtime = self._runtime()
+        stats = runtime.stats()
+        partitions = stats.get("partitions", [0] if stats.get("running") else [])
+        return WorkerPart(
+            worker=runtime.worker_id, url=self.web_url, runtime="kafka" if self.config.broker else "embedded",
+            version=package_version(), started=self.started_at or 0.0, partitions=sorted(partitions),
+            queued=int(stats.get("queued", 0)), jobs_running=int(stats.get("jobs_running", 0)),
+            timers=int(stats.get("timers", 0)), transitions=int(stats.get("transitions", 0)),
+        )  # fmt: skip
+
+    async def workers(self) -> tuple[list[WorkerPart], list[PartitionRow] | None]:
+        """Every worker that answered (this one first, unless this is a client engine, which
+        is no worker), and on Kafka each partition with its owner and whether the owner
+        answered and processes it."""
+        runtime = self._runtime()
+        parts = [self.local_worker()] if self.config.role == "worker" else []
+        parts += [_worker.decode(b) for b in await runtime.ask_others("/internal/v1/worker", {})]
+        found = ordered_workers(parts, runtime.worker_id)
+        owners = runtime.partition_owners()
+        return found, None if owners is None else partition_rows(owners, found)
 
     # Node statuses of a template ----------------------------------------------------------
 

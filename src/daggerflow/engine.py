@@ -184,6 +184,7 @@ class Dagger(
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: Any = None
         self.web_url: str | None = None
+        self.started_at: float | None = None  # (the Workers view shows it)
         if task_update_topic:
             self.create_topic(task_update_topic)
         self.task_update_topic = self.topics[task_update_topic] if task_update_topic else None
@@ -256,6 +257,7 @@ class Dagger(
         if self.runtime is not None:
             return
         cfg = self.config
+        self.started_at = self.clock.now()
         self._limits = cfg.limits()  # (the options are fixed while the engine runs)
         self._jobs = JobRunner(JobCallbacks(self.committed, self.task_class, self.view, self._report),
                                cfg.max_concurrent_jobs, self._limits.message)  # fmt: skip

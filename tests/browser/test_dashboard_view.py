@@ -8,6 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from .accessibility import check_both_palettes
 from .conftest import Worker
 from .test_instances_view import create, kitchen_ready
 from .workflows import TEMPLATE
@@ -54,3 +55,24 @@ def test_the_dashboard_counts_links_and_follows_live(
     page.locator("#card-failed a").click()
     expect(page.locator("#instances tbody tr[data-instance='f-1']")).to_have_count(1)
     expect(page.get_by_label("Status")).to_have_value("FAILURE")
+
+
+def test_the_workers_page_from_the_dashboard_shows_this_worker_live(
+    worker: Worker, page: Page, screenshot: Callable[[Page, str], Path]
+) -> None:
+    create(worker, "w-1")
+    page.goto(f"{worker.url}/ui/")
+    page.locator("#workers-link").click()
+    expect(page).to_have_url(f"{worker.url}/ui/workers")
+    expect(page.locator(".live-status")).to_have_text("live")
+    row = page.locator("#workers tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td[data-partitions]")).to_have_text("0")
+    expect(page.locator("#partitions")).to_have_count(0)  # embedded: no partition table
+    transitions = row.locator("td.num").last
+    before = int(transitions.inner_text())
+    create(worker, "w-2")  # the counters follow without a reload
+    expect(transitions).not_to_have_text(str(before))
+    assert int(transitions.inner_text()) > before
+    screenshot(page, "workers")
+    assert check_both_palettes(page) == []

@@ -219,6 +219,23 @@ async def test_overview_counts_failures_waiting_and_throughput(
     assert "x" in await bad(client, "/api/v1/overview", x="1")
 
 
+async def test_workers_lists_this_worker_with_its_counters_and_no_partition_table(
+    web: Dagger, client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    await waiting_orders(web, clock, 2)
+    body = await get(client, "/api/v1/workers")
+    assert body["partitions"] is None  # embedded: one process holds the one partition
+    [me] = body["workers"]
+    assert me["runtime"] == "embedded" and me["url"] == web.web_url and me["partitions"] == [0]
+    assert me["started"] == web.started_at and me["version"]
+    assert me["transitions"] > 0 and me["queued"] == 0 and me["jobs_running"] == 0 and me["timers"] == 0
+    # The internal route other workers ask answers with the same, as msgpack.
+    raw = await client.get("/internal/v1/worker")
+    assert raw.status_code == 200
+    assert msgspec.msgpack.decode(raw.content) == me  # (nothing ran in between)
+    assert "x" in await bad(client, "/api/v1/workers", x="1")
+
+
 async def test_templates_give_the_graph_structure(web: Dagger, client: httpx.AsyncClient) -> None:
     register_timed(web)
     templates = {t["name"]: t for t in await get(client, "/api/v1/templates")}

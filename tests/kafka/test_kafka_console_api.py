@@ -1,7 +1,9 @@
 """The console's reads on the Kafka runtime: two corr_app workers share 12 partitions, one
 waiting instance per partition; either worker's ``/api/v1/listeners``, ``/api/v1/overview``
 and node counts cover the instances of both (fanned out through the internal routes and
-merged), and so does a client engine that owns nothing."""
+merged), and so does a client engine that owns nothing. ``/api/v1/workers`` shows each
+partition's owner, and the partitions of a SIGKILLed owner as not answering until the
+survivor takes them over."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ pytest.importorskip("aiokafka")
 
 from daggerflow.kafka.codec import partition_for
 
-from .cluster import Cluster, Worker, produce
+from .cluster import Cluster, Worker, produce, wait_until
 from .test_kafka_correlation import PARTITIONS, corr_cluster, ids_on_every_partition, start_waiting
 
 pytestmark = pytest.mark.timeout(240)
@@ -113,3 +115,53 @@ async def test_node_counts_limit_is_the_newest_of_both_workers_together(
         part = await client.node_counts("BoxWait", limit=5)
         assert part.scanned == expected(5) and part.truncated is True
         assert all(set(by) == {"EXECUTING"} for by in part.nodes.values())
+
+
+async def test_workers_show_who_owns_each_partition_and_an_owner_that_stopped_answering(
+    make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with corr_cluster(make_cluster, monkeypatch) as (cluster, _client, _watcher):
+        first, second = cluster.running
+        urls = [await web_url(w) for w in (first, second)]
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def workers(url: str) -> dict[str, Any]:
+                r = await http.get(f"{url}/api/v1/workers")
+                assert r.status_code == 200, r.text
+                body: dict[str, Any] = r.json()
+                return body
+
+            async def all_active(url: str, count: int) -> dict[str, Any] | None:
+                body = await workers(url)
+                states = {p["state"] for p in body["partitions"]}
+                return body if len(body["workers"]) == count and states == {"active"} else None
+
+            for url in urls:
+                body = await wait_until(lambda url=url: all_active(url, 2), 60, 0.2, f"both workers at {url}")
+                assert body["workers"][0]["url"] == url  # the worker asked comes first
+                held = [set(w["partitions"]) for w in body["workers"]]
+                assert held[0] and held[1] and not held[0] & held[1] and held[0] | held[1] == set(range(PARTITIONS))
+                by_id = {w["worker"]: set(w["partitions"]) for w in body["workers"]}
+                assert all(p["partition"] in by_id[p["worker"]] for p in body["partitions"])
+                assert all(w["runtime"] == "kafka" and w["started"] > 0 for w in body["workers"])
+            page = await http.get(f"{urls[1]}/ui/workers")
+            assert page.status_code == 200 and 'id="partitions-ok"' in page.text
+            assert page.text.count('data-state="active"') == PARTITIONS
+
+            # SIGKILL: the owners topic still names the dead worker until the group rebalances.
+            dead = {w["worker"] for w in (await workers(urls[0]))["workers"] if w["url"] == urls[1]}
+            second.sigkill()
+
+            async def no_answer() -> list[int]:
+                rows = (await workers(urls[0]))["partitions"]
+                return [p["partition"] for p in rows if p["state"] == "no_answer" and p["worker"] in dead]
+
+            lost = await wait_until(no_answer, 30, 0.1, "the killed worker's partitions as not answering")
+            page = await http.get(f"{urls[0]}/ui/workers")
+            assert page.status_code == 200 and 'id="partitions-troubled"' in page.text
+            assert page.text.count('data-state="no_answer"') == len(lost)
+            # The survivor takes them over.
+            body = await wait_until(lambda: all_active(urls[0], 1), 120, 0.5, "the survivor holding every partition")
+            assert body["workers"][0]["partitions"] == list(range(PARTITIONS))
+            second.start()
+            await second.wait_ready()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from ..model.instance import Instance
 from ..model.query import InstanceQuery, listing_query
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule
+from ..model.workers import OwnerEntry
 from ..pipeline.background import cancel_and_wait, first_to_end
 from ..pipeline.batch import PostCommit
 from ..pipeline.items import BulkStart
@@ -330,6 +333,13 @@ class EmbeddedRuntime:
     def next_timer(self) -> float | None:
         """When the earliest armed timer is due (None: no timer is armed)."""
         return None if self._task is None else self._task.timers.next_due()
+
+    @property
+    def worker_id(self) -> str:
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+    def partition_owners(self) -> list[OwnerEntry] | None:
+        return None  # one process holds the one partition
 
     def stats(self) -> dict[str, Any]:
         task = self._task

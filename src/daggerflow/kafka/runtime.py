@@ -44,6 +44,7 @@ from ..model.instance import Instance, merge_listings
 from ..model.query import InstanceQuery, listing_query, sort_key
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule, schedule_key
+from ..model.workers import OwnerEntry
 from ..pipeline.partition import PartitionTask
 from ..pipeline.ports import RuntimeParts
 from ..pipeline.running import running_in
@@ -490,6 +491,14 @@ class KafkaRuntime:
         """Forget expired dedupe ids and buffered messages on every active partition."""
         for task in self._tasks():
             task.purge()
+
+    def partition_owners(self) -> list[OwnerEntry] | None:
+        known = self.owners.owners() if self.owners is not None else {}
+        return [
+            OwnerEntry(partition=p, worker=o.worker, url=o.url, since=o.since) if (o := known.get(p)) is not None
+            else OwnerEntry(partition=p, worker=None, url=None, since=None)
+            for p in range(self.config.partitions)
+        ]  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         tasks = self._tasks()

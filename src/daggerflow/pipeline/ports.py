@@ -17,6 +17,7 @@ from ..model.instance import Instance
 from ..model.query import InstanceQuery
 from ..model.records import Message, Outgoing
 from ..model.schedule import Schedule
+from ..model.workers import OwnerEntry
 from ..store.base import Store
 from .ingress import AgentSpec
 from .items import Settings
@@ -213,3 +214,11 @@ class Runtime(Protocol):
         """Forget expired dedupe ids and buffered messages (housekeeping)."""
 
     def stats(self) -> dict[str, Any]: ...
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id among the workers: host and process (on Kafka with a random
+        suffix, as the owners topic names it)."""
+
+    def partition_owners(self) -> list[OwnerEntry] | None:
+        """Kafka: each partition's owner as the owners topic says; None embedded."""

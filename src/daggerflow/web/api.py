@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..model.records import Message
     from ..model.schedule import Schedule
     from ..model.versions import MigrationReport, TemplateVersion
+    from ..model.workers import PartitionRow, WorkerPart
     from ..tasks import ITemplateDAGInstance
     from ..telemetry import Telemetry
     from ..templates import ITemplateDAG
@@ -184,6 +185,10 @@ class EngineAPI(Protocol):
     async def overview(self) -> OverviewPart: ...
 
     def local_overview(self) -> OverviewPart: ...
+
+    async def workers(self) -> tuple[list[WorkerPart], list[PartitionRow] | None]: ...
+
+    def local_worker(self) -> WorkerPart: ...
 
     async def node_counts(self, template: str, *, version: str | None = None, limit: int = 10_000) -> NodeCountsPart: ...
 

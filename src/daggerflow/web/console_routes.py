@@ -1,5 +1,5 @@
 """The handlers of the console's reads: ``/api/v1/listeners``, ``/api/v1/timers``,
-``/api/v1/overview`` and ``/api/v1/templates/{name}/node-counts``.
+``/api/v1/overview``, ``/api/v1/workers`` and ``/api/v1/templates/{name}/node-counts``.
 
 Each decodes its query into a ``web.schemas_console`` struct (an unknown name or a bad value
 is a 400) and calls the engine's read (``daggerflow.console_reads``), which on Kafka asks
@@ -24,6 +24,7 @@ from .schemas_console import (
     Overview,
     TimerPage,
     TimersQuery,
+    Workers,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ async def overview(engine: EngineAPI, request: Request) -> Response:
         oldest_listeners=o.oldest_listeners, timers_overdue=o.timers_overdue, oldest_overdue=o.oldest_overdue,
         throughput=o.throughput, workers=o.workers,
     ))  # fmt: skip
+
+
+async def workers(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    found, partitions = await engine.workers()
+    return JSONResponse(Workers(workers=found, partitions=partitions))
 
 
 async def node_counts(engine: EngineAPI, request: Request) -> Response:

@@ -110,6 +110,11 @@ async def overview(engine: EngineAPI, request: Request) -> Response:
     return _internal(msgspec.msgpack.encode(engine.local_overview()))
 
 
+async def worker(engine: EngineAPI, request: Request) -> Response:
+    decode_query(request, NoQuery)
+    return _internal(msgspec.msgpack.encode(engine.local_worker()))
+
+
 async def node_counts(engine: EngineAPI, request: Request) -> Response:
     q = decode_query(request, InternalNodeCountsQuery)
     found = engine.local_node_counts(

@@ -56,6 +56,7 @@ from .schemas_console import (
     Overview,
     TimerPage,
     TimersQuery,
+    Workers,
 )
 from .schemas_messages import (
     DeadLetterList,
@@ -407,6 +408,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 description=(
                     "Counts come from the store's indexes (no instance is read); the listeners and timers "
                     "from the instances that have one. " + _EVERY_WORKER
+                ),
+            ),
+        ),
+    ),
+    Endpoint(
+        "/api/v1/workers",
+        (
+            Operation(
+                "GET", console_routes.workers, "listWorkers",
+                "The workers: each one's partitions and counters; on Kafka, who owns each partition",
+                Workers, tag="console",
+                description=(
+                    "Every worker that owns a partition is asked (a worker that does not answer is left out "
+                    "of `workers`, and its partitions say `no_answer`). Embedded: this process, and "
+                    "`partitions` is null."
                 ),
             ),
         ),

@@ -9,6 +9,7 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 from ..model.console import ListenerItem, StatusCount, Throughput, TimerItem, TopicCount
+from ..model.workers import PARTITION_STATES, PartitionRow, WorkerPart
 from .schemas import MAX_OFFSET, Offset
 
 PageLimit = Annotated[int, Meta(ge=1, le=1000, description="page size (1..1000)")]
@@ -91,6 +92,22 @@ class Overview(Struct, kw_only=True):
              "the difference of two samples over their `at`"),
     ]  # fmt: skip
     workers: Annotated[int, Meta(description="how many workers answered")]
+
+
+class Workers(Struct, kw_only=True):
+    """The workers that answered and, on Kafka, the owner of each partition."""
+
+    workers: Annotated[
+        list[WorkerPart],
+        Meta(description="every worker that answered, the one asked first: its id, REST URL, runtime, version, "
+             "start time, the partitions it processes now and its counters (queued inputs, running jobs, "
+             "pending timers, transitions since it started)"),
+    ]  # fmt: skip
+    partitions: Annotated[
+        list[PartitionRow] | None,
+        Meta(description="Kafka: each partition's owner as the owners topic says, and its `state`: "
+             + "; ".join(f"{k} ({v})" for k, v in PARTITION_STATES.items()) + ". null embedded"),
+    ]  # fmt: skip
 
 
 class NodeCounts(Struct, kw_only=True):

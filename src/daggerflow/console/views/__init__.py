@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import bulk, dashboard, instance, instances, login, messages, schedules, search, templates, waiting
+from . import (
+    bulk,
+    dashboard,
+    instance,
+    instances,
+    login,
+    messages,
+    schedules,
+    search,
+    templates,
+    waiting,
+    workers,
+)
 
 ROUTES: list[BaseRoute] = [
     *login.ROUTES,
@@ -18,4 +30,5 @@ ROUTES: list[BaseRoute] = [
     *templates.ROUTES,
     *waiting.ROUTES,
     *messages.ROUTES,
+    *workers.ROUTES,
 ]
