@@ -170,6 +170,7 @@ class ConsoleReads:
             version=package_version(), started=self.started_at or 0.0, partitions=sorted(partitions),
             queued=int(stats.get("queued", 0)), jobs_running=int(stats.get("jobs_running", 0)),
             timers=int(stats.get("timers", 0)), transitions=int(stats.get("transitions", 0)),
+            lag=runtime.consumer_lag(),
         )  # fmt: skip
 
     async def workers(self) -> tuple[list[WorkerPart], list[PartitionRow] | None]:

@@ -229,6 +229,7 @@ async def test_workers_lists_this_worker_with_its_counters_and_no_partition_tabl
     assert me["runtime"] == "embedded" and me["url"] == web.web_url and me["partitions"] == [0]
     assert me["started"] == web.started_at and me["version"]
     assert me["transitions"] > 0 and me["queued"] == 0 and me["jobs_running"] == 0 and me["timers"] == 0
+    assert me["lag"] == {ORDER_READY: 0}  # its listener's reader has read everything
     # The internal route other workers ask answers with the same, as msgpack.
     raw = await client.get("/internal/v1/worker")
     assert raw.status_code == 200

@@ -148,7 +148,20 @@ async def test_a_message_its_agent_has_not_finished_is_unread(
             held = listed[2]
             page = await http.get(f"{urls[1]}/ui/messages/{hold}/{held['offset']}", params={"partition": held["partition"]})
             assert page.status_code == 200 and 'data-verdict="unread"' in page.text
+
+            # While the agent holds its partition, what arrives behind is lag on the Workers view.
+            async def behind_on_hold() -> int:
+                answer = (await http.get(f"{urls[0]}/api/v1/workers")).json()
+                return sum(w["lag"].get(hold, 0) for w in answer["workers"])
+
+            await produce(cluster.bootstrap, hold, [(b"k", {"n": 4})])
+            assert await wait_until(behind_on_hold, 30, 0.2, "a message behind the held one as lag") >= 1
             release.touch()
-            read = {1: "agent", 2: "agent", 3: "agent"}
+            read = {1: "agent", 2: "agent", 3: "agent", 4: "agent"}
             for url in urls:
-                await wait_until(lambda url=url: verdicts_are(url, read), 60, 0.2, f"2 and 3 read at {url}")
+                await wait_until(lambda url=url: verdicts_are(url, read), 60, 0.2, f"2 to 4 read at {url}")
+
+            async def caught_up() -> bool:
+                return await behind_on_hold() == 0
+
+            await wait_until(caught_up, 30, 0.2, "no lag once released")

@@ -3,13 +3,13 @@ workers' own answers, the workers' order, and partition lists shown as ranges.""
 
 from __future__ import annotations
 
-from daggerflow.console.views.workers import ranges
+from daggerflow.console.views.workers import behind, ranges
 from daggerflow.model.workers import OwnerEntry, WorkerPart, ordered_workers, partition_rows
 
 
 def worker(name: str, partitions: list[int]) -> WorkerPart:
     return WorkerPart(worker=name, url=f"http://{name}", runtime="kafka", version="1", started=1.0,
-                      partitions=partitions, queued=0, jobs_running=0, timers=0, transitions=0)  # fmt: skip
+                      partitions=partitions, queued=0, jobs_running=0, timers=0, transitions=0, lag={})  # fmt: skip
 
 
 def owner(p: int, name: str | None) -> OwnerEntry:
@@ -39,3 +39,8 @@ def test_partitions_shown_as_ranges() -> None:
     assert ranges([]) == "none"
     assert ranges([4]) == "4"
     assert ranges([8, 0, 1, 2, 5, 7]) == "0\u20132, 5, 7\u20138"
+
+
+def test_only_topics_with_messages_left_are_shown_behind() -> None:
+    assert behind({"b": 3, "a": 0, "c": 1}) == [("b", 3), ("c", 1)]
+    assert behind({}) == []

@@ -341,6 +341,16 @@ class EmbeddedRuntime:
     def partition_owners(self) -> list[OwnerEntry] | None:
         return None  # one process holds the one partition
 
+    def consumer_lag(self) -> dict[str, int]:
+        task = self._task
+        if task is None:
+            return {}
+        out: dict[str, int] = {}
+        for c in self.consumers.values():
+            behind = max(0, task.store.end_offset(c.topic) - c.unread_from())
+            out[c.topic] = max(out.get(c.topic, 0), behind)
+        return out
+
     def stats(self) -> dict[str, Any]:
         task = self._task
         p = task.processor if task is not None else None

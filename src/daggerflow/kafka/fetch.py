@@ -34,6 +34,24 @@ MAX_QUEUED = 5000
 LAG_INTERVAL = 5.0
 
 
+def consumer_lag(consumer: Any) -> dict[str, int] | None:
+    """Records between each assigned partition's position and its end, summed by topic (the
+    positions and ends the consumer already knows: no request to the broker). None when the
+    assignment changed while it was read (read it again later)."""
+    lag: dict[str, int] = {}
+    try:
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = partition_state(consumer, tp)
+            if end is None or position is None or not position.has_valid_position:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position.position)
+    except Exception:
+        log.debug("consumer lag not read", exc_info=True)
+        return None
+    return lag
+
+
 class FetchLoop:
     def __init__(
         self,
@@ -118,20 +136,8 @@ class FetchLoop:
                     await task.processor.wait_idle()
 
     def report_lag(self, observer: PipelineObserver) -> bool:
-        """Records between each assigned partition's position and its end, summed by topic
-        (the positions and ends the consumer already knows: no request to the broker)."""
-        lag: dict[str, int] = {}
-        try:
-            for tp in self.consumer.assignment():
-                end = self.consumer.highwater(tp)
-                position = partition_state(self.consumer, tp)
-                if end is None or position is None or not position.has_valid_position:
-                    continue
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position.position)
-        except Exception:  # (the assignment changed meanwhile: read it next time)
-            log.debug("consumer lag not read", exc_info=True)
-            return False
-        for topic, behind in lag.items():
+        lag = consumer_lag(self.consumer)
+        for topic, behind in (lag or {}).items():
             observer.consumer_lag(topic, behind)
         return bool(lag)
 

@@ -56,7 +56,7 @@ from .collector import GroupClients, RecordCollector
 from .compat import tune_aiokafka
 from .config import RECORD_LIMIT, KafkaConfig
 from .context import WorkerContext
-from .fetch import FetchLoop
+from .fetch import FetchLoop, consumer_lag
 from .guard import AssignmentGuard
 from .hanging import HangingTransactions, high_watermarks
 from .hanging.watch import HangingWatch
@@ -491,6 +491,17 @@ class KafkaRuntime:
         """Forget expired dedupe ids and buffered messages on every active partition."""
         for task in self._tasks():
             task.purge()
+
+    def consumer_lag(self) -> dict[str, int]:
+        """Records this worker's consumers have yet to read, by topic (the main group's and
+        each listener and agent group's; a topic read by several: the furthest behind)."""
+        consumers = [] if self.fetch is None else [self.fetch.consumer]
+        consumers += [loop.clients.consumer for loop in self._loops if loop.clients is not None]
+        out: dict[str, int] = {}
+        for consumer in consumers:
+            for topic, behind in (consumer_lag(consumer) or {}).items():
+                out[topic] = max(out.get(topic, 0), behind)
+        return out
 
     def partition_owners(self) -> list[OwnerEntry] | None:
         known = self.owners.owners() if self.owners is not None else {}

@@ -22,6 +22,7 @@ class WorkerPart(Struct, kw_only=True):
     jobs_running: int  #: tasks' user code running now
     timers: int  #: timers pending in its partitions
     transitions: int  #: state changes applied since it started
+    lag: dict[str, int]  #: messages its readers have yet to read, by topic
 
 
 class OwnerEntry(Struct, kw_only=True):

@@ -222,3 +222,7 @@ class Runtime(Protocol):
 
     def partition_owners(self) -> list[OwnerEntry] | None:
         """Kafka: each partition's owner as the owners topic says; None embedded."""
+
+    def consumer_lag(self) -> dict[str, int]:
+        """Messages this process's readers of each topic have yet to read (the slowest
+        reader's count where several read one topic)."""

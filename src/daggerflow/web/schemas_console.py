@@ -100,8 +100,9 @@ class Workers(Struct, kw_only=True):
     workers: Annotated[
         list[WorkerPart],
         Meta(description="every worker that answered, the one asked first: its id, REST URL, runtime, version, "
-             "start time, the partitions it processes now and its counters (queued inputs, running jobs, "
-             "pending timers, transitions since it started)"),
+             "start time, the partitions it processes now, its counters (queued inputs, running jobs, "
+             "pending timers, transitions since it started) and `lag`: by topic, the messages its readers "
+             "have yet to read (on Kafka from the consumers' own positions and ends, no broker request)"),
     ]  # fmt: skip
     partitions: Annotated[
         list[PartitionRow] | None,

@@ -40,12 +40,17 @@ def ranges(numbers: list[int]) -> str:
     return ", ".join(out) or "none"
 
 
+def behind(lag: dict[str, int]) -> list[tuple[str, int]]:
+    """The topics a worker has messages left to read on, by name."""
+    return sorted((topic, n) for topic, n in lag.items() if n > 0)
+
+
 async def _context(s: Session) -> dict[str, Any]:
     answer = await s.api.get("/api/v1/workers")
     partitions: list[dict[str, Any]] | None = answer["partitions"]
     troubled = [p for p in partitions or [] if p["state"] != "active"]
     return {"workers": answer["workers"], "partitions": partitions, "troubled": troubled,
-            "STATE_BADGES": STATE_BADGES, "ranges": ranges}  # fmt: skip
+            "STATE_BADGES": STATE_BADGES, "ranges": ranges, "behind": behind}  # fmt: skip
 
 
 async def workers(request: Request) -> Response:
