@@ -147,6 +147,8 @@ async def test_workers_show_who_owns_each_partition_and_an_owner_that_stopped_an
             page = await http.get(f"{urls[1]}/ui/workers")
             assert page.status_code == 200 and 'id="partitions-ok"' in page.text
             assert page.text.count('data-state="active"') == PARTITIONS
+            dashboard = await http.get(f"{urls[1]}/ui/")
+            assert dashboard.status_code == 200 and 'id="dash-partitions"' not in dashboard.text
 
             # SIGKILL: the owners topic still names the dead worker until the group rebalances.
             dead = {w["worker"] for w in (await workers(urls[0]))["workers"] if w["url"] == urls[1]}
@@ -160,6 +162,8 @@ async def test_workers_show_who_owns_each_partition_and_an_owner_that_stopped_an
             page = await http.get(f"{urls[0]}/ui/workers")
             assert page.status_code == 200 and 'id="partitions-troubled"' in page.text
             assert page.text.count('data-state="no_answer"') == len(lost)
+            dashboard = await http.get(f"{urls[0]}/ui/")  # the dashboard warns too
+            assert dashboard.status_code == 200 and 'id="dash-partitions"' in dashboard.text
             # The survivor takes them over.
             body = await wait_until(lambda: all_active(urls[0], 1), 120, 0.5, "the survivor holding every partition")
             assert body["workers"][0]["partitions"] == list(range(PARTITIONS))

@@ -1,7 +1,8 @@
 """The dashboard: counts by template and status (each a link to the filtered list), failures in
 the last hour, the oldest waiting listeners, overdue timers, dead letters, and throughput, live.
 
-Everything comes from ``GET /api/v1/overview`` (one read; on Kafka it covers every worker) and, if
+Everything comes from ``GET /api/v1/overview`` (one read; on Kafka it covers every worker),
+``GET /api/v1/workers`` (on Kafka: a warning when a partition has no owner that answers) and, if
 the worker has it, ``GET /api/v1/dead-letters?limit=1`` (its ``total``). Throughput is the rate of
 the overview's counters between two samples of the live stream: the first render has one sample
 only, so it says that it is measuring.
@@ -20,6 +21,7 @@ from ..client import ApiError
 from ..session import Session
 from .common import fragment, live, page, session
 from .instances import STATUSES
+from .workers import ranges, troubled
 
 #: The counters whose rate the dashboard shows, as the overview's ``throughput`` names them.
 RATES = ("created", "completed", "failed")
@@ -81,7 +83,11 @@ async def dead_letters(s: Session) -> dict[str, Any] | None:
 
 async def _context(s: Session, previous: dict[str, Any] | None) -> dict[str, Any]:
     overview: dict[str, Any] = await s.api.get("/api/v1/overview")
+    partitions = (await s.api.get("/api/v1/workers"))["partitions"]
     return {
+        "partitions": partitions,
+        "troubled": troubled(partitions),
+        "ranges": ranges,
         "overview": overview,
         "matrix": matrix(overview["counts"]),
         "rates": rates(previous, overview),

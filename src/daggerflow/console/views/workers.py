@@ -45,11 +45,15 @@ def behind(lag: dict[str, int]) -> list[tuple[str, int]]:
     return sorted((topic, n) for topic, n in lag.items() if n > 0)
 
 
+def troubled(partitions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The partitions no owner that answered processes now (Kafka; none embedded)."""
+    return [p for p in partitions or [] if p["state"] != "active"]
+
+
 async def _context(s: Session) -> dict[str, Any]:
     answer = await s.api.get("/api/v1/workers")
     partitions: list[dict[str, Any]] | None = answer["partitions"]
-    troubled = [p for p in partitions or [] if p["state"] != "active"]
-    return {"workers": answer["workers"], "partitions": partitions, "troubled": troubled,
+    return {"workers": answer["workers"], "partitions": partitions, "troubled": troubled(partitions),
             "STATE_BADGES": STATE_BADGES, "ranges": ranges, "behind": behind}  # fmt: skip
 
 
