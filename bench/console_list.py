@@ -8,7 +8,8 @@ The store is filled directly with commits of 1,000 instances (record, search row
 processor writes them): pizza-sized records of seven nodes, ``order_id`` and ``customer_id``
 declared search attributes, 2% in FAILURE, 1% STOPPED, the rest COMPLETED (none running, so nothing changes while it is timed). Timed, each over
 ``--requests`` requests with httpx: the first page (50 rows, newest first), a status filter
-(FAILURE), and a ``param.`` filter on a declared search attribute (10 matches). Printed: median and
+(FAILURE), a ``param.`` filter on a declared search attribute (10 matches), the dashboard (the
+overview, the workers and the dead letters behind it) and the Workers page. Printed: median and
 p95 ms per page.
 """
 
@@ -35,6 +36,8 @@ PAGES = {
     "first page": "/ui/instances",
     "status=FAILURE": "/ui/instances?status=FAILURE",
     "param.customer_id (declared)": "/ui/instances?param.customer_id=customer-42",
+    "dashboard": "/ui/",
+    "workers": "/ui/workers",
 }
 
 
