@@ -5,6 +5,7 @@ consumer stands in for aiokafka's (its ``getmany`` and the position the loop rea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,8 +57,12 @@ def record(offset: int, n: int) -> Any:
     return SimpleNamespace(offset=offset, key=b"i1", value=value, headers=(), timestamp=0)
 
 
+Running = tuple[FetchLoop, FakeConsumer, FakeTask]
+
+
 @pytest.fixture
-def loop_parts(monkeypatch: pytest.MonkeyPatch) -> tuple[FetchLoop, FakeConsumer, FakeTask]:
+async def loop_parts(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    """A fetch loop running over the fake consumer, feeding one task (partition 0)."""
     consumer, task = FakeConsumer(), FakeTask()
 
     def state(c: FakeConsumer, tp: TopicPartition) -> Any:
@@ -67,54 +72,45 @@ def loop_parts(monkeypatch: pytest.MonkeyPatch) -> tuple[FetchLoop, FakeConsumer
     guard = AssignmentGuard()
     guard.activate(TP, 0)
     routing = ListenerRouting("app", TOPICS, 2, ForwardEncoder(TOPICS, 2))
-    return FetchLoop(consumer, guard, lambda p: task if p == 0 else None, routing), consumer, task
-
-
-async def test_records_sent_before_are_handed_over_first(loop_parts: tuple[FetchLoop, FakeConsumer, FakeTask]) -> None:
-    loop, consumer, task = loop_parts
+    loop = FetchLoop(consumer, guard, lambda p: task if p == 0 else None, routing)
     runner = asyncio.create_task(loop.run())
-    try:
-        waiting = asyncio.create_task(loop.handed_over(TP, 3))
-        await asyncio.sleep(0)
-        assert not waiting.done()  # offsets 0..2 not fetched yet
-        consumer.batches.put_nowait({TP: [record(0, 0), record(1, 1)]})
-        await asyncio.sleep(0.01)
-        assert not waiting.done() and len(task.items) == 2  # offset 2 still missing
-        consumer.batches.put_nowait({TP: [record(2, 2)]})
-        await asyncio.wait_for(waiting, 1)
-        # Released only after the loop handed offset 2 to the task: a call queued now is behind it.
-        assert [i.event.changes["n"] for i in task.items if isinstance(i, InstanceEvent)] == [0, 1, 2]
-    finally:
-        runner.cancel()
+    yield loop, consumer, task
+    runner.cancel()
 
 
-async def test_nothing_sent_before_returns_at_once(loop_parts: tuple[FetchLoop, FakeConsumer, FakeTask]) -> None:
+async def test_records_sent_before_are_handed_over_first(loop_parts: Running) -> None:
     loop, consumer, task = loop_parts
-    runner = asyncio.create_task(loop.run())
-    try:
-        consumer.batches.put_nowait({TP: [record(0, 0)]})
-        while not task.items:
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)  # the loop is back in getmany
-        # Caught up, and the loop waits in getmany: no need to wait for its next round.
-        waiting = asyncio.create_task(loop.handed_over(TP, 1))
+    waiting = asyncio.create_task(loop.handed_over(TP, 3))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # offsets 0..2 not fetched yet
+    consumer.batches.put_nowait({TP: [record(0, 0), record(1, 1)]})
+    while len(task.items) < 2:  # (handed over, and the loop looked at the waiter before polling again)
         await asyncio.sleep(0)
-        assert waiting.done()
-    finally:
-        runner.cancel()
+    assert not waiting.done()  # offset 2 still missing
+    consumer.batches.put_nowait({TP: [record(2, 2)]})
+    await asyncio.wait_for(waiting, 1)
+    # Released only after the loop handed offset 2 to the task: a call queued now is behind it.
+    assert [i.event.changes["n"] for i in task.items if isinstance(i, InstanceEvent)] == [0, 1, 2]
 
 
-async def test_a_waiter_whose_caller_gave_up_is_dropped(loop_parts: tuple[FetchLoop, FakeConsumer, FakeTask]) -> None:
+async def test_nothing_sent_before_returns_at_once(loop_parts: Running) -> None:
+    loop, consumer, task = loop_parts
+    consumer.batches.put_nowait({TP: [record(0, 0)]})
+    while not task.items:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the loop is back in getmany
+    # Caught up, and the loop waits in getmany: no need to wait for its next round.
+    waiting = asyncio.create_task(loop.handed_over(TP, 1))
+    await asyncio.sleep(0)
+    assert waiting.done()
+
+
+async def test_a_waiter_whose_caller_gave_up_is_dropped(loop_parts: Running) -> None:
     loop, consumer, _task = loop_parts
-    runner = asyncio.create_task(loop.run())
-    try:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(loop.handed_over(TP, 5), 0.05)
-        consumer.batches.put_nowait({TP: [record(0, 0)]})
-        consumer.batches.put_nowait({TP: [record(1, 1)]})
-        while consumer.positions[TP] < 2 or not consumer.batches.empty():
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.01)
-        assert loop._waiters == []  # the cancelled one is not kept
-    finally:
-        runner.cancel()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(loop.handed_over(TP, 5), 0.05)
+    consumer.batches.put_nowait({TP: [record(0, 0)]})
+    consumer.batches.put_nowait({TP: [record(1, 1)]})
+    while consumer.positions[TP] < 2 or not consumer.batches.empty():
+        await asyncio.sleep(0.005)
+    assert loop._waiters == []  # the cancelled one is not kept

@@ -41,15 +41,21 @@ def consumer_lag(consumer: Any) -> dict[str, int] | None:
     lag: dict[str, int] = {}
     try:
         for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            position = partition_state(consumer, tp)
-            if end is None or position is None or not position.has_valid_position:
+            end, position = consumer.highwater(tp), _position(consumer, tp)
+            if end is None or position is None:
                 continue
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position.position)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
     except Exception:
         log.debug("consumer lag not read", exc_info=True)
         return None
     return lag
+
+
+def _position(consumer: Any, tp: TopicPartition) -> int | None:
+    """The next offset ``consumer`` returns of assigned ``tp``; None while it has none.
+    Raises if ``tp`` is not assigned."""
+    state = partition_state(consumer, tp)
+    return state.position if state is not None and state.has_valid_position else None
 
 
 class FetchLoop:
@@ -79,7 +85,7 @@ class FetchLoop:
         """Return once every record of ``tp`` below offset ``end`` has been handed to its
         task (or skipped as the guard's stale input). A caller bounds the wait: a partition
         that is no longer assigned never gets there."""
-        if self._polling and self._position(tp) >= end:
+        if self._polling and self._reached(tp, end):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((tp, end, fut))
@@ -90,18 +96,18 @@ class FetchLoop:
         for tp, end, fut in self._waiters:
             if fut.done():
                 continue  # (its caller gave up)
-            if self._position(tp) >= end:
+            if self._reached(tp, end):
                 fut.set_result(None)
             else:
                 waiting.append((tp, end, fut))
         self._waiters = waiting
 
-    def _position(self, tp: TopicPartition) -> int:
+    def _reached(self, tp: TopicPartition, end: int) -> bool:
         try:
-            state = partition_state(self.consumer, tp)
+            position = _position(self.consumer, tp)
         except Exception:  # (not assigned any more)
-            return -1
-        return state.position if state is not None and state.has_valid_position else -1
+            return False
+        return position is not None and position >= end
 
     async def run(self) -> None:
         guard, direct, task_of = self.guard, self.routing.direct, self.task_of

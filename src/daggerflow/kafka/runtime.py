@@ -464,9 +464,7 @@ class KafkaRuntime:
         says the same). A message being processed counts as unread until its commit. None in
         a process that is in no such group (a client), or when a coordinator did not answer
         within ``COMMITTED_WAIT_S``."""
-        readers = [loop.clients.consumer for loop in self._loops if loop.topic == topic and loop.clients is not None]
-        if self.fetch is not None and topic in self.fetch.routing.direct:
-            readers.append(self.fetch.consumer)
+        readers = self._consumers(topic)
         if not readers:
             return None
         tp = TopicPartition(topic, partition)
@@ -495,13 +493,20 @@ class KafkaRuntime:
     def consumer_lag(self) -> dict[str, int]:
         """Records this worker's consumers have yet to read, by topic (the main group's and
         each listener and agent group's; a topic read by several: the furthest behind)."""
-        consumers = [] if self.fetch is None else [self.fetch.consumer]
-        consumers += [loop.clients.consumer for loop in self._loops if loop.clients is not None]
         out: dict[str, int] = {}
-        for consumer in consumers:
+        for consumer in self._consumers():
             for topic, behind in (consumer_lag(consumer) or {}).items():
                 out[topic] = max(out.get(topic, 0), behind)
         return out
+
+    def _consumers(self, topic: str | None = None) -> list[Any]:
+        """This worker's consumers: the main group's and each listener and agent group's;
+        with ``topic``, those of the groups that read it."""
+        found = [loop.clients.consumer for loop in self._loops
+                 if loop.clients is not None and topic in (None, loop.topic)]  # fmt: skip
+        if self.fetch is not None and (topic is None or topic in self.fetch.routing.direct):
+            found.append(self.fetch.consumer)
+        return found
 
     def partition_owners(self) -> list[OwnerEntry] | None:
         known = self.owners.owners() if self.owners is not None else {}

@@ -6,6 +6,7 @@ partition)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from starlette.requests import Request
@@ -26,17 +27,11 @@ STATE_BADGES = {
 
 def ranges(numbers: list[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` -> ``"0\u20132, 5, 7\u20138"`` (en dashes); ``"none"`` for none."""
-    out: list[str] = []
-    start = previous = None
-    for n in sorted(numbers):
-        if previous is not None and n == previous + 1:
-            previous = n
-            continue
-        if start is not None:
-            out.append(f"{start}" if start == previous else f"{start}\u2013{previous}")
-        start = previous = n
-    if start is not None:
-        out.append(f"{start}" if start == previous else f"{start}\u2013{previous}")
+    out = []
+    # Consecutive numbers have the same difference to their index in the sorted list.
+    for _, run in itertools.groupby(enumerate(sorted(numbers)), lambda item: item[1] - item[0]):
+        first, *rest = (n for _, n in run)
+        out.append(f"{first}\u2013{rest[-1]}" if rest else f"{first}")
     return ", ".join(out) or "none"
 
 
